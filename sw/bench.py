@@ -1,0 +1,51 @@
+"""``nms bench``: run benchmarks that write JSON + Markdown reports.
+
+Benchmarks measure (speed, utilisation, memory, quality); tests never assert wall-clock limits.
+Each benchmark lives beside the part it measures as a module exposing
+``run(out_dir: pathlib.Path, quick: bool) -> dict``; it writes ``<out_dir>/<name>.json`` and
+``<out_dir>/<name>.md`` and returns the JSON-able result. This module is only the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+#: benchmark name -> module with ``run(out_dir, quick)``
+BENCHMARKS = {
+    "distance": "nms.verif.bench_distance",
+    "fpga": "nms.fpga.bench_fpga",
+    "desne": "nms.verif.bench_desne",
+    "datapath": "nms.verif.bench_datapath",
+    "sks": "nms.sw.bench_sks",
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("names", nargs="*", default=["all"],
+                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} or all (default)")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"),
+                        help="output folder for the JSON + Markdown reports (default: reports/bench)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller problem sizes (smoke run; figures are not the headline ones)")
+
+
+def main(args) -> int:
+    names = list(BENCHMARKS) if "all" in args.names else args.names
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)} or 'all'")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        try:
+            mod = importlib.import_module(BENCHMARKS[name])
+        except ModuleNotFoundError as exc:
+            if exc.name != BENCHMARKS[name]:
+                raise
+            print(f"[bench] {name}: not available in this version, skipped")
+            continue
+        t0 = time.perf_counter()
+        mod.run(args.out, quick=args.quick)
+        print(f"[bench] {name}: done in {time.perf_counter() - t0:.1f} s -> {args.out / name}.md")
+    return 0
