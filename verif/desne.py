@@ -1,0 +1,465 @@
+"""Bit-exact DE-SNE model — the NumPy golden model the RTL is checked against.
+
+Every stage uses exactly the integer arithmetic of the hardware (widths, tables, truncations,
+saturation, and the order of operations where it matters), as specified in ``docs/algorithm.md``.
+Each stage is a function of its own so the per-stage RTL testbenches compare against it:
+
+1. :func:`knn` — exact squared L2 distances, the K nearest neighbours (ties to the lower index);
+2. :func:`affinities` — per-row precision code search to the target entropy and the conditional
+   affinities p_{j|i} in Q1.16;
+3. :func:`embed` — 2-D Student-t embedding iterations (symmetric kNN attraction, negative-sampled
+   normalised repulsion, early exaggeration, momentum) in Q8.16;
+4. :func:`grid_select` — grid over the embedding, budget allocation, per-cell exemplars.
+
+:func:`run_chunk` chains them for one on-chip chunk and :func:`select` runs a whole labelled data
+set per class, in chunks of at most ``capacity`` points. Integer sums are exact and never saturate
+before the point the document says, so summation order does not change any result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from nms.rtl import fixedpoint as fp
+
+__all__ = [
+    "DesneConfig", "squared_distances", "knn", "affinity_eval", "affinities", "recip1p",
+    "init_embedding", "negative_samples", "embed", "grid_level", "grid_cells", "allocate",
+    "grid_select", "chunk_bounds", "run_chunk", "select",
+]
+
+_EXP2 = np.array(fp.EXP2_LUT, dtype=np.int64)
+_LOG2 = np.array(fp.LOG2_LUT, dtype=np.int64)
+_RECIP = np.array(fp.RECIP_LUT, dtype=np.int64)
+_BMANT = np.array(fp.BETA_MANT, dtype=np.int64)
+
+SEARCHES = ("robust", "bisect")
+#: robust search: coarse scan every 64 codes (2 octaves), then refine with halving steps
+ROBUST_COARSE_STEP = 64
+ROBUST_REFINE_STEPS = (32, 16, 8, 4, 2, 1)
+#: NMS-style bisection from the middle code
+BISECT_STEPS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+ALLOCATIONS = ("adaptive", "proportional")
+
+
+@dataclass(frozen=True)
+class DesneConfig:
+    """All DE-SNE algorithm parameters, in one place (defaults justified in docs/algorithm.md).
+
+    Parameters
+    ----------
+    k : int
+        Neighbours kept per point (hardware kNN list length). A chunk of n points uses
+        ``min(k, n - 1)``.
+    perplexity : float
+        Target perplexity of each row's conditional affinities; must be in (1, k].
+    search : {"robust", "bisect"}
+        Precision search: ``robust`` = coarse scan of 16 codes + 4 refinement rounds choosing the
+        smallest entropy error (no monotonicity assumed); ``bisect`` = NMS-style 7-step bisection
+        that assumes the entropy error is monotone (kept for comparison).
+    n_iter : int
+        Embedding iterations.
+    exaggeration_shift, exaggeration_iters : int
+        Attraction is multiplied by ``2**exaggeration_shift`` during the first
+        ``exaggeration_iters`` iterations.
+    momentum_early, momentum_late : int
+        Momentum, unsigned Q0.8, before / from ``momentum_switch``.
+    momentum_switch : int
+        Iteration at which the momentum changes.
+    learning_rate : int
+        Step size, unsigned Q4.8 (256 = 1.0).
+    neg_samples : int
+        Negative samples per point and iteration for the repulsive forces.
+    capacity : int
+        On-chip capacity C: a class with more points is processed in chunks of at most C.
+    allocation : {"adaptive", "proportional"}
+        Budget allocation over grid cells: ``proportional`` = NMS-style plain grid (quota by
+        occupancy, largest remainder); ``adaptive`` = entropy-maximising water-filling (every
+        occupied cell first, then the fullest cells).
+    """
+
+    k: int = 16
+    perplexity: float = 10.0
+    search: str = "robust"
+    n_iter: int = 300
+    exaggeration_shift: int = 2
+    exaggeration_iters: int = 100
+    momentum_early: int = 128
+    momentum_late: int = 204
+    momentum_switch: int = 100
+    learning_rate: int = 32
+    neg_samples: int = 8
+    capacity: int = 1024
+    allocation: str = "adaptive"
+
+    def __post_init__(self):
+        def need_int(name, lo, hi=None):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"DesneConfig.{name} must be an integer, not {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise ValueError(f"DesneConfig.{name} must be {rng}, not {v}")
+
+        need_int("k", 1, 64)
+        need_int("n_iter", 0, 100_000)
+        need_int("exaggeration_shift", 0, 4)
+        need_int("exaggeration_iters", 0)
+        need_int("momentum_early", 0, 255)
+        need_int("momentum_late", 0, 255)
+        need_int("momentum_switch", 0)
+        need_int("learning_rate", 1, 4095)
+        need_int("neg_samples", 1, 64)
+        need_int("capacity", 4, 1 << 16)  # chunks then hold >= 2 points
+        p = self.perplexity
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) \
+                or not np.isfinite(p) or not (1.0 < p <= self.k):
+            raise ValueError(f"DesneConfig.perplexity must be a number in (1, k={self.k}], not {p!r}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"DesneConfig.search must be one of {SEARCHES}, not {self.search!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"DesneConfig.allocation must be one of {ALLOCATIONS}, not {self.allocation!r}")
+        if self.k >= self.capacity:
+            raise ValueError(f"DesneConfig.k ({self.k}) must be < capacity ({self.capacity})")
+
+    def replace(self, **changes) -> "DesneConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _bit_length(u: np.ndarray) -> np.ndarray:
+    """Bit length of non-negative int64 values < 2**53 (exact through float64 frexp)."""
+    return np.frexp(u.astype(np.float64))[1].astype(np.int64)
+
+
+# --- stage 1: distances and kNN ----------------------------------------------------------------
+
+def squared_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Exact integer squared L2 distances between the rows of A (n, D) and B (m, D) -> int64 (n, m).
+
+    Computed with a float64 matrix product, which is exact here: every partial sum is an integer
+    below 2**53 (D * 255**2 < 2**26 for D <= 1024).
+    """
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    d = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
+    return np.rint(d).astype(np.int64)
+
+
+def knn(X: np.ndarray, k: int):
+    """K nearest neighbours of every row of X among the other rows.
+
+    Returns ``(nbr, dist)``, both int64 (N, k'), k' = min(k, N-1), sorted by increasing distance,
+    ties broken by the lower index; a point is never its own neighbour (duplicates are).
+    """
+    X = np.asarray(X)
+    n = X.shape[0]
+    if n < 2:
+        raise ValueError(f"kNN needs at least 2 points, got {n}")
+    kk = min(k, n - 1)
+    d = squared_distances(X, X)
+    # one composite key orders by (distance, index); self gets the largest key
+    key = d * n + np.arange(n, dtype=np.int64)[None, :]
+    np.fill_diagonal(key, np.iinfo(np.int64).max)
+    part = np.argpartition(key, kk - 1, axis=1)[:, :kk] if kk < n - 1 else \
+        np.argsort(key, axis=1)[:, :kk]
+    order = np.argsort(np.take_along_axis(key, part, 1), axis=1)
+    nbr = np.take_along_axis(part, order, 1).astype(np.int64)
+    dist = np.take_along_axis(d, nbr, 1)
+    return nbr, dist
+
+
+# --- stage 2: affinities -------------------------------------------------------------------------
+
+def affinity_eval(delta: np.ndarray, code: np.ndarray):
+    """Entropy of each row for precision code ``code`` (one per row).
+
+    ``delta`` (N, k) int64 are the distance gaps d_j - d_0 (>= 0). Returns ``(H, w, S)``: H the
+    entropy in bits, Q8.16; w (N, k) the weights 2**-a in Q1.16; S their row sums.
+    """
+    code = np.asarray(code, dtype=np.int64)[:, None]
+    a = (delta * _BMANT[code & (fp.BETA_STEPS_PER_OCTAVE - 1)]) >> fp.a_shift(code)
+    a = np.minimum(a, fp.A_MAX)
+    w = _EXP2[a & 255] >> (a >> fp.A_FRAC_BITS)
+    S = w.sum(1)
+    T = (w * a).sum(1)
+    bl = _bit_length(S)  # >= 17 because the nearest neighbour has w = 65536
+    log2S = ((bl - 17) << fp.H_FRAC_BITS) + _LOG2[(S >> (bl - 9)) & 255]
+    H = log2S + ((T << 8) // S)
+    return H, w, S
+
+
+def affinities(dist: np.ndarray, perplexity: float, search: str = "robust"):
+    """Per-row precision search and conditional affinities.
+
+    Parameters
+    ----------
+    dist : (N, k) int64, each row sorted ascending (the output of :func:`knn`).
+
+    Returns
+    -------
+    dict with ``P`` (N, k) int64 Q1.16 conditional affinities, ``code`` (N,) the chosen precision
+    codes, ``H`` (N,) their entropies (Q8.16) and ``err`` (N,) = |H - target| (Q8.16).
+    """
+    dist = np.asarray(dist, dtype=np.int64)
+    n = dist.shape[0]
+    delta = dist - dist[:, :1]
+    target = fp.entropy_target(perplexity)
+
+    def err_of(codes):
+        H, _, _ = affinity_eval(delta, codes)
+        return np.abs(H - target)
+
+    if search == "robust":
+        # coarse scan of 16 codes 32, 96, ..., 992; the key orders by (error, code) so ties
+        # pick the lower code
+        coarse = np.arange(ROBUST_COARSE_STEP // 2, fp.BETA_CODES, ROBUST_COARSE_STEP, dtype=np.int64)
+        keys = np.stack([err_of(np.full(n, c)) * fp.BETA_CODES + c for c in coarse], 1)
+        best = coarse[np.argmin(keys, 1)]
+        best_err = np.min(keys, 1) // fp.BETA_CODES
+        for step in ROBUST_REFINE_STEPS:
+            cand = [best]
+            errs = [best_err]
+            for c in (np.maximum(best - step, 0), np.minimum(best + step, fp.BETA_CODES - 1)):
+                cand.append(c)
+                errs.append(err_of(c))
+            cand = np.stack(cand, 1)
+            keys = np.stack(errs, 1) * fp.BETA_CODES + cand
+            pick = np.argmin(keys, 1)
+            best = cand[np.arange(n), pick]
+            best_err = keys[np.arange(n), pick] // fp.BETA_CODES
+        code = best
+    elif search == "bisect":
+        # NMS-style: assumes H decreases monotonically with the code (larger precision)
+        code = np.full(n, fp.BETA_CODES // 2, dtype=np.int64)
+        for step in BISECT_STEPS:
+            H, _, _ = affinity_eval(delta, code)
+            code = np.where(H > target, code + step, code - step)
+    else:
+        raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
+    H, w, S = affinity_eval(delta, code)
+    P = (w << fp.P_FRAC_BITS) // S[:, None]
+    return {"P": P, "code": code, "H": H, "err": np.abs(H - target)}
+
+
+# --- stage 3: embedding --------------------------------------------------------------------------
+
+def recip1p(d2: np.ndarray) -> np.ndarray:
+    """Student-t kernel w = 1 / (1 + d2) in Q1.16 for d2 in Q.16 (table of the mantissa's top 8 bits)."""
+    u = d2 + (1 << 16)
+    e = _bit_length(u) - 1  # >= 16
+    idx = (u >> (e - 8)) & 255
+    return _RECIP[idx] >> (e - 16)
+
+
+def _seed_bases(seed: int):
+    s = (int(seed) * 2) & fp.MASK32
+    return fp.hash32(s), fp.hash32((s + 1) & fp.MASK32)
+
+
+def init_embedding(n: int, seed: int) -> np.ndarray:
+    """Deterministic initial coordinates (n, 2) int64, Q8.16, in [-2048, 2047] (+-0.031)."""
+    base, _ = _seed_bases(seed)
+    ctr = (base + 2 * np.arange(n, dtype=np.uint64)[:, None] + np.arange(2, dtype=np.uint64)[None, :])
+    h = fp.hash32(ctr & np.uint64(fp.MASK32)).astype(np.int64)
+    return ((h & 0xFFFF) - 32768) >> fp.INIT_SHIFT
+
+
+def negative_samples(n: int, s: int, t: int, seed: int) -> np.ndarray:
+    """Negative-sample partners (n, s) of iteration t: never the point itself."""
+    _, base = _seed_bases(seed)
+    i = np.arange(n, dtype=np.uint64)[:, None]
+    ctr = (np.uint64(t) * np.uint64(n) + i) * np.uint64(s) + np.arange(s, dtype=np.uint64)[None, :]
+    h = fp.hash32((ctr + np.uint64(base)) & np.uint64(fp.MASK32)).astype(np.int64)
+    j = np.arange(n, dtype=np.int64)[:, None] + 1 + (((h & 0xFFFF) * (n - 1)) >> 16)
+    return np.where(j >= n, j - n, j)
+
+
+def embed(nbr: np.ndarray, P: np.ndarray, cfg: DesneConfig, seed: int = 0, *, history: bool = False):
+    """2-D embedding iterations; returns Y (N, 2) int64 Q8.16 (and the per-iteration Ys if asked)."""
+    nbr = np.asarray(nbr, dtype=np.int64)
+    P = np.asarray(P, dtype=np.int64)
+    n, kk = nbr.shape
+    Y = init_embedding(n, seed)
+    V = np.zeros_like(Y)
+    src = np.repeat(np.arange(n, dtype=np.int64), kk)
+    dst = nbr.ravel()
+    p = P.ravel()
+    s = cfg.neg_samples
+    hist = [Y.copy()] if history else None
+    for t in range(cfg.n_iter):
+        # attraction over directed kNN edges, applied equal and opposite (symmetrised P)
+        d = Y[dst] - Y[src]
+        d2 = (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) >> 16
+        pw = (p * recip1p(d2)) >> 16
+        f = (pw[:, None] * d) >> 16
+        Fa = np.stack([np.bincount(src, f[:, a], n) - np.bincount(dst, f[:, a], n)
+                       for a in range(2)], 1)
+        Fa = np.rint(Fa).astype(np.int64)
+        # repulsion from s negative samples per point, normalised by the sampled kernel sum
+        j = negative_samples(n, s, t, seed)
+        r = Y[:, None, :] - Y[j]
+        r2 = (r[..., 0] * r[..., 0] + r[..., 1] * r[..., 1]) >> 16
+        wr = recip1p(r2)
+        w2 = (wr * wr) >> 16
+        Fr = ((w2[..., None] * r) >> 16).sum(1)
+        gain = min((n << 32) // max(int(wr.sum()), 1), fp.REP_GAIN_MAX)
+        rep = (Fr * gain) >> 16
+        att = Fa << cfg.exaggeration_shift if t < cfg.exaggeration_iters else Fa
+        F = (att >> 1) + rep
+        mom = cfg.momentum_early if t < cfg.momentum_switch else cfg.momentum_late
+        V = np.clip(((mom * V) >> 8) + ((cfg.learning_rate * F) >> 8), fp.Y_MIN, fp.Y_MAX)
+        Y = np.clip(Y + V, fp.Y_MIN, fp.Y_MAX)
+        if history:
+            hist.append(Y.copy())
+    return (Y, hist) if history else Y
+
+
+# --- stage 4: grid sampling ----------------------------------------------------------------------
+
+def grid_cells(Y: np.ndarray, g: int):
+    """Cell coordinates (cx, cy) of every point on the 2**g x 2**g grid over Y's bounding box.
+
+    The box is lo..lo + 2**e - 1 per axis with 2**e the smallest power of two >= the span, so
+    cells are found with shifts only.
+    """
+    lo = Y.min(0)
+    span = Y.max(0) - lo + 1
+    e = _bit_length(span - 1)
+    c = ((Y - lo) << g) >> e
+    return c, lo, e
+
+
+def grid_level(Y: np.ndarray, budget: int) -> int:
+    """Finest grid level g <= GRID_BITS_MAX whose number of occupied cells is <= budget."""
+    best = 0
+    for g in range(fp.GRID_BITS_MAX + 1):
+        c, _, _ = grid_cells(Y, g)
+        if np.unique(c[:, 1] * (1 << g) + c[:, 0]).size <= budget:
+            best = g
+    return best
+
+
+def allocate(counts: np.ndarray, budget: int, allocation: str) -> np.ndarray:
+    """Exemplars per cell (exact total ``budget``; never more than a cell holds)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    cells = np.arange(counts.size)
+    if allocation == "proportional":
+        n = counts.sum()
+        quota = budget * counts // n
+        rem = budget * counts % n
+        extra = budget - quota.sum()
+        order = np.lexsort((cells, -rem))
+    elif allocation == "adaptive":
+        # water-filling: the largest level L with sum(min(count, L)) <= budget
+        level = 0
+        while np.minimum(counts, level + 1).sum() <= budget and level < counts.max():
+            level += 1
+        quota = np.minimum(counts, level)
+        extra = budget - quota.sum()
+        order = np.lexsort((cells, -counts))
+        order = order[counts[order] > level]
+    else:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, not {allocation!r}")
+    quota[order[:extra]] += 1
+    return quota
+
+
+def grid_select(Y: np.ndarray, budget: int, allocation: str = "adaptive", *, details: bool = False):
+    """Choose ``budget`` points of the embedding Y: returns their indices, ascending."""
+    Y = np.asarray(Y, dtype=np.int64)
+    n = Y.shape[0]
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be in [1, {n}], not {budget}")
+    g = grid_level(Y, budget)
+    c, lo, e = grid_cells(Y, g)
+    cell = c[:, 1] * (1 << g) + c[:, 0]
+    counts = np.bincount(cell, minlength=1 << (2 * g))
+    quota = allocate(counts, budget, allocation)
+    centre = lo + ((((2 * c + 1) << e)) >> (g + 1))
+    dd = ((Y - centre) ** 2).sum(1)
+    order = np.lexsort((np.arange(n), dd, cell))  # by cell, then distance, then index
+    sorted_cells = cell[order]
+    first = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank = np.arange(n) - first
+    chosen = np.sort(order[rank < quota[sorted_cells]])
+    if details:
+        return chosen, {"g": g, "cell": cell, "counts": counts, "quota": quota, "dist": dd}
+    return chosen
+
+
+# --- the whole job ---------------------------------------------------------------------------------
+
+def chunk_bounds(n: int, capacity: int) -> list[tuple[int, int]]:
+    """Split n points (in order) into ceil(n / capacity) contiguous chunks of near-equal size."""
+    m = -(-n // capacity)
+    base, extra = divmod(n, m)
+    bounds, start = [], 0
+    for i in range(m):
+        size = base + (1 if i < extra else 0)
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
+def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0) -> dict:
+    """All four stages on one on-chip chunk; ``selected`` are local indices, ascending."""
+    nbr, dist = knn(X, cfg.k)
+    aff = affinities(dist, cfg.perplexity, cfg.search)
+    Y = embed(nbr, aff["P"], cfg, seed)
+    selected = grid_select(Y, budget, cfg.allocation)
+    return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected}
+
+
+def _check_data(X, y):
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (N, D) of pixels, got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape})")
+    if not np.issubdtype(X.dtype, np.integer):
+        raise ValueError(f"X must hold unsigned 8-bit integers, got dtype {X.dtype}")
+    if X.min() < 0 or X.max() > 255:
+        raise ValueError(f"X values must be in [0, 255], got [{X.min()}, {X.max()}]")
+    if X.shape[1] > 1024:
+        raise ValueError(f"vectors longer than 1024 elements are not supported (got {X.shape[1]})")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+    return X.astype(np.int64), y
+
+
+def select(X, y, ratio, config: DesneConfig | None = None, *, seed: int = 0, details: bool = False) -> dict:
+    """DE-SNE coreset selection of a labelled data set, per class and per on-chip chunk.
+
+    Returns ``{"indices": sorted int64 array}`` (DeepCore-shaped) and, with ``details``, a
+    ``"chunks"`` list with each chunk's label, members, embedding (Q8.16) and selection.
+    Chunk number c (counted over classes in sorted order) uses seed ``seed + c``.
+    """
+    from nms.sw.selection import class_budgets, largest_remainder
+
+    cfg = config or DesneConfig()
+    X, y = _check_data(X, y)
+    budgets = class_budgets(y, ratio)
+    picked, chunks, ordinal = [], [], 0
+    for label, budget in budgets.items():
+        members = np.flatnonzero(y == label)
+        if members.size < 2:
+            raise ValueError(f"class {label!r} has {members.size} sample(s); DE-SNE needs at least 2")
+        bounds = chunk_bounds(members.size, cfg.capacity)
+        for (a, b), m in zip(bounds, largest_remainder(budget, [b - a for a, b in bounds])):
+            idx = members[a:b]
+            if m > 0:
+                res = run_chunk(X[idx], m, cfg, seed + ordinal)
+                sel = idx[res["selected"]]
+                picked.append(sel)
+                if details:
+                    chunks.append({"label": label, "members": idx, "embedding": res["Y"],
+                                   "selected": sel, "code": res["code"], "err": res["err"]})
+            ordinal += 1
+    out = {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
+    if details:
+        out["chunks"] = chunks
+    return out
