@@ -104,7 +104,7 @@ class DesneConfig:
                 rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
                 raise ValueError(f"DesneConfig.{name} must be {rng}, not {v}")
 
-        need_int("k", 1, 64)
+        need_int("k", 2, 64)
         need_int("n_iter", 0, 100_000)
         need_int("exaggeration_shift", 0, 4)
         need_int("exaggeration_iters", 0)
@@ -191,12 +191,19 @@ def affinity_eval(delta: np.ndarray, code: np.ndarray):
     return H, w, S
 
 
-def affinities(dist: np.ndarray, perplexity: float, search: str = "robust"):
+def affinities(dist: np.ndarray, perplexity: float | None = None, search: str = "robust", *,
+               target: int | None = None):
     """Per-row precision search and conditional affinities.
 
     Parameters
     ----------
     dist : (N, k) int64, each row sorted ascending (the output of :func:`knn`).
+    perplexity : float
+        Target perplexity; the target entropy is ``fixedpoint.entropy_target(perplexity)``.
+    search : {"robust", "bisect"}
+    target : int, optional
+        The target entropy in Q8.16 directly (as the hardware register holds it); overrides
+        ``perplexity``.
 
     Returns
     -------
@@ -206,7 +213,10 @@ def affinities(dist: np.ndarray, perplexity: float, search: str = "robust"):
     dist = np.asarray(dist, dtype=np.int64)
     n = dist.shape[0]
     delta = dist - dist[:, :1]
-    target = fp.entropy_target(perplexity)
+    if target is None:
+        if perplexity is None:
+            raise TypeError("affinities() needs a perplexity or a Q8.16 target")
+        target = fp.entropy_target(perplexity)
 
     def err_of(codes):
         H, _, _ = affinity_eval(delta, codes)
