@@ -70,7 +70,7 @@ def run_cocotb(name: str, verilog: str, test_module: str, params: dict, *,
         build_dir=build_dir,
         test_dir=build_dir,
         extra_env={"NMS_TB_PARAMS": blob},
-        results_xml=f"results_{tag}.xml",
+        results_xml=str(build_dir / f"results_{tag}.xml"),  # runner wants absolute under pytest
         waves=bool(os.environ.get("WAVES")),
     )
 
