@@ -16,6 +16,7 @@ contiguous slice of it. Results (selected local indices, u32) are written to a r
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -75,14 +76,15 @@ class Transport(ABC):
 class ModelDevice(Transport):
     """The bit-exact DE-SNE model behind the accelerator's register interface.
 
-    A started job runs when its completion is first observed (a STATUS read), like hardware that
-    finishes some time after START; a second START while busy sets ``STATUS.error`` and is ignored.
+    START runs the job in a worker thread, so the device is really busy meanwhile (like hardware
+    that finishes some time after START); ``job_delay_s`` adds latency before completion. A second
+    START while busy sets ``STATUS.error`` and is ignored: the running job is not disturbed.
     """
 
     name = "model"
 
     def __init__(self, *, capacity: int = 1024, max_dim: int = 1024, k: int = 16,
-                 neg_samples: int = 8, tile: int = 4):
+                 neg_samples: int = 8, tile: int = 4, job_delay_s: float = 0.0):
         for pname, v, lo in (("capacity", capacity, 4), ("max_dim", max_dim, 1), ("k", k, 1),
                              ("neg_samples", neg_samples, 1), ("tile", tile, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -92,7 +94,9 @@ class ModelDevice(Transport):
         self._regs = {r.name: 0 for r in regmap.REGISTERS}
         self._regs["ID"] = regmap.ID_MAGIC
         self._mem = bytearray()
-        self._pending = False
+        self._job: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.job_delay_s = float(job_delay_s)
 
     # -- memory -------------------------------------------------------------------------------
     def write_mem(self, addr: int, data: bytes) -> None:
@@ -109,9 +113,8 @@ class ModelDevice(Transport):
     # -- registers ------------------------------------------------------------------------------
     def read_reg(self, name: str) -> int:
         reg = regmap.REGMAP[name]
-        if name == "STATUS" and self._pending:
-            self._run_job()
-        return 0 if reg.access == "w1s" else self._regs[name]
+        with self._lock:
+            return 0 if reg.access == "w1s" else self._regs[name]
 
     def write_reg(self, name: str, value: int) -> None:
         reg = regmap.REGMAP[name]
@@ -119,17 +122,27 @@ class ModelDevice(Transport):
             raise DeviceError(f"register {name} is read-only")
         if not 0 <= value < (1 << regmap.DATA_WIDTH):
             raise ValueError(f"register {name}: value {value} does not fit in 32 bits")
-        if name == "CTRL":
-            ctrl = reg.unpack(value)
-            status = regmap.REGMAP["STATUS"]
-            if ctrl["start"]:
-                if self._pending:
-                    self._regs["STATUS"] = status.pack(busy=1, error=1)
-                    return
-                self._pending = True
-                self._regs["STATUS"] = status.pack(busy=1)
-            return
-        self._regs[name] = value
+        status = regmap.REGMAP["STATUS"]
+        with self._lock:
+            busy = status.unpack(self._regs["STATUS"])["busy"]
+            if name == "CTRL":
+                if reg.unpack(value)["start"]:
+                    if busy:
+                        self._regs["STATUS"] |= status.pack(error=1)
+                        return
+                    self._regs["STATUS"] = status.pack(busy=1)
+                    self._job = threading.Thread(target=self._run_job, daemon=True)
+                    self._job.start()
+                return
+            if busy:  # parameters are held stable while a job runs
+                self._regs["STATUS"] |= status.pack(error=1)
+                return
+            self._regs[name] = value
+
+    def wait(self, timeout_s: float = 600.0) -> None:
+        if self._job is not None:
+            self._job.join(timeout_s)
+        super().wait(timeout_s)
 
     def _config(self) -> tuple[desne.DesneConfig, int]:
         r = self._regs
@@ -149,12 +162,14 @@ class ModelDevice(Transport):
         return cfg, h_target
 
     def _run_job(self) -> None:
-        self._pending = False
         status = regmap.REGMAP["STATUS"]
         r = self._regs
         n, dim, budget = r["N"], r["DIM"], r["BUDGET"]
+        if self.job_delay_s:
+            time.sleep(self.job_delay_s)
         if not (2 <= n <= self.capacity and 1 <= dim <= self.max_dim and 1 <= budget <= n):
-            self._regs["STATUS"] = status.pack(done=1, error=1)
+            with self._lock:
+                self._regs["STATUS"] = status.pack(done=1, error=1)
             return
         cfg, h_target = self._config()
         X = np.frombuffer(self.read_mem(r["SRC_ADDR"], n * dim), dtype=np.uint8).reshape(n, dim)
@@ -170,8 +185,10 @@ class ModelDevice(Transport):
         r["RESULT_COUNT"] = budget
         r["CYCLES_LO"] = r["CYCLES_HI"] = 0
         r["BYTES_READ_LO"], r["BYTES_READ_HI"] = read & 0xFFFFFFFF, read >> 32
-        r["BYTES_WRITTEN"] = 4 * budget
-        self._regs["STATUS"] = status.pack(done=1)
+        with self._lock:
+            r["BYTES_WRITTEN"] = 4 * budget
+            # a refused second START leaves its error flag visible next to done
+            r["STATUS"] = status.pack(done=1, error=status.unpack(r["STATUS"])["error"])
 
 
 TRANSPORTS = {"model": ModelDevice}
