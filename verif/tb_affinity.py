@@ -188,27 +188,44 @@ async def sweep(dut):
     await tb.finish()
 
 
-@cocotb.test()
-async def digits_rows(dut):
-    """Real kNN rows of a digits class (sklearn ``load_digits``): a full class, a chunk of
-    N = k + 1 points (k rows of k neighbours) and a tiny chunk (rows shorter than k)."""
+def digits_knn_rows(k: int, *, label: int = 3, picks: int = 8, seed: int = 0) -> dict:
+    """Real kNN rows of one digits class (sklearn ``load_digits``), computed by the model's
+    :func:`~nms.verif.desne.knn`: ``class`` (``picks`` rows of the whole class), ``kp1`` (a chunk
+    of N = k + 1 points: k + 1 rows of k neighbours) and ``small`` (a chunk of min(4, k + 1)
+    points: rows shorter than k). Each is a list of ``[dists, indices]``; JSON-ready, so the
+    pytest side computes it once and the simulator does not import scikit-learn."""
     from sklearn.datasets import load_digits
 
-    tb = AffinityTB(dut, idle=0.2, backpressure=0.3, seed=_seed() + 20)
     X, y = load_digits(return_X_y=True)
-    cls = X[y == 3].astype(np.int64)
+    cls = X[y == label].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    out = {}
+    nbr, dist = desne.knn(cls, k)
+    rows = rng.choice(len(cls), size=picks, replace=False)
+    out["class"] = [[dist[i].tolist(), nbr[i].tolist()] for i in rows]
+    nbr, dist = desne.knn(cls[: k + 1], k)
+    assert dist.shape == (k + 1, k)
+    out["kp1"] = [[dist[i].tolist(), nbr[i].tolist()] for i in range(k + 1)]
+    small = min(4, k + 1)
+    nbr, dist = desne.knn(cls[40:40 + small], k)
+    out["small"] = [[dist[i].tolist(), nbr[i].tolist()] for i in range(small)]
+    return out
+
+
+@cocotb.test()
+async def digits_rows(dut):
+    """Real kNN rows of a digits class (param ``digits`` from :func:`digits_knn_rows`): whole
+    class rows at three perplexities (one bisect), the N = k + 1 chunk, a tiny chunk."""
+    tb = AffinityTB(dut, idle=0.2, backpressure=0.3, seed=_seed() + 20)
+    digits = tb.params.get("digits") or digits_knn_rows(tb.k)
+    rows = {key: [(np.array(d), np.array(i)) for d, i in val] for key, val in digits.items()}
+    assert all(len(d) == tb.k for d, _ in rows["kp1"]) and len(rows["kp1"]) == tb.k + 1
     await tb.start()
-    nbr, dist = desne.knn(cls, tb.k)
-    pick = tb.rng.choice(len(cls), size=8, replace=False)
     for perp, mode in ((min(10.0, tb.k), MODE_ROBUST), (min(3.0, tb.k), MODE_ROBUST),
                        (min(6.0, tb.k), MODE_BISECT)):
-        await tb.batch([(dist[i], nbr[i]) for i in pick], perp, mode)
-    nbr, dist = desne.knn(cls[: tb.k + 1], tb.k)  # N = k + 1 -> every row has k neighbours
-    assert dist.shape == (tb.k + 1, tb.k)
-    await tb.batch([(dist[i], nbr[i]) for i in range(tb.k + 1)], min(5.0, tb.k))
-    small = min(4, tb.k + 1)
-    nbr, dist = desne.knn(cls[40:40 + small], tb.k)  # rows of min(k, 3) neighbours
-    await tb.batch([(dist[i], nbr[i]) for i in range(small)], 1.5)
+        await tb.batch(rows["class"], perp, mode)
+    await tb.batch(rows["kp1"], min(5.0, tb.k))
+    await tb.batch(rows["small"], 1.5)
     await tb.finish()
 
 
