@@ -179,10 +179,10 @@ def generate(block_name: str, overrides: dict | None = None, *, top: str | None 
     """Return ``(verilog_text, metadata)`` for a block; nothing is written."""
     from amaranth.back import verilog
 
-    block, params, component = elaborate(block_name, overrides)
-    top = top or block.name
+    top = top or get_block(block_name).name
     if not top.isidentifier():
         raise ValueError(f"top module name {top!r} is not a valid identifier")
+    block, params, component = elaborate(block_name, overrides)
     # emit_src=False: no absolute source paths in the output (deterministic, machine-neutral).
     text = verilog.convert(component, name=top, emit_src=False)
     metadata = {
