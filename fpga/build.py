@@ -28,7 +28,8 @@ from nms.fpga.report import (
 )
 from nms.gen.toolchain import ToolchainError, setup_fpga_env
 
-__all__ = ["BuildError", "build", "diagnose_failure", "make_block", "parse_params", "add_arguments", "main"]
+__all__ = ["BuildError", "build", "diagnose_failure", "make_block", "parse_params",
+           "add_arguments", "main"]
 
 #: Base name Amaranth gives the build files (``top.rpt``, ``top.tim``, ``top.bit`` ...).
 TOP_NAME = "top"
@@ -172,7 +173,9 @@ def build(*, board: str, block: str = DEFAULT_BLOCK, params: dict | None = None,
     setup_fpga_env()
     platform = board_spec.platform()
     _check_tools(platform)
+    started = time.perf_counter()
     plan = platform.prepare(top, name=TOP_NAME, **board_spec.build_options)
+    elaborate_seconds = time.perf_counter() - started
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("report.json", "report.md", f"{TOP_NAME}.tim", f"{TOP_NAME}.rpt",
@@ -200,8 +203,10 @@ def build(*, board: str, block: str = DEFAULT_BLOCK, params: dict | None = None,
     synth = parse_yosys_log(yosys_log.read_text(errors="replace"))
     if not pnr["clocks"]:
         raise BuildError(f"nextpnr reported no clock frequency in {nextpnr_log}")
-    # The board clock is the only clock the top uses; take the slowest if nextpnr lists more.
-    main_clock = min(pnr["clocks"], key=lambda c: pnr["clocks"][c]["fmax_mhz"])
+    # The top clocks everything from the board clock (the ``sync`` domain); should nextpnr list
+    # other clock nets, report the slowest of the candidates.
+    candidates = [c for c in pnr["clocks"] if "cd_sync" in c] or list(pnr["clocks"])
+    main_clock = min(candidates, key=lambda c: pnr["clocks"][c]["fmax_mhz"])
     payload = bitstream.read_bytes()
     exerciser = top.exerciser
     report = {
@@ -223,6 +228,7 @@ def build(*, board: str, block: str = DEFAULT_BLOCK, params: dict | None = None,
         "clocks": pnr["clocks"],
         "tools": _tool_versions(board_spec, synth),
         "build_options": board_spec.build_options,
+        "elaborate_seconds": round(elaborate_seconds, 2),
         "build_seconds": round(build_seconds, 2),
         "bitstream": {"file": bitstream.name, "bytes": len(payload),
                       "sha256": hashlib.sha256(payload).hexdigest()},

@@ -166,7 +166,8 @@ def format_markdown(report: dict) -> str:
     for resource, entry in report["utilisation"].items():
         available = "" if entry["available"] is None else entry["available"]
         percent = "" if entry["percent"] is None else entry["percent"]
-        lines.append(f"| {resource} | {entry['cell']} | {entry['used']} | {available} | {percent} |")
+        lines.append(f"| {resource} | {entry['cell']} | {entry['used']} | {available} "
+                     f"| {percent} |")
     lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in report["tools"].items()), ""]
     return "\n".join(lines)
 

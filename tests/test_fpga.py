@@ -173,7 +173,8 @@ def test_board_table():
     assert set(BOARDS) == {"ulx3s-85f", "icebreaker"}
     assert get_board("icebreaker").build_options == {"synth_opts": "-dsp"}
     assert "openFPGALoader" not in get_board("ulx3s-85f").platform().required_tools
-    with pytest.raises(ValueError, match="unknown board 'de10'; choose one of icebreaker, ulx3s-85f"):
+    with pytest.raises(ValueError,
+                       match="unknown board 'de10'; choose one of icebreaker, ulx3s-85f"):
         get_board("de10")
 
 
@@ -182,10 +183,12 @@ def test_board_table():
     ({"board": "icebreaker", "block": "fft"}, ValueError, "unknown block 'fft'"),
     ({"board": "icebreaker", "params": {"width": "8"}}, ValueError,
      "has no parameter 'width'; allowed: lanes, tile, elem_width, max_dim"),
-    ({"board": "icebreaker", "params": {"lanes": "3"}}, ValueError, "lanes=3 is not a power of two"),
+    ({"board": "icebreaker", "params": {"lanes": "3"}}, ValueError,
+     "lanes=3 is not a power of two"),
     ({"board": "icebreaker", "params": {"lanes": "four"}}, ValueError,
      "lanes='four' is not a valid int"),
-    ({"board": "icebreaker", "params": {"elem_width": 0}}, ValueError, "elem_width=0 is out of range"),
+    ({"board": "icebreaker", "params": {"elem_width": 0}}, ValueError,
+     "elem_width=0 is out of range"),
 ])
 def test_bad_requests_fail_before_any_tool_runs(tmp_path, kwargs, error, message):
     out = tmp_path / "out"
@@ -208,7 +211,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert parse_params(["lanes=4", "tile=2"]) == {"lanes": "4", "tile": "2"}
 
 
-# --- real bitstreams --------------------------------------------------------------------------------
+# --- real bitstreams ------------------------------------------------------------------------------
 
 def _check_report(out, report, *, suffix, min_bytes):
     assert json.loads((out / "report.json").read_text()) == report
