@@ -41,6 +41,7 @@ __all__ = [
     "layout_width",
     "pack",
     "unpack",
+    "PayloadCodec",
     "pause_generator",
     "start_clock",
     "CycleLoop",
@@ -144,61 +145,92 @@ def pack(layout, value) -> int:
     Every leaf must be given and must fit its field (signed fields take negative ints); otherwise
     ``ValueError`` names the field, the value and the allowed range.
     """
-    norm = _normalise(layout)
-    if isinstance(norm, (int, tuple)):
-        return _pack_leaf(FieldSlot((), 0, layout_width(norm), isinstance(norm, tuple)), value)
-    bits = 0
-    for slot in layout_fields(norm):
-        leaf = value
-        for key in slot.path:
-            try:
-                leaf = leaf[key]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise ValueError(f"payload is missing field {'.'.join(map(str, slot.path))}") from exc
-        bits |= _pack_leaf(slot, leaf) << slot.offset
-    return bits
-
-
-def _pack_leaf(slot: FieldSlot, value) -> int:
-    value = int(value)
-    lo, hi = ((-(1 << (slot.width - 1)), (1 << (slot.width - 1)) - 1) if slot.signed and slot.width
-              else (0, (1 << slot.width) - 1))
-    if not lo <= value <= hi:
-        name = ".".join(map(str, slot.path)) or "payload"
-        raise ValueError(f"{name}={value} does not fit {slot.width}-bit "
-                         f"{'signed' if slot.signed else 'unsigned'} field ({lo}..{hi})")
-    return value & ((1 << slot.width) - 1)
+    return PayloadCodec(layout).pack(value)
 
 
 def unpack(layout, bits: int):
     """Inverse of :func:`pack`: nested dicts (structs) and lists (arrays) of ints."""
-    norm = _normalise(layout)
-    bits = int(bits)
+    return PayloadCodec(layout).unpack(bits)
+
+
+class PayloadCodec:
+    """:func:`pack`/:func:`unpack` for one layout, compiled once (drivers and monitors call it
+    every beat, so the layout is not re-walked each time)."""
+
+    def __init__(self, layout):
+        norm = _normalise(layout)
+        self.width = layout_width(norm)
+        self.pack = _compile_pack(norm, ())
+        self.unpack = _compile_unpack(norm)
+
+
+def _leaf_range(width: int, signed: bool) -> tuple[int, int]:
+    if signed and width:
+        return -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return 0, (1 << width) - 1
+
+
+def _compile_pack(norm, path: tuple):
     if isinstance(norm, (int, tuple)):
-        return _unpack_leaf(FieldSlot((), 0, layout_width(norm), isinstance(norm, tuple)), bits)
-    return _unpack_node(norm, bits)
+        signed = isinstance(norm, tuple)
+        width = norm[1] if signed else norm
+        lo, hi = _leaf_range(width, signed)
+        mask = (1 << width) - 1
+        name = ".".join(map(str, path)) or "payload"
 
-
-def _unpack_node(norm, bits: int):
-    if isinstance(norm, int):
-        return bits & ((1 << norm) - 1)
-    if isinstance(norm, tuple):
-        return _unpack_leaf(FieldSlot((), 0, norm[1], True), bits)
+        def leaf(value):
+            value = int(value)
+            if not lo <= value <= hi:
+                raise ValueError(f"{name}={value} does not fit {width}-bit "
+                                 f"{'signed' if signed else 'unsigned'} field ({lo}..{hi})")
+            return value & mask
+        return leaf
     if isinstance(norm, dict):
-        out, offset = {}, 0
-        for name, sub in norm.items():
-            out[name] = _unpack_node(sub, bits >> offset)
+        keys, offset = [], 0
+        for key, sub in norm.items():
+            keys.append((key, offset, _compile_pack(sub, (*path, key))))
             offset += layout_width(sub)
-        return out
+    else:
+        width = layout_width(norm.elem)
+        keys = [(i, i * width, _compile_pack(norm.elem, (*path, i))) for i in range(norm.count)]
+
+    def node(value):
+        bits = 0
+        for key, offset, sub in keys:
+            try:
+                item = value[key]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise ValueError(
+                    f"payload is missing field {'.'.join(map(str, (*path, key)))}") from exc
+            bits |= sub(item) << offset
+        return bits
+    return node
+
+
+def _compile_unpack(norm):
+    if isinstance(norm, int):
+        mask = (1 << norm) - 1
+        return lambda bits: bits & mask
+    if isinstance(norm, tuple):
+        width = norm[1]
+        mask, sign = (1 << width) - 1, (1 << (width - 1)) if width else 0
+
+        def signed_leaf(bits):
+            value = bits & mask
+            return value - (1 << width) if width and value & sign else value
+        return signed_leaf
+    if isinstance(norm, dict):
+        items, offset = [], 0
+        for key, sub in norm.items():
+            items.append((key, offset, _compile_unpack(sub)))
+            offset += layout_width(sub)
+        return lambda bits: {key: sub(bits >> off) for key, off, sub in items}
     width = layout_width(norm.elem)
-    return [_unpack_node(norm.elem, bits >> (i * width)) for i in range(norm.count)]
-
-
-def _unpack_leaf(slot: FieldSlot, bits: int) -> int:
-    value = bits & ((1 << slot.width) - 1)
-    if slot.signed and slot.width and value >> (slot.width - 1):
-        value -= 1 << slot.width
-    return value
+    if isinstance(norm.elem, int):  # plain unsigned elements: the common, hot case
+        mask, shifts = (1 << width) - 1, [i * width for i in range(norm.count)]
+        return lambda bits: [(bits >> s) & mask for s in shifts]
+    sub = _compile_unpack(norm.elem)
+    return lambda bits: [sub(bits >> (i * width)) for i in range(norm.count)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,6 +387,7 @@ class StreamDriver:
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
         self.layout = layout
+        self._codec = PayloadCodec(layout) if layout is not None else None
         self._pause = pause_generator(idle, random.Random(seed))
         self._queue: deque[int] = deque()
         self._current: int | None = None
@@ -367,7 +400,7 @@ class StreamDriver:
 
     def send(self, beat) -> None:
         """Queue one beat (payload int, or nested value when a layout was given)."""
-        self._queue.append(pack(self.layout, beat) if self.layout is not None else int(beat))
+        self._queue.append(self._codec.pack(beat) if self._codec is not None else int(beat))
 
     def extend(self, beats: Iterable) -> None:
         for beat in beats:
@@ -429,6 +462,7 @@ class StreamMonitor:
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
         self.layout = layout
+        self._codec = PayloadCodec(layout) if layout is not None else None
         self.sink = sink
         self._pause = pause_generator(backpressure, random.Random(seed))
         self._ready_level = None
@@ -464,7 +498,7 @@ class StreamMonitor:
         if self.ready.value:
             self._held = None
             bits = self.payload.value.to_unsigned()
-            beat = unpack(self.layout, bits) if self.layout is not None else bits
+            beat = self._codec.unpack(bits) if self._codec is not None else bits
             self.beats.append(beat)
             self.accept_cycles.append(cycle)
             for cb in self.callbacks:
