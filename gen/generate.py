@@ -115,6 +115,32 @@ register_block(Block(
     ),
 ))
 
+register_block(Block(
+    name="knn",
+    component="nms.rtl.knn:KnnSelector",
+    description="kNN selector: K smallest distances per query of a tile, ties to the lower index",
+    params=(
+        Param("k", int, 16, "K, neighbours kept per query"),
+        Param("tile", int, 4, "T, queries per pass (the distance engine's tile)"),
+        Param("dist_width", int, 26, "squared-distance width in bits (engine acc_width)"),
+        Param("index_width", int, 16, "candidate index width in bits"),
+    ),
+))
+
+register_block(Block(
+    name="knn_datapath",
+    component="nms.rtl.knn:KnnDatapath",
+    description="kNN stage: distance engine feeding the kNN selector",
+    params=(
+        Param("lanes", int, 8, "L, elements per beat (power of two)"),
+        Param("tile", int, 4, "T, resident query vectors"),
+        Param("elem_width", int, 8, "unsigned element width in bits"),
+        Param("max_dim", int, 1024, "largest runtime vector length"),
+        Param("k", int, 16, "K, neighbours kept per query"),
+        Param("index_width", int, 16, "candidate index width in bits"),
+    ),
+))
+
 
 def get_block(name: str) -> Block:
     try:

@@ -1,0 +1,324 @@
+"""kNN selection behind the distance engine: the K nearest neighbours of every query of a tile.
+
+See ``docs/rtl-knn.md`` for ports, timing and the no-stall condition in one page.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from nms.rtl.distance import DistanceEngine
+from nms.rtl.divider import check_int
+
+__all__ = ["KnnSelector", "KnnDatapath"]
+
+
+def _checked(component, checks) -> None:
+    """Run parameter checks; a rejected instance is silenced (it is never elaborated)."""
+    try:
+        for check in checks:
+            check()
+    except (TypeError, ValueError):
+        component._MustUse__silence = True
+        raise
+
+
+class KnnSelector(wiring.Component):
+    """Keeps, for each of ``tile`` queries in parallel, the ``k`` nearest candidates of a pass.
+
+    The input is the distance engine's result stream: one beat per candidate, candidates in index
+    order ``0, 1, ... N-1``, ``dist[t]`` the squared distance to query ``t`` of the tile, ``last``
+    on candidate ``N-1``. Query ``t`` is point ``base + t``, where ``base`` is the pass's beat on
+    ``tile_base``; the candidate with that index (the query itself) is skipped, so a point is
+    never its own neighbour (its duplicates are).
+
+    Per query a K-entry insertion register (sorted by distance, invalid entries at the tail)
+    takes one candidate per cycle: every entry compares ``dist < entry`` in parallel and the
+    list shifts right from the first entry that is larger. Strict ``<`` keeps an earlier (lower)
+    index ahead of a later equal distance, so ties go to the lower index as in
+    ``nms.verif.desne.knn``.
+
+    When the pass's ``last`` beat is accepted the lists (including that beat) move to an output
+    bank in the same cycle and the insertion registers start the next pass empty: the bank is
+    emitted while the next pass is selected. Rows leave in query order ``t = 0 .. tile-1``; row
+    ``t`` holds ``min(k, N - 1)`` beats sorted by (distance, index), ``last`` on its final beat.
+    Rows of queries with ``base + t >= N`` (the padding of a partial final tile) and empty rows
+    (``N = 1``) are not emitted.
+
+    Input ``ready`` is low only (a) on a pass's first beat while no ``tile_base`` beat is offered,
+    and (b) on a pass's ``last`` beat while the output bank still holds rows of the previous pass.
+    So the engine is never stalled if the ``tile_base`` beat arrives before the pass's first
+    result and the rows (at most ``tile * k`` beats, one per cycle) drain while the next pass runs:
+    with an always-ready sink this holds when the next pass delivers its ``last`` beat more than
+    ``tile * min(k, N - 1)`` cycles after this pass's ``last`` beat, e.g. whenever
+    ``N >= tile * k`` (one result per cycle at most).
+
+    Parameters
+    ----------
+    k : int
+        K, neighbours kept per query, 1..256.
+    tile : int
+        T, queries per pass (the engine's ``tile``), 1..64.
+    dist_width : int
+        Squared-distance width in bits, 1..64 (the engine's ``acc_width``).
+    index_width : int
+        Candidate index width in bits, 1..32; a pass holds at most ``2**index_width`` candidates
+        (indices wrap beyond that).
+
+    Attributes
+    ----------
+    dist : In(stream.Signature(dist_layout))
+        Distance beats ``{dist: ArrayLayout(unsigned(dist_width), tile), last: unsigned(1)}``
+        (the engine's ``result`` layout), one per candidate in index order.
+    tile_base : In(stream.Signature(unsigned(index_width)))
+        One beat per pass: the index of query 0 of the tile. Consumed with the pass's first
+        distance beat.
+    rows : Out(stream.Signature(row_layout))
+        Neighbour beats ``{index: unsigned(index_width), dist: unsigned(dist_width),
+        last: unsigned(1)}`` (``index`` at the LSB; the affinity unit's ``row`` layout); ``last``
+        ends a query's row.
+    latency : int
+        Cycles from accepting a pass's ``last`` beat to the first row beat being offered (1).
+
+    Raises
+    ------
+    TypeError, ValueError
+        A parameter of the wrong type or out of range; the message names it and its value.
+    """
+
+    def __init__(self, *, k: int = 16, tile: int = 4, dist_width: int = 26, index_width: int = 16):
+        _checked(self, [
+            lambda: check_int("k", k, 1, 256, "1 to 256 neighbours per query"),
+            lambda: check_int("tile", tile, 1, 64, "1 to 64 queries per pass"),
+            lambda: check_int("dist_width", dist_width, 1, 64, "1 to 64 bits per squared distance"),
+            lambda: check_int("index_width", index_width, 1, 32, "1 to 32 bits per candidate index"),
+        ])
+        self.k = k
+        self.tile = tile
+        self.dist_width = dist_width
+        self.index_width = index_width
+        self.latency = 1
+        self.dist_layout = data.StructLayout({
+            "dist": data.ArrayLayout(unsigned(dist_width), tile),
+            "last": unsigned(1),
+        })
+        self.row_layout = data.StructLayout({
+            "index": unsigned(index_width),
+            "dist": unsigned(dist_width),
+            "last": unsigned(1),
+        })
+        super().__init__({
+            "dist": In(stream.Signature(self.dist_layout)),
+            "tile_base": In(stream.Signature(unsigned(index_width))),
+            "rows": Out(stream.Signature(self.row_layout)),
+        })
+
+    @property
+    def parameters(self) -> dict:
+        """Generator parameters (for metadata)."""
+        return {"k": self.k, "tile": self.tile, "dist_width": self.dist_width,
+                "index_width": self.index_width}
+
+    @property
+    def derived(self) -> dict:
+        """Derived sizes (for metadata)."""
+        return {"latency": self.latency, "comparators": self.tile * self.k,
+                "list_bits": 2 * self.tile * self.k * (self.dist_width + self.index_width + 1)}
+
+    def elaborate(self, platform):
+        m = Module()
+        K, T = self.k, self.tile
+        dw, iw = self.dist_width, self.index_width
+
+        def entry_signals(prefix):
+            return ([[Signal(dw, name=f"{prefix}_dist_{t}_{i}") for i in range(K)] for t in range(T)],
+                    [[Signal(iw, name=f"{prefix}_idx_{t}_{i}") for i in range(K)] for t in range(T)],
+                    [[Signal(name=f"{prefix}_vld_{t}_{i}") for i in range(K)] for t in range(T)])
+
+        # insertion registers (the pass being selected) and the output bank (the finished pass)
+        l_dist, l_idx, l_vld = entry_signals("list")
+        o_dist, o_idx, o_vld = entry_signals("bank")
+        o_act = Signal(T)        # rows still to emit, one bit per query
+
+        # ---- pass state: the candidate index and the tile base ---------------------------------
+        first = Signal(init=1)   # the next distance beat is a pass's first
+        cand = Signal(iw)        # index of the candidate on `dist` (valid when not `first`)
+        cur_base = Signal(iw)
+        next_base = Signal(iw)   # a one-beat slot, so the next pass's base can wait ahead of it
+        next_ok = Signal()
+
+        busy = o_act.any()
+        in_last = self.dist.payload.last
+        # Registered conditions only (plus the engine's registered payload): no combinational
+        # path from `rows.ready` to `dist.ready`.
+        m.d.comb += self.dist.ready.eq(Mux(first, next_ok, 1) & ~(in_last & busy))
+        accept = Signal()
+        m.d.comb += accept.eq(self.dist.valid & self.dist.ready)
+
+        base = Signal(iw)
+        index = Signal(iw)
+        m.d.comb += [base.eq(Mux(first, next_base, cur_base)),
+                     index.eq(Mux(first, 0, cand))]
+
+        m.d.comb += self.tile_base.ready.eq(~next_ok)
+        with m.If(self.tile_base.valid & self.tile_base.ready):
+            m.d.sync += [next_base.eq(self.tile_base.payload), next_ok.eq(1)]
+        with m.If(accept):
+            m.d.sync += [first.eq(in_last), cand.eq(index + 1)]
+            with m.If(first):
+                m.d.sync += cur_base.eq(next_base)
+                # the slot is free again unless it is refilled in this very cycle
+                with m.If(~(self.tile_base.valid & self.tile_base.ready)):
+                    m.d.sync += next_ok.eq(0)
+
+        # ---- per query: compare with every entry in parallel, shift right from the first larger
+        for t in range(T):
+            d = self.dist.payload.dist[t]
+            own = Signal(name=f"own_{t}")
+            # base + t computed one bit wider: a query past the index range never matches
+            m.d.comb += own.eq(index == (base + t))
+            less = [Signal(name=f"less_{t}_{i}") for i in range(K)]
+            for i in range(K):
+                # an empty entry acts as +infinity; strict < keeps the earlier index on a tie
+                m.d.comb += less[i].eq(~own & (~l_vld[t][i] | (d < l_dist[t][i])))
+            n_dist = [Signal(dw, name=f"next_dist_{t}_{i}") for i in range(K)]
+            n_idx = [Signal(iw, name=f"next_idx_{t}_{i}") for i in range(K)]
+            n_vld = [Signal(name=f"next_vld_{t}_{i}") for i in range(K)]
+            for i in range(K):
+                # entry i takes its left neighbour if that one moves too, else the candidate
+                shift = less[i - 1] if i > 0 else Const(0)
+                with m.If(shift):
+                    m.d.comb += [n_dist[i].eq(l_dist[t][i - 1]), n_idx[i].eq(l_idx[t][i - 1]),
+                                 n_vld[i].eq(l_vld[t][i - 1])]
+                with m.Elif(less[i]):
+                    m.d.comb += [n_dist[i].eq(d), n_idx[i].eq(index), n_vld[i].eq(1)]
+                with m.Else():
+                    m.d.comb += [n_dist[i].eq(l_dist[t][i]), n_idx[i].eq(l_idx[t][i]),
+                                 n_vld[i].eq(l_vld[t][i])]
+            with m.If(accept):
+                with m.If(in_last):
+                    # the finished lists go to the bank; the next pass starts from empty lists
+                    m.d.sync += [l_vld[t][i].eq(0) for i in range(K)]
+                    m.d.sync += [o_dist[t][i].eq(n_dist[i]) for i in range(K)]
+                    m.d.sync += [o_idx[t][i].eq(n_idx[i]) for i in range(K)]
+                    m.d.sync += [o_vld[t][i].eq(n_vld[i]) for i in range(K)]
+                    # emit the row only for a real query (base + t < N, N = index + 1)
+                    m.d.sync += o_act[t].eq(n_vld[0] & ((base + t) <= index))
+                with m.Else():
+                    m.d.sync += [l_dist[t][i].eq(n_dist[i]) for i in range(K)]
+                    m.d.sync += [l_idx[t][i].eq(n_idx[i]) for i in range(K)]
+                    m.d.sync += [l_vld[t][i].eq(n_vld[i]) for i in range(K)]
+
+        # ---- output: the lowest active row shifts its entries out, one per beat ---------------
+        sel = Signal(T)  # one-hot lowest active row
+        m.d.comb += sel.eq(o_act & ~(o_act - 1))
+        row_last = [Const(1) if K == 1 else ~o_vld[t][1] for t in range(T)]
+        payload = self.rows.payload
+        with m.Switch(sel):
+            for t in range(T):
+                with m.Case(1 << t):
+                    m.d.comb += [payload.index.eq(o_idx[t][0]), payload.dist.eq(o_dist[t][0]),
+                                 payload.last.eq(row_last[t])]
+        m.d.comb += self.rows.valid.eq(busy)
+        out_accept = self.rows.valid & self.rows.ready
+        for t in range(T):
+            with m.If(out_accept & sel[t]):
+                for i in range(K - 1):
+                    m.d.sync += [o_dist[t][i].eq(o_dist[t][i + 1]), o_idx[t][i].eq(o_idx[t][i + 1]),
+                                 o_vld[t][i].eq(o_vld[t][i + 1])]
+                m.d.sync += o_vld[t][K - 1].eq(0)
+                with m.If(row_last[t]):
+                    m.d.sync += o_act[t].eq(0)
+        return m
+
+
+class KnnDatapath(wiring.Component):
+    """The kNN stage: :class:`~nms.rtl.distance.DistanceEngine` feeding a :class:`KnnSelector`.
+
+    The engine's ``result`` stream is connected to the selector's ``dist`` stream
+    (``wiring.connect``); ``tile_base`` passes through a FIFO deep enough for every pass the
+    engine can have in flight, so a controller may push a tile's base at any time before (or
+    while) it loads that tile's queries without waiting for earlier passes to drain.
+
+    Protocol per tile: one beat on ``tile_base`` (index of query 0), ``tile`` query vectors on
+    ``query``, then candidates ``0 .. N-1`` on ``candidate`` (``last`` on the final beat of
+    candidate ``N-1``), exactly as :class:`~nms.rtl.distance.DistanceEngine` describes. Queries
+    ``t`` with ``tile_base + t >= N`` (padding of the last tile) may hold any vector; their rows
+    are not emitted.
+
+    Parameters
+    ----------
+    lanes, tile, elem_width, max_dim : int
+        The distance engine's parameters.
+    k : int
+        Neighbours per query (:class:`KnnSelector`).
+    index_width : int
+        Candidate index width in bits; ``N <= 2**index_width``.
+
+    Attributes
+    ----------
+    query : In(stream.Signature(engine.query_layout))
+        The engine's query load stream.
+    candidate : In(stream.Signature(engine.candidate_layout))
+        The engine's candidate stream.
+    tile_base : In(stream.Signature(unsigned(index_width)))
+        One beat per tile, buffered (depth :attr:`base_fifo_depth`).
+    rows : Out(stream.Signature(selector.row_layout))
+        The selector's neighbour rows.
+    engine, selector : the two sub-components (for their layouts and derived sizes).
+    base_fifo_depth : int
+        ``engine.fifo_depth + 2``: passes with a result still in the engine (at most its credit
+        count), the pass being streamed and the next tile's base.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A parameter of the wrong type or out of range; the message names it and its value.
+    """
+
+    def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
+                 k: int = 16, index_width: int = 16):
+        self.engine = DistanceEngine(lanes=lanes, tile=tile, elem_width=elem_width,
+                                     max_dim=max_dim)
+        try:
+            self.selector = KnnSelector(k=k, tile=tile, dist_width=self.engine.acc_width,
+                                        index_width=index_width)
+        except (TypeError, ValueError):
+            self.engine._MustUse__silence = True
+            self._MustUse__silence = True
+            raise
+        self.base_fifo_depth = self.engine.fifo_depth + 2
+        super().__init__({
+            "query": In(stream.Signature(self.engine.query_layout)),
+            "candidate": In(stream.Signature(self.engine.candidate_layout)),
+            "tile_base": In(stream.Signature(unsigned(index_width))),
+            "rows": Out(stream.Signature(self.selector.row_layout)),
+        })
+
+    @property
+    def parameters(self) -> dict:
+        return {**self.engine.parameters, "k": self.selector.k,
+                "index_width": self.selector.index_width}
+
+    @property
+    def derived(self) -> dict:
+        return {**{f"engine_{k}": v for k, v in self.engine.derived.items()},
+                **{f"selector_{k}": v for k, v in self.selector.derived.items()},
+                "base_fifo_depth": self.base_fifo_depth}
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = engine = self.engine
+        m.submodules.selector = selector = self.selector
+        m.submodules.base_fifo = fifo = SyncFIFOBuffered(width=self.selector.index_width,
+                                                         depth=self.base_fifo_depth)
+        wiring.connect(m, wiring.flipped(self.query), engine.query)
+        wiring.connect(m, wiring.flipped(self.candidate), engine.candidate)
+        wiring.connect(m, engine.result, selector.dist)
+        wiring.connect(m, wiring.flipped(self.tile_base), fifo.w_stream)
+        wiring.connect(m, fifo.r_stream, selector.tile_base)
+        wiring.connect(m, selector.rows, wiring.flipped(self.rows))
+        return m
