@@ -32,6 +32,9 @@ BISECT_EVALS = len(BISECT_STEPS) + 1
 
 #: entropy / target width: Q8.16
 H_BITS = 8 + fp.H_FRAC_BITS
+#: quotient bits per cycle of the entropy and normalisation dividers (radix 4: two chained
+#: compare-subtracts per cycle halve the division time that dominates each evaluation)
+DIV_BITS_PER_CYCLE = 2
 #: pipeline registers between a row-buffer read address and the accumulators (read, product,
 #: shift+saturate, exp2 table+shift, w*a)
 _PIPE = 4
@@ -47,7 +50,7 @@ class AffinityUnit(wiring.Component):
     row sums ``S = sum w`` and ``T = sum w*a``; ``log2 S`` by leading-one detection +
     ``LOG2_LUT``; exact ``(T << 8) // S`` by a sequential divider), keeps the code with the
     smallest ``(|H - target|, code)`` key, and finally emits ``P_j = (w_j << 16) // S`` per
-    neighbour (``lanes`` sequential dividers in parallel). Every operation is the one of
+    neighbour (``lanes`` sequential radix-4 dividers in parallel). Every operation is the one of
     :func:`nms.verif.desne.affinity_eval`, with widths sized so that nothing but the model's own
     saturation of ``a`` can clip.
 
@@ -113,6 +116,8 @@ class AffinityUnit(wiring.Component):
         self.tsum_width = bits_for(k * (1 << fp.W_FRAC_BITS) * fp.A_MAX)
         # (T << 8) // S <= A_MAX << 8 because T <= A_MAX * S (a is saturated at A_MAX)
         self.hq_width = bits_for(fp.A_MAX << fp.A_FRAC_BITS)
+        self.h_div_cycles = -(-self.hq_width // DIV_BITS_PER_CYCLE)
+        self.p_div_cycles = -(-fp.P_BITS // DIV_BITS_PER_CYCLE)
         self.row_layout = data.StructLayout({
             "index": unsigned(index_width),
             "dist": unsigned(dist_width),
@@ -144,6 +149,7 @@ class AffinityUnit(wiring.Component):
         return {"groups": self.groups, "prod_width": self.prod_width,
                 "sum_width": self.sum_width, "tsum_width": self.tsum_width,
                 "h_quotient_width": self.hq_width, "p_quotient_width": fp.P_BITS,
+                "h_div_cycles": self.h_div_cycles, "p_div_cycles": self.p_div_cycles,
                 "robust_evals": ROBUST_EVALS, "bisect_evals": BISECT_EVALS,
                 "cycles_per_row_robust_full": self.cycles_per_row(self.k)}
 
@@ -152,9 +158,10 @@ class AffinityUnit(wiring.Component):
         beat of the next row accepted), see ``docs/rtl-affinity.md``."""
         g = -(-n // self.lanes)
         evals = ROBUST_EVALS if mode == MODE_ROBUST else BISECT_EVALS
-        eval_cycles = g + _PIPE + 1 + (self.hq_width + 1)
-        last_lanes = n - (g - 1) * self.lanes
-        out_cycles = g * (1 + _PIPE + 1 + (fp.P_BITS + 1) + 1) + (g - 1) * self.lanes + last_lanes
+        # issue g groups, drain the lane pipeline, hand S/T to the divider, divide, take H
+        eval_cycles = g + _PIPE + 1 + (self.h_div_cycles + 1)
+        # per group: issue, pipeline, hand w to the dividers, divide, collect, then the beats
+        out_cycles = g * (1 + _PIPE + 1 + (self.p_div_cycles + 1) + 1) + n
         return n + evals * eval_cycles + out_cycles
 
     def elaborate(self, platform):
@@ -265,7 +272,8 @@ class AffinityUnit(wiring.Component):
         m.d.comb += log2.value.eq(acc_s)
         m.submodules.hdiv = hdiv = Divider(dividend_width=self.tsum_width + fp.A_FRAC_BITS,
                                            divisor_width=self.sum_width,
-                                           quotient_width=self.hq_width)
+                                           quotient_width=self.hq_width,
+                                           bits_per_cycle=DIV_BITS_PER_CYCLE)
         m.d.comb += [hdiv.operands.payload.n.eq(acc_t << fp.A_FRAC_BITS),
                      hdiv.operands.payload.d.eq(acc_s)]
         h = Signal(H_BITS)
@@ -283,7 +291,7 @@ class AffinityUnit(wiring.Component):
         pdivs = []
         for lane in range(L):
             d = Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS, divisor_width=self.sum_width,
-                        quotient_width=fp.P_BITS)
+                        quotient_width=fp.P_BITS, bits_per_cycle=DIV_BITS_PER_CYCLE)
             m.submodules[f"pdiv{lane}"] = d
             pdivs.append(d)
         w_hold = [Signal(fp.W_BITS, name=f"w_hold_{i}") for i in range(L)]

@@ -50,7 +50,7 @@ def test_derived_widths_cover_the_worst_case():
     one = AffinityUnit(k=16)
     one._MustUse__silence = True
     assert one.derived["cycles_per_row_robust_full"] == one.cycles_per_row(16)
-    assert one.cycles_per_row(16) == 16 + 28 * (16 + 27) + 16 * 25 + 15 + 1
+    assert one.cycles_per_row(16) == 16 + 28 * (16 + 17) + 16 * 17 + 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,3 +116,57 @@ def test_generate_affinity_block_lints(tmp_path):
     assert verilator, "verilator not on PATH (conftest sets it up)"
     subprocess.run([verilator, "--lint-only", "-Wno-fatal", "-Wno-WIDTHEXPAND",
                     "-Wno-WIDTHTRUNC", str(vfile)], check=True, capture_output=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# sub-units in the Amaranth simulator
+
+
+@pytest.mark.parametrize("bits_per_cycle", [1, 2, 3])
+def test_divider_is_exact_at_the_quotient_bound(bits_per_cycle):
+    import random
+
+    from amaranth.sim import Simulator
+
+    from nms.rtl.divider import Divider
+
+    dut = Divider(dividend_width=20, divisor_width=9, quotient_width=11,
+                  bits_per_cycle=bits_per_cycle)
+    rng = random.Random(bits_per_cycle)
+    cases = [(0, 1), (1, 1), ((1 << 11) - 1, 1), (511 * 2048 - 1, 511), (5, 7)]
+    while len(cases) < 40:
+        d = rng.randrange(1, 512)
+        cases.append((rng.randrange(0, d << 11), d))
+    got = []
+
+    async def bench(ctx):
+        for n, d in cases:
+            ctx.set(dut.operands.payload.n, n)
+            ctx.set(dut.operands.payload.d, d)
+            ctx.set(dut.operands.valid, 1)
+            await ctx.tick().until(dut.operands.ready)
+            ctx.set(dut.operands.valid, 0)
+            ctx.set(dut.quotient.ready, 1)
+            cycles = 0
+            while not ctx.get(dut.quotient.valid):
+                await ctx.tick()
+                cycles += 1
+            got.append((ctx.get(dut.quotient.payload), cycles))
+            await ctx.tick()
+            ctx.set(dut.quotient.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [q for q, _ in got] == [n // d for n, d in cases]
+    assert {c for _, c in got} == {dut.cycles}  # constant: cycles after the accepting edge
+
+
+def test_divider_rejects_bad_parameters():
+    from nms.rtl.divider import Divider
+
+    with pytest.raises(ValueError, match="bits_per_cycle=5 is out of range"):
+        Divider(dividend_width=8, divisor_width=8, quotient_width=8, bits_per_cycle=5)
+    with pytest.raises(ValueError, match="quotient_width=0 is out of range"):
+        Divider(dividend_width=8, divisor_width=8, quotient_width=0)
