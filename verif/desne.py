@@ -57,8 +57,8 @@ class DesneConfig:
     perplexity : float
         Target perplexity of each row's conditional affinities; must be in (1, k].
     search : {"robust", "bisect"}
-        Precision search: ``robust`` = coarse scan of 16 codes + 4 refinement rounds choosing the
-        smallest entropy error (no monotonicity assumed); ``bisect`` = NMS-style 7-step bisection
+        Precision search: ``robust`` = coarse scan of 16 codes + 6 refinement rounds choosing the
+        smallest entropy error (no monotonicity assumed); ``bisect`` = NMS-style 9-step bisection
         that assumes the entropy error is monotone (kept for comparison).
     n_iter : int
         Embedding iterations.
