@@ -1,0 +1,347 @@
+"""``nms eval``: the coreset-quality harness (DE-SNE against the DNN-free baselines).
+
+For every method × ratio × seed it selects a coreset from the training split (timed), trains
+the fixed classifier of :mod:`nms.sw.classifier` on the coreset only and scores it on the test
+split. Selection uses the training split alone, and nothing is tuned on the test split: the
+classifier's hyper-parameters are fixed in advance. A "full" row trains on the whole training
+split with the same step budget, as the reference.
+
+Outputs in ``--out`` (``<name>`` = dataset name):
+
+* ``eval_<name>.json`` — configuration, dataset summary, every run, the aggregated table;
+* ``eval_<name>.md`` — accuracy mean ± std per method and ratio, coreset sizes, selection time;
+* ``eval_<name>_embedding.png`` — DE-SNE embeddings of a few classes with the chosen exemplars
+  marked (when ``desne`` is among the methods);
+* ``eval_<name>.partial.json`` — finished runs so far, rewritten after every run while the
+  harness works and removed when it completes.
+
+Runs go seed by seed (all ratios and methods for the first seed, then the next seed), so an
+interrupted run still has a complete first-seed table in the partial file.
+
+Selectors that do not use the seed (``herding``, ``kcenter``) are run once per ratio and their
+selection is reused for every seed (only the classifier seed changes); the JSON marks those runs
+``"selection_reused": true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nms.sw.baselines import SELECTORS, desne_select
+from nms.sw.classifier import MLPConfig, train_and_score
+from nms.sw.datasets import Dataset, load_dataset
+from nms.sw.selection import validate_ratio
+
+__all__ = ["add_arguments", "main", "run_eval", "write_reports", "DEFAULT_METHODS",
+           "DEFAULT_RATIOS", "DEFAULT_SEEDS"]
+
+DEFAULT_METHODS = ("desne", "random", "herding", "kcenter")
+DEFAULT_RATIOS = (0.01, 0.05, 0.1, 0.2)
+DEFAULT_SEEDS = (0, 1, 2)
+#: embedding plot: ratio used for the DE-SNE run whose chunks are drawn (closest listed ratio)
+PLOT_RATIO = 0.1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed {value} is negative; seeds are integers >= 0")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        return validate_ratio(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"ratio {text!r}: {exc}") from None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--dataset", default="digits",
+                        help="'digits' (bundled, default), a directory of IDX files "
+                             "(e.g. Fashion-MNIST), a .npz file or a .npy image array")
+    parser.add_argument("--labels", default=None,
+                        help=".npy label array (only with a .npy --dataset)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help=f"selectors to compare, from {', '.join(SELECTORS)} "
+                             f"(default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--ratios", nargs="+", type=_ratio, default=list(DEFAULT_RATIOS),
+                        help="coreset ratios in (0, 1] (default: 0.01 0.05 0.1 0.2)")
+    parser.add_argument("--seeds", nargs="+", type=_seed, default=list(DEFAULT_SEEDS),
+                        help="seeds for selection and classifier (default: 0 1 2)")
+    parser.add_argument("--steps", type=int, default=MLPConfig().steps,
+                        help=f"classifier gradient steps, the same for every ratio "
+                             f"(default: {MLPConfig().steps})")
+    parser.add_argument("--plot-classes", type=int, default=3,
+                        help="classes drawn in the DE-SNE embedding plot (default: 3; 0 = none)")
+    parser.add_argument("--no-full", action="store_true",
+                        help="skip the full-training-set reference row")
+    parser.add_argument("--out", type=Path, default=Path("reports/eval"),
+                        help="output folder (default: reports/eval)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _closest(values, target):
+    return min(values, key=lambda v: (abs(v - target), v))
+
+
+def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
+             seeds=DEFAULT_SEEDS, mlp: MLPConfig | None = None, full: bool = True,
+             plot_classes: int = 3, progress: bool = True, checkpoint=None) -> dict:
+    """Run the evaluation grid and return the JSON-able result (see module docstring).
+
+    Parameters
+    ----------
+    ds : Dataset
+        Must have a test split.
+    methods : sequence of str
+        Keys of :data:`nms.sw.baselines.SELECTORS`.
+    ratios : sequence of float
+        Coreset ratios in (0, 1].
+    seeds : sequence of int
+        Each seed drives both the selection and the classifier.
+    mlp : MLPConfig, optional
+        Classifier configuration (default: the fixed one).
+    full : bool
+        Also train on the whole training split (reference row, method ``"full"``).
+    plot_classes : int
+        Number of classes whose DE-SNE chunk embeddings are kept for the plot.
+    progress : bool
+        Show a tqdm progress bar.
+    checkpoint : callable, optional
+        Called with the list of finished runs after each one (for partial results).
+    """
+    from tqdm import tqdm
+
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"run_eval needs a Dataset, got {type(ds).__name__}")
+    if not ds.has_test:
+        raise ValueError(f"dataset {ds.name!r} ({ds.source}) has no test split; the harness "
+                         "scores coresets on it (give t10k-* IDX files or X_test/y_test)")
+    methods, seeds = list(methods), [int(s) for s in seeds]
+    ratios = [validate_ratio(r) for r in ratios]
+    unknown = [m for m in methods if m not in SELECTORS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(SELECTORS)}")
+    for name, vals in (("methods", methods), ("ratios", ratios), ("seeds", seeds)):
+        if not vals:
+            raise ValueError(f"{name} is empty; give at least one")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"{name} {vals} contain duplicates")
+    if isinstance(plot_classes, bool) or not isinstance(plot_classes, int) or plot_classes < 0:
+        raise ValueError(f"plot_classes must be an integer >= 0, got {plot_classes!r}")
+    mlp = mlp or MLPConfig()
+
+    X, y = ds.train_flat(), ds.y_train
+    Xt, yt = ds.test_flat(), ds.y_test
+    classes = ds.classes
+    plot_ratio = _closest(ratios, PLOT_RATIO)
+    plot_labels = [int(c) for c in classes[:plot_classes]]
+
+    runs, embedding, cache = [], None, {}
+    total = len(methods) * len(ratios) * len(seeds) + (len(seeds) if full else 0)
+    bar = tqdm(total=total, desc=f"nms eval {ds.name}", unit="run", disable=not progress)
+    # seed-major order: an interrupted run still covers every method and ratio for seed 0
+    for seed in seeds:
+        for ratio in ratios:
+            for method in methods:
+                fn = SELECTORS[method]
+                bar.set_postfix_str(f"{method} r={ratio:g} s={seed}")
+                key = (method, ratio)
+                reused = bool(getattr(fn, "seed_independent", False)) and key in cache
+                if reused:
+                    result, t_sel = cache[key]
+                else:
+                    want_details = (fn is desne_select and ratio == plot_ratio
+                                    and seed == seeds[0] and plot_labels)
+                    t0 = time.perf_counter()
+                    if want_details:
+                        result = fn(X, y, ratio, seed=seed, details=True)
+                    else:
+                        result = fn(X, y, ratio, seed=seed)
+                    t_sel = time.perf_counter() - t0
+                    if want_details:
+                        embedding = _embedding_record(result["chunks"], plot_labels, ratio, seed)
+                    # keep only what later seeds reuse (DE-SNE details can be large)
+                    cache[key] = ({"indices": result["indices"]}, t_sel)
+                idx = np.asarray(result["indices"], dtype=np.int64)
+                t0 = time.perf_counter()
+                acc = train_and_score(X[idx], y[idx], Xt, yt, max_value=ds.max_value,
+                                      classes=classes, config=mlp, seed=seed)
+                runs.append({
+                    "method": method, "ratio": ratio, "seed": seed,
+                    "coreset_size": int(idx.size),
+                    "classes_in_coreset": int(np.unique(y[idx]).size),
+                    "select_seconds": round(t_sel, 4), "selection_reused": reused,
+                    "train_seconds": round(time.perf_counter() - t0, 4),
+                    "accuracy": acc,
+                })
+                if checkpoint is not None:
+                    checkpoint(runs)
+                bar.update(1)
+    if full:
+        for seed in seeds:
+            bar.set_postfix_str(f"full s={seed}")
+            t0 = time.perf_counter()
+            acc = train_and_score(X, y, Xt, yt, max_value=ds.max_value, classes=classes,
+                                  config=mlp, seed=seed)
+            runs.append({"method": "full", "ratio": 1.0, "seed": seed,
+                         "coreset_size": int(len(y)), "classes_in_coreset": int(classes.size),
+                         "select_seconds": 0.0, "selection_reused": False,
+                         "train_seconds": round(time.perf_counter() - t0, 4), "accuracy": acc})
+            bar.update(1)
+    bar.close()
+    return {
+        "dataset": ds.summary(),
+        "config": {"methods": methods, "ratios": ratios, "seeds": seeds,
+                   "classifier": {"model": "MLP", **vars(mlp)}, "plot_ratio": plot_ratio,
+                   "plot_classes": plot_labels},
+        "machine": {"python": platform.python_version(), "numpy": np.__version__,
+                    "processor": platform.machine()},
+        "runs": runs,
+        "summary": summarise(runs),
+        "embedding": embedding,
+    }
+
+
+def _embedding_record(chunks, labels, ratio, seed):
+    """First chunk of each plotted class: points in float (Q.16 → /65536) and exemplar marks."""
+    out = []
+    for label in labels:
+        chunk = next((c for c in chunks if int(c["label"]) == label), None)
+        if chunk is None:
+            continue
+        members = np.asarray(chunk["members"])
+        chosen = np.isin(members, np.asarray(chunk["selected"]))
+        out.append({"label": label, "n": int(members.size), "n_selected": int(chosen.sum()),
+                    "xy": (np.asarray(chunk["embedding"]) / 65536.0).tolist(),
+                    "selected": chosen.tolist()})
+    return {"ratio": ratio, "seed": seed, "classes": out}
+
+
+def summarise(runs) -> list[dict]:
+    """Mean ± std (population, over seeds) of accuracy and timing per method and ratio."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["ratio"]), []).append(r)
+    rows = []
+    for (method, ratio), rs in groups.items():
+        acc = np.array([r["accuracy"] for r in rs])
+        fresh = [r["select_seconds"] for r in rs if not r["selection_reused"]]
+        rows.append({"method": method, "ratio": ratio, "n_seeds": len(rs),
+                     "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+                     "coreset_size": int(np.mean([r["coreset_size"] for r in rs])),
+                     "select_seconds_mean": float(np.mean(fresh)) if fresh else 0.0,
+                     "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs]))})
+    return rows
+
+
+def _markdown(result: dict) -> str:
+    ds, cfg = result["dataset"], result["config"]
+    rows = {(r["method"], r["ratio"]): r for r in result["summary"]}
+    ratios, methods = cfg["ratios"], cfg["methods"]
+    clf = cfg["classifier"]
+    lines = [
+        f"# Coreset quality on {ds['name']}",
+        "",
+        f"Training split {ds['n_train']} images {tuple(ds['image_shape'])}, test split "
+        f"{ds['n_test']}; source `{ds['source']}`. Classifier: MLP {clf['hidden']} ReLU, Adam "
+        f"lr {clf['learning_rate']}, {clf['steps']} steps of batch {clf['batch_size']} for every "
+        f"ratio; seeds {cfg['seeds']}. Accuracy on the test split, mean ± std over seeds (%).",
+        "",
+        "| method | " + " | ".join(f"{100 * r:g} %" for r in ratios) + " |",
+        "|---|" + "---:|" * len(ratios),
+    ]
+    for m in methods:
+        cells = [f"{100 * rows[(m, r)]['accuracy_mean']:.2f} ± {100 * rows[(m, r)]['accuracy_std']:.2f}"
+                 for r in ratios]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if ("full", 1.0) in rows:
+        f = rows[("full", 1.0)]
+        lines += ["", f"Full training split ({f['coreset_size']} images, same step budget): "
+                  f"{100 * f['accuracy_mean']:.2f} ± {100 * f['accuracy_std']:.2f} %."]
+    lines += ["", "Coreset size (images) and selection time (s, mean over fresh selections):", "",
+              "| method | " + " | ".join(f"{100 * r:g} %" for r in ratios) + " |",
+              "|---|" + "---:|" * len(ratios)]
+    for m in methods:
+        cells = [f"{rows[(m, r)]['coreset_size']} / {rows[(m, r)]['select_seconds_mean']:.2f} s"
+                 for r in ratios]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "Timings are wall-clock on a shared machine; they are measurements, not limits."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(result: dict, path: Path) -> bool:
+    emb = result.get("embedding")
+    if not emb or not emb["classes"]:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cls = emb["classes"]
+    fig, axes = plt.subplots(1, len(cls), figsize=(4 * len(cls), 4), squeeze=False)
+    for ax, c in zip(axes[0], cls):
+        xy = np.asarray(c["xy"], dtype=float)
+        sel = np.asarray(c["selected"], dtype=bool)
+        ax.scatter(xy[~sel, 0], xy[~sel, 1], s=4, c="0.6", label="class members")
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=28, c="crimson", marker="x", label="exemplars")
+        ax.set_title(f"class {c['label']}: {c['n_selected']} of {c['n']}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"DE-SNE embedding ({result['dataset']['name']}, ratio "
+                 f"{100 * emb['ratio']:g} %, seed {emb['seed']}, first chunk per class)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_reports(result: dict, out: Path) -> dict[str, Path]:
+    """Write JSON, Markdown and (if there is an embedding) PNG; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"eval_{result['dataset']['name']}"
+    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(result, indent=1) + "\n")
+    paths["md"].write_text(_markdown(result))
+    png = out / f"{stem}_embedding.png"
+    if _plot(result, png):
+        paths["png"] = png
+    return paths
+
+
+def main(args) -> int:
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.plot_classes < 0:
+        raise ValueError(f"--plot-classes must be >= 0, got {args.plot_classes}")
+    ds = load_dataset(args.dataset, labels=args.labels)
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"eval_{ds.name}.partial.json"
+
+    def checkpoint(runs):  # partial results survive an interrupted long run
+        partial.write_text(json.dumps({"runs": runs, "summary": summarise(runs)}, indent=1))
+
+    result = run_eval(ds, methods=args.methods, ratios=args.ratios, seeds=args.seeds,
+                      mlp=MLPConfig(steps=args.steps), full=not args.no_full,
+                      plot_classes=args.plot_classes, progress=not args.no_progress,
+                      checkpoint=checkpoint)
+    paths = write_reports(result, args.out)
+    partial.unlink(missing_ok=True)
+    print(paths["md"].read_text())
+    for kind, p in paths.items():
+        print(f"[eval] {kind}: {p}")
+    if "png" not in paths and "desne" in args.methods and args.plot_classes:
+        print("[eval] no embedding plot (DE-SNE produced no chunk for the plotted classes)")
+    return 0
