@@ -195,9 +195,8 @@ def desne_select(X, y, ratio, seed=0, *, config=None, details: bool = False) -> 
 
     ``X`` must hold uint8-range integer pixels. ``details=True`` adds the per-chunk embeddings.
     """
-    from nms.verif.desne import select  # lazy: the model lives in nms.verif
-
     X, y, ratio, seed = check_inputs(X, y, ratio, seed)
+    from nms.verif.desne import select  # lazy: the model lives in nms.verif
     return select(X, y, ratio, config, seed=seed, details=details)
 
 

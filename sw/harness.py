@@ -132,6 +132,12 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
     unknown = [m for m in methods if m not in SELECTORS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(SELECTORS)}")
+    if "desne" in methods:
+        try:
+            import nms.verif.desne  # noqa: F401  (fail before hours of baseline runs)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"method 'desne' needs nms.verif.desne, which is not available "
+                             f"({exc}); leave it out of --methods") from None
     for name, vals in (("methods", methods), ("ratios", ratios), ("seeds", seeds)):
         if not vals:
             raise ValueError(f"{name} is empty; give at least one")
