@@ -1,0 +1,68 @@
+"""``nms run``: the main job end to end on the embedded digits, and its argument errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nms.sw.cli import main as cli
+from nms.sw.datasets import load_dataset
+from nms.sw.run import run_job
+from nms.verif import desne
+
+FAST = desne.DesneConfig(n_iter=40, exaggeration_iters=15, momentum_switch=15)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_run_job_report(digits):
+    rep = run_job(digits, ratio=0.1, capacity=256, config=FAST, epochs=3, skip_full=True, progress=False)
+    sel = rep["selection"]
+    # the driver's selection is the bit-exact model's selection
+    ref = desne.select(digits.X_train.reshape(len(digits.y_train), -1), digits.y_train, 0.1,
+                       FAST.replace(capacity=256), seed=0)
+    assert sel["indices"] == ref["indices"].tolist()
+    assert sel["n_selected"] == len(sel["indices"]) == 136
+    assert set(rep["runs"]) == {"sks_desne", "sks_random", "sgd_desne"}
+    for r in rep["runs"].values():
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["n_train"] == 136
+    # SKS writes each weight far less often than per-sample SGD on the same coreset
+    assert rep["writes"]["sks_desne"]["max"] * 10 <= rep["writes"]["sgd_desne"]["max"]
+    t = rep["traffic"]
+    assert t["nms"]["near_bytes"] == sel["counters"]["near_bytes_read"] > 0
+    assert t["full"]["pcb_bytes"] == 3 * 1347 * 64
+    assert t["nms"]["pcb_bytes"] == 3 * 136 * 64 + 4 * 136
+
+
+def test_cli_writes_reports(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["run", "--quiet", "--epochs", "1", "--iterations", "30", "--skip-full",
+                "--ratio", "0.05", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["selection"]["ratio"] == 0.05 and rep["plots"] == ["embedding.png", "training.png"]
+    for f in ("report.md", "embedding.png", "training.png"):
+        assert (out / f).stat().st_size > 500
+    assert "fewer worst-case writes" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ratio", "1.5"], "ratio"),
+    (["--ratio", "0"], "ratio"),
+    (["--epochs", "0"], "must be >= 1"),
+    (["--backend", "fpga"], "invalid choice"),
+])
+def test_cli_rejects_bad_options(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
+        cli(["run", "--quiet", "--out", str(tmp_path / "x"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_reports_missing_dataset(tmp_path, capsys):
+    assert cli(["run", "--quiet", "--dataset", "no/such/dir", "--out", str(tmp_path / "x")]) == 2
+    assert "no/such/dir" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
