@@ -141,6 +141,38 @@ register_block(Block(
     ),
 ))
 
+register_block(Block(
+    name="embedding",
+    component="nms.rtl.embedding:EmbeddingEngine",
+    description="2-D Student-t embedding iterations on chip (kNN attraction, sampled repulsion)",
+    params=(
+        Param("capacity", int, 1024, "C, most points per job"),
+        Param("k", int, 16, "longest neighbour list"),
+        Param("neg_samples", int, 8, "negative samples per point and iteration"),
+        Param("pair_units", int, 1, "parallel pair units (power of two)"),
+    ),
+))
+
+
+register_block(Block(
+    name="datapath",
+    component="nms.rtl.datapath:DesneDatapath",
+    description="DE-SNE chunk datapath: memory read port -> kNN -> affinity -> embedding -> grid "
+                "-> selected indices",
+    params=(
+        Param("lanes", int, 8, "L, elements per memory / engine beat (power of two)"),
+        Param("tile", int, 4, "T, resident query vectors of the distance engine"),
+        Param("elem_width", int, 8, "unsigned element width in bits"),
+        Param("max_dim", int, 1024, "largest runtime vector length"),
+        Param("k", int, 16, "K, neighbours per point"),
+        Param("capacity", int, 1024, "C, most points per chunk (on-chip state)"),
+        Param("neg_samples", int, 8, "negative samples per point and iteration"),
+        Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
+        Param("pair_units", int, 2, "embedding pair units (power of two)"),
+        Param("fetch_depth", int, 4, "fetch commands queued ahead of their data"),
+    ),
+))
+
 
 def get_block(name: str) -> Block:
     try:

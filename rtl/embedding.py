@@ -644,7 +644,6 @@ class EmbeddingEngine(wiring.Component):
         init_issue = Signal()
         init_left = Signal(range(2 * C + 3))      # hash inputs still to issue
         init_got = Signal(range(2 * C + 3))       # hash outputs received
-        seed_phase = Signal()
         x_tmp = Signal(signed(Y_WIDTH))
         hv = Signal(signed(17))
         m.d.comb += hv.eq(h0.o.payload[:16] - 32768)
@@ -732,36 +731,40 @@ class EmbeddingEngine(wiring.Component):
                                      load_base.eq(load_base + K)]
                         with m.If(load_i == n - 1):
                             m.d.sync += [init_ctr.eq(Cat(Const(0, 1), seed[:31])),
-                                         init_left.eq(2), init_got.eq(0), seed_phase.eq(1)]
-                            m.next = "INIT"
+                                         init_left.eq(2), init_got.eq(0)]
+                            m.next = "SEED"
                     with m.Else():
                         m.d.sync += load_e.eq(load_e + 1)
+            with m.State("SEED"):
+                # hash 2*seed and 2*seed + 1 into the two counter bases (desne._seed_bases)
+                m.d.comb += init_issue.eq(init_left != 0)
+                with m.If(init_left != 0):
+                    m.d.sync += [init_left.eq(init_left - 1), init_ctr.eq(init_ctr + 1)]
+                with m.If(h0.o.valid):
+                    m.d.sync += init_got.eq(1)
+                    with m.If(init_got == 0):
+                        m.d.sync += base0.eq(h0.o.payload)
+                    with m.Else():
+                        m.d.sync += [base1.eq(h0.o.payload), iter_base.eq(h0.o.payload),
+                                     init_got.eq(0), init_ctr.eq(base0), init_left.eq(n << 1)]
+                        m.next = "INIT"
             with m.State("INIT"):
-                # seed_phase: hash 2*seed and 2*seed + 1 into the two bases; then hash
-                # base0 + 2i + axis for the initial coordinates (as desne.init_embedding)
-                m.d.comb += [init_issue.eq(init_left != 0), y_init_en.eq(~seed_phase)]
+                # hash base0 + 2i + axis into the initial coordinates (desne.init_embedding)
+                m.d.comb += [init_issue.eq(init_left != 0), y_init_en.eq(1)]
                 with m.If(init_left != 0):
                     m.d.sync += [init_left.eq(init_left - 1), init_ctr.eq(init_ctr + 1)]
                 with m.If(h0.o.valid):
                     m.d.sync += init_got.eq(init_got + 1)
-                    with m.If(seed_phase):
-                        with m.If(init_got == 0):
-                            m.d.sync += base0.eq(h0.o.payload)
+                    with m.If(~init_got[0]):
+                        m.d.sync += x_tmp.eq(init_val)
+                    with m.If(init_got == (n << 1) - 1):
+                        m.d.sync += t.eq(0)
+                        with m.If(n_iter == 0):
+                            m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
+                            m.next = "OUTPUT"
                         with m.Else():
-                            m.d.sync += [base1.eq(h0.o.payload), iter_base.eq(h0.o.payload),
-                                         seed_phase.eq(0), init_got.eq(0),
-                                         init_ctr.eq(base0), init_left.eq(n << 1)]
-                    with m.Else():
-                        with m.If(~init_got[0]):
-                            m.d.sync += x_tmp.eq(init_val)
-                        with m.If(init_got == (n << 1) - 1):
-                            m.d.sync += t.eq(0)
-                            with m.If(n_iter == 0):
-                                m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
-                                m.next = "OUTPUT"
-                            with m.Else():
-                                m.d.comb += [start_pairs.eq(1), clear_wsum.eq(1)]
-                                m.next = "PAIRS"
+                            m.d.comb += [start_pairs.eq(1), clear_wsum.eq(1)]
+                            m.next = "PAIRS"
             with m.State("PAIRS"):
                 m.d.comb += in_pairs.eq(1)
                 with m.If(any_act):

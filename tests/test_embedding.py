@@ -215,3 +215,30 @@ def test_engine_saturation_reaches_the_bounds():
         ENGINE_U1)
     Y = desne.embed(nbr, P, cfg, seed)
     assert (Y == fp.Y_MAX).any() and (Y == fp.Y_MIN).any()
+
+
+def test_generate_embedding_block_lints(tmp_path):
+    """``nms generate --block embedding`` writes Verilog + metadata that passes verilator -Wall
+    (with the project's documented Amaranth waivers)."""
+    import json
+    import subprocess
+
+    from nms.gen.toolchain import setup_simulation_env
+    from nms.sw.cli import main as cli
+
+    assert cli(["generate", "--block", "embedding", "--param", "capacity=128", "--param", "k=8",
+                "--param", "pair_units=2", "--out", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "embedding.json").read_text())
+    assert meta["parameters"] == {"capacity": 128, "k": 8, "neg_samples": 8, "pair_units": 2}
+    assert meta["derived"]["knn_depth"] == 128 * 8
+    ports = {p["name"]: p for p in meta["ports"]}
+    assert ports["coords__payload"]["width"] == 48 and ports["knn__payload"]["width"] == 7 + 17
+    bindir = setup_simulation_env()
+    # the project's waivers, plus CASEINCOMPLETE: Yosys writes one process per signal whose
+    # FSM case lists only the states that assign it, after a default assignment (no latch)
+    waivers = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-PROCASSINIT",
+               "-Wno-DECLFILENAME", "-Wno-CASEINCOMPLETE"]
+    proc = subprocess.run([str(bindir / "verilator"), "--lint-only", "-Wall", *waivers,
+                           "--top-module", "embedding", str(tmp_path / "embedding.v")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]
