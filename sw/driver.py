@@ -278,35 +278,25 @@ class Driver:
         Returns the DeepCore-shaped ``{"indices": ...}`` plus ``"counters"`` (near-memory bytes
         read/written, chunks, cycles where the backend counts them, seconds).
         """
-        from nms.sw.selection import class_budgets, largest_remainder
-
         X, y = desne._check_data(X, y)
         if X.shape[1] > self.t.max_dim:
             raise ValueError(f"vectors have {X.shape[1]} elements; the device takes at most {self.t.max_dim}")
-        budgets = class_budgets(y, ratio)
+        chunks = desne.plan_chunks(y, ratio, self.config.capacity)
         t0 = time.perf_counter()
-        # place the data set in device memory, per class (see module docstring)
-        order = np.concatenate([np.flatnonzero(y == lab) for lab in budgets])
-        self.t.write_mem(0, X[order].astype(np.uint8).tobytes())
+        # place the data set in device memory, per class (see module docstring): each chunk is
+        # then one contiguous slice starting at vector ``start``
+        order = np.concatenate([c.members for c in chunks])
+        starts = np.cumsum([0] + [c.members.size for c in chunks])
         dim = X.shape[1]
+        self.t.write_mem(0, X[order].astype(np.uint8).tobytes())
         dst = -(-order.size * dim // self.RESULT_ADDR_ALIGN) * self.RESULT_ADDR_ALIGN
         counters = JobCounters()
-        picked, base, ordinal = [], 0, 0
-        jobs = []
-        for label, budget in budgets.items():
-            n_class = int((y == label).sum())
-            if n_class < 2:
-                raise ValueError(f"class {label!r} has {n_class} sample(s); DE-SNE needs at least 2")
-            bounds = desne.chunk_bounds(n_class, self.config.capacity)
-            for (a, b), m in zip(bounds, largest_remainder(budget, [b - a for a, b in bounds])):
-                jobs.append((base + a, b - a, m, ordinal))
-                ordinal += 1
-            base += n_class
-        for start, n, m, ordn in (progress(jobs) if progress else jobs):
-            if m == 0:
-                continue
-            local = self.run_chunk(n, dim, m, start * dim, dst, seed + ordn, counters)
-            picked.append(order[start + local])
+        picked = []
+        jobs = [(c, s) for c, s in zip(chunks, starts) if c.budget > 0]
+        for c, start in (progress(jobs) if progress else jobs):
+            local = self.run_chunk(c.members.size, dim, c.budget, int(start) * dim, dst,
+                                   seed + c.ordinal, counters)
+            picked.append(c.members[local])
         counters.seconds = time.perf_counter() - t0
         return {"indices": np.sort(np.concatenate(picked)).astype(np.int64),
                 "counters": counters.as_dict(), "backend": self.t.name}

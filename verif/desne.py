@@ -28,7 +28,7 @@ from nms.rtl import fixedpoint as fp
 __all__ = [
     "DesneConfig", "squared_distances", "knn", "affinity_eval", "affinities", "recip1p",
     "init_embedding", "negative_samples", "embed", "grid_level", "grid_cells", "allocate",
-    "grid_select", "chunk_bounds", "run_chunk", "select",
+    "grid_select", "chunk_bounds", "Chunk", "plan_chunks", "run_chunk", "select_with", "select",
 ]
 
 _EXP2 = np.array(fp.EXP2_LUT, dtype=np.int64)
@@ -441,35 +441,65 @@ def _check_data(X, y):
     return X.astype(np.int64), y
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One on-chip job: ``members`` (global indices, ascending) of class ``label``, its share
+    ``budget`` of the class budget, and its ``ordinal`` (chunks counted over classes in sorted
+    label order, including chunks whose budget is 0); it runs with seed ``seed + ordinal``."""
+
+    label: object
+    members: np.ndarray
+    budget: int
+    ordinal: int
+
+
+def plan_chunks(y, ratio, capacity: int) -> list[Chunk]:
+    """Split a labelled data set into the chunks that the model, the float reference and the
+    driver all run: per class (sorted labels), ``chunk_bounds`` of at most ``capacity`` points,
+    the class budget ``class_budgets(y, ratio)`` split over them by largest remainder."""
+    from nms.sw.selection import class_budgets, largest_remainder
+
+    y = np.asarray(y)
+    chunks, ordinal = [], 0
+    for label, budget in class_budgets(y, ratio).items():
+        members = np.flatnonzero(y == label)
+        if members.size < 2:
+            raise ValueError(f"class {label!r} has {members.size} sample(s); DE-SNE needs at least 2")
+        bounds = chunk_bounds(members.size, capacity)
+        for (a, b), m in zip(bounds, largest_remainder(budget, [b - a for a, b in bounds])):
+            chunks.append(Chunk(label, members[a:b], int(m), ordinal))
+            ordinal += 1
+    return chunks
+
+
+def select_with(run_chunk_fn, X, y, ratio, config: DesneConfig | None = None, *, seed: int = 0,
+                details: bool = False) -> dict:
+    """Per-class, per-chunk selection with ``run_chunk_fn(X_chunk, budget, cfg, seed)``; the
+    shared body of :func:`select` and the float reference's ``select``."""
+    cfg = config or DesneConfig()
+    X, y = _check_data(X, y)
+    picked, chunks = [], []
+    for ch in plan_chunks(y, ratio, cfg.capacity):
+        if ch.budget == 0:
+            continue
+        res = run_chunk_fn(X[ch.members], ch.budget, cfg, seed + ch.ordinal)
+        sel = ch.members[res["selected"]]
+        picked.append(sel)
+        if details:
+            chunks.append({"label": ch.label, "members": ch.members, "embedding": res["Y"],
+                           "selected": sel, "code": res["code"], "err": res["err"]})
+    out = {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
+    if details:
+        out["chunks"] = chunks
+    return out
+
+
 def select(X, y, ratio, config: DesneConfig | None = None, *, seed: int = 0, details: bool = False) -> dict:
     """DE-SNE coreset selection of a labelled data set, per class and per on-chip chunk.
 
     Returns ``{"indices": sorted int64 array}`` (DeepCore-shaped) and, with ``details``, a
     ``"chunks"`` list with each chunk's label, members, embedding (Q8.16) and selection.
-    Chunk number c (counted over classes in sorted order) uses seed ``seed + c``.
+    Chunk number c (counted over classes in sorted order) uses seed ``seed + c``
+    (see :func:`plan_chunks`).
     """
-    from nms.sw.selection import class_budgets, largest_remainder
-
-    cfg = config or DesneConfig()
-    X, y = _check_data(X, y)
-    budgets = class_budgets(y, ratio)
-    picked, chunks, ordinal = [], [], 0
-    for label, budget in budgets.items():
-        members = np.flatnonzero(y == label)
-        if members.size < 2:
-            raise ValueError(f"class {label!r} has {members.size} sample(s); DE-SNE needs at least 2")
-        bounds = chunk_bounds(members.size, cfg.capacity)
-        for (a, b), m in zip(bounds, largest_remainder(budget, [b - a for a, b in bounds])):
-            idx = members[a:b]
-            if m > 0:
-                res = run_chunk(X[idx], m, cfg, seed + ordinal)
-                sel = idx[res["selected"]]
-                picked.append(sel)
-                if details:
-                    chunks.append({"label": label, "members": idx, "embedding": res["Y"],
-                                   "selected": sel, "code": res["code"], "err": res["err"]})
-            ordinal += 1
-    out = {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
-    if details:
-        out["chunks"] = chunks
-    return out
+    return select_with(run_chunk, X, y, ratio, config, seed=seed, details=details)

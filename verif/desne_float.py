@@ -31,6 +31,7 @@ import numpy as np
 from nms.rtl import fixedpoint as fp
 from nms.verif.desne import (
     BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS, SEARCHES, DesneConfig, _check_data,
+    select_with,
     allocate, chunk_bounds, init_embedding, knn, negative_samples,
 )
 
@@ -220,28 +221,4 @@ def select(X, y, ratio, config: DesneConfig | None = None, *, seed: int = 0, det
     (label, members, float embedding, selected, code, err in bits). Chunk number c (counted over
     classes in sorted order, including chunks whose budget is 0) uses seed ``seed + c``.
     """
-    from nms.sw.selection import class_budgets, largest_remainder
-
-    cfg = config or DesneConfig()
-    X, y = _check_data(X, y)
-    budgets = class_budgets(y, ratio)
-    picked, chunks, ordinal = [], [], 0
-    for label, budget in budgets.items():
-        members = np.flatnonzero(y == label)
-        if members.size < 2:
-            raise ValueError(f"class {label!r} has {members.size} sample(s); DE-SNE needs at least 2")
-        bounds = chunk_bounds(members.size, cfg.capacity)
-        for (a, b), m in zip(bounds, largest_remainder(budget, [b - a for a, b in bounds])):
-            idx = members[a:b]
-            if m > 0:
-                res = run_chunk(X[idx], m, cfg, seed + ordinal)
-                sel = idx[res["selected"]]
-                picked.append(sel)
-                if details:
-                    chunks.append({"label": label, "members": idx, "embedding": res["Y"],
-                                   "selected": sel, "code": res["code"], "err": res["err"]})
-            ordinal += 1
-    out = {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
-    if details:
-        out["chunks"] = chunks
-    return out
+    return select_with(run_chunk, X, y, ratio, config, seed=seed, details=details)
