@@ -1,0 +1,520 @@
+"""The combined DE-SNE datapath: one on-chip chunk, raw vectors in DDR -> selected indices out.
+
+Equal, bit for bit, to ``nms.verif.desne.run_chunk(X, budget, cfg, seed)["selected"]``. It chains
+the stage components and adds only the glue between them:
+
+* :class:`~nms.rtl.memport.VectorFetcher` — memory requests and response framing;
+* :class:`~nms.rtl.knn.KnnDatapath` — distance engine + kNN selector;
+* :class:`~nms.rtl.affinity.AffinityUnit` — precision search and P per kNN row;
+* :class:`~nms.rtl.embedding.EmbeddingEngine` — the 2-D iterations;
+* :class:`~nms.rtl.grid.GridSampler` — the exact-budget exemplar indices;
+* :class:`JobController` — start/busy/done/error, the runtime configuration and the sequence of
+  memory commands (this file).
+
+See ``docs/rtl-datapath.md`` for the controller's sequence, the memory port, counters and timing.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
+
+from nms.rtl import fixedpoint as fp
+from nms.rtl.affinity import AffinityUnit
+from nms.rtl.divider import check_int
+from nms.rtl.embedding import EmbeddingEngine
+from nms.rtl.grid import GridSampler
+from nms.rtl.knn import KnnDatapath
+from nms.rtl.memport import DEST_CANDIDATE, DEST_QUERY, MemReadSignature, VectorFetcher
+
+__all__ = ["config_layout", "perf_layout", "JobController", "DesneDatapath"]
+
+#: entropy target width: Q8.16
+H_TARGET_BITS = 8 + fp.H_FRAC_BITS
+
+
+def config_layout() -> data.StructLayout:
+    """The runtime job configuration, one field per register (field) of ``nms.rtl.regmap``.
+
+    ``N``, ``DIM``, ``BUDGET``, ``H_TARGET``, ``SEED`` are whole 32-bit registers; ``ITER``,
+    ``OPT`` and ``MOMENTUM`` are split into their fields (``MOMENTUM.early`` -> ``momentum_early``
+    ...). Full register widths are kept so an out-of-range value is reported (``error``) instead
+    of being silently truncated.
+    """
+    return data.StructLayout({
+        "n": unsigned(32),
+        "dim": unsigned(32),
+        "budget": unsigned(32),
+        "h_target": unsigned(32),
+        "n_iter": unsigned(16),
+        "exaggeration_iters": unsigned(16),
+        "learning_rate": unsigned(12),
+        "exaggeration_shift": unsigned(3),
+        "allocation": unsigned(1),
+        "search": unsigned(1),
+        "momentum_early": unsigned(8),
+        "momentum_late": unsigned(8),
+        "momentum_switch": unsigned(16),
+        "seed": unsigned(32),
+    })
+
+
+def perf_layout() -> data.StructLayout:
+    """Counters of the current / last job (cleared by an accepted start); see the docs page."""
+    c32 = unsigned(32)
+    return data.StructLayout({
+        "cycles": unsigned(48),          # start accepted -> final index handshake
+        "bytes_read": unsigned(48),      # near-memory bytes (vector elements) read
+        "mem_beats": c32,                # response beats taken
+        "mem_wait": c32,                 # a memory command at the queue head, no beat offered
+        "dist_cycles": c32,              # first query beat -> final candidate beat taken
+        "dist_beats": c32,               # query + candidate beats taken by the engine
+        "dist_stall": c32,               # engine result offered but refused (kNN back-pressure)
+        "knn_cycles": c32,               # first distance result -> final kNN row beat taken
+        "aff_cycles": c32,               # first kNN row beat -> final affinity beat taken
+        "embed_cycles": c32,             # embedding busy (load, init, iterations, output)
+        "pair_cycles": c32,              # embedding pair phases
+        "pair_items": c32,               # pairs issued, all units
+        "rep_cycles": c32,               # cycles with a repulsive pair issued
+        "rep_items": c32,                # repulsive pairs issued, all units
+        "grid_cycles": c32,              # first point -> final index taken
+    })
+
+
+class JobController(wiring.Component):
+    """Job control: latches the configuration, validates it, and issues the memory commands.
+
+    On ``start`` (while idle) the configuration is latched into :attr:`job` and checked; a bad one
+    ends the job at once with ``error`` and ``done``. Otherwise the embedding's configuration beat
+    is offered and, for each query tile ``base = 0, T, 2T, ... < N``:
+
+    1. ``tile_base`` beat ``base`` (the kNN selector's self-exclusion and row numbering);
+    2. fetch command: queries ``base .. base + q - 1``, ``q = min(T, N - base)``;
+    3. if ``q < T``: a padding command of ``T - q`` zero vectors (rows of padding queries are
+       never emitted by the selector, so their values do not matter);
+    4. fetch command: candidates ``0 .. N - 1``.
+
+    Commands run ahead of the data as far as the fetcher's queue allows. The job ends (``busy``
+    low, ``done`` high) on ``finish`` (the final index's handshake). ``start`` while busy only
+    sets ``error``; the running job is not disturbed.
+
+    Parameters
+    ----------
+    capacity, tile, max_dim, k : int
+        The datapath's C, T, max_dim and K.
+    cmd_layout, embed_config_layout : data.StructLayout
+        The fetcher's command layout and the embedding engine's configuration layout.
+
+    Attributes
+    ----------
+    start : In(1)
+        Start pulse.
+    config : In(config_layout())
+        Sampled with ``start``.
+    job : Out(config_layout())
+        The latched configuration (held until the next accepted start).
+    busy, done, error : Out(1)
+        Status; ``done`` and ``error`` stay set until the next accepted start.
+    cmd : Out(stream.Signature(cmd_layout))
+        Fetch commands.
+    tile_base : Out(stream.Signature(unsigned(index_width)))
+        One beat per tile.
+    embed_config : Out(stream.Signature(embed_config_layout))
+        One beat per job.
+    finish : In(1)
+        Final index handshake of the job.
+    issued : Out(1)
+        Every command of the job has been issued.
+    tiles : Out(count_width)
+        Tiles issued so far in this job (``ceil(N / T)`` once ``issued``).
+    """
+
+    def __init__(self, *, capacity: int, tile: int, max_dim: int, k: int,
+                 cmd_layout: data.StructLayout, embed_config_layout: data.StructLayout):
+        self.capacity, self.tile, self.max_dim, self.k = capacity, tile, max_dim, k
+        self.index_width = max(1, ceil_log2(capacity))
+        self.count_width = bits_for(capacity)
+        self.cmd_layout = cmd_layout
+        self.embed_config_layout = embed_config_layout
+        super().__init__({
+            "start": In(1),
+            "config": In(config_layout()),
+            "job": Out(config_layout()),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "cmd": Out(stream.Signature(cmd_layout)),
+            "tile_base": Out(stream.Signature(unsigned(self.index_width))),
+            "embed_config": Out(stream.Signature(embed_config_layout)),
+            "finish": In(1),
+            "issued": Out(1),
+            "tiles": Out(self.count_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C, T, K = self.capacity, self.tile, self.k
+        cfg, job = self.config, self.job
+        cw = self.count_width
+
+        # ---- configuration check (on the incoming value, so a bad job never starts) ----------
+        bad = Signal()
+        m.d.comb += bad.eq((cfg.n < 2) | (cfg.n > C) | (cfg.dim < 1) | (cfg.dim > self.max_dim)
+                           | (cfg.budget < 1) | (cfg.budget > cfg.n)
+                           | (cfg.h_target >= (1 << H_TARGET_BITS))
+                           | (cfg.learning_rate < 1) | (cfg.exaggeration_shift > 4))
+
+        base = Signal(self.index_width)      # first query of the current tile
+        left = Signal(cw)                    # N - base
+        q = Signal(cw)                       # queries of this tile: min(T, left)
+        m.d.comb += q.eq(Mux(left < T, left, T))
+        n = job.n[:cw]
+
+        # ---- the embedding's configuration beat (offered once per job) -----------------------
+        ec = self.embed_config.payload
+        m.d.comb += [
+            ec.n.eq(n), ec.kk.eq(Mux(n - 1 < K, n - 1, K)),
+            ec.n_iter.eq(job.n_iter), ec.exaggeration_iters.eq(job.exaggeration_iters),
+            ec.exaggeration_shift.eq(job.exaggeration_shift),
+            ec.momentum_early.eq(job.momentum_early), ec.momentum_late.eq(job.momentum_late),
+            ec.momentum_switch.eq(job.momentum_switch), ec.learning_rate.eq(job.learning_rate),
+            ec.seed.eq(job.seed),
+        ]
+        with m.If(self.embed_config.ready):
+            m.d.sync += self.embed_config.valid.eq(0)
+
+        m.d.comb += self.tile_base.payload.eq(base)
+        cmd = self.cmd.payload
+
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [job.eq(cfg), self.done.eq(0), self.error.eq(0),
+                                 self.issued.eq(0), self.tiles.eq(0)]
+                    with m.If(bad):
+                        m.d.sync += [self.done.eq(1), self.error.eq(1)]
+                    with m.Else():
+                        m.d.sync += [self.busy.eq(1), self.embed_config.valid.eq(1),
+                                     base.eq(0), left.eq(cfg.n[:cw])]
+                        m.next = "TILE"
+            with m.State("TILE"):
+                m.d.comb += self.tile_base.valid.eq(1)
+                with m.If(self.tile_base.ready):
+                    m.next = "QUERY"
+            with m.State("QUERY"):
+                m.d.comb += [self.cmd.valid.eq(1), cmd.first.eq(base), cmd.count.eq(q),
+                             cmd.dest.eq(DEST_QUERY), cmd.pad.eq(0)]
+                with m.If(self.cmd.ready):
+                    m.next = "PAD" if T > 1 else "CAND"
+            if T > 1:
+                with m.State("PAD"):
+                    m.d.comb += [self.cmd.valid.eq(q != T), cmd.first.eq(0), cmd.count.eq(T - q),
+                                 cmd.dest.eq(DEST_QUERY), cmd.pad.eq(1)]
+                    with m.If((q == T) | self.cmd.ready):
+                        m.next = "CAND"
+            with m.State("CAND"):
+                m.d.comb += [self.cmd.valid.eq(1), cmd.first.eq(0), cmd.count.eq(n),
+                             cmd.dest.eq(DEST_CANDIDATE), cmd.pad.eq(0)]
+                with m.If(self.cmd.ready):
+                    m.d.sync += [base.eq(base + T), left.eq(left - q), self.tiles.eq(self.tiles + 1)]
+                    with m.If(left <= T):
+                        m.d.sync += self.issued.eq(1)
+                        m.next = "WAIT"
+                    with m.Else():
+                        m.next = "TILE"
+            with m.State("WAIT"):
+                with m.If(self.finish):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+        # a start while busy is refused: it only flags the misuse
+        with m.If(self.start & self.busy):
+            m.d.sync += self.error.eq(1)
+        return m
+
+
+def _check_pow2(name, value, hi):
+    check_int(name, value, 1, hi, f"a power of two from 1 to {hi}")
+    if value & (value - 1):
+        raise ValueError(f"{name}={value} is not a power of two")
+
+
+class DesneDatapath(wiring.Component):
+    """DE-SNE for one on-chip chunk: vectors read from memory -> selected local indices.
+
+    Bit-exact with ``nms.verif.desne.run_chunk(X, budget, cfg, seed)["selected"]`` where ``X``
+    are the ``N`` vectors the memory port returns, ``budget`` = ``config.budget`` and ``cfg`` has
+    ``k``, ``neg_samples`` = the generator parameters, the target entropy ``config.h_target``
+    (``fixedpoint.entropy_target(cfg.perplexity)``), ``search`` / ``allocation`` /
+    ``n_iter`` / ``exaggeration_*`` / ``momentum_*`` / ``learning_rate`` from ``config``.
+
+    Protocol: set ``config`` and pulse ``start`` while ``busy`` is low. The datapath reads the
+    chunk through ``mem`` (``ceil(N / T)`` tiles, each: the tile's queries, then all ``N``
+    candidates), and sends the ``budget`` selected indices, ascending, on ``indices`` (``last``
+    on the final one). ``busy`` falls and ``done`` rises with the final index's handshake;
+    ``perf`` then holds the job's counters. A configuration outside the limits below ends the
+    job at once with ``error`` (and ``done``) and no index: ``2 <= n <= capacity``,
+    ``1 <= dim <= max_dim``, ``1 <= budget <= n``, ``h_target < 2**24``, ``learning_rate >= 1``,
+    ``exaggeration_shift <= 4``.
+
+    Parameters
+    ----------
+    lanes : int
+        L, elements per memory / engine beat, a power of two 1..256. Default 8.
+    tile : int
+        T, resident queries of the distance engine, 1..64. Default 4.
+    elem_width : int
+        Element width in bits, 1..16. Default 8.
+    max_dim : int
+        Largest vector length, 1..65536. Default 1024.
+    k : int
+        K, neighbours per point, 2..64 (``k < capacity``). Default 16.
+    capacity : int
+        C, the most points per chunk, 4..65536. Default 1024.
+    neg_samples : int
+        Negative samples per point and iteration, 1..64. Default 8.
+    affinity_lanes : int
+        Neighbours the affinity unit evaluates per cycle, 1..k. Default 4.
+    pair_units : int
+        Embedding pair units, a power of two 1..16. Default 2.
+    fetch_depth : int
+        Fetch commands queued ahead of their data, 2..64. Default 4.
+
+    Attributes
+    ----------
+    start : In(1)
+        Start pulse (ignored, flagging ``error``, while ``busy``).
+    config : In(config_layout())
+        The job configuration, sampled with ``start``.
+    mem : Out(MemReadSignature)
+        Near-memory read port: ``mem.req`` out ``{first, count}``, ``mem.resp`` in ``{data}``.
+    indices : Out(stream.Signature({index, last}))
+        The selected local indices, ascending.
+    busy, done, error : Out(1)
+        Status (``done``/``error`` held until the next accepted start).
+    perf : Out(perf_layout())
+        Cycle and traffic counters of the current / last job.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A parameter of the wrong type or out of range; the message names it and its value.
+    """
+
+    def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8,
+                 max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
+                 affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4):
+        try:
+            _check_pow2("lanes", lanes, 256)
+            check_int("tile", tile, 1, 64, "1 to 64 resident queries")
+            check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
+            check_int("max_dim", max_dim, 1, 1 << 16, "1 to 65536 elements per vector")
+            check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points per chunk")
+            check_int("k", k, 2, 64, "2 to 64 neighbours per point")
+            if k >= capacity:
+                raise ValueError(f"k={k} must be smaller than capacity={capacity}")
+            check_int("neg_samples", neg_samples, 1, 64, "1 to 64 samples per point")
+            check_int("affinity_lanes", affinity_lanes, 1, k, f"1 to k={k} neighbours per cycle")
+            _check_pow2("pair_units", pair_units, 16)
+            if pair_units > capacity:
+                raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
+            check_int("fetch_depth", fetch_depth, 2, 64, "2 to 64 queued fetch commands")
+        except (TypeError, ValueError):
+            self._MustUse__silence = True
+            raise
+        self.lanes, self.tile, self.elem_width, self.max_dim = lanes, tile, elem_width, max_dim
+        self.k, self.capacity, self.neg_samples = k, capacity, neg_samples
+        self.affinity_lanes, self.pair_units, self.fetch_depth = affinity_lanes, pair_units, fetch_depth
+        self.index_width = max(1, ceil_log2(capacity))
+        self.count_width = bits_for(capacity)
+
+        iw, cw = self.index_width, self.count_width
+        self.fetcher = VectorFetcher(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
+                                     index_width=iw, count_width=cw, depth=fetch_depth)
+        self.knn = KnnDatapath(lanes=lanes, tile=tile, elem_width=elem_width, max_dim=max_dim,
+                               k=k, index_width=iw)
+        self.affinity = AffinityUnit(k=k, dist_width=self.knn.engine.acc_width, index_width=iw,
+                                     lanes=affinity_lanes)
+        self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
+                                         pair_units=pair_units)
+        self.grid = GridSampler(capacity=capacity)
+        self.controller = JobController(capacity=capacity, tile=tile, max_dim=max_dim, k=k,
+                                        cmd_layout=self.fetcher.cmd_layout,
+                                        embed_config_layout=self.embedding.config_layout)
+        self.mem_signature = MemReadSignature(lanes=lanes, elem_width=elem_width,
+                                              index_width=iw, count_width=cw)
+        self.index_layout = self.grid.index_layout
+        super().__init__({
+            "start": In(1),
+            "config": In(config_layout()),
+            "mem": Out(self.mem_signature),
+            "indices": Out(stream.Signature(self.index_layout)),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "perf": Out(perf_layout()),
+        })
+
+    @property
+    def parameters(self) -> dict:
+        """Generator parameters (for metadata)."""
+        return {"lanes": self.lanes, "tile": self.tile, "elem_width": self.elem_width,
+                "max_dim": self.max_dim, "k": self.k, "capacity": self.capacity,
+                "neg_samples": self.neg_samples, "affinity_lanes": self.affinity_lanes,
+                "pair_units": self.pair_units, "fetch_depth": self.fetch_depth}
+
+    @property
+    def derived(self) -> dict:
+        """Derived sizes of the datapath and its stages (for metadata)."""
+        out = {"index_width": self.index_width, "count_width": self.count_width,
+               "elem_bytes": self.fetcher.elem_bytes}
+        for name, comp in (("knn", self.knn), ("affinity", self.affinity),
+                           ("embedding", self.embedding), ("grid", self.grid)):
+            out.update({f"{name}_{k}": v for k, v in comp.derived.items()})
+        return out
+
+    def bytes_read(self, n: int, dim: int) -> int:
+        """Near-memory bytes one job reads: every vector once as a query, all N vectors once per
+        tile as candidates (the documented dataflow of ``docs/architecture.md``)."""
+        tiles = -(-n // self.tile)
+        return (n + tiles * n) * dim * self.fetcher.elem_bytes
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.controller = ctrl = self.controller
+        m.submodules.fetcher = fetch = self.fetcher
+        m.submodules.knn = knn = self.knn
+        m.submodules.affinity = aff = self.affinity
+        m.submodules.embedding = emb = self.embedding
+        m.submodules.grid = grid = self.grid
+        job = ctrl.job
+        cw = self.count_width
+
+        m.d.comb += [ctrl.start.eq(self.start), ctrl.config.eq(self.config),
+                     self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error)]
+
+        # ---- memory: controller commands -> fetcher <-> memory port ---------------------------
+        wiring.connect(m, ctrl.cmd, fetch.cmd)
+        wiring.connect(m, fetch.mem, wiring.flipped(self.mem))
+        m.d.comb += fetch.dim.eq(job.dim[:bits_for(self.max_dim)])
+
+        # ---- route the framed beats to the engine's query or candidate stream ----------------
+        beat = fetch.beats.payload
+        to_cand = beat.dest == DEST_CANDIDATE
+        m.d.comb += [
+            knn.query.payload.data.eq(beat.data),
+            knn.query.payload.dim.eq(job.dim[:bits_for(self.max_dim)]),
+            knn.query.valid.eq(fetch.beats.valid & ~to_cand),
+            knn.candidate.payload.data.eq(beat.data),
+            # the candidate command covers all N vectors: its final beat ends the pass
+            knn.candidate.payload.last.eq(beat.last),
+            knn.candidate.valid.eq(fetch.beats.valid & to_cand),
+            fetch.beats.ready.eq(Mux(to_cand, knn.candidate.ready, knn.query.ready)),
+        ]
+        wiring.connect(m, ctrl.tile_base, knn.tile_base)
+
+        # ---- kNN rows -> affinity unit (same row layout) --------------------------------------
+        wiring.connect(m, knn.rows, aff.row)
+        m.d.comb += [aff.target.eq(job.h_target[:H_TARGET_BITS]), aff.mode.eq(job.search)]
+
+        # ---- affinities -> embedding's neighbour lists (rows arrive in point order) ----------
+        wiring.connect(m, ctrl.embed_config, emb.config)
+        m.d.comb += [
+            emb.knn.payload.index.eq(aff.result.payload.index),
+            emb.knn.payload.p.eq(aff.result.payload.p),
+            emb.knn.valid.eq(aff.result.valid),
+            aff.result.ready.eq(emb.knn.ready),
+        ]
+
+        # ---- embedding -> grid sampler: the N coordinates, `last` on the final one ------------
+        coord_count = Signal(cw)
+        final_coord = coord_count == job.n[:cw] - 1
+        m.d.comb += [
+            grid.points.payload.x.eq(emb.coords.payload.x),
+            grid.points.payload.y.eq(emb.coords.payload.y),
+            grid.points.payload.last.eq(final_coord),
+            grid.points.valid.eq(emb.coords.valid),
+            emb.coords.ready.eq(grid.points.ready),
+            grid.budget.eq(job.budget[:cw]),
+            grid.proportional.eq(job.allocation),
+        ]
+        with m.If(emb.coords.valid & emb.coords.ready):
+            m.d.sync += coord_count.eq(Mux(final_coord, 0, coord_count + 1))
+
+        # ---- grid -> output; the final index ends the job --------------------------------------
+        wiring.connect(m, grid.indices, wiring.flipped(self.indices))
+        finish = self.indices.valid & self.indices.ready & self.indices.payload.last
+        m.d.comb += ctrl.finish.eq(finish)
+
+        # ---- counters --------------------------------------------------------------------------
+        perf = self.perf
+        new_job = self.start & ~ctrl.busy
+        m.d.comb += fetch.clear.eq(new_job)
+        m.d.comb += [perf.bytes_read.eq(fetch.bytes_read), perf.mem_beats.eq(fetch.beats_read),
+                     perf.mem_wait.eq(fetch.wait_cycles),
+                     perf.embed_cycles.eq(emb.perf.cycles), perf.pair_cycles.eq(emb.perf.pair_cycles),
+                     perf.pair_items.eq(emb.perf.pair_items), perf.rep_cycles.eq(emb.perf.rep_cycles),
+                     perf.rep_items.eq(emb.perf.rep_items)]
+
+        def fire(s):
+            return s.valid & s.ready
+
+        counters = []
+
+        def counter(field, inc):
+            reg = Signal(perf_layout()[field].shape, name=f"perf_{field}")
+            m.d.comb += getattr(perf, field).eq(reg)
+            counters.append((reg, inc))
+
+        def window(field, begin, end):
+            """Count the cycles from ``begin`` (inclusive) to ``end`` (inclusive) of this job."""
+            active = Signal(name=f"{field}_active")
+            seen = Signal(name=f"{field}_seen")  # the window opens once per job
+            opening = begin & ~seen
+            with m.If(new_job):
+                m.d.sync += [active.eq(0), seen.eq(0)]
+            with m.Else():
+                with m.If(opening):
+                    m.d.sync += seen.eq(1)
+                with m.If(end):
+                    m.d.sync += active.eq(0)
+                with m.Elif(opening):
+                    m.d.sync += active.eq(1)
+            counter(field, active | opening)
+
+        engine = knn.engine
+        passes = Signal(cw)
+        final_pass = ctrl.issued & (passes + 1 == ctrl.tiles)
+        cand_last = fire(engine.candidate) & engine.candidate.payload.last
+        with m.If(new_job):
+            m.d.sync += passes.eq(0)
+        with m.Elif(cand_last):
+            m.d.sync += passes.eq(passes + 1)
+
+        rows_done = Signal(cw)
+        row_end = fire(aff.row) & aff.row.payload.last
+        aff_rows = Signal(cw)
+        aff_end = fire(aff.result) & aff.result.payload.last
+        with m.If(new_job):
+            m.d.sync += [rows_done.eq(0), aff_rows.eq(0)]
+        with m.Else():
+            with m.If(row_end):
+                m.d.sync += rows_done.eq(rows_done + 1)
+            with m.If(aff_end):
+                m.d.sync += aff_rows.eq(aff_rows + 1)
+        n = job.n[:cw]
+
+        counter("cycles", ctrl.busy)
+        window("dist_cycles", fire(engine.query), cand_last & final_pass)
+        counter("dist_beats", fire(engine.query) | fire(engine.candidate))
+        counter("dist_stall", engine.result.valid & ~engine.result.ready)
+        window("knn_cycles", fire(engine.result), row_end & (rows_done + 1 == n))
+        window("aff_cycles", fire(aff.row), aff_end & (aff_rows + 1 == n))
+        window("grid_cycles", fire(grid.points), finish)
+        for reg, inc in counters:
+            with m.If(new_job):
+                m.d.sync += reg.eq(0)
+            with m.Elif(inc):
+                m.d.sync += reg.eq(reg + 1)
+        return m

