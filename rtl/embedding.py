@@ -363,10 +363,12 @@ class EmbeddingEngine(wiring.Component):
                 "update_latency": self.update_latency, "iter_bits": ITER_BITS}
 
     def iteration_cycles(self, n: int, kk: int) -> int:
-        """Cycles of one iteration (pair phase + drain + division + update), for ``n`` points."""
+        """Cycles of one iteration for ``n`` points and ``kk`` neighbours (measured exactly):
+        pair issue ``ceil(n / U) * (kk + S)`` + drain + division (33, or 1 when the gain
+        saturates: the count assumes it does not) + ``n`` update issues + update drain."""
         U, S = self.pair_units, self.neg_samples
         pairs = -(-n // U) * (kk + S)
-        return pairs + 1 + self.pair_drain + 1 + (GAIN_BITS + 2) + n + self.update_latency + 3
+        return pairs + self.pair_drain + 1 + (GAIN_BITS + 1) + n + self.update_latency + 2
 
     # ------------------------------------------------------------------------------------------
     def elaborate(self, platform):

@@ -22,6 +22,8 @@ from nms.verif.sim import run_cocotb
 # Two builds shared by all engine tests: different pair-unit counts and sample counts.
 ENGINE_U1 = {"capacity": 64, "k": 8, "neg_samples": 4, "pair_units": 1}
 ENGINE_U2 = {"capacity": 64, "k": 8, "neg_samples": 5, "pair_units": 2}
+# a small third build: four units, a capacity that is a multiple of U, N not a multiple of U
+ENGINE_U4 = {"capacity": 32, "k": 4, "neg_samples": 3, "pair_units": 4}
 _VERILOG: dict = {}
 
 
@@ -196,6 +198,15 @@ def test_engine_edge_cases(engine):
          "cfg": _cfg(0, 0, 0)},
     ]
     _run(engine, cases, idle=0.5, backpressure=0.6, seed=engine["pair_units"])
+
+
+def test_engine_four_units():
+    cases = [{"kind": "knn", "name": "u4 n=30", "n": 30, "kk": 4, "seed": 12, "perplexity": 2.5,
+              "cfg": _cfg(9, 4, 6, lr=64)},
+             {"kind": "knn", "name": "u4 n=3", "n": 3, "kk": 2, "seed": 13, "cfg": _cfg(3, 1, 1)},
+             {"kind": "lists", "name": "u4 n=C", "n": 32, "kk": 4, "seed": 14,
+              "cfg": _cfg(4, 2, 2, lr=300)}]
+    _run(ENGINE_U4, cases)
 
 
 def test_engine_digits_class():

@@ -159,3 +159,44 @@ async def jobs(dut):
     tb.loop.stop()
     if params.get("report"):
         Path(params["report"]).write_text(json.dumps(results, indent=2, sort_keys=True))
+
+
+def measure_cycles(engine: dict, sizes, *, kk: int | None = None, report_dir=None) -> list[dict]:
+    """Cycle counts of the engine under Verilator with no stalls (pytest-free helper for benches).
+
+    For each ``n`` in ``sizes`` two jobs run (1 and 3 iterations); the difference of their
+    config-to-first-coordinate cycle counts / 2 is the exact cycles per iteration. Returns one
+    dict per ``n``: ``iteration_cycles`` (measured), ``iteration_cycles_formula``,
+    ``rep_busy`` (repulsive pairs / (units x cycles with a repulsive pair issued)) and
+    ``pair_busy`` (all pairs / (units x pair-phase cycles, drain included)). Every coordinate is
+    still checked against the model.
+    """
+    import tempfile
+
+    from amaranth.back import verilog
+
+    from nms.verif.sim import run_cocotb
+
+    kk = kk or engine.get("k", 16)
+    cases = []
+    for n in sizes:
+        for iters in (1, 3):
+            cases.append({"kind": "lists", "name": f"n{n}_it{iters}", "n": n, "kk": min(kk, n - 1),
+                          "seed": 1, "cfg": {"n_iter": iters, "exaggeration_iters": 1,
+                                             "momentum_switch": 1}})
+    key = "_".join(f"{k}{v}" for k, v in sorted(engine.items()))
+    text = verilog.convert(EmbeddingEngine(**engine), name="top", emit_src=False)
+    with tempfile.TemporaryDirectory(dir=report_dir) as tmp:
+        report = Path(tmp) / "report.json"
+        run_cocotb(f"embedding_{key}", text, "nms.verif.tb_embedding",
+                   {"engine": engine, "cases": cases, "idle": 0.0, "backpressure": 0.0,
+                    "report": str(report)})
+        jobs_out = json.loads(report.read_text())
+    out = []
+    for a, b in zip(jobs_out[0::2], jobs_out[1::2]):
+        out.append({"n": a["n"], "kk": a["kk"], "pair_units": a["pair_units"],
+                    "neg_samples": a["neg_samples"],
+                    "iteration_cycles": (b["cycles_to_first_coord"] - a["cycles_to_first_coord"]) / 2,
+                    "iteration_cycles_formula": a["iteration_cycles_formula"],
+                    "rep_busy": b["rep_busy"], "pair_busy": b["pair_busy"]})
+    return out
