@@ -13,7 +13,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.divider import Divider, check_int
+from nms.rtl.divider import Divider
+from nms.rtl.params import check_int
 from nms.rtl.log2 import Log2Unit
 # the search sequences are defined once, by the bit-exact model
 from nms.verif.desne import BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS

@@ -23,7 +23,7 @@ from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.affinity import AffinityUnit
-from nms.rtl.divider import check_int
+from nms.rtl.params import check_int
 from nms.rtl.embedding import EmbeddingEngine
 from nms.rtl.grid import GridSampler
 from nms.rtl.knn import KnnDatapath

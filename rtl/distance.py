@@ -12,15 +12,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
+from nms.rtl.params import check_int
+
 __all__ = ["DistanceEngine"]
-
-
-def _check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int ({what}), not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name}={value} is out of range: {what}")
-    return value
 
 
 class DistanceEngine(wiring.Component):
@@ -90,12 +84,12 @@ class DistanceEngine(wiring.Component):
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024):
         try:
-            _check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
+            check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
             if lanes & (lanes - 1):
                 raise ValueError(f"lanes={lanes} is not a power of two: use 1, 2, 4, 8, ... 256")
-            _check_int("tile", tile, 1, 64, "1 to 64 resident queries")
-            _check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per unsigned element")
-            _check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
+            check_int("tile", tile, 1, 64, "1 to 64 resident queries")
+            check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per unsigned element")
+            check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
         except (TypeError, ValueError):
             self._MustUse__silence = True  # a rejected instance is not an "unused elaboratable"
             raise

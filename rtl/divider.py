@@ -12,16 +12,9 @@ from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Divider", "check_int"]
+from nms.rtl.params import check_int
 
-
-def check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
-    """Validate an integer generator parameter; the message names the parameter and value."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int ({what}), not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name}={value} is out of range: {what}")
-    return value
+__all__ = ["Divider"]
 
 
 class Divider(wiring.Component):

@@ -31,6 +31,7 @@ from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.hash import Hash32
+from nms.rtl.params import check_int
 from nms.rtl.recip import Recip1p
 
 __all__ = ["PairUnit", "GainDivider", "EmbeddingEngine"]
@@ -49,14 +50,6 @@ ITER_BITS = 16
 #: velocity past the clip bound in the same direction, so the clipped result is unchanged
 F_SAT = 1 << 34
 GAIN_BITS = 32
-
-
-def _check_int(name: str, value, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int ({what}), not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value} is out of range: {what}")
-    return value
 
 
 def _delay(m, sig, n, name):
@@ -114,7 +107,7 @@ class PairUnit(wiring.Component):
     latency = 3 + Recip1p.latency + 2
 
     def __init__(self, *, tag_width: int):
-        _check_int("tag_width", tag_width, 1, 128, "1 to 128 tag bits")
+        check_int("tag_width", tag_width, 1, 128, "1 to 128 tag bits")
         self.tag_width = tag_width
         self.in_layout = data.StructLayout({
             "a": coord_layout(), "b": coord_layout(), "p": unsigned(fp.P_BITS),
@@ -198,8 +191,8 @@ class GainDivider(wiring.Component):
     """
 
     def __init__(self, *, n_width: int, den_width: int):
-        _check_int("n_width", n_width, 1, 32, "1 to 32 bits")
-        _check_int("den_width", den_width, 1, 64, "1 to 64 bits")
+        check_int("n_width", n_width, 1, 32, "1 to 32 bits")
+        check_int("den_width", den_width, 1, 64, "1 to 64 bits")
         self.n_width, self.den_width = n_width, den_width
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
@@ -286,12 +279,12 @@ class EmbeddingEngine(wiring.Component):
 
     def __init__(self, *, capacity: int = 1024, k: int = 16, neg_samples: int = 8,
                  pair_units: int = 1):
-        _check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
-        _check_int("k", k, 1, 64, "1 to 64 neighbours")
+        check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
+        check_int("k", k, 1, 64, "1 to 64 neighbours")
         if k >= capacity:
             raise ValueError(f"k={k} must be smaller than capacity={capacity}")
-        _check_int("neg_samples", neg_samples, 1, 64, "1 to 64 samples per point")
-        _check_int("pair_units", pair_units, 1, 16, "a power of two from 1 to 16")
+        check_int("neg_samples", neg_samples, 1, 64, "1 to 64 samples per point")
+        check_int("pair_units", pair_units, 1, 16, "a power of two from 1 to 16")
         if pair_units & (pair_units - 1):
             raise ValueError(f"pair_units={pair_units} is not a power of two: use 1, 2, 4, 8 "
                              f"or 16")

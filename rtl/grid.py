@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.params import check_int
 
 __all__ = ["GridSampler", "SequentialDivider"]
 
@@ -22,14 +23,6 @@ __all__ = ["GridSampler", "SequentialDivider"]
 COORD_BITS = 24
 #: per-axis squared distance to the cell centre is < 2**50 in total (|offset| < 2**25)
 DIST_BITS = 50
-
-
-def _check_int(name: str, value, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int ({what}), not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value} is out of range: {what}")
-    return value
 
 
 class SequentialDivider(wiring.Component):
@@ -53,7 +46,7 @@ class SequentialDivider(wiring.Component):
     """
 
     def __init__(self, *, width: int):
-        _check_int("width", width, 1, 128, "1 to 128 bits")
+        check_int("width", width, 1, 128, "1 to 128 bits")
         self.width = width
         super().__init__({
             "start": In(1), "dividend": In(width), "divisor": In(width),
@@ -137,7 +130,7 @@ class GridSampler(wiring.Component):
     """
 
     def __init__(self, *, capacity: int = 1024):
-        _check_int("capacity", capacity, 2, 1 << 16, "2 to 65536 points held on chip")
+        check_int("capacity", capacity, 2, 1 << 16, "2 to 65536 points held on chip")
         self.capacity = capacity
         self.grid_bits = fp.GRID_BITS_MAX
         G = self.grid_bits

@@ -11,7 +11,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from nms.rtl.distance import DistanceEngine
-from nms.rtl.divider import check_int
+from nms.rtl.params import check_int
 
 __all__ = ["KnnSelector", "KnnDatapath"]
 

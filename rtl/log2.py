@@ -8,7 +8,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.divider import check_int
+from nms.rtl.params import check_int
 
 __all__ = ["Log2Unit"]
 

@@ -14,7 +14,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
-from nms.rtl.divider import check_int
+from nms.rtl.params import check_int
 
 __all__ = ["MemReadSignature", "VectorFetcher", "DEST_QUERY", "DEST_CANDIDATE"]
 

@@ -1,0 +1,18 @@
+"""Validation of integer generator parameters, shared by every RTL component."""
+
+from __future__ import annotations
+
+__all__ = ["check_int"]
+
+
+def check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:
+    """Return ``value`` if it is an int in ``lo..hi`` (``hi=None``: no upper bound).
+
+    Raises ``TypeError`` for a non-int (``bool`` included) and ``ValueError`` out of range; both
+    messages name the parameter and its value, ``what`` describes the allowed range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int ({what}), not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}={value} is out of range: {what}")
+    return value
