@@ -29,7 +29,7 @@ FASHION_REL = Path("..") / "shared" / "datasets" / "fashion-mnist"
 # same network; SKS: the paper's defaults except where noted there).
 SGD_OPTS = {"mlp": {"lr": 1.0}, "cnn": {"lr": 1.0}}
 SKS_OPTS = {"mlp": {"lr": 0.01, "maxnorm": False, "batch_fc": 100},
-            "cnn": {"lr": 0.01, "maxnorm": True, "batch_fc": 100, "batch_conv": 10}}
+            "cnn": {"lr": 0.03, "maxnorm": True, "batch_fc": 100, "batch_conv": 10}}
 
 
 def _repo_root() -> Path:
