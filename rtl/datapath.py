@@ -75,6 +75,7 @@ def perf_layout() -> data.StructLayout:
         "knn_cycles": c32,               # first distance result -> final kNN row beat taken
         "aff_cycles": c32,               # first kNN row beat -> final affinity beat taken
         "embed_cycles": c32,             # embedding busy (load, init, iterations, output)
+        "embed_run_cycles": c32,         # final affinity beat taken -> first coordinate out
         "pair_cycles": c32,              # embedding pair phases
         "pair_items": c32,               # pairs issued, all units
         "rep_cycles": c32,               # cycles with a repulsive pair issued
@@ -511,6 +512,7 @@ class DesneDatapath(wiring.Component):
         counter("dist_stall", engine.result.valid & ~engine.result.ready)
         window("knn_cycles", fire(engine.result), row_end & (rows_done + 1 == n))
         window("aff_cycles", fire(aff.row), aff_end & (aff_rows + 1 == n))
+        window("embed_run_cycles", aff_end & (aff_rows + 1 == n), emb.coords.valid)
         window("grid_cycles", fire(grid.points), finish)
         for reg, inc in counters:
             with m.If(new_job):

