@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.divider import Divider
 from nms.rtl.hash import Hash32
 from nms.rtl.params import check_int
 from nms.rtl.recip import Recip1p
@@ -173,9 +174,11 @@ class PairUnit(wiring.Component):
 class GainDivider(wiring.Component):
     """``gain = min((n << 32) // max(den, 1), 2**32 - 1)``, exact, by restoring division.
 
-    If ``den <= n`` the quotient is ``>= 2**32`` and saturates at once; otherwise ``n < den`` and
-    the quotient has exactly 32 bits, found in 32 cycles (one per bit). Runs once per iteration,
-    so a serial divider costs ~1 % of an iteration and no multiplier.
+    A saturating :class:`~nms.rtl.divider.Divider` with 32 quotient bits, radix 2: if
+    ``den <= n`` the quotient is ``>= 2**32`` and saturates at once (1 cycle); otherwise
+    ``n < den`` and the quotient has exactly 32 bits, found in 32 cycles (one per bit; 33 from
+    the accepted operands to the valid gain). Runs once per iteration, so a serial divider costs
+    ~1 % of an iteration and no multiplier.
 
     Parameters
     ----------
@@ -202,28 +205,18 @@ class GainDivider(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        den = Signal(self.den_width)
-        rem = Signal(self.den_width + 1)
-        quo = Signal(GAIN_BITS)
-        step = Signal(range(GAIN_BITS + 1))
-        busy = Signal()
-        m.d.comb += self.i.ready.eq(~busy & ~self.o.valid)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(self.i.payload.den <= self.i.payload.n):
-                m.d.sync += [self.o.payload.eq(fp.REP_GAIN_MAX), self.o.valid.eq(1)]
-            with m.Else():
-                m.d.sync += [den.eq(self.i.payload.den), rem.eq(self.i.payload.n),
-                             quo.eq(0), step.eq(0), busy.eq(1)]
-        with m.If(busy):
-            shifted = Cat(Const(0, 1), rem)  # rem < den, so rem * 2 < 2 * den fits
-            take = shifted >= den
-            m.d.sync += [rem.eq(Mux(take, shifted - den, shifted)), quo.eq(Cat(take, quo)),
-                         step.eq(step + 1)]
-            with m.If(step == GAIN_BITS - 1):
-                m.d.sync += [busy.eq(0), self.o.valid.eq(1),
-                             self.o.payload.eq(Cat(take, quo))]
+        assert fp.REP_GAIN_MAX == (1 << GAIN_BITS) - 1  # the divider's saturated quotient
+        # (n << 32) >= den << 32  <=>  den <= n: the saturation test of the model's min()
+        m.submodules.div = div = Divider(dividend_width=self.n_width + GAIN_BITS,
+                                         divisor_width=self.den_width,
+                                         quotient_width=GAIN_BITS, saturate=True)
+        m.d.comb += [
+            div.operands.payload.n.eq(self.i.payload.n << GAIN_BITS),
+            div.operands.payload.d.eq(self.i.payload.den),
+            div.operands.valid.eq(self.i.valid),
+            self.i.ready.eq(div.operands.ready),
+        ]
+        wiring.connect(m, div.quotient, wiring.flipped(self.o))
         return m
 
 

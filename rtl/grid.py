@@ -15,65 +15,15 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 
-__all__ = ["GridSampler", "SequentialDivider"]
+__all__ = ["GridSampler"]
 
 #: signed width of one embedding coordinate (Q8.16 in [-2**23, 2**23 - 1])
 COORD_BITS = 24
 #: per-axis squared distance to the cell centre is < 2**50 in total (|offset| < 2**25)
 DIST_BITS = 50
-
-
-class SequentialDivider(wiring.Component):
-    """Unsigned restoring divider, one quotient bit per cycle (``width`` cycles per division).
-
-    Parameters
-    ----------
-    width : int
-        Width of dividend, divisor, quotient and remainder.
-
-    Attributes
-    ----------
-    start : In(1)
-        Pulse (while not ``busy``) to latch ``dividend`` and ``divisor`` and start.
-    dividend, divisor : In(width)
-        Operands, sampled on ``start``. A zero divisor gives an all-ones quotient.
-    busy : Out(1)
-        High from the cycle after ``start`` until the result is ready (``width`` cycles).
-    quotient, remainder : Out(width)
-        Valid while not ``busy`` after a division; stable until the next ``start``.
-    """
-
-    def __init__(self, *, width: int):
-        check_int("width", width, 1, 128, "1 to 128 bits")
-        self.width = width
-        super().__init__({
-            "start": In(1), "dividend": In(width), "divisor": In(width),
-            "busy": Out(1), "quotient": Out(width), "remainder": Out(width),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        w = self.width
-        quo = Signal(w)
-        rem = Signal(w + 1)
-        dvs = Signal(w)
-        left = Signal(range(w + 1))
-        trial = Cat(quo[-1], rem[:w])  # (rem << 1) | next dividend bit
-        with m.If(self.start & ~self.busy):
-            m.d.sync += [quo.eq(self.dividend), rem.eq(0), dvs.eq(self.divisor),
-                         left.eq(w), self.busy.eq(1)]
-        with m.Elif(self.busy):
-            with m.If(trial >= dvs):
-                m.d.sync += [rem.eq(trial - dvs), quo.eq(Cat(1, quo[:-1]))]
-            with m.Else():
-                m.d.sync += [rem.eq(trial), quo.eq(Cat(0, quo[:-1]))]
-            m.d.sync += left.eq(left - 1)
-            with m.If(left == 1):
-                m.d.sync += self.busy.eq(0)
-        m.d.comb += [self.quotient.eq(quo), self.remainder.eq(rem[:w])]
-        return m
 
 
 class GridSampler(wiring.Component):
@@ -119,7 +69,8 @@ class GridSampler(wiring.Component):
     max_cells : int
         ``min(C, 4**grid_bits)``: most occupied cells a run can have (depth of the cell memories).
     divider_width : int
-        Width of the proportional-allocation divider, ``2 * count_bits`` (budget * count).
+        Dividend width of the proportional-allocation divider, ``2 * count_bits``
+        (budget * count); its quotient and remainder have ``count_bits``.
     key_bits : int
         Width of the extra-unit selection key ``(primary, ~cell)``: ``count_bits + 2 * grid_bits``.
 
@@ -201,7 +152,9 @@ class GridSampler(wiring.Component):
         for rp in (cellid_r, cnt_r, prim_r, quota_r, best_r):
             m.d.comb += rp.addr.eq(s_raddr)
 
-        m.submodules.divider = div = SequentialDivider(width=self.divider_width)
+        # budget * count // N <= budget <= C < 2**CW: CW quotient bits, one per cycle
+        m.submodules.divider = div = Divider(dividend_width=self.divider_width,
+                                             divisor_width=CW, quotient_width=CW)
 
         # ---- registers ------------------------------------------------------------------------
         n = Signal(range(C + 1))       # points loaded so far
@@ -423,13 +376,17 @@ class GridSampler(wiring.Component):
             with m.State("Q_DATA"):
                 c = cnt_r.data
                 with m.If(prop):
-                    m.d.comb += [div.start.eq(1), div.dividend.eq(budget * c), div.divisor.eq(N)]
-                    m.next = "Q_DIV"
+                    m.d.comb += [div.operands.valid.eq(1),
+                                 div.operands.payload.n.eq(budget * c),
+                                 div.operands.payload.d.eq(N)]
+                    with m.If(div.operands.ready):
+                        m.next = "Q_DIV"
                 with m.Else():
                     write_quota(Mux(c < lvl, c, lvl), Mux(c > lvl, c, 0))
             with m.State("Q_DIV"):
-                with m.If(~div.busy):
-                    write_quota(div.quotient[:CW], div.remainder[:CW])
+                m.d.comb += div.quotient.ready.eq(1)
+                with m.If(div.quotient.valid):
+                    write_quota(div.quotient.payload, div.remainder)
 
             # ---- extra units: threshold = the extra-th largest key (primary, ~cell), found bit
             #      by bit by counting keys >= candidate; then every key >= threshold gets +1 ----

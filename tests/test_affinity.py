@@ -151,6 +151,45 @@ def test_divider_is_exact_at_the_quotient_bound(bits_per_cycle):
             while not ctx.get(dut.quotient.valid):
                 await ctx.tick()
                 cycles += 1
+            got.append((ctx.get(dut.quotient.payload), ctx.get(dut.remainder), cycles))
+            await ctx.tick()
+            ctx.set(dut.quotient.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [(q, r) for q, r, _ in got] == [divmod(n, d) for n, d in cases]
+    assert {c for *_, c in got} == {dut.cycles}  # constant: cycles after the accepting edge
+
+
+@pytest.mark.parametrize("bits_per_cycle", [1, 2])
+def test_saturating_divider(bits_per_cycle):
+    import random
+
+    from amaranth.sim import Simulator
+
+    from nms.rtl.divider import Divider
+
+    dut = Divider(dividend_width=12, divisor_width=6, quotient_width=5,
+                  bits_per_cycle=bits_per_cycle, saturate=True)
+    rng = random.Random(bits_per_cycle)
+    cases = [(0, 0), (5, 0), (0, 1), (31, 1), (32, 1), (63 * 32 - 1, 63), (63 * 32, 63)]
+    cases += [(rng.randrange(1 << 12), rng.randrange(1 << 6)) for _ in range(40)]
+    got = []
+
+    async def bench(ctx):
+        for n, d in cases:
+            ctx.set(dut.operands.payload.n, n)
+            ctx.set(dut.operands.payload.d, d)
+            ctx.set(dut.operands.valid, 1)
+            await ctx.tick().until(dut.operands.ready)
+            ctx.set(dut.operands.valid, 0)
+            ctx.set(dut.quotient.ready, 1)
+            cycles = 0
+            while not ctx.get(dut.quotient.valid):
+                await ctx.tick()
+                cycles += 1
             got.append((ctx.get(dut.quotient.payload), cycles))
             await ctx.tick()
             ctx.set(dut.quotient.ready, 0)
@@ -159,8 +198,8 @@ def test_divider_is_exact_at_the_quotient_bound(bits_per_cycle):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert [q for q, _ in got] == [n // d for n, d in cases]
-    assert {c for _, c in got} == {dut.cycles}  # constant: cycles after the accepting edge
+    want = [(31, 0) if n >= d << 5 else (n // d, dut.cycles) for n, d in cases]
+    assert got == want
 
 
 def test_divider_rejects_bad_parameters():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.grid import GridSampler, SequentialDivider
+from nms.rtl.grid import GridSampler
 from nms.verif import desne
 from nms.verif.sim import run_cocotb
 
@@ -40,8 +40,6 @@ def test_sampler_rejects_bad_parameters(kwargs, exc, message):
 def test_parameters_are_keyword_only():
     with pytest.raises(TypeError):
         GridSampler(64)  # noqa
-    with pytest.raises(ValueError, match="width=0"):
-        SequentialDivider(width=0)
 
 
 @pytest.mark.parametrize("capacity", [2, 3, 64, 1000, 4096, 5000, 1 << 16])

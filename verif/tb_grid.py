@@ -95,7 +95,7 @@ def predicted_cycles(case, sampler: GridSampler) -> int:
         cycles += 1 + K
         extra = budget - np.minimum(counts, level).sum()
     else:
-        cycles += 1 + K * (sampler.divider_width + 2)
+        cycles += 1 + K * (sampler.count_bits + 2)
         extra = budget - (budget * counts // n).sum()
     cycles += 1 + (sampler.key_bits * (K + 3) + K + 3 if extra else 0)
     cycles += int(det["quota"].max()) * (2 * n + K + 3)   # rounds
