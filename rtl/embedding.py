@@ -694,6 +694,15 @@ class EmbeddingEngine(wiring.Component):
         load_base = Signal(range(C * K))
         m.d.comb += [knn_wr.addr.eq(load_base + load_e), knn_wr.data.eq(self.knn.payload)]
 
+        def iteration_or_output(last):
+            """After the initialisation or an update: the output if ``last``, else a pair phase."""
+            with m.If(last):
+                m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
+                m.next = "OUTPUT"
+            with m.Else():
+                m.d.comb += [start_pairs.eq(1), clear_wsum.eq(1)]
+                m.next = "PAIRS"
+
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 m.d.comb += self.config.ready.eq(1)
@@ -747,12 +756,7 @@ class EmbeddingEngine(wiring.Component):
                         m.d.sync += x_tmp.eq(init_val)
                     with m.If(init_got == (n << 1) - 1):
                         m.d.sync += t.eq(0)
-                        with m.If(n_iter == 0):
-                            m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
-                            m.next = "OUTPUT"
-                        with m.Else():
-                            m.d.comb += [start_pairs.eq(1), clear_wsum.eq(1)]
-                            m.next = "PAIRS"
+                        iteration_or_output(n_iter == 0)
             with m.State("PAIRS"):
                 m.d.comb += in_pairs.eq(1)
                 with m.If(any_act):
@@ -779,12 +783,7 @@ class EmbeddingEngine(wiring.Component):
                     m.d.sync += quiet.eq(quiet + 1)
                     with m.If(quiet == self.update_latency + 1):
                         m.d.sync += [t.eq(t + 1), quiet.eq(0)]
-                        with m.If(t + 1 == n_iter):
-                            m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
-                            m.next = "OUTPUT"
-                        with m.Else():
-                            m.d.comb += [start_pairs.eq(1), clear_wsum.eq(1)]
-                            m.next = "PAIRS"
+                        iteration_or_output(t + 1 == n_iter)
             with m.State("OUTPUT"):
                 # the read port holds its data while disabled, so a stalled beat stays stable
                 m.d.comb += [out_fetch.eq(~self.coords.valid | self.coords.ready),
