@@ -95,30 +95,19 @@ def _critical_path(tim_text: str) -> dict:
     for line in body.splitlines():
         if not line.startswith("Info:"):
             break
-        text = line[5:].strip()
-        if not text or text.startswith("type curr") or text.startswith("Critical path"):
-            if lines and not text:
-                break
-            continue
-        lines.append(text)
-    logic = routing = 0.0
-    nets, cells = [], []
-    for text in lines:
-        m = re.match(r"(\S+)\s+([\d.]+)\s+([\d.]+)\s+(Source|Sink|Net)?\s*(\S+)?", text)
-        if not m:
-            continue
-        kind, curr = m.group(1), float(m.group(2))
-        if kind == "routing":
-            routing += curr
-            if m.group(5):
-                nets.append(m.group(5))
-        else:
-            logic += curr
-            if m.group(5):
-                cells.append(m.group(5))
-    return {"clock": clock, "logic_ns": round(logic, 3), "routing_ns": round(routing, 3),
-            "source": cells[0] if cells else None, "sink": cells[-1] if cells else None,
-            "nets": nets, "lines": lines[:80]}
+        lines.append(line[5:].strip())
+    sources = [m.group(1) for t in lines for m in [re.search(r"\bSource (\S+)", t)] if m]
+    sinks = [m.group(1) for t in lines for m in [re.search(r"\bSink (\S+)", t)] if m]
+    nets = [m.group(1) for t in lines for m in [re.search(r"\bNet (\S+)", t)] if m]
+    split = next((m for t in lines
+                  for m in [re.match(r"([\d.]+) ns logic, ([\d.]+) ns routing", t)] if m), None)
+    return {"clock": clock,
+            "logic_ns": float(split.group(1)) if split else None,
+            "routing_ns": float(split.group(2)) if split else None,
+            "source": sources[0] if sources else None, "sink": sinks[-1] if sinks else None,
+            "cells": sources, "nets": nets,
+            "lines": [t for t in lines if t and not t.startswith(("Defined in", "/", "amaranth/"))
+                      ][:80]}
 
 
 def _fpga_build_dir() -> Path:
@@ -335,7 +324,9 @@ def _markdown(r: dict) -> str:
         cp = fp_["critical_path"]
         if cp:
             lines += ["", f"Critical path ({cp['clock']}): logic {cp['logic_ns']} ns + routing "
-                      f"{cp['routing_ns']} ns, from `{cp['source']}` to `{cp['sink']}`.", ""]
+                      f"{cp['routing_ns']} ns, from `{cp['source']}` to `{cp['sink']}`:", "",
+                      "```"] + [t for t in cp["lines"] if "Source" in t or "Sink" in t][:40] + [
+                      "```", ""]
     else:
         lines += ["## FPGA", "", "Not built in this run (quick, or `fpga=False`, and no up-to-date "
                   "`nms build` report of the default datapath).", ""]
