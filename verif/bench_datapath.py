@@ -251,6 +251,11 @@ def run(out_dir: Path, quick: bool, *, fpga: bool = True) -> dict:
     return result
 
 
+def _short(text: str, keep: int = 110) -> str:
+    """nextpnr's cell names grow with every LUT/carry split: keep their head and tail."""
+    return text if len(text) <= keep else text[:keep // 2] + " ... " + text[-keep // 2:]
+
+
 def _markdown(r: dict) -> str:
     p = r["params"]
     lines = ["# DE-SNE datapath benchmark", "",
@@ -323,10 +328,10 @@ def _markdown(r: dict) -> str:
                              f"{v['percent']:.1f} |")
         cp = fp_["critical_path"]
         if cp:
+            path = [_short(t) for t in cp["lines"] if "Source" in t or "Sink" in t][:30]
             lines += ["", f"Critical path ({cp['clock']}): logic {cp['logic_ns']} ns + routing "
-                      f"{cp['routing_ns']} ns, from `{cp['source']}` to `{cp['sink']}`:", "",
-                      "```"] + [t for t in cp["lines"] if "Source" in t or "Sink" in t][:40] + [
-                      "```", ""]
+                      f"{cp['routing_ns']} ns, from `{_short(cp['source'])}` to "
+                      f"`{_short(cp['sink'])}`:", "", "```", *path, "```", ""]
     else:
         lines += ["## FPGA", "", "Not built in this run (quick, or `fpga=False`, and no up-to-date "
                   "`nms build` report of the default datapath).", ""]
