@@ -89,7 +89,7 @@ def add_arguments(parser) -> None:
                         help="skip training on the full data set (its traffic is still reported)")
     parser.add_argument("--out", type=Path, default=Path("reports/run"),
                         help="output folder (default reports/run)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _flat(X: np.ndarray) -> np.ndarray:
@@ -272,7 +272,7 @@ def main(args) -> int:
     t0 = time.perf_counter()
     rep = run_job(ds, ratio=args.ratio, backend=args.backend, capacity=args.capacity, config=cfg,
                   model=args.model, rank=args.rank, epochs=args.epochs, seed=args.seed,
-                  skip_full=args.skip_full, progress=not args.quiet)
+                  skip_full=args.skip_full, progress=not args.no_progress)
     rep["seconds_total"] = time.perf_counter() - t0
     write_reports(rep, args.out)
     rep["plots"] = _plots(rep, ds, args.out, args.seed, args.capacity)

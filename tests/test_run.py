@@ -39,7 +39,7 @@ def test_run_job_report(digits):
 
 def test_cli_writes_reports(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli(["run", "--quiet", "--epochs", "1", "--iterations", "30", "--skip-full",
+    assert cli(["run", "--no-progress", "--epochs", "1", "--iterations", "30", "--skip-full",
                 "--ratio", "0.05", "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["selection"]["ratio"] == 0.05 and rep["plots"] == ["embedding.png", "training.png"]
@@ -56,13 +56,13 @@ def test_cli_writes_reports(tmp_path, capsys):
 ])
 def test_cli_rejects_bad_options(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
-        cli(["run", "--quiet", "--out", str(tmp_path / "x"), *args])
+        cli(["run", "--no-progress", "--out", str(tmp_path / "x"), *args])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
 def test_cli_reports_missing_dataset(tmp_path, capsys):
-    assert cli(["run", "--quiet", "--dataset", "no/such/dir", "--out", str(tmp_path / "x")]) == 2
+    assert cli(["run", "--no-progress", "--dataset", "no/such/dir", "--out", str(tmp_path / "x")]) == 2
     assert "no/such/dir" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
