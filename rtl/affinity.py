@@ -39,6 +39,10 @@ DIV_BITS_PER_CYCLE = 2
 #: pipeline registers between a row-buffer read address and the accumulators (read, product,
 #: shift+saturate, exp2 table+shift, w*a)
 _PIPE = 4
+#: registered stages after the entropy division, one operation each (timing closure): the sum
+#: ``H = log2 S + quotient``, the error ``|H - target|`` (and ``H > target``), the ``(error,
+#: code)`` comparison with the best so far; the next code is chosen in the cycle after that
+_TAIL = 3
 
 
 class AffinityUnit(wiring.Component):
@@ -159,8 +163,9 @@ class AffinityUnit(wiring.Component):
         beat of the next row accepted), see ``docs/rtl-affinity.md``."""
         g = -(-n // self.lanes)
         evals = ROBUST_EVALS if mode == MODE_ROBUST else BISECT_EVALS
-        # issue g groups, drain the lane pipeline, hand S/T to the divider, divide, take H
-        eval_cycles = g + _PIPE + 1 + (self.h_div_cycles + 1)
+        # issue g groups, drain the lane pipeline, hand S/T to the divider, divide, take the
+        # quotient, then H, |H - target| and the comparison one registered stage each
+        eval_cycles = g + _PIPE + 1 + (self.h_div_cycles + 1) + _TAIL
         # per group: issue, pipeline, hand w to the dividers, divide, collect, then the beats
         out_cycles = g * (1 + _PIPE + 1 + (self.p_div_cycles + 1) + 1) + n
         return n + evals * eval_cycles + out_cycles
@@ -211,13 +216,13 @@ class AffinityUnit(wiring.Component):
         bmant_rd = bmant.read_port(domain="comb")
         mant = Signal(fp.BETA_MANT_BITS)
         shift = Signal(range(fp.a_shift(0) + 1))
-        eval_code = Signal(fp.BETA_CODE_BITS)  # code whose mant/shift are to be loaded
-        m.d.comb += bmant_rd.addr.eq(eval_code[:fp.BETA_FRAC_BITS])
-        load_code = Signal()
-        with m.If(load_code):
-            # a_shift(c) = 37 - (c >> 5): a plain right shift, >= 6
-            m.d.sync += [mant.eq(bmant_rd.data),
-                         shift.eq(fp.a_shift(0) - eval_code[fp.BETA_FRAC_BITS:])]
+        # loaded every cycle from the `code` register (set by start_eval / start_output), so
+        # they are valid from a pass's first issue cycle on: the product (second pipeline
+        # cycle) is the first to use `mant`, the shift (third) the first to use `shift`. The
+        # table read stays off the next-code logic's path.
+        m.d.comb += bmant_rd.addr.eq(code[:fp.BETA_FRAC_BITS])
+        # a_shift(c) = 37 - (c >> 5): a plain right shift, >= 6
+        m.d.sync += [mant.eq(bmant_rd.data), shift.eq(fp.a_shift(0) - code[fp.BETA_FRAC_BITS:])]
 
         # ---- lane pipeline: read -> product -> shift/saturate -> exp2 -> w*a ------------------
         issue = Signal()                    # present address `rd_addr` this cycle
@@ -271,20 +276,23 @@ class AffinityUnit(wiring.Component):
         # ---- entropy: H = log2(S) + (T << 8) // S ---------------------------------------------
         m.submodules.log2 = log2 = Log2Unit(value_width=self.sum_width)
         m.d.comb += log2.value.eq(acc_s)
+        # registered: acc_s is final when the division starts, the quotient comes >= 12 cycles
+        # later, so the leading-one detection + LOG2_LUT get a cycle of their own for free
+        log2_r = Signal(log2.log2_width)
+        m.d.sync += log2_r.eq(log2.log2)
         m.submodules.hdiv = hdiv = Divider(dividend_width=self.tsum_width + fp.A_FRAC_BITS,
                                            divisor_width=self.sum_width,
                                            quotient_width=self.hq_width,
                                            bits_per_cycle=DIV_BITS_PER_CYCLE)
         m.d.comb += [hdiv.operands.payload.n.eq(acc_t << fp.A_FRAC_BITS),
                      hdiv.operands.payload.d.eq(acc_s)]
-        h = Signal(H_BITS)
-        m.d.comb += h.eq(log2.log2 + hdiv.quotient.payload)
-        err = Signal(H_BITS)
-        m.d.comb += err.eq(Mux(h >= target, h - target, target - h))
-        # the (error, code) key: ties go to the lower code
-        better = Signal()
-        m.d.comb += better.eq(first_eval | (err < best_err)
-                              | ((err == best_err) & (code < best_code)))
+        # one registered stage per operation (EVAL_RESULT -> EVAL_ERR -> EVAL_CMP -> EVAL_NEXT)
+        h = Signal(H_BITS)                  # H, registered in EVAL_RESULT
+        err = Signal(H_BITS)                # |H - target|, registered in EVAL_ERR
+        h_above = Signal()                  # H > target (bisection direction), idem
+        better = Signal()                   # the (error, code) key beats the best, in EVAL_CMP
+        with m.If(hdiv.quotient.valid & hdiv.quotient.ready):
+            m.d.sync += h.eq(log2_r + hdiv.quotient.payload)
         nb_code = Signal(fp.BETA_CODE_BITS)
         m.d.comb += nb_code.eq(Mux(better, code, best_code))
 
@@ -317,17 +325,16 @@ class AffinityUnit(wiring.Component):
         ]
 
         def start_eval(next_code):
-            """Load the code's constants (next cycle) and begin an evaluation pass."""
-            m.d.comb += [eval_code.eq(next_code), load_code.eq(1), clear_acc.eq(1)]
+            """Begin an evaluation pass (the code's constants load in its first cycle)."""
+            m.d.comb += clear_acc.eq(1)
             m.d.sync += [code.eq(next_code), rd_addr.eq(0)]
             m.next = "EVAL_ISSUE"
 
         final_code_sel = Signal(fp.BETA_CODE_BITS)  # the row's chosen code, when output starts
 
         def start_output():
-            """Load the chosen code's constants and begin the output passes."""
-            m.d.comb += [eval_code.eq(final_code_sel), load_code.eq(1)]
-            m.d.sync += [out_addr.eq(0), rd_addr.eq(0)]
+            """Begin the output passes at the chosen code (its constants load from `code`)."""
+            m.d.sync += [code.eq(final_code_sel), out_addr.eq(0), rd_addr.eq(0)]
             m.next = "OUT_ISSUE"
 
         drain = Signal(range(_PIPE + 2))
@@ -385,16 +392,30 @@ class AffinityUnit(wiring.Component):
             with m.State("EVAL_RESULT"):
                 m.d.comb += hdiv.quotient.ready.eq(1)
                 with m.If(hdiv.quotient.valid):
-                    m.d.sync += first_eval.eq(0)
-                    with m.If(better):
-                        m.d.sync += [best_code.eq(code), best_err.eq(err), best_sum.eq(acc_s)]
-                    with m.If(mode == MODE_ROBUST):
-                        self._robust_next(m, start_eval, start_output, final_code_sel,
-                                          coarse, rnd, side, refining, base, nb_code, code_max)
-                    with m.Else():
-                        self._bisect_next(m, start_eval, start_output, final_code_sel,
-                                          bstep, final, code, h, target, err, acc_s,
-                                          best_code, best_err, best_sum)
+                    m.next = "EVAL_ERR"
+
+            with m.State("EVAL_ERR"):
+                m.d.sync += [err.eq(Mux(h >= target, h - target, target - h)),
+                             h_above.eq(h > target)]
+                m.next = "EVAL_CMP"
+
+            with m.State("EVAL_CMP"):
+                # the (error, code) key: ties go to the lower code
+                m.d.sync += better.eq(first_eval | (err < best_err)
+                                      | ((err == best_err) & (code < best_code)))
+                m.next = "EVAL_NEXT"
+
+            with m.State("EVAL_NEXT"):
+                m.d.sync += first_eval.eq(0)
+                with m.If(better):
+                    m.d.sync += [best_code.eq(code), best_err.eq(err), best_sum.eq(acc_s)]
+                with m.If(mode == MODE_ROBUST):
+                    self._robust_next(m, start_eval, start_output, final_code_sel,
+                                      coarse, rnd, side, refining, base, nb_code, code_max)
+                with m.Else():
+                    self._bisect_next(m, start_eval, start_output, final_code_sel,
+                                      bstep, final, code, h_above, err, acc_s,
+                                      best_code, best_err, best_sum)
 
             # -- output: w at the chosen code through the lanes, then L dividers, then beats ------
             with m.State("OUT_ISSUE"):
@@ -460,7 +481,7 @@ class AffinityUnit(wiring.Component):
             start_eval(Mux(nb_code >= nxt, nb_code - nxt, 0))
 
     @staticmethod
-    def _bisect_next(m, start_eval, start_output, final_code_sel, bstep, final, code, h, target,
+    def _bisect_next(m, start_eval, start_output, final_code_sel, bstep, final, code, h_above,
                      err, acc_s, best_code, best_err, best_sum):
         """NMS bisection: step up when H > target (precision too low), else down; the row's
         result is the code after the 9th step, evaluated once more for its S and error."""
@@ -472,7 +493,7 @@ class AffinityUnit(wiring.Component):
             start_output()
         with m.Else():
             step = steps[bstep]
-            nxt = Mux(h > target, code + step, code - step)
+            nxt = Mux(h_above, code + step, code - step)
             with m.If(bstep == len(BISECT_STEPS) - 1):
                 m.d.sync += final.eq(1)
             with m.Else():

@@ -50,7 +50,7 @@ def test_derived_widths_cover_the_worst_case():
     one = AffinityUnit(k=16)
     one._MustUse__silence = True
     assert one.derived["cycles_per_row_robust_full"] == one.cycles_per_row(16)
-    assert one.cycles_per_row(16) == 16 + 28 * (16 + 17) + 16 * 17 + 16
+    assert one.cycles_per_row(16) == 16 + 28 * (16 + 20) + 16 * 17 + 16
 
 
 # ---------------------------------------------------------------------------------------------
