@@ -194,23 +194,49 @@ class GridSampler(wiring.Component):
         # ---- shared datapath -------------------------------------------------------------------
         px = pts_r.data[:COORD_BITS].as_signed()
         py = pts_r.data[COORD_BITS:].as_signed()
-        # offsets from the box origin (0 <= y - lo < 2**24) and the cell: ((y - lo) << g) >> e
-        dx = Signal(COORD_BITS)
-        dy = Signal(COORD_BITS)
+        # offsets from the box origin (0 <= y - lo < 2**24) and the cell: ((y - lo) << g) >> e.
+        # Timing closure: the level pass reads each point one point ahead and registers its
+        # offsets (dxn, dyn: BRAM -> subtract -> FF); the cell is then one right shift of the
+        # registered offset by the per-pass constant r = e + G - g (((d << G) >> r) equals
+        # (d << g) >> e), straight into the cell map's read address.
+        dxn, dyn = Signal(COORD_BITS), Signal(COORD_BITS)
+        rx, ry = Signal(range(COORD_BITS + G + 1)), Signal(range(COORD_BITS + G + 1))
         cx = Signal(G)
         cy = Signal(G)
-        m.d.comb += [dx.eq(px - minx), dy.eq(py - miny),
-                     cx.eq((dx << g) >> ex), cy.eq((dy << g) >> ey)]
+        m.d.comb += [cx.eq((dxn << G) >> rx), cy.eq((dyn << G) >> ry)]
 
-        # squared distance of the registered point to its cell centre lo + (((2c+1) << e) >> (g+1))
-        def axis_d2(d, c, e):
+        def take_offsets():
+            """Register the offsets of the point the `pts` read port shows."""
+            m.d.sync += [dxn.eq(px - minx), dyn.eq(py - miny)]
+
+        # squared distance of the registered point to its cell centre lo + (((2c+1) << e) >> (g+1)),
+        # written to `pdist` behind the level pass (timing closure): LVL_B hands the point's
+        # offsets, cells, level and index to a 3-stage write-behind pipeline (diffs, squares,
+        # sum + write). The writes keep their order and land 3 cycles after LVL_B, long before
+        # the rounds read `pdist` (the slot sweep alone follows a pass for >= 3 cycles), so the
+        # memory's contents are those of a direct write: no cycle is added.
+        wb_en = [Signal(name=f"pd_en{k}") for k in range(3)]
+        wb_addr = [Signal(len(pdist_w.addr), name=f"pd_addr{k}") for k in range(3)]
+        wb_dx, wb_dy = Signal(COORD_BITS), Signal(COORD_BITS)
+        wb_cx, wb_cy = Signal(G), Signal(G)
+        wb_g = Signal(range(G + 1))
+        pd_write = Signal()                 # LVL_B: store this point's distance
+        m.d.sync += [wb_en[0].eq(pd_write), wb_addr[0].eq(i), wb_dx.eq(dx_r), wb_dy.eq(dy_r),
+                     wb_cx.eq(cx_r), wb_cy.eq(cy_r), wb_g.eq(g)]
+
+        def axis_diff(d, c, e):
             off = Signal(COORD_BITS + 1)
-            m.d.comb += off.eq((Cat(Const(1, 1), c) << e) >> (g + 1))
+            m.d.comb += off.eq((Cat(Const(1, 1), c) << e) >> (wb_g + 1))
             diff = Signal(signed(COORD_BITS + 2))
-            m.d.comb += diff.eq(d - off)
-            return diff * diff
-        dd = Signal(DIST_BITS)
-        m.d.comb += dd.eq(axis_d2(dx_r, cx_r, ex) + axis_d2(dy_r, cy_r, ey))
+            m.d.sync += diff.eq(d - off)
+            return diff
+        diff_x, diff_y = axis_diff(wb_dx, wb_cx, ex), axis_diff(wb_dy, wb_cy, ey)
+        sq_x, sq_y = Signal(DIST_BITS), Signal(DIST_BITS)
+        m.d.sync += [sq_x.eq(diff_x * diff_x), sq_y.eq(diff_y * diff_y)]
+        m.d.sync += [wb_en[1].eq(wb_en[0]), wb_addr[1].eq(wb_addr[0]),
+                     wb_en[2].eq(wb_en[1]), wb_addr[2].eq(wb_addr[1])]
+        m.d.comb += [pdist_w.en.eq(wb_en[2]), pdist_w.addr.eq(wb_addr[2]),
+                     pdist_w.data.eq(sq_x + sq_y)]
 
         cm_slot1 = cmap_r.data[:S1W]
         cm_count = cmap_r.data[S1W:]
@@ -270,22 +296,25 @@ class GridSampler(wiring.Component):
             #      soon as a (budget+1)-th cell appears (occupancy only grows with g) ---------
             with m.State("LVL_PRIME"):
                 m.d.comb += p_raddr.eq(0)
-                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0)]
+                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0),
+                             rx.eq(ex + G - g), ry.eq(ey + G - g)]
+                m.next = "LVL_PRE"
+            with m.State("LVL_PRE"):
+                take_offsets()                  # point 0
                 m.next = "LVL_A"
             with m.State("LVL_A"):
-                m.d.comb += cmap_r.addr.eq(Cat(cx, cy))
-                m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dx), dy_r.eq(dy),
+                m.d.comb += [cmap_r.addr.eq(Cat(cx, cy)), p_raddr.eq(i + 1)]  # read ahead
+                m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn),
                              cid_r.eq(Cat(cx, cy))]
                 m.next = "LVL_B"
             with m.State("LVL_B"):
-                m.d.comb += [cmap_w.addr.eq(cid_r), pslot_w.addr.eq(i), pdist_w.addr.eq(i),
-                             pdist_w.data.eq(dd)]
+                m.d.comb += [cmap_w.addr.eq(cid_r), pslot_w.addr.eq(i)]
                 new_cell = cm_slot1 == 0
                 with m.If(new_cell & (occ == budget)):
                     m.d.sync += aborted.eq(1)
                     m.next = "SW_PRIME"
                 with m.Else():
-                    m.d.comb += [cmap_w.en.eq(1), pslot_w.en.eq(1), pdist_w.en.eq(1)]
+                    m.d.comb += [cmap_w.en.eq(1), pslot_w.en.eq(1), pd_write.eq(1)]
                     with m.If(new_cell):
                         m.d.comb += [cmap_w.data.eq(Cat((occ + 1)[:S1W], Const(1, CW))),
                                      cellid_w.en.eq(1), cellid_w.addr.eq(occ),
@@ -297,7 +326,7 @@ class GridSampler(wiring.Component):
                     with m.If(i == N - 1):
                         m.next = "SW_PRIME"
                     with m.Else():
-                        m.d.comb += p_raddr.eq(i + 1)
+                        take_offsets()          # point i + 1, read in LVL_A
                         m.d.sync += i.eq(i + 1)
                         m.next = "LVL_A"
 

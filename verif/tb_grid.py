@@ -76,7 +76,7 @@ def predicted_cycles(case, sampler: GridSampler) -> int:
             if x not in seen and len(seen) == budget:
                 break
             seen.add(x)
-        cycles += 2 + 2 * read + 2 * len(seen)
+        cycles += 3 + 2 * read + 2 * len(seen)
     counts = det["counts"][det["counts"] > 0]
     K = len(counts)
     if case["allocation"] == "adaptive":
