@@ -35,6 +35,20 @@ def test_run_job_report(digits):
     assert t["nms"]["near_bytes"] == sel["counters"]["near_bytes_read"] > 0
     assert t["full"]["pcb_bytes"] == 3 * 1347 * 64
     assert t["nms"]["pcb_bytes"] == 3 * 136 * 64 + 4 * 136
+    # the break-even epoch count is where NMS's link energy drops to full-data training's
+    import math
+
+    from nms.sw.energy import compare_training
+
+    def saving(epochs):
+        return compare_training(n_samples=1347, bytes_per_sample=64, epochs=epochs, n_selected=136,
+                                near_bytes=t["nms"]["near_bytes"])["saving_ratio"]
+
+    be = rep["breakeven_epochs"]
+    assert be > 0
+    assert saving(math.ceil(be) + 1) >= 1.0
+    if be > 2:
+        assert saving(math.floor(be) - 1) < 1.0
 
 
 def test_cli_writes_reports(tmp_path, capsys):
