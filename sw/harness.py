@@ -25,7 +25,6 @@ selection is reused for every seed (only the classifier seed changes); the JSON 
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -36,6 +35,7 @@ import numpy as np
 from nms.sw.baselines import SELECTORS, desne_select
 from nms.sw.classifier import MLPConfig, train_and_score
 from nms.sw.datasets import Dataset, load_dataset
+from nms.sw.cliargs import ratio_arg, seed_arg
 from nms.sw.selection import validate_ratio
 
 __all__ = ["add_arguments", "main", "run_eval", "write_reports", "DEFAULT_METHODS",
@@ -48,23 +48,6 @@ DEFAULT_SEEDS = (0, 1, 2)
 PLOT_RATIO = 0.1
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed {value} is negative; seeds are integers >= 0")
-    return value
-
-
-def _ratio(text: str) -> float:
-    try:
-        return validate_ratio(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"ratio {text!r}: {exc}") from None
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", default="digits",
                         help="'digits' (bundled, default), a directory of IDX files "
@@ -74,9 +57,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help=f"selectors to compare, from {', '.join(SELECTORS)} "
                              f"(default: {' '.join(DEFAULT_METHODS)})")
-    parser.add_argument("--ratios", nargs="+", type=_ratio, default=list(DEFAULT_RATIOS),
+    parser.add_argument("--ratios", nargs="+", type=ratio_arg, default=list(DEFAULT_RATIOS),
                         help="coreset ratios in (0, 1] (default: 0.01 0.05 0.1 0.2)")
-    parser.add_argument("--seeds", nargs="+", type=_seed, default=list(DEFAULT_SEEDS),
+    parser.add_argument("--seeds", nargs="+", type=seed_arg, default=list(DEFAULT_SEEDS),
                         help="seeds for selection and classifier (default: 0 1 2)")
     parser.add_argument("--steps", type=int, default=MLPConfig().steps,
                         help=f"classifier gradient steps, the same for every ratio "

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -25,6 +24,7 @@ from nms.sw.baselines import random_select
 from nms.sw.datasets import load_dataset
 from nms.sw.driver import TRANSPORTS, Driver
 from nms.sw.lrt import train_sgd, train_sks
+from nms.sw.cliargs import positive_int_arg, ratio_arg, seed_arg
 from nms.sw.selection import validate_ratio
 from nms.verif import desne
 
@@ -38,53 +38,26 @@ TRAIN_OPTS = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"seed {v} is negative; seeds are integers >= 0")
-    return v
-
-
-def _ratio(text: str) -> float:
-    try:
-        return validate_ratio(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", default="digits",
                         help="'digits' (default, scikit-learn's bundled set), an IDX directory "
                              "(MNIST/Fashion-MNIST format) or a .npz file")
-    parser.add_argument("--ratio", type=_ratio, default=0.1, help="coreset fraction in (0, 1] (default 0.1)")
+    parser.add_argument("--ratio", type=ratio_arg, default=0.1, help="coreset fraction in (0, 1] (default 0.1)")
     parser.add_argument("--backend", choices=sorted(TRANSPORTS), default="model",
                         help="accelerator backend (default: model = the bit-exact model)")
-    parser.add_argument("--capacity", type=_positive_int, default=1024,
+    parser.add_argument("--capacity", type=positive_int_arg, default=1024,
                         help="on-chip capacity C of the accelerator (points per chunk, default 1024)")
     parser.add_argument("--perplexity", type=float, default=None,
                         help=f"target perplexity (default {desne.DesneConfig.perplexity})")
-    parser.add_argument("--iterations", type=_positive_int, default=None,
+    parser.add_argument("--iterations", type=positive_int_arg, default=None,
                         help=f"embedding iterations (default {desne.DesneConfig.n_iter})")
     parser.add_argument("--allocation", choices=desne.ALLOCATIONS, default="adaptive",
                         help="grid budget allocation: adaptive (water-filling, default) or "
                              "proportional (NMS plain grid)")
     parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="network (default mlp)")
-    parser.add_argument("--rank", type=_positive_int, default=4, help="SKS rank (default 4)")
-    parser.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default 20)")
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of selection and training (default 0)")
+    parser.add_argument("--rank", type=positive_int_arg, default=4, help="SKS rank (default 4)")
+    parser.add_argument("--epochs", type=positive_int_arg, default=20, help="training epochs (default 20)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of selection and training (default 0)")
     parser.add_argument("--skip-full", action="store_true",
                         help="skip training on the full data set (its traffic is still reported)")
     parser.add_argument("--out", type=Path, default=Path("reports/run"),

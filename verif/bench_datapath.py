@@ -311,7 +311,7 @@ def _markdown(r: dict) -> str:
               f"- chained test set-up (random memory stalls/latency/gaps, back-pressure, stage "
               f"monitors): {sm['chained_test_cycles_per_s']:.0f} simulated cycles/s "
               f"({sm['chained_test_cycles']} cycles)",
-              f"- plain runs: " + ", ".join(f"{c:.0f}" for c in sm["plain_cycles_per_s"])
+              "- plain runs: " + ", ".join(f"{c:.0f}" for c in sm["plain_cycles_per_s"])
               + " cycles/s",
               f"- Verilog generation {sm['verilog_generate_s']} s, clean Verilator build "
               f"{sm['verilator_build_s']} s", ""]

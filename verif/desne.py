@@ -342,11 +342,16 @@ def grid_cells(Y: np.ndarray, g: int):
     return c, lo, e
 
 
-def grid_level(Y: np.ndarray, budget: int) -> int:
-    """Finest grid level g <= GRID_BITS_MAX whose number of occupied cells is <= budget."""
+def grid_level(Y: np.ndarray, budget: int, *, cells=None) -> int:
+    """Finest grid level g <= GRID_BITS_MAX whose number of occupied cells is <= budget.
+
+    ``cells(Y, g)`` maps points to cell coordinates (default :func:`grid_cells`; the float
+    reference passes its own).
+    """
+    cells = cells or grid_cells
     best = 0
     for g in range(fp.GRID_BITS_MAX + 1):
-        c, _, _ = grid_cells(Y, g)
+        c, _, _ = cells(Y, g)
         if np.unique(c[:, 1] * (1 << g) + c[:, 0]).size <= budget:
             best = g
     return best

@@ -30,9 +30,8 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.verif.desne import (
-    BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS, SEARCHES, DesneConfig, _check_data,
-    select_with,
-    allocate, chunk_bounds, init_embedding, knn, negative_samples,
+    BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS, SEARCHES, DesneConfig, allocate,
+    grid_level as _grid_level, init_embedding, knn, negative_samples, select_with,
 )
 
 __all__ = ["beta_of_code", "entropy_eval", "affinities", "embed", "grid_cells", "grid_level",
@@ -168,12 +167,7 @@ def grid_cells(Y: np.ndarray, g: int):
 
 def grid_level(Y: np.ndarray, budget: int) -> int:
     """Finest grid level g <= GRID_BITS_MAX whose number of occupied cells is <= budget."""
-    best = 0
-    for g in range(fp.GRID_BITS_MAX + 1):
-        c, _, _ = grid_cells(Y, g)
-        if np.unique(c[:, 1] * (1 << g) + c[:, 0]).size <= budget:
-            best = g
-    return best
+    return _grid_level(Y, budget, cells=grid_cells)
 
 
 def grid_select(Y: np.ndarray, budget: int, allocation: str = "adaptive", *, details: bool = False):
