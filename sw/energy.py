@@ -19,6 +19,9 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
+from nms.sw.selection import budget as selection_budget
+from nms.sw.selection import validate_ratio
+
 __all__ = ["EnergyParams", "Traffic", "full_training_traffic", "nms_traffic", "link_energy_pj",
            "nvm_energy_pj", "compare_training"]
 
@@ -122,9 +125,8 @@ def _budget(n: int, ratio, n_selected) -> int:
         return m
     if ratio is None:
         raise ValueError("give either ratio (0 < ratio <= 1) or n_selected")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
-    return max(1, math.floor(ratio * n + 0.5))  # half-up, as the selection budgets round
+    # the same exact half-up rule (and ratio validation) as the selection budgets
+    return selection_budget(n, validate_ratio(ratio))
 
 
 def nms_traffic(*, n_samples: int, bytes_per_sample: int, epochs: int, ratio: float | None = None,

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -127,7 +128,7 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
         "dataset": {"name": ds.name, "n_train": int(len(ytr)), "n_test": int(len(yte)),
                     "shape": list(Xtr.shape[1:]), "classes": int(np.unique(ytr).size)},
         "selection": {"ratio": ratio, "n_selected": int(idx.size), "backend": sel["backend"],
-                      "counters": sel["counters"], "config": cfg.__dict__ | {},
+                      "counters": sel["counters"], "config": dataclasses.asdict(cfg),
                       "indices": idx.tolist()},
         "training": {"model": model, "rank": rank, "epochs": epochs, "seed": seed,
                      "options": TRAIN_OPTS},
@@ -184,7 +185,7 @@ def _markdown(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def _plots(rep: dict, ds, out: Path, seed: int, capacity: int) -> list[str]:
+def _plots(rep: dict, ds, out: Path, seed: int) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -194,7 +195,7 @@ def _plots(rep: dict, ds, out: Path, seed: int, capacity: int) -> list[str]:
     # which it equals, provides the coordinates for the picture)
     X, y = _flat(ds.X_train), ds.y_train
     labels = np.unique(y)[:4]
-    cfg = desne.DesneConfig(**{k: v for k, v in rep["selection"]["config"].items()})
+    cfg = desne.DesneConfig(**rep["selection"]["config"])
     keep = np.isin(y, labels)
     res = desne.select(X[keep], y[keep], rep["selection"]["ratio"], cfg, seed=seed, details=True)
     firsts = {}
@@ -258,7 +259,7 @@ def main(args) -> int:
                   skip_full=args.skip_full, progress=not args.no_progress)
     rep["seconds_total"] = time.perf_counter() - t0
     write_reports(rep, args.out)
-    rep["plots"] = _plots(rep, ds, args.out, args.seed, args.capacity)
+    rep["plots"] = _plots(rep, ds, args.out, args.seed)
     write_reports(rep, args.out)
     print((args.out / "report.md").read_text())
     print(f"[nms run] reports in {args.out}/ (report.json, report.md, {', '.join(rep['plots'])})")
