@@ -1,6 +1,6 @@
 """Affinity unit: per kNN row, the bounded precision search and the normalised affinities.
 
-Bit-exact with :func:`nms.verif.desne.affinities` (``robust`` and ``bisect`` searches). See
+Bit-exact with :func:`nms.verif.models.desne.affinities` (``robust`` and ``bisect`` searches). See
 ``docs/rtl-affinity.md`` for the protocol, timing and the cycle count formula in one page.
 """
 
@@ -17,7 +17,6 @@ from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 from nms.rtl.log2 import Log2Unit
 # the search sequences are defined once, by the bit-exact model
-from nms.verif.desne import BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS
 
 __all__ = ["AffinityUnit", "MODE_ROBUST", "MODE_BISECT", "ROBUST_EVALS", "BISECT_EVALS"]
 
@@ -25,11 +24,11 @@ __all__ = ["AffinityUnit", "MODE_ROBUST", "MODE_BISECT", "ROBUST_EVALS", "BISECT
 MODE_ROBUST = 0
 MODE_BISECT = 1
 #: robust coarse codes 32, 96, ..., 992 (the model's); bisection starts from the middle code
-COARSE_CODES = tuple(range(ROBUST_COARSE_STEP // 2, fp.BETA_CODES, ROBUST_COARSE_STEP))
+COARSE_CODES = tuple(range(fp.ROBUST_COARSE_STEP // 2, fp.BETA_CODES, fp.ROBUST_COARSE_STEP))
 BISECT_START = fp.BETA_CODES // 2
 #: entropy evaluations per row: robust = 16 coarse + 6 rounds x 2; bisect = 9 steps + the final code
-ROBUST_EVALS = len(COARSE_CODES) + 2 * len(ROBUST_REFINE_STEPS)
-BISECT_EVALS = len(BISECT_STEPS) + 1
+ROBUST_EVALS = len(COARSE_CODES) + 2 * len(fp.ROBUST_REFINE_STEPS)
+BISECT_EVALS = len(fp.BISECT_STEPS) + 1
 
 #: entropy / target width: Q8.16
 H_BITS = 8 + fp.H_FRAC_BITS
@@ -56,7 +55,7 @@ class AffinityUnit(wiring.Component):
     ``LOG2_LUT``; exact ``(T << 8) // S`` by a sequential divider), keeps the code with the
     smallest ``(|H - target|, code)`` key, and finally emits ``P_j = (w_j << 16) // S`` per
     neighbour (``lanes`` sequential radix-4 dividers in parallel). Every operation is the one of
-    :func:`nms.verif.desne.affinity_eval`, with widths sized so that nothing but the model's own
+    :func:`nms.verif.models.desne.affinity_eval`, with widths sized so that nothing but the model's own
     saturation of ``a`` can clip.
 
     Searches (``mode`` input): ``robust`` (0) = 16 coarse codes 32, 96, ..., 992 then rounds with
@@ -199,11 +198,11 @@ class AffinityUnit(wiring.Component):
         # ---- search state -----------------------------------------------------------------------
         code = Signal(fp.BETA_CODE_BITS)    # code being evaluated
         coarse = Signal(range(len(COARSE_CODES)))  # robust: coarse index 0..15
-        rnd = Signal(range(len(ROBUST_REFINE_STEPS)))  # robust: refinement round 0..5
+        rnd = Signal(range(len(fp.ROBUST_REFINE_STEPS)))  # robust: refinement round 0..5
         side = Signal()                     # robust: 0 = best - step, 1 = best + step
         refining = Signal()
         base = Signal(fp.BETA_CODE_BITS)    # robust: best code at the start of the round
-        bstep = Signal(range(len(BISECT_STEPS)))  # bisect: step index 0..8
+        bstep = Signal(range(len(fp.BISECT_STEPS)))  # bisect: step index 0..8
         final = Signal()                    # bisect: evaluating the final code
         first_eval = Signal()
         best_code = Signal(fp.BETA_CODE_BITS)
@@ -457,8 +456,8 @@ class AffinityUnit(wiring.Component):
     def _robust_next(m, start_eval, start_output, final_code_sel, coarse, rnd, side, refining,
                      base, nb_code, code_max):
         """Next code of the robust search, from the (already compared) evaluation result."""
-        steps = Array([Const(s, fp.BETA_CODE_BITS) for s in ROBUST_REFINE_STEPS])
-        first = ROBUST_REFINE_STEPS[0]
+        steps = Array([Const(s, fp.BETA_CODE_BITS) for s in fp.ROBUST_REFINE_STEPS])
+        first = fp.ROBUST_REFINE_STEPS[0]
         coarse_codes = Array([Const(c, fp.BETA_CODE_BITS) for c in COARSE_CODES])
         with m.If(~refining):
             with m.If(coarse == len(COARSE_CODES) - 1):
@@ -472,7 +471,7 @@ class AffinityUnit(wiring.Component):
             m.d.sync += side.eq(1)
             up = base + steps[rnd]
             start_eval(Mux(up > code_max, code_max, up))
-        with m.Elif(rnd == len(ROBUST_REFINE_STEPS) - 1):
+        with m.Elif(rnd == len(fp.ROBUST_REFINE_STEPS) - 1):
             m.d.comb += final_code_sel.eq(nb_code)
             start_output()
         with m.Else():
@@ -485,7 +484,7 @@ class AffinityUnit(wiring.Component):
                      err, acc_s, best_code, best_err, best_sum):
         """NMS bisection: step up when H > target (precision too low), else down; the row's
         result is the code after the 9th step, evaluated once more for its S and error."""
-        steps = Array([Const(s, fp.BETA_CODE_BITS) for s in BISECT_STEPS])
+        steps = Array([Const(s, fp.BETA_CODE_BITS) for s in fp.BISECT_STEPS])
         with m.If(final):
             # the final code's own values, whatever the comparison said
             m.d.sync += [best_code.eq(code), best_err.eq(err), best_sum.eq(acc_s)]
@@ -494,7 +493,7 @@ class AffinityUnit(wiring.Component):
         with m.Else():
             step = steps[bstep]
             nxt = Mux(h_above, code + step, code - step)
-            with m.If(bstep == len(BISECT_STEPS) - 1):
+            with m.If(bstep == len(fp.BISECT_STEPS) - 1):
                 m.d.sync += final.eq(1)
             with m.Else():
                 m.d.sync += bstep.eq(bstep + 1)

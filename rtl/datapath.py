@@ -1,6 +1,6 @@
 """The combined DE-SNE datapath: one on-chip chunk, raw vectors in DDR -> selected indices out.
 
-Equal, bit for bit, to ``nms.verif.desne.run_chunk(X, budget, cfg, seed)["selected"]``. It chains
+Equal, bit for bit, to ``nms.verif.models.desne.run_chunk(X, budget, cfg, seed)["selected"]``. It chains
 the stage components and adds only the glue between them:
 
 * :class:`~nms.rtl.memport.VectorFetcher` — memory requests and response framing;
@@ -244,7 +244,7 @@ def _check_pow2(name, value, hi):
 class DesneDatapath(wiring.Component):
     """DE-SNE for one on-chip chunk: vectors read from memory -> selected local indices.
 
-    Bit-exact with ``nms.verif.desne.run_chunk(X, budget, cfg, seed)["selected"]`` where ``X``
+    Bit-exact with ``nms.verif.models.desne.run_chunk(X, budget, cfg, seed)["selected"]`` where ``X``
     are the ``N`` vectors the memory port returns, ``budget`` = ``config.budget`` and ``cfg`` has
     ``k``, ``neg_samples`` = the generator parameters, the target entropy ``config.h_target``
     (``fixedpoint.entropy_target(cfg.perplexity)``), ``search`` / ``allocation`` /

@@ -1,5 +1,5 @@
 """DE-SNE embedding engine: 2-D Student-t gradient iterations on chip, bit-exact with
-:func:`nms.verif.desne.embed`.
+:func:`nms.verif.models.desne.embed`.
 
 See ``docs/rtl-embedding.md`` for the protocol, phases, memory map and cycle formula.
 
@@ -85,7 +85,7 @@ class PairUnit(wiring.Component):
     * ``mode = 0`` (attraction, p = P[i][e]): ``f = (((p * w) >> 16) * d) >> 16``;
     * ``mode = 1`` (repulsion): ``f = (((w * w) >> 16) * (a - b)) >> 16``.
 
-    All shifts are floors, exactly as in :func:`nms.verif.desne.embed`.
+    All shifts are floors, exactly as in :func:`nms.verif.models.desne.embed`.
 
     Parameters
     ----------
@@ -231,7 +231,7 @@ class EmbeddingEngine(wiring.Component):
     ``N * k'`` beats on ``knn`` load the neighbour lists (point 0's k' entries first), then the
     engine initialises the coordinates, runs ``n_iter`` iterations and sends the ``N`` final
     coordinates on ``coords`` in index order; after the last one it accepts the next ``config``.
-    The result equals ``nms.verif.desne.embed(nbr, P, cfg, seed)`` bit for bit.
+    The result equals ``nms.verif.models.desne.embed(nbr, P, cfg, seed)`` bit for bit.
 
     Parameters
     ----------

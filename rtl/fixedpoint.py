@@ -1,6 +1,6 @@
 """Fixed-point formats and lookup tables of the DE-SNE datapath — defined once.
 
-The bit-exact model (``nms.verif.desne``) and the Amaranth RTL both import this module, so a
+The bit-exact model (``nms.verif.models.desne``) and the Amaranth RTL both import this module, so a
 format or a table can never differ between them. Pure Python + NumPy (no Amaranth import): it is
 usable without any hardware tool. ``docs/algorithm.md`` explains every constant.
 
@@ -26,6 +26,13 @@ BETA_EXP_OFFSET = 30
 #: mantissa of 2**(f/32), f = 0..31, unsigned Q1.15 (BETA_MANT[0] = 32768 = 1.0)
 BETA_MANT = tuple(int(round(2 ** 15 * 2 ** (f / BETA_STEPS_PER_OCTAVE))) for f in range(BETA_STEPS_PER_OCTAVE))
 BETA_MANT_BITS = 16
+
+#: precision-search schedules (shared by the model and the affinity unit). Robust search: coarse
+#: scan every 64 codes (2 octaves) from code 32, then refine around the best with halving steps.
+ROBUST_COARSE_STEP = 64
+ROBUST_REFINE_STEPS = (32, 16, 8, 4, 2, 1)
+#: NMS-style bisection from the middle code
+BISECT_STEPS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
 
 #: exponent argument a = beta' * delta, unsigned Q5.8, saturated to A_MAX (a < 32)
 A_FRAC_BITS = 8

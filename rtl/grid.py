@@ -1,6 +1,6 @@
 """Grid sampler: exact-budget exemplar choice over the 2-D embedding (DE-SNE stage 4).
 
-Bit-exact with :func:`nms.verif.desne.grid_select` (see ``docs/rtl-grid.md`` for the phases and
+Bit-exact with :func:`nms.verif.models.desne.grid_select` (see ``docs/rtl-grid.md`` for the phases and
 the cycle formula). Everything is a sequence of passes over on-chip memories with synchronous
 read ports (block-RAM friendly): one pass over the points or over the occupied cells ("slots")
 at a time, so no read-modify-write hazard can arise and no memory needs a second read port.
@@ -29,7 +29,7 @@ DIST_BITS = 50
 class GridSampler(wiring.Component):
     """Choose exactly ``budget`` of N embedding points on a grid; emit their indices ascending.
 
-    Equal, bit for bit, to :func:`nms.verif.desne.grid_select` (grid level = the finest level
+    Equal, bit for bit, to :func:`nms.verif.models.desne.grid_select` (grid level = the finest level
     ``g <= grid_bits`` with at most ``budget`` occupied cells; ``adaptive`` water-filling or
     ``proportional`` largest-remainder allocation; per cell the members nearest the cell centre,
     ties to the lower index).

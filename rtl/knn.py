@@ -39,7 +39,7 @@ class KnnSelector(wiring.Component):
     takes one candidate per cycle: every entry compares ``dist < entry`` in parallel and the
     list shifts right from the first entry that is larger. Strict ``<`` keeps an earlier (lower)
     index ahead of a later equal distance, so ties go to the lower index as in
-    ``nms.verif.desne.knn``.
+    ``nms.verif.models.desne.knn``.
 
     When the pass's ``last`` beat is accepted the lists (including that beat) move to an output
     bank in the same cycle and the insertion registers start the next pass empty: the bank is

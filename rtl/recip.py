@@ -1,6 +1,6 @@
 """Student-t kernel unit: ``w = 1 / (1 + d2)`` in Q1.16 through the reciprocal table.
 
-Equal to :func:`nms.verif.desne.recip1p`: ``u = d2 + 2**16``, ``e = bit_length(u) - 1``
+Equal to :func:`nms.verif.models.desne.recip1p`: ``u = d2 + 2**16``, ``e = bit_length(u) - 1``
 (``>= 16``), ``w = RECIP_LUT[(u >> (e - 8)) & 255] >> (e - 16)``. The table is a ROM built from
 ``fixedpoint.RECIP_LUT`` (the single source of truth); a synchronous ROM read is one pipeline
 stage, so the unit accepts one value per cycle.

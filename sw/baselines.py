@@ -1,7 +1,7 @@
 """DNN-free coreset baselines in pixel space, and the registry of all selectors.
 
 Every selector has the signature ``f(X, y, ratio, seed=0) -> dict`` and works per class: class
-``c`` gets exactly ``class_budgets(y, ratio)[c]`` exemplars (see :mod:`nms.sw.selection`). The
+``c`` gets exactly ``class_budgets(y, ratio)[c]`` exemplars (see :mod:`nms.verif.models.budget`). The
 result follows the DeepCore contract ``{"indices": int64 array, sorted ascending, unique}`` plus
 optional ``"weights"`` / ``"scores"``. Features are the raw pixels (flattened), as float64: with
 integer pixels every squared distance and dot product below is an exact integer in float64
@@ -23,7 +23,7 @@ Selectors
     ``s_ij = max d² - ||x_i - x_j||²``, maximised by stochastic greedy (Mirzasoleiman et al.
     2015, ε = 0.01); ``weights`` = how many class members each exemplar represents.
 ``desne``
-    The DE-SNE bit-exact model (:mod:`nms.verif.desne`), imported lazily.
+    The DE-SNE bit-exact model (:mod:`nms.verif.models.desne`), imported lazily.
 
 ``herding`` and ``kcenter`` do not use the seed (ties go to the lower index); ``random`` and
 ``facility`` are deterministic for a given seed.
@@ -36,7 +36,7 @@ import numbers
 
 import numpy as np
 
-from nms.sw.selection import class_budgets, validate_ratio
+from nms.verif.models.budget import class_budgets, validate_ratio
 
 __all__ = ["SELECTORS", "random_select", "herding_select", "kcenter_select", "facility_select",
            "desne_select", "check_inputs", "per_class"]
@@ -191,12 +191,12 @@ def facility_select(X, y, ratio, seed=0) -> dict:
 
 
 def desne_select(X, y, ratio, seed=0, *, config=None, details: bool = False) -> dict:
-    """DE-SNE (bit-exact model, :func:`nms.verif.desne.select`) behind the common signature.
+    """DE-SNE (bit-exact model, :func:`nms.verif.models.desne.select`) behind the common signature.
 
     ``X`` must hold uint8-range integer pixels. ``details=True`` adds the per-chunk embeddings.
     """
     X, y, ratio, seed = check_inputs(X, y, ratio, seed)
-    from nms.verif.desne import select  # lazy: the model lives in nms.verif
+    from nms.verif.models.desne import select  # lazy: the model lives in nms.verif
     return select(X, y, ratio, config, seed=seed, details=details)
 
 

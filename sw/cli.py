@@ -20,7 +20,7 @@ COMMANDS = {
     "build": ("nms.fpga.build", "build an FPGA bitstream (YoWASP) and a utilisation/Fmax report"),
     "eval": ("nms.sw.harness", "coreset-quality harness: DE-SNE vs DNN-free baselines"),
     "run": ("nms.sw.run", "main job: near-memory DE-SNE selection, then SKS low-rank training"),
-    "bench": ("nms.sw.bench", "benchmarks that write JSON + Markdown reports"),
+    "bench": ("nms.bench", "benchmarks that write JSON + Markdown reports"),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nms.sw.selection import validate_ratio
+from nms.verif.models.budget import validate_ratio
 
 __all__ = ["seed_arg", "ratio_arg", "positive_int_arg"]
 

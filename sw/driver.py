@@ -25,7 +25,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
-from nms.verif import desne
+from nms.verif.models import desne
 
 __all__ = ["DeviceError", "DeviceBusyError", "Transport", "ModelDevice", "Driver", "TRANSPORTS"]
 
@@ -273,7 +273,7 @@ class Driver:
         return local
 
     def select(self, X, y, ratio, *, seed: int = 0, progress=None) -> dict:
-        """DE-SNE selection of a labelled data set; same result as ``nms.verif.desne.select``.
+        """DE-SNE selection of a labelled data set; same result as ``nms.verif.models.desne.select``.
 
         Returns the DeepCore-shaped ``{"indices": ...}`` plus ``"counters"`` (near-memory bytes
         read/written, chunks, cycles where the backend counts them, seconds).

@@ -19,8 +19,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
-from nms.sw.selection import budget as selection_budget
-from nms.sw.selection import validate_ratio
+from nms.verif.models.budget import budget as selection_budget
+from nms.verif.models.budget import validate_ratio
 
 __all__ = ["EnergyParams", "Traffic", "full_training_traffic", "nms_traffic", "link_energy_pj",
            "nvm_energy_pj", "compare_training"]

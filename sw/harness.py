@@ -36,7 +36,7 @@ from nms.sw.baselines import SELECTORS, desne_select
 from nms.sw.classifier import MLPConfig, train_and_score
 from nms.sw.datasets import Dataset, load_dataset
 from nms.sw.cliargs import ratio_arg, seed_arg
-from nms.sw.selection import validate_ratio
+from nms.verif.models.budget import validate_ratio
 
 __all__ = ["add_arguments", "main", "run_eval", "write_reports", "DEFAULT_METHODS",
            "DEFAULT_RATIOS", "DEFAULT_SEEDS"]
@@ -117,9 +117,9 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(SELECTORS)}")
     if "desne" in methods:
         try:
-            import nms.verif.desne  # noqa: F401  (fail before hours of baseline runs)
+            import nms.verif.models.desne  # noqa: F401  (fail before hours of baseline runs)
         except ModuleNotFoundError as exc:
-            raise ValueError(f"method 'desne' needs nms.verif.desne, which is not available "
+            raise ValueError(f"method 'desne' needs nms.verif.models.desne, which is not available "
                              f"({exc}); leave it out of --methods") from None
     for name, vals in (("methods", methods), ("ratios", ratios), ("seeds", seeds)):
         if not vals:

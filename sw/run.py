@@ -26,8 +26,8 @@ from nms.sw.datasets import load_dataset
 from nms.sw.driver import TRANSPORTS, Driver
 from nms.sw.lrt import train_sgd, train_sks
 from nms.sw.cliargs import positive_int_arg, ratio_arg, seed_arg
-from nms.sw.selection import validate_ratio
-from nms.verif import desne
+from nms.verif.models.budget import validate_ratio
+from nms.verif.models import desne
 
 __all__ = ["add_arguments", "main", "run_job", "write_reports", "TRAIN_OPTS"]
 

@@ -1,5 +1,5 @@
 """AffinityUnit: parameter validation, sub-units, and the cocotb scoreboard testbench under
-Verilator (two builds shared by all cocotb tests) bit-exact against ``nms.verif.desne``."""
+Verilator (two builds shared by all cocotb tests) bit-exact against ``nms.verif.models.desne``."""
 
 import functools
 import json
@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from nms.rtl.affinity import AffinityUnit
-from nms.verif.sim import build_dir_root, run_cocotb
+from nms.verif.sim.build import build_dir_root, run_cocotb
 
 # ---------------------------------------------------------------------------------------------
 # parameter validation
@@ -72,7 +72,7 @@ def _verilog(name: str) -> str:
 
 
 def _run(name, testcase, **params):
-    run_cocotb(name, _verilog(name), "nms.verif.tb_affinity",
+    run_cocotb(name, _verilog(name), "nms.verif.tb.affinity",
                {"unit": BUILDS[name], "seed": 7, **params}, testcase=testcase)
 
 
@@ -80,7 +80,7 @@ def _run(name, testcase, **params):
 def test_scoreboard_random_sweep_digits_edges(name):
     """Random rows, the seeded sweep, real digits kNN rows and edge cases, under random idle
     cycles and back-pressure; every output field compared with the bit-exact model."""
-    from nms.verif.tb_affinity import digits_knn_rows
+    from nms.verif.tb.affinity import digits_knn_rows
 
     digits = digits_knn_rows(BUILDS[name]["k"], seed=3)
     _run(name, ["random_rows", "sweep", "digits_rows", "edge_rows"], digits=digits)

@@ -1,6 +1,6 @@
 """The combined DE-SNE datapath: parameter validation, ``nms generate`` + lint, the vector
 fetcher in the Amaranth simulator, and the whole chain under Verilator (one build): raw vectors
-in memory -> selected indices, equal to ``nms.verif.desne.run_chunk`` stage by stage, for a whole
+in memory -> selected indices, equal to ``nms.verif.models.desne.run_chunk`` stage by stage, for a whole
 digits class (two chunks, as ``desne.select`` splits it) and for random uint8 vectors, with random
 memory stalls/latency/gaps and output back-pressure."""
 
@@ -17,8 +17,8 @@ from amaranth.sim import Simulator
 
 from nms.rtl.datapath import DesneDatapath
 from nms.rtl.memport import VectorFetcher
-from nms.verif import desne
-from nms.verif.sim import run_cocotb
+from nms.verif.models import desne
+from nms.verif.sim.build import run_cocotb
 
 #: the simulated build: digits-sized (64-D), C = 128, short lists, 2 pair units
 HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
@@ -36,7 +36,7 @@ def _run(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None):
               "seed": seed}
     if report:
         params["report"] = str(report)
-    run_cocotb("datapath_c128", _VERILOG["v"], "nms.verif.tb_datapath", params)
+    run_cocotb("datapath_c128", _VERILOG["v"], "nms.verif.tb.datapath", params)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from sklearn.manifold import TSNE, trustworthiness
 from sklearn.neighbors import NearestNeighbors
 
 from nms.rtl import fixedpoint as fp
-from nms.sw.selection import class_budgets
-from nms.verif import desne as dm
-from nms.verif import desne_float as df
+from nms.verif.models.budget import class_budgets
+from nms.verif.models import desne as dm
+from nms.verif.models import desne_float as df
 
 
 @pytest.fixture(scope="module")

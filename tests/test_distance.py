@@ -9,11 +9,11 @@ from amaranth.sim import Simulator
 
 from nms.gen.generate import generate
 from nms.rtl.distance import DistanceEngine
-from nms.verif.distance_model import (DistanceEngineModel, DistanceParams, Pass,
+from nms.verif.models.distance import (DistanceEngineModel, DistanceParams, Pass,
                                       candidate_beats, expected_results, query_beats,
                                       reference_distances)
-from nms.verif.sim import run_cocotb
-from nms.verif.streams import Array, InOrderChecker, pack, unpack
+from nms.verif.sim.build import run_cocotb
+from nms.verif.sim.streams import Array, InOrderChecker, pack, unpack
 
 # ---------------------------------------------------------------------------------------------
 # parameter validation
@@ -244,5 +244,5 @@ CONFIGS = {
 def test_distance_cocotb(config):
     engine_params, tb = CONFIGS[config]
     verilog, _ = generate("distance", engine_params, top="distance")
-    run_cocotb(f"distance_{config}", verilog, "nms.verif.tb_distance",
+    run_cocotb(f"distance_{config}", verilog, "nms.verif.tb.distance",
                {"engine": engine_params, "seed": 7, **tb}, toplevel="distance")

@@ -5,7 +5,7 @@ import pytest
 
 from nms.rtl import regmap
 from nms.sw.driver import DeviceBusyError, DeviceError, Driver, JobCounters, ModelDevice
-from nms.verif import desne
+from nms.verif.models import desne
 
 
 @pytest.fixture(scope="module")

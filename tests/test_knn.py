@@ -1,6 +1,6 @@
 """kNN selector: parameter validation, the bare selector in the Amaranth simulator against a
 beat-level model, ``nms generate`` + lint, and the chained distance engine + selector under
-cocotb/Verilator against ``nms.verif.desne.knn`` (two builds in total)."""
+cocotb/Verilator against ``nms.verif.models.desne.knn`` (two builds in total)."""
 
 import json
 import random
@@ -13,8 +13,8 @@ from amaranth.sim import Simulator
 
 from nms.gen.generate import REGISTRY, generate
 from nms.rtl.knn import KnnDatapath, KnnSelector
-from nms.verif.sim import run_cocotb
-from nms.verif.streams import pack, unpack
+from nms.verif.sim.build import run_cocotb
+from nms.verif.sim.streams import pack, unpack
 
 # ---------------------------------------------------------------------------------------------
 # parameter validation
@@ -198,7 +198,7 @@ def test_knn_datapath_cocotb(config, digits_class, tmp_path):
     params = CONFIGS[config]
     verilog, _ = generate("knn_datapath", params, top="knn_datapath")
     report = tmp_path / "no_stall.json"
-    run_cocotb(f"knn_{config}", verilog, "nms.verif.tb_knn",
+    run_cocotb(f"knn_{config}", verilog, "nms.verif.tb.knn",
                {"datapath": params, "seed": 11, "digits": digits_class, "report": str(report)},
                toplevel="knn_datapath")
     cycles = json.loads(report.read_text())

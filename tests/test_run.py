@@ -7,7 +7,7 @@ import pytest
 from nms.sw.cli import main as cli
 from nms.sw.datasets import load_dataset
 from nms.sw.run import run_job
-from nms.verif import desne
+from nms.verif.models import desne
 
 FAST = desne.DesneConfig(n_iter=40, exaggeration_iters=15, momentum_switch=15)
 

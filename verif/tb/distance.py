@@ -2,7 +2,7 @@
 ``nms.verif.sim.run_cocotb``; parameters come from :func:`nms.verif.sim.tb_params`).
 
 Scoreboard: drivers on ``query``/``candidate`` -> passive monitors of the accepted beats ->
-beat-level :class:`~nms.verif.distance_model.DistanceEngineModel` -> :class:`InOrderChecker`
+beat-level :class:`~nms.verif.models.distance.DistanceEngineModel` -> :class:`InOrderChecker`
 <- sink monitor on ``result`` (random back-pressure). At the end the observed beats are also
 compared with the vector-level NumPy reference, so the beat model cannot share a protocol bug
 with the RTL unnoticed.
@@ -24,10 +24,10 @@ import cocotb
 import numpy as np
 
 from nms.rtl.distance import DistanceEngine
-from nms.verif.distance_model import (DistanceEngineModel, DistanceParams, Pass,
+from nms.verif.models.distance import (DistanceEngineModel, DistanceParams, Pass,
                                       candidate_beats, expected_results, query_beats)
-from nms.verif.sim import tb_params
-from nms.verif.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
+from nms.verif.sim.build import tb_params
+from nms.verif.sim.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
 
 
 class DistanceTB:

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
-from nms.verif import desne as dm
-from nms.verif import desne_float as df
+from nms.verif.models import desne as dm
+from nms.verif.models import desne_float as df
 
 RATIO = 0.1
 MISS_BITS = 0.05
@@ -155,7 +155,7 @@ def run(out_dir, quick: bool = False) -> dict:
         "outliers": fm["outliers"], "entropy": fm["entropy"], "cells_hit": fm["cells_hit"],
         "coverage": coverage(X, y, fm["indices"])}
     rng = np.random.default_rng(0)
-    from nms.sw.selection import class_budgets
+    from nms.verif.models.budget import class_budgets
 
     rand = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), b, replace=False)
                                    for c, b in class_budgets(y, RATIO).items()]))
@@ -197,9 +197,9 @@ def _markdown(r) -> str:
         "",
         "| model | N | wall time (s) | process CPU time (s) | peak traced memory (MB) |",
         "|---|---|---|---|---|",
-        f"| bit-exact (`nms.verif.desne`) | {r['n']} | {be['wall_s']:.1f} | {be['cpu_s']:.1f} | "
+        f"| bit-exact (`nms.verif.models.desne`) | {r['n']} | {be['wall_s']:.1f} | {be['cpu_s']:.1f} | "
         f"{be['peak_traced_MB']:.0f} |",
-        f"| float reference (`nms.verif.desne_float`) | {fr['n']} | {fr['wall_s']:.1f} | "
+        f"| float reference (`nms.verif.models.desne_float`) | {fr['n']} | {fr['wall_s']:.1f} | "
         f"{fr['cpu_s']:.1f} | {fr['peak_traced_MB']:.0f} |",
         "",
         "Wall time on a shared machine includes waiting for the CPU; CPU time is the process's own "

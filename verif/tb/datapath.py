@@ -2,7 +2,7 @@
 
 Run it with ``nms.verif.sim.run_cocotb``; parameters come from :func:`nms.verif.sim.tb_params`.
 
-For each job the golden :func:`nms.verif.desne.run_chunk` gives the expected kNN rows, affinity
+For each job the golden :func:`nms.verif.models.desne.run_chunk` gives the expected kNN rows, affinity
 beats, final embedding and selected indices. The testbench
 
 * answers the datapath's memory port like a DDR behind a bus: requests accepted with random
@@ -36,9 +36,9 @@ import numpy as np
 from nms.rtl import fixedpoint as fp
 from nms.rtl.datapath import DesneDatapath, config_layout, perf_layout
 from nms.rtl.regmap import ALLOCATION_CODES, SEARCH_CODES
-from nms.verif import desne
-from nms.verif.sim import tb_params
-from nms.verif.streams import CycleLoop, PayloadCodec, StreamMonitor, start_clock
+from nms.verif.models import desne
+from nms.verif.sim.build import tb_params
+from nms.verif.sim.streams import CycleLoop, PayloadCodec, StreamMonitor, start_clock
 
 
 def job_config(job: dict, hw: dict) -> desne.DesneConfig:

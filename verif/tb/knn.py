@@ -2,7 +2,7 @@
 with ``nms.verif.sim.run_cocotb``; parameters come from :func:`nms.verif.sim.tb_params`.
 
 Scoreboard: drivers on ``tile_base``/``query``/``candidate`` -> a passive monitor of the accepted
-candidate beats -> the model (:func:`nms.verif.desne.knn` on the whole class, computed once per
+candidate beats -> the model (:func:`nms.verif.models.desne.knn` on the whole class, computed once per
 class) releases a tile's expected rows into the :class:`InOrderChecker` when that tile's final
 candidate beat is accepted <- sink monitor on ``rows`` (random back-pressure). Every emitted
 (index, distance, last) beat is compared; nothing may come out beyond the expected rows.
@@ -22,10 +22,10 @@ import cocotb
 import numpy as np
 
 from nms.rtl.knn import KnnDatapath
-from nms.verif.desne import knn
-from nms.verif.distance_model import DistanceParams, candidate_beats, query_beats
-from nms.verif.sim import tb_params
-from nms.verif.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
+from nms.verif.models.desne import knn
+from nms.verif.models.distance import DistanceParams, candidate_beats, query_beats
+from nms.verif.sim.build import tb_params
+from nms.verif.sim.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
 
 
 def expected_rows(X: np.ndarray, k: int, lo: int, hi: int) -> list[dict]:

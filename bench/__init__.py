@@ -1,9 +1,10 @@
 """``nms bench``: run benchmarks that write JSON + Markdown reports.
 
 Benchmarks measure (speed, utilisation, memory, quality); tests never assert wall-clock limits.
-Each benchmark lives beside the part it measures as a module exposing
+Every benchmark is a module of this package (``nms.bench.<name>``) exposing
 ``run(out_dir: pathlib.Path, quick: bool) -> dict``; it writes ``<out_dir>/<name>.json`` and
-``<out_dir>/<name>.md`` and returns the JSON-able result. This module is only the registry.
+``<out_dir>/<name>.md`` and returns the JSON-able result. This module is only the registry. The
+package is the top layer: it may import every other one, and nothing imports it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 #: benchmark name -> module with ``run(out_dir, quick)``
 BENCHMARKS = {
-    "distance": "nms.verif.bench_distance",
-    "fpga": "nms.fpga.bench_fpga",
-    "desne": "nms.verif.bench_desne",
-    "datapath": "nms.verif.bench_datapath",
-    "sks": "nms.sw.bench_sks",
+    "distance": "nms.bench.distance",
+    "fpga": "nms.bench.fpga",
+    "desne": "nms.bench.desne",
+    "datapath": "nms.bench.datapath",
+    "sks": "nms.bench.sks",
 }
 
 

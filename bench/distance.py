@@ -25,7 +25,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     from cocotb_tools.check_results import get_results
 
     from nms.gen.generate import generate
-    from nms.verif.sim import build_dir_root, run_cocotb, verilator_build
+    from nms.verif.sim.build import build_dir_root, run_cocotb, verilator_build
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     report_file = out_dir / "distance_tb.json"
     report_file.unlink(missing_ok=True)
     results_xml = run_cocotb(
-        name, verilog, "nms.verif.tb_distance",
+        name, verilog, "nms.verif.tb.distance",
         {"engine": ENGINE, "seed": 1,
          "bench": {"dim": dim, "n_candidates": n_candidates, "n_tiles": n_tiles,
                    "report": str(report_file.resolve())}},

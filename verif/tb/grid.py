@@ -4,7 +4,7 @@
 Scoreboard: the point sets of all cases are queued back to back on ``points`` (random valid
 gaps); a small agent drives ``budget``/``proportional`` for the case whose points are being
 accepted; the expected index stream (``{index, last}`` per chosen point, from
-:func:`nms.verif.desne.grid_select`) goes into an :class:`InOrderChecker` fed by the sink monitor
+:func:`nms.verif.models.desne.grid_select`) goes into an :class:`InOrderChecker` fed by the sink monitor
 on ``indices`` (random back-pressure).
 
 Parameters (JSON): ``sampler`` (GridSampler keyword parameters), ``seed``, ``idle`` and
@@ -22,9 +22,9 @@ import cocotb
 import numpy as np
 
 from nms.rtl.grid import GridSampler
-from nms.verif.desne import grid_cells, grid_select
-from nms.verif.sim import tb_params
-from nms.verif.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
+from nms.verif.models.desne import grid_cells, grid_select
+from nms.verif.sim.build import tb_params
+from nms.verif.sim.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
 
 
 class _ConfigAgent:

@@ -1,7 +1,7 @@
 """Float64 reference of DE-SNE — the readable definition (``docs/algorithm.md``).
 
 This module follows the document literally and keeps the *discrete structure* of the bit-exact
-model (:mod:`nms.verif.desne`) unchanged, so that any difference between the two is arithmetic
+model (:mod:`nms.verif.models.desne`) unchanged, so that any difference between the two is arithmetic
 only:
 
 * the same kNN lists (exact integer distances, ties to the lower index);
@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
-from nms.verif.desne import (
+from nms.verif.models.desne import (
     BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS, SEARCHES, DesneConfig, allocate,
     grid_level as _grid_level, init_embedding, knn, negative_samples, select_with,
 )
@@ -209,7 +209,7 @@ def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0) -> di
 
 
 def select(X, y, ratio, config: DesneConfig | None = None, *, seed: int = 0, details: bool = False) -> dict:
-    """Float-reference DE-SNE selection; same contract as :func:`nms.verif.desne.select`.
+    """Float-reference DE-SNE selection; same contract as :func:`nms.verif.models.desne.select`.
 
     Returns ``{"indices": sorted int64 array}`` and, with ``details``, a ``"chunks"`` list
     (label, members, float embedding, selected, code, err in bits). Chunk number c (counted over

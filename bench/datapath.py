@@ -60,8 +60,8 @@ def _digits(n: int, label: int | None = None) -> np.ndarray:
 
 def formula(dp, X: np.ndarray, budget: int, cfg, seed: int) -> dict:
     """Cycle estimate per stage from the stages' documented formulas (no stalls)."""
-    from nms.verif import desne
-    from nms.verif.tb_grid import predicted_cycles
+    from nms.verif.models import desne
+    from nms.verif.tb.grid import predicted_cycles
 
     n, dim = X.shape
     T, L = dp.tile, dp.lanes
@@ -150,9 +150,9 @@ def run(out_dir: Path, quick: bool, *, fpga: bool = True) -> dict:
     from amaranth.back import verilog
 
     from nms.rtl.datapath import DesneDatapath
-    from nms.verif import desne
-    from nms.verif.sim import build_dir_root, run_cocotb, verilator_build
-    from nms.verif.tb_datapath import job_config
+    from nms.verif.models import desne
+    from nms.verif.sim.build import build_dir_root, run_cocotb, verilator_build
+    from nms.verif.tb.datapath import job_config
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def run(out_dir: Path, quick: bool, *, fpga: bool = True) -> dict:
     def sim(jobs, params, tag):
         report = out_dir / f"datapath_tb_{tag}.json"
         report.unlink(missing_ok=True)
-        run_cocotb(name, text, "nms.verif.tb_datapath",
+        run_cocotb(name, text, "nms.verif.tb.datapath",
                    {"datapath": DEFAULT_HW, "jobs": jobs, "report": str(report.resolve()),
                     **params}, toplevel="top")
         out = json.loads(report.read_text())

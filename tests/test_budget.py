@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nms.sw.selection import budget, class_budgets, largest_remainder, validate_ratio
+from nms.verif.models.budget import budget, class_budgets, largest_remainder, validate_ratio
 
 
 @pytest.mark.parametrize("ratio", [0.01, 0.5, 1, 1.0, np.float32(0.25), np.float64(0.1), Fraction(1, 3)])

@@ -2,7 +2,7 @@
 ``nms.verif.sim.run_cocotb``; parameters come from :func:`nms.verif.sim.tb_params`).
 
 Scoreboard: for each job a problem (neighbour lists + P) is built, the golden
-:func:`nms.verif.desne.embed` gives the expected final coordinates, drivers send the ``config``
+:func:`nms.verif.models.desne.embed` gives the expected final coordinates, drivers send the ``config``
 beat and the ``N * k'`` list beats (random idle cycles), a sink monitor takes ``coords`` (random
 back-pressure) and an :class:`InOrderChecker` compares every coordinate. Several jobs run back to
 back on one instance, so state left by one job (the scatter banks, counters) is exercised by the
@@ -24,9 +24,9 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.embedding import EmbeddingEngine
-from nms.verif import desne
-from nms.verif.sim import tb_params
-from nms.verif.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
+from nms.verif.models import desne
+from nms.verif.sim.build import tb_params
+from nms.verif.sim.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
 
 #: algorithm fields of a case's ``cfg`` (the rest of DesneConfig does not affect ``embed``)
 CFG_FIELDS = ("n_iter", "exaggeration_shift", "exaggeration_iters", "momentum_early",
@@ -58,10 +58,10 @@ def make_problem(case: dict, engine: dict):
     elif kind == "identical":
         X = np.full((n, 8), 37)
     elif kind == "digits":
-        from nms.sw.datasets import load_digits
+        from sklearn.datasets import load_digits  # real data without the host layer (nms.sw)
 
-        ds = load_digits()
-        X = ds.X_train.reshape(len(ds.X_train), -1)[ds.y_train == case.get("label", 3)][:n]
+        Xd, yd = load_digits(return_X_y=True)
+        X = Xd.astype(np.int64)[yd == case.get("label", 3)][:n]
         assert len(X) == n, f"digits class {case.get('label', 3)} has fewer than {n} images"
     else:
         raise ValueError(f"unknown case kind {kind!r}")
@@ -103,7 +103,7 @@ class EmbeddingTB:
                                     seed=seed + 2)
 
     def perf(self) -> dict:
-        from nms.verif.streams import unpack
+        from nms.verif.sim.streams import unpack
 
         return unpack(self.eng.perf_layout, self.dut.perf.value.to_unsigned())
 
@@ -175,7 +175,7 @@ def measure_cycles(engine: dict, sizes, *, kk: int | None = None, report_dir=Non
 
     from amaranth.back import verilog
 
-    from nms.verif.sim import run_cocotb
+    from nms.verif.sim.build import run_cocotb
 
     kk = kk or engine.get("k", 16)
     cases = []
@@ -188,7 +188,7 @@ def measure_cycles(engine: dict, sizes, *, kk: int | None = None, report_dir=Non
     text = verilog.convert(EmbeddingEngine(**engine), name="top", emit_src=False)
     with tempfile.TemporaryDirectory(dir=report_dir) as tmp:
         report = Path(tmp) / "report.json"
-        run_cocotb(f"embedding_{key}", text, "nms.verif.tb_embedding",
+        run_cocotb(f"embedding_{key}", text, "nms.verif.tb.embedding",
                    {"engine": engine, "cases": cases, "idle": 0.0, "backpressure": 0.0,
                     "report": str(report)})
         jobs_out = json.loads(report.read_text())

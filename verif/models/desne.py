@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
+from nms.verif.models.budget import class_budgets, largest_remainder
 
 __all__ = [
     "DesneConfig", "squared_distances", "knn", "affinity_eval", "affinities", "recip1p",
@@ -37,11 +38,10 @@ _RECIP = np.array(fp.RECIP_LUT, dtype=np.int64)
 _BMANT = np.array(fp.BETA_MANT, dtype=np.int64)
 
 SEARCHES = ("robust", "bisect")
-#: robust search: coarse scan every 64 codes (2 octaves), then refine with halving steps
-ROBUST_COARSE_STEP = 64
-ROBUST_REFINE_STEPS = (32, 16, 8, 4, 2, 1)
-#: NMS-style bisection from the middle code
-BISECT_STEPS = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+#: precision-search schedules: defined with the formats, in nms.rtl.fixedpoint
+ROBUST_COARSE_STEP = fp.ROBUST_COARSE_STEP
+ROBUST_REFINE_STEPS = fp.ROBUST_REFINE_STEPS
+BISECT_STEPS = fp.BISECT_STEPS
 ALLOCATIONS = ("adaptive", "proportional")
 
 
@@ -462,8 +462,6 @@ def plan_chunks(y, ratio, capacity: int) -> list[Chunk]:
     """Split a labelled data set into the chunks that the model, the float reference and the
     driver all run: per class (sorted labels), ``chunk_bounds`` of at most ``capacity`` points,
     the class budget ``class_budgets(y, ratio)`` split over them by largest remainder."""
-    from nms.sw.selection import class_budgets, largest_remainder
-
     y = np.asarray(y)
     chunks, ordinal = [], 0
     for label, budget in class_budgets(y, ratio).items():

@@ -3,7 +3,7 @@
 
 Scoreboard: driver on ``row`` (random idle cycles) -> passive monitor of the accepted beats, which
 cuts them into rows exactly as the unit does (``last`` or the ``k``-th beat) -> bit-exact model
-:func:`nms.verif.desne.affinities` -> :class:`InOrderChecker` <- sink monitor on ``result``
+:func:`nms.verif.models.desne.affinities` -> :class:`InOrderChecker` <- sink monitor on ``result``
 (random back-pressure). Every output field (index, P, code, err, last) of every beat is compared.
 
 ``target``/``mode`` are plain inputs sampled with a row's first beat: the testbench changes them
@@ -23,9 +23,9 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.affinity import MODE_BISECT, MODE_ROBUST, AffinityUnit
-from nms.verif import desne
-from nms.verif.sim import tb_params
-from nms.verif.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
+from nms.verif.models import desne
+from nms.verif.sim.build import tb_params
+from nms.verif.sim.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
 
 #: the 784-D uint8 maximum squared distance (Fashion-MNIST / MNIST pixels)
 MAX_784 = 784 * 255 ** 2
@@ -190,7 +190,7 @@ async def sweep(dut):
 
 def digits_knn_rows(k: int, *, label: int = 3, picks: int = 8, seed: int = 0) -> dict:
     """Real kNN rows of one digits class (sklearn ``load_digits``), computed by the model's
-    :func:`~nms.verif.desne.knn`: ``class`` (``picks`` rows of the whole class), ``kp1`` (a chunk
+    :func:`~nms.verif.models.desne.knn`: ``class`` (``picks`` rows of the whole class), ``kp1`` (a chunk
     of N = k + 1 points: k + 1 rows of k neighbours) and ``small`` (a chunk of min(4, k + 1)
     points: rows shorter than k). Each is a list of ``[dists, indices]``; JSON-ready, so the
     pytest side computes it once and the simulator does not import scikit-learn."""
