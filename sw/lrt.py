@@ -31,9 +31,10 @@ import numpy as np
 from nms.sw.nn import Network, QuantConfig, build_model
 from nms.sw.sks import SKS
 
-__all__ = ["MaxNorm", "SKSTrainer", "SGDTrainer", "prepare_inputs", "train_sks", "train_sgd"]
+__all__ = ["MaxNorm", "InferenceTrainer", "BiasOnlyTrainer", "SKSTrainer", "BatchedTrainer",
+           "SGDTrainer", "prepare_inputs", "train_sks", "train_sgd"]
 
-_MODELS = ("mlp", "cnn")
+_MODELS = ("mlp", "cnn", "lrt-cnn")
 
 
 class MaxNorm:
@@ -119,39 +120,95 @@ def prepare_inputs(X: np.ndarray, *, model: str, image_shape=None, scale: float)
 
 
 class _Trainer:
-    """Online training loop shared by both schemes (predict, then learn, one sample at a time)."""
+    """Online training loop shared by every scheme (predict, then learn, one sample at a time).
+
+    Write counting, two views per weight cell (biases excluded):
+
+    * ``writes`` — the paper's count: for each applied update, every cell whose quantised
+      increment ``Q(dW)`` is nonzero (SGD conv layers: one per output pixel, see
+      :class:`SGDTrainer`);
+    * ``writes_changed`` — cells whose stored value actually changed.
+
+    A write programs only the cells with a nonzero quantised increment; the new value is
+    ``Qw(Qw(W) - Q(dW))`` (saturating at the range ends; ``Qw(W)`` is the read value, which
+    differs from the stored one only after analog drift).
+    """
 
     method = "?"
 
-    def __init__(self, net: Network, *, lr_bias: float, maxnorm: bool, seed: int):
+    def __init__(self, net: Network, *, lr_bias: float, maxnorm: bool, seed: int,
+                 train_bias: bool = True):
         self.net = net
         self.q = net.q
         self.lr_bias = lr_bias
         self.maxnorm = maxnorm
+        self.train_bias = bool(train_bias)
         self.rng = np.random.default_rng(seed)
         self.writes = [np.zeros(l.W.shape, dtype=np.int64) for l in net.weight_layers]
+        self.writes_changed = [np.zeros(l.W.shape, dtype=np.int64) for l in net.weight_layers]
         self._mn_bias = [MaxNorm() for _ in net.weight_layers]
+        self._mn_norm = [(MaxNorm(), MaxNorm()) for _ in net.norm_layers]
         self.samples_seen = 0
         self.history: list[dict] = []
         self.seconds = 0.0
 
     # --- one sample ---------------------------------------------------------------------------
     def _bias_step(self, i: int, layer) -> None:
+        if not self.train_bias:
+            return
         g = layer.grad_b
         if self.maxnorm:
             g = self._mn_bias[i](g)
         layer.b = self.q["b"](layer.b - self.q["b"].round(self.lr_bias * g))
 
-    def _write(self, layer, dW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """New stored weights for increment ``dW`` and the mask of cells whose value changes.
+    def _norm_step(self) -> None:
+        """Streaming-BN gamma and beta: trained every sample with the bias learning rate."""
+        if not self.train_bias:
+            return
+        qb = self.q["b"]
+        for bn, (mg, mb) in zip(self.net.norm_layers, self._mn_norm):
+            gg, gb = bn.grad_gamma, bn.grad_beta
+            if self.maxnorm:
+                gg, gb = mg(gg), mb(gb)
+            bn.gamma = qb(bn.gamma - qb.round(self.lr_bias * gg))
+            bn.beta = qb(bn.beta - qb.round(self.lr_bias * gb))
 
-        Cells pushed past the range saturate (the straight-through clip mask of the authors'
-        code): a saturated cell that would not change is not written and not counted."""
-        new = self.q["w"](layer.W - self.q["w"].round(dW))
-        return new, new != layer.W
+    def _write(self, layer, dW: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """New stored weights for the increment ``dW``.
+
+        Returns
+        -------
+        new : ndarray
+            Weights after the write.
+        written : ndarray of bool
+            Cells with a nonzero quantised increment (the paper's write count).
+        changed : ndarray of bool
+            Cells whose stored value changed (a saturated cell pushed further does not).
+        """
+        qw = self.q["w"]
+        dq = qw.round(dW)
+        written = dq != 0
+        new = layer.W.copy()
+        new[written] = qw(qw(layer.W[written]) - dq[written])
+        return new, written, new != layer.W
 
     def _learn(self) -> None:
         raise NotImplementedError
+
+    def step(self, x: np.ndarray, y: int) -> bool:
+        """Predict one pre-processed sample ``x`` (``input_shape``), then learn from its label.
+
+        Returns
+        -------
+        bool
+            Whether the prediction (made before learning) was correct.
+        """
+        logits = self.net.forward(x[None], train=True)
+        correct = bool(logits[0].argmax() == y)
+        self.net.backward(logits, np.array([y]))
+        self._learn()
+        self.samples_seen += 1
+        return correct
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, epochs: int, X_eval=None, y_eval=None,
             eval_every: int | None = None, progress: bool = False) -> "_Trainer":
@@ -179,16 +236,14 @@ class _Trainer:
             from tqdm import tqdm
             bar = tqdm(total=total, desc=self.method, unit="sample")
         t0 = time.perf_counter()
+        done = 0
         for ep in range(epochs):
             for i in self.rng.permutation(len(X)):
-                logits = self.net.forward(X[i:i + 1], train=True)
-                correct = float(logits[0].argmax() == y[i])
+                correct = float(self.step(X[i], int(y[i])))
                 ema_t += 1
                 ema = 0.99 * ema + 0.01 * correct
-                self.net.backward(logits, y[i:i + 1])
-                self._learn()
-                self.samples_seen += 1
-                if self.samples_seen % every == 0 or self.samples_seen == total:
+                done += 1
+                if done % every == 0 or done == total:
                     self.seconds += time.perf_counter() - t0
                     self._record(ep, ema / (1 - 0.99 ** ema_t), X_eval, y_eval)
                     t0 = time.perf_counter()
@@ -218,18 +273,69 @@ class _Trainer:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
     def write_stats(self, counts: list | None = None) -> dict:
-        """Writes per weight cell over all conv/dense layers (biases excluded)."""
+        """Writes per weight cell over all conv/dense layers (biases excluded).
+
+        ``counts`` defaults to the paper's count (``self.writes``); pass ``self.writes_changed``
+        for the changed-cells view."""
         counts = self.writes if counts is None else counts
         flat = np.concatenate([c.ravel() for c in counts])
         return {"mean": float(flat.mean()), "max": int(flat.max()), "total": int(flat.sum())}
 
     def layer_stats(self) -> list[dict]:
         out = []
-        for l, c in zip(self.net.weight_layers, self.writes):
+        for l, c, ch in zip(self.net.weight_layers, self.writes, self.writes_changed):
             out.append({"name": l.name, "shape": list(l.W.shape), "alpha": l.alpha,
                         "writes_mean": float(c.mean()), "writes_max": int(c.max()),
-                        "writes_total": int(c.sum())})
+                        "writes_total": int(c.sum()), "writes_changed_mean": float(ch.mean()),
+                        "writes_changed_max": int(ch.max())})
         return out
+
+
+class InferenceTrainer(_Trainer):
+    """No learning at all (the deployed model as it is; streaming-BN statistics still stream).
+
+    Parameters
+    ----------
+    net : Network
+        The network.
+    seed : int, keyword-only
+        Seeds the sample order of :meth:`fit`.
+    """
+
+    method = "inference"
+
+    def __init__(self, net: Network, *, seed: int = 0):
+        super().__init__(net, lr_bias=0.0, maxnorm=False, seed=seed, train_bias=False)
+
+    def _learn(self) -> None:
+        return None
+
+
+class BiasOnlyTrainer(_Trainer):
+    """Only the biases and the streaming-BN gamma/beta learn (every sample); no weight writes.
+
+    Parameters
+    ----------
+    net : Network
+        The network.
+    lr_bias : float, keyword-only
+        Learning rate of biases and BN parameters (default 1e-2).
+    maxnorm : bool, keyword-only
+        Max-norm their gradients (default True).
+    seed : int, keyword-only
+        Seeds the sample order of :meth:`fit`.
+    """
+
+    method = "bias-only"
+
+    def __init__(self, net: Network, *, lr_bias: float = 1e-2, maxnorm: bool = True, seed: int = 0):
+        super().__init__(net, lr_bias=_check_float("lr_bias", lr_bias, 0.0), maxnorm=bool(maxnorm),
+                         seed=seed)
+
+    def _learn(self) -> None:
+        for i, layer in enumerate(self.net.weight_layers):
+            self._bias_step(i, layer)
+        self._norm_step()
 
 
 class SKSTrainer(_Trainer):
@@ -246,11 +352,12 @@ class SKSTrainer(_Trainer):
     lr : float, keyword-only
         Base learning rate; the write uses ``eta = lr * mult**0.5`` (default 1e-2).
     lr_bias : float, keyword-only
-        Bias learning rate, applied every sample (default 1e-2).
+        Bias (and streaming-BN gamma/beta) learning rate, applied every sample (default 1e-2).
     rho_min : float, keyword-only
-        Minimum fraction of changed cells for a write to be applied (default 0.01).
+        Minimum fraction of cells with a nonzero quantised increment for a write to be applied
+        (default 0.01).
     kappa_th : float or None, keyword-only
-        SKS condition-number skip threshold (default 100).
+        SKS condition-number skip threshold (default 100; per-term adds only).
     zerovar : bool, keyword-only
         Biased truncated-SVD variant instead of the unbiased OK step (default False).
     maxnorm : bool, keyword-only
@@ -262,6 +369,11 @@ class SKSTrainer(_Trainer):
     pixel_frac : float, keyword-only
         Fraction of a conv layer's per-pixel terms streamed into SKS, drawn at random and scaled
         by ``1 / pixel_frac`` so the estimate stays unbiased (the authors' ``rho_samp``; default 1).
+    conv_mode : {"sample", "pixel"}, keyword-only
+        ``"pixel"``: every output pixel's term is one sequential SKS step (the paper's
+        Algorithm 1, P rank-(r+1) SVDs per sample). ``"sample"`` (default): a sample's pixel
+        terms are added as one block (:meth:`~nms.sw.sks.SKS.add_block`: one SVD of state +
+        block, then repeated unbiased OK steps down to rank r), the vectorised common path.
     seed : int, keyword-only
         Seeds the sample order, the SKS random signs and the pixel subsampling.
     """
@@ -272,7 +384,7 @@ class SKSTrainer(_Trainer):
                  lr: float = 1e-2, lr_bias: float = 1e-2, rho_min: float = 0.01,
                  kappa_th: float | None = 100.0, zerovar: bool = False, maxnorm: bool = True,
                  discount: float = 1.0, factor_bits: int | None = 16, pixel_frac: float = 1.0,
-                 seed: int = 0):
+                 conv_mode: str = "sample", seed: int = 0):
         super().__init__(net, lr_bias=_check_float("lr_bias", lr_bias, 0.0), maxnorm=bool(maxnorm),
                          seed=seed)
         self.rank = _check_int("rank", rank, 1)
@@ -282,6 +394,9 @@ class SKSTrainer(_Trainer):
         self.rho_min = _check_float("rho_min", rho_min, 0.0, 1.0)
         self.discount = _check_float("discount", discount, 0.0, 1.0)
         self.pixel_frac = _check_float("pixel_frac", pixel_frac, 0.0, 1.0, lo_open=True)
+        if conv_mode not in ("sample", "pixel"):
+            raise ValueError(f"conv_mode must be 'sample' or 'pixel', got {conv_mode!r}")
+        self.conv_mode = conv_mode
         self.zerovar = bool(zerovar)
         sign_rngs = self.rng.spawn(len(net.weight_layers))
         self.state = []
@@ -289,12 +404,23 @@ class SKSTrainer(_Trainer):
             n, m = layer.W.shape
             conv = layer.name.startswith("conv")
             self.state.append({
-                "sks": SKS(n, m, rank=self.rank, kappa_th=kappa_th, zerovar=zerovar,
-                           factor_bits=factor_bits, rng=srng),
+                "acc": self._make_accumulator(n, m, kappa_th, factor_bits, srng),
                 "conv": conv, "B": self.batch_conv if conv else self.batch_fc,
                 "since": 0, "mult": 0.0, "mn_L": MaxNorm(), "mn_R": MaxNorm(),
                 "attempts": 0, "applied": 0, "skipped_terms": 0, "terms": 0,
             })
+
+    def _make_accumulator(self, n, m, kappa_th, factor_bits, rng):
+        return SKS(n, m, rank=self.rank, kappa_th=kappa_th, zerovar=self.zerovar,
+                   factor_bits=factor_bits, rng=rng)
+
+    def _accumulate(self, st: dict, dz: np.ndarray, a: np.ndarray) -> None:
+        sks = st["acc"]
+        if st["conv"] and self.conv_mode == "sample":
+            sks.add_block(dz, a)
+        else:
+            for p in range(len(dz)):
+                sks.add(dz[p], a[p])
 
     def _learn(self) -> None:
         for i, (layer, st) in enumerate(zip(self.net.weight_layers, self.state)):
@@ -303,44 +429,109 @@ class SKSTrainer(_Trainer):
             if st["conv"] and self.pixel_frac < 1.0:
                 keep = self.rng.random(len(dz)) < self.pixel_frac
                 dz, a = dz[keep] / self.pixel_frac, a[keep]
-            sks = st["sks"]
-            for p in range(len(dz)):
-                sks.add(dz[p], a[p])
+            self._accumulate(st, dz, a)
             st["since"] += 1
             if st["since"] >= st["B"]:
                 self._flush(i, layer, st)
+        self._norm_step()
+
+    def _update(self, st: dict) -> np.ndarray:
+        """The (unscaled) weight update of this flush: the max-normed SKS estimate."""
+        L, R = st["acc"].grab()
+        if self.maxnorm:
+            L, R = st["mn_L"](L), st["mn_R"](R)
+        return L @ R.T
+
+    def _reset(self, st: dict) -> None:
+        acc = st["acc"]
+        st["terms"] += acc.n_added
+        st["skipped_terms"] += acc.n_skipped
+        acc.reset()
 
     def _flush(self, i: int, layer, st: dict) -> None:
-        sks = st["sks"]
         st["attempts"] += 1
         st["mult"] = st["mult"] * self.discount + st["since"]
         st["since"] = 0
-        L, R = sks.grab()
-        if self.maxnorm:
-            L, R = st["mn_L"](L), st["mn_R"](R)
         eta = self.lr * st["mult"] ** 0.5
-        new, changed = self._write(layer, eta * (L @ R.T))
-        if changed.mean() > self.rho_min:
+        new, written, changed = self._write(layer, eta * self._update(st))
+        if written.mean() > self.rho_min:
             layer.W = new
-            self.writes[i] += changed
+            self.writes[i] += written
+            self.writes_changed[i] += changed
             st["applied"] += 1
-            st["terms"] += sks.n_added
-            st["skipped_terms"] += sks.n_skipped
-            sks.reset()
+            self._reset(st)
             st["mult"] = 0.0
         elif self.discount != 1.0:
-            sks.cx = sks.cx * self.discount
+            st["acc"].cx = st["acc"].cx * self.discount
 
     def layer_stats(self) -> list[dict]:
         out = super().layer_stats()
         for d, st in zip(out, self.state):
-            sks = st["sks"]
+            acc = st["acc"]
             d.update({"batch": st["B"], "write_attempts": st["attempts"],
                       "writes_applied": st["applied"],
-                      "sks_terms": st["terms"] + sks.n_added,
-                      "sks_skipped_terms": st["skipped_terms"] + sks.n_skipped,
-                      "sks_state_values": sks.memory_values})
+                      "sks_terms": st["terms"] + acc.n_added,
+                      "sks_skipped_terms": st["skipped_terms"] + acc.n_skipped,
+                      "sks_state_values": acc.memory_values})
         return out
+
+
+class _ExactAccumulator:
+    """Full-rank n x m gradient accumulator (the batched baseline's state; n*m numbers)."""
+
+    def __init__(self, n: int, m: int):
+        self.G = np.zeros((n, m))
+        self.n_added = self.n_skipped = 0
+        self.cx = np.zeros(1)  # the discount hook of SKSTrainer scales G instead (see _flush)
+
+    def add_block(self, dZ, A):
+        self.G += dZ.T @ A
+        self.n_added += len(dZ)
+
+    def reset(self):
+        self.G[:] = 0.0
+        self.n_added = 0
+
+    @property
+    def memory_values(self) -> int:
+        return self.G.size
+
+
+class BatchedTrainer(SKSTrainer):
+    """Full-rank batched baseline: the EXACT gradient summed over B samples, one write per flush.
+
+    Same flush rule as :class:`SKSTrainer` (``mult``, ``eta = lr * mult**0.5``, ``rho_min``,
+    max-norm of the update at write time), but the state is the full ``n x m`` accumulator
+    instead of the rank-r estimate, so the comparison separates what batching alone buys
+    (fewer writes) from what the low-rank estimate costs (its variance) and saves (memory).
+    Parameters as :class:`SKSTrainer` (``rank``, ``kappa_th``, ``zerovar``, ``factor_bits`` and
+    ``conv_mode`` do not apply).
+    """
+
+    method = "batched"
+
+    def __init__(self, net: Network, *, batch_fc: int = 100, batch_conv: int = 10,
+                 lr: float = 1e-2, lr_bias: float = 1e-2, rho_min: float = 0.01,
+                 maxnorm: bool = True, discount: float = 1.0, seed: int = 0):
+        super().__init__(net, rank=1, batch_fc=batch_fc, batch_conv=batch_conv, lr=lr,
+                         lr_bias=lr_bias, rho_min=rho_min, maxnorm=maxnorm, discount=discount,
+                         seed=seed)
+
+    def _make_accumulator(self, n, m, kappa_th, factor_bits, rng):
+        return _ExactAccumulator(n, m)
+
+    def _accumulate(self, st: dict, dz: np.ndarray, a: np.ndarray) -> None:
+        st["acc"].add_block(dz, a)
+
+    def _update(self, st: dict) -> np.ndarray:
+        G = st["acc"].G
+        return st["mn_L"](G) if self.maxnorm else G
+
+    def _flush(self, i: int, layer, st: dict) -> None:
+        applied = st["applied"]
+        super()._flush(i, layer, st)
+        if st["applied"] == applied and self.discount != 1.0:
+            st["acc"].G *= self.discount
 
 
 class SGDTrainer(_Trainer):
@@ -353,11 +544,14 @@ class SGDTrainer(_Trainer):
     lr : float, keyword-only
         Learning rate of the per-sample update ``dW = Q(lr * grad_W)`` (default 1e-2).
     lr_bias : float, keyword-only
-        Bias learning rate (default 1e-2).
+        Bias (and streaming-BN gamma/beta) learning rate (default 1e-2).
     maxnorm : bool, keyword-only
         Max-norm ``a`` and ``dz`` separately every sample (the paper's SGD/Max-Norm; default False).
     conv_count : {"pixel", "nonzero"}, keyword-only
-        Conv write counting: per output pixel (authors' count_version 2, default) or changed cells.
+        The paper's count for conv layers: per output pixel (authors' count_version 2, default:
+        a cell is written at every pixel where its input and output error are both nonzero,
+        counted before quantisation) or cells with a nonzero quantised increment.
+        ``writes_changed`` (cells whose value changed) is kept either way.
     seed : int, keyword-only
         Seeds the sample order.
     """
@@ -372,9 +566,13 @@ class SGDTrainer(_Trainer):
         if conv_count not in ("pixel", "nonzero"):
             raise ValueError(f"conv_count must be 'pixel' or 'nonzero', got {conv_count!r}")
         self.conv_count = conv_count
-        self.writes_nonzero = [np.zeros_like(c) for c in self.writes]
         self._mn_a = [MaxNorm() for _ in net.weight_layers]
         self._mn_dz = [MaxNorm() for _ in net.weight_layers]
+
+    @property
+    def writes_nonzero(self) -> list:
+        """Changed-cell counts (the name used by earlier reports)."""
+        return self.writes_changed
 
     def _learn(self) -> None:
         for i, layer in enumerate(self.net.weight_layers):
@@ -382,28 +580,23 @@ class SGDTrainer(_Trainer):
             dz, a = layer.dz_terms, layer.a_terms
             if self.maxnorm:
                 dz, a = self._mn_dz[i](dz), self._mn_a[i](a)
-            new, changed = self._write(layer, self.lr * (dz.T @ a))
+            new, written, changed = self._write(layer, self.lr * (dz.T @ a))
             layer.W = new
-            self.writes_nonzero[i] += changed
+            self.writes_changed[i] += changed
             if layer.name.startswith("conv") and self.conv_count == "pixel":
                 # One write per pixel whose outer product touches the cell (counted before
                 # quantisation, as hardware writing every pixel's update would).
                 self.writes[i] += (dz != 0).T.astype(np.int64) @ (a != 0).astype(np.int64)
             else:
-                self.writes[i] += changed
-
-    def layer_stats(self) -> list[dict]:
-        out = super().layer_stats()
-        for d, c in zip(out, self.writes_nonzero):
-            d.update({"writes_nonzero_mean": float(c.mean()), "writes_nonzero_max": int(c.max())})
-        return out
+                self.writes[i] += written
+        self._norm_step()
 
 
 # --- driver-facing API ------------------------------------------------------------------------
 _MODEL_OPTS = ("hidden", "channels", "kernel1", "stride1")
 _QUANT_OPTS = ("weight_bits", "bias_bits", "act_bits", "grad_bits", "input_bits")
 _SKS_OPTS = ("batch_fc", "batch_conv", "lr", "lr_bias", "rho_min", "kappa_th", "zerovar",
-             "maxnorm", "discount", "factor_bits", "pixel_frac")
+             "maxnorm", "discount", "factor_bits", "pixel_frac", "conv_mode")
 _SGD_OPTS = ("lr", "lr_bias", "maxnorm", "conv_count")
 _RUN_OPTS = ("eval_every", "scale", "quantized")
 
@@ -438,7 +631,7 @@ def _run(method, Xtr, ytr, Xte, yte, *, model, image_shape, epochs, seed, progre
     n_classes = int(max(ytr.max(), yte.max() if len(yte) else 0)) + 1
     mkw = {k: opts.pop(k) for k in _MODEL_OPTS if k in opts}
     init_rng = np.random.default_rng([seed, 1])
-    net = build_model(model, input_shape=Xtr_p.shape[2:] if model == "cnn" else Xtr_p.shape[1:],
+    net = build_model(model, input_shape=Xtr_p.shape[2:] if model != "mlp" else Xtr_p.shape[1:],
                       n_classes=n_classes, quant=quant, rng=init_rng, **mkw)
     eval_every = opts.pop("eval_every", None)
     if method == "sks":
@@ -454,12 +647,13 @@ def _run(method, Xtr, ytr, Xte, yte, *, model, image_shape, epochs, seed, progre
         "n_train": int(len(ytr)), "n_test": int(len(yte)), "epochs": epochs, "seed": seed,
         "rank": rank if method == "sks" else None, "quantized": quantized,
         "test_accuracy": tr.score(Xte_p, yte), "train_accuracy": tr.score(Xtr_p, ytr),
-        "writes": tr.write_stats(), "layers": tr.layer_stats(), "n_weights": net.n_weights,
+        "writes": tr.write_stats(), "writes_changed": tr.write_stats(tr.writes_changed),
+        "layers": tr.layer_stats(), "n_weights": net.n_weights,
         "history": tr.history, "seconds": tr.seconds,
         "options": {**opts, **qkw, **mkw, "scale": scale},
     }
     if method == "sgd":
-        result["writes_nonzero"] = tr.write_stats(tr.writes_nonzero)
+        result["writes_nonzero"] = tr.write_stats(tr.writes_changed)
         result["conv_count"] = tr.conv_count
     return result
 

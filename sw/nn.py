@@ -19,8 +19,13 @@ A layer computes ``z = Qb(Qb(alpha * W a) + b)`` with a fixed power-of-two scale
 weights can use the whole [-1, 1) grid (initialised U(-1, 1)). Each weight layer exposes, after a
 backward pass, the Kronecker-sum terms of its weight gradient: ``grad_W = sum_p dz_p a_p^T`` with
 one term per sample for a dense layer and one per output pixel for a conv layer (im2col), the
-form both the SKS estimator and the write counters consume. No batch norm is used (the streaming
-BN of the paper is optional; these small networks train without it).
+form both the SKS estimator and the write counters consume.
+
+:class:`StreamingBatchNorm` is the paper's streaming batch norm (App. E): per-channel statistics
+are exponential moving averages over the samples seen (``eta = 1 - 1/B_bn``), so it works at
+batch size 1 and keeps adapting to the input distribution on the device. ``build_model("lrt-cnn")``
+is the paper's small CNN shape (4 valid 3x3 convs, 2 max-pools each followed by ReLU and streaming
+BN, then 2 dense layers), with the channel count and hidden width as parameters.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["Quantizer", "QuantConfig", "Dense", "Conv2d", "ReLU", "MaxPool2", "Flatten",
-           "Network", "build_model", "softmax_xent_grad"]
+           "StreamingBatchNorm", "Network", "build_model", "softmax_xent_grad"]
 
 
 class Quantizer:
@@ -115,6 +120,9 @@ class QuantConfig:
             "a": Quantizer(self.act_bits, clip=2.0, signed=False),
             "g": Quantizer(self.grad_bits, clip=1.0, signed=True),
             "in": Quantizer(self.input_bits, clip=1.0, signed=False),
+            # streaming batch norm: mean-square statistic (16 bit, +-64) and output (8 bit, +-2)
+            "bn_sq": Quantizer(self.bias_bits, clip=64.0, signed=True),
+            "bn_out": Quantizer(self.act_bits, clip=2.0, signed=True),
         }
 
 
@@ -134,6 +142,7 @@ class _WeightLayer:
         self.W = q["w"](rng.uniform(-1.0, 1.0, size=(n_out, n_in)))
         self.b = np.zeros(n_out)
         self.dz_terms = self.a_terms = self.grad_b = None
+        self.input_grad = True  # the Network clears it for its first layer
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -141,7 +150,8 @@ class _WeightLayer:
 
     def _affine(self, cols: np.ndarray) -> np.ndarray:
         qb = self.q["b"]
-        return qb(qb(self.alpha * (cols @ self.W.T)) + qb(self.b))
+        # The read value Qw(W): the stored value itself unless analog drift moved it off the grid.
+        return qb(qb(self.alpha * (cols @ self.q["w"](self.W).T)) + qb(self.b))
 
     def grad_W(self) -> np.ndarray:
         """Exact weight gradient of the last backward pass, ``sum_p dz_p a_p^T``."""
@@ -178,7 +188,7 @@ class Dense(_WeightLayer):
         self.dz_terms = self.alpha * dz
         self.a_terms = self._a
         self.grad_b = dz.sum(axis=0)
-        return self.alpha * (dz @ self.W)
+        return self.alpha * (dz @ self.W) if self.input_grad else None
 
 
 class Conv2d(_WeightLayer):
@@ -222,6 +232,8 @@ class Conv2d(_WeightLayer):
         self.dz_terms = self.alpha * dzc.reshape(-1, self.c_out)
         self.a_terms = self._cols.reshape(-1, self._cols.shape[-1])
         self.grad_b = dzc.sum(axis=(0, 1))
+        if not self.input_grad:
+            return None  # first layer: nobody needs the gradient w.r.t. the network input
         dcols = (self.alpha * (dzc @ self.W)).reshape(n, ho, wo, c, self.k, self.k)
         dx = np.zeros(self._xshape)
         s = self.stride
@@ -274,6 +286,79 @@ class MaxPool2:
         return dx
 
 
+class StreamingBatchNorm:
+    """Streaming batch norm over channels (App. E of Gural et al.), usable at batch size 1.
+
+    Per channel, over all pixels of the incoming batch (one sample online)::
+
+        mu_s <- eta mu_s + (1 - eta) mean(x)        sq_s <- eta sq_s + (1 - eta) mean(x^2)
+        mu = mu_s / (1 - eta^t)    var = clip(sq_s / (1 - eta^t) - mu^2, 1e-8, 1e8)
+        y  = Qn(gamma (x - mu) / sqrt(var + 1e-8) + beta)
+
+    with ``eta = 1 - 1 / b_bn`` (the authors' ``b_bn = 10``: eta = 0.9). The statistics are
+    16-bit quantised (mean in [-8, 8), mean square in [-64, 64)), the output 8-bit signed in
+    [-2, 2) (LSB 2^-6). The statistics update only in train mode (every online sample); eval
+    mode (``train=False``) normalises with the current statistics without updating them. As in
+    the authors' code, the backward pass treats mu and sigma as constants: ``dx = dy gamma /
+    sigma``; ``gamma`` and ``beta`` are trainable parameters (``grad_gamma``, ``grad_beta``).
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels (axis 1 of the input).
+    q : dict, keyword-only
+        Quantisers from :meth:`QuantConfig.quantizers` (uses ``"b"``, ``"bn_sq"``, ``"bn_out"``).
+    b_bn : float, keyword-only
+        Effective batch of the moving statistics (default 10).
+    """
+
+    def __init__(self, channels: int, *, q: dict, b_bn: float = 10.0, name: str = "bn"):
+        if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+            raise ValueError(f"StreamingBatchNorm channels must be an integer >= 1, got {channels!r}")
+        if not b_bn > 1:
+            raise ValueError(f"StreamingBatchNorm b_bn must be > 1, got {b_bn!r}")
+        self.name, self.q, self.channels = name, q, int(channels)
+        self.eta = 1.0 - 1.0 / float(b_bn)
+        self.gamma = np.ones(self.channels)
+        self.beta = np.zeros(self.channels)
+        self.mu_s = np.zeros(self.channels)
+        self.sq_s = np.zeros(self.channels)
+        self.t = 0
+        self.grad_gamma = self.grad_beta = None
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bias-corrected mean and variance (mean 0, variance 1 before any sample)."""
+        if self.t == 0:
+            return np.zeros(self.channels), np.ones(self.channels)
+        corr = 1.0 - self.eta ** self.t
+        mu = self.mu_s / corr
+        var = np.clip(self.sq_s / corr - mu * mu, 1e-8, 1e8)
+        return mu, var
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        if train:
+            qb, qs = self.q["b"], self.q["bn_sq"]
+            self.mu_s = qb(self.eta * self.mu_s + (1 - self.eta) * x.mean(axis=axes))
+            self.sq_s = qs(self.eta * self.sq_s + (1 - self.eta) * (x * x).mean(axis=axes))
+            self.t += 1
+        mu, var = self.stats()
+        shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+        inv = (1.0 / np.sqrt(var + 1e-8)).reshape(shape)
+        xhat = (x - mu.reshape(shape)) * inv
+        pre = self.gamma.reshape(shape) * xhat + self.beta.reshape(shape)
+        if train:
+            self._xhat, self._inv, self._pre, self._axes = xhat, inv, pre, axes
+        return self.q["bn_out"](pre)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        dy = dy * self.q["bn_out"].inside(self._pre)  # straight-through, zero where clipped
+        self.grad_gamma = (dy * self._xhat).sum(axis=self._axes)
+        self.grad_beta = dy.sum(axis=self._axes)
+        shape = self._inv.shape
+        return dy * self.gamma.reshape(shape) * self._inv
+
+
 class Flatten:
     """(N, C, H, W) -> (N, C*H*W)."""
 
@@ -313,6 +398,9 @@ class Network:
     def __init__(self, layers: list, *, input_shape: tuple, q: dict):
         self.layers, self.input_shape, self.q = layers, tuple(input_shape), q
         self.weight_layers = [l for l in layers if isinstance(l, _WeightLayer)]
+        self.norm_layers = [l for l in layers if isinstance(l, StreamingBatchNorm)]
+        if layers and isinstance(layers[0], _WeightLayer):
+            layers[0].input_grad = False
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         for layer in self.layers:
@@ -324,6 +412,8 @@ class Network:
         d = self.q["g"](softmax_xent_grad(logits, y))
         for layer in reversed(self.layers):
             d = layer.backward(d)
+            if d is None:
+                break
 
     def predict(self, X: np.ndarray, *, batch: int = 512) -> np.ndarray:
         """Class predictions for pre-processed inputs ``X`` (N, *input_shape)."""
@@ -337,13 +427,18 @@ class Network:
 
 def build_model(model: str, *, input_shape: tuple, n_classes: int, quant: QuantConfig,
                 rng: np.random.Generator, hidden: tuple = (64,), channels: tuple = (16, 32),
-                kernel1: int | None = None, stride1: int | None = None) -> Network:
+                kernel1: int | None = None, stride1: int | None = None, b_bn: float = 10.0) -> Network:
     """Build the MLP or the small CNN used by the trainers.
 
     Parameters
     ----------
-    model : {"mlp", "cnn"}
+    model : {"mlp", "cnn", "lrt-cnn"}
         ``mlp``: flattened input -> hidden dense layers (ReLU) -> classes.
+        ``lrt-cnn``: the paper's CNN shape (section 6.1 of the research notes): conv1 -> ReLU ->
+        conv2 -> pool -> ReLU -> streaming BN -> conv3 -> ReLU -> conv4 -> pool -> ReLU ->
+        streaming BN -> dense (``hidden``, ReLU) -> classes, all 3x3 valid convs (28x28 -> 4x4);
+        images smaller than 16 px use the first block only (8x8 digits -> 2x2). ``channels``
+        gives one count for every conv or one per conv (the paper: 128; fc1 512).
         ``cnn``: conv1 (k1, stride s1) -> ReLU -> conv2 3x3 -> ReLU -> 2x2 max-pool -> dense.
         For small images (<= 16 px) k1 = 3, s1 = 1 (8x8 digits: 6x6 then 4x4 pixels); larger
         images use a non-overlapping patch stem k1 = s1 = H // 7 (28x28: 4x4 patches -> 7x7,
@@ -362,6 +457,8 @@ def build_model(model: str, *, input_shape: tuple, n_classes: int, quant: QuantC
         CNN channels of conv1 and conv2 (default (16, 32)).
     kernel1, stride1 : int or None, keyword-only
         Override conv1's kernel and stride.
+    b_bn : float, keyword-only
+        Effective batch of the streaming batch norm statistics (lrt-cnn; default 10).
     """
     q = quant.quantizers()
     if model == "mlp":
@@ -392,4 +489,44 @@ def build_model(model: str, *, input_shape: tuple, n_classes: int, quant: QuantC
         layers = [conv1, ReLU(q=q), conv2, ReLU(q=q), MaxPool2(), Flatten(),
                   Dense(flat, n_classes, gain=1.0, q=q, rng=rng, name="fc1")]
         return Network(layers, input_shape=(1, h, w), q=q)
-    raise ValueError(f"unknown model {model!r}; choose 'mlp' or 'cnn'")
+    if model == "lrt-cnn":
+        return _lrt_cnn(input_shape, n_classes=n_classes, q=q, rng=rng, channels=channels,
+                        hidden=hidden, b_bn=b_bn)
+    raise ValueError(f"unknown model {model!r}; choose 'mlp', 'cnn' or 'lrt-cnn'")
+
+
+def _lrt_cnn(input_shape, *, n_classes, q, rng, channels, hidden, b_bn) -> Network:
+    """The paper's CNN shape: blocks of [conv3x3 -> ReLU -> conv3x3 -> pool2 -> ReLU -> BN]."""
+    if len(input_shape) != 2:
+        raise ValueError(f"the lrt-cnn model needs image_shape (H, W), got {input_shape!r}")
+    h, w = (int(v) for v in input_shape)
+    if min(h, w) < 8:
+        raise ValueError(f"image_shape {input_shape!r} is too small for the lrt-cnn (need >= 8x8)")
+    # Two blocks (the paper's 4 convs, 28x28 -> 4x4) when the image allows, else one (8x8 digits:
+    # 6x6 -> 4x4 -> pool 2x2): the same layer types in the same order, half the depth.
+    n_blocks = 2 if min(h, w) >= 16 else 1
+    chans = tuple(int(c) for c in channels)
+    if len(chans) == 1:
+        chans = chans * (2 * n_blocks)
+    if len(chans) != 2 * n_blocks or min(chans) < 1:
+        raise ValueError(f"lrt-cnn channels must be one positive integer or {2 * n_blocks} of them "
+                         f"for image_shape {input_shape!r}, got {channels!r}")
+    layers, c_in, conv_i = [], 1, 0
+    for blk in range(n_blocks):
+        for j in range(2):
+            conv = Conv2d(c_in, chans[conv_i], 3, gain=2.0, q=q, rng=rng, name=f"conv{conv_i + 1}")
+            layers.append(conv)
+            h, w = conv.out_hw(h, w)
+            c_in = chans[conv_i]
+            conv_i += 1
+            if j == 0:
+                layers.append(ReLU(q=q))
+        layers += [MaxPool2(), ReLU(q=q), StreamingBatchNorm(c_in, q=q, b_bn=b_bn, name=f"bn{blk + 1}")]
+        h, w = h // 2, w // 2
+    layers.append(Flatten())
+    width = c_in * h * w
+    for i, hd in enumerate(hidden):
+        layers += [Dense(width, int(hd), gain=2.0, q=q, rng=rng, name=f"fc{i + 1}"), ReLU(q=q)]
+        width = int(hd)
+    layers.append(Dense(width, n_classes, gain=1.0, q=q, rng=rng, name=f"fc{len(hidden) + 1}"))
+    return Network(layers, input_shape=(1, int(input_shape[0]), int(input_shape[1])), q=q)

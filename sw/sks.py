@@ -17,13 +17,18 @@ State: orthonormal bases ``Q_L`` (n x r), ``Q_R`` (m x r) and coefficients ``c_x
 3. the q singular values are reduced to rank r by the minimum-variance unbiased mixing of OK
    (random signs, Householder construction), or by plain truncation (``zerovar=True``, biased);
 4. ``Q_L <- [Q_L | u/nu] U Q_x``, ``Q_R <- [Q_R | w/nw] V Q_x``; the bases stay orthonormal.
+
+:meth:`SKS.add_block` adds a whole block of terms at once (a conv layer's per-pixel terms of one
+sample): the exact SVD of ``state + sum_p dz_p a_p^T``, then the rank is brought back to ``r``
+by repeated OK steps (:func:`ok_reduce`), each conditionally unbiased, so the block update is
+unbiased too. It replaces P sequential rank-(r+1) SVDs by one small SVD per sample.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SKS", "ok_mixing", "quantize_dynamic"]
+__all__ = ["SKS", "ok_mixing", "ok_reduce", "quantize_dynamic"]
 
 
 def quantize_dynamic(x: np.ndarray, bits: int) -> np.ndarray:
@@ -95,6 +100,39 @@ def ok_mixing(sigma: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     cx[:m] = sigma[:m]
     cx[m:] = s1 / k
     return Qx, cx
+
+
+def ok_reduce(sigma: np.ndarray, rank: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Unbiased rank-``rank`` estimate of ``diag(sigma)`` by repeated OK steps (q -> q-1 -> ... -> r).
+
+    Each :func:`ok_mixing` step is unbiased given the previous one, so by the tower property
+    ``E[Q diag(c) Q^T] = diag(sigma)``. (Not the single-step minimum-variance estimate of
+    Benzing et al. for q - r > 1, which needs a projection with a prescribed diagonal; the kept
+    large singular values are exact in both.)
+
+    Parameters
+    ----------
+    sigma : ndarray, shape (q,)
+        Singular values, descending, ``q > rank`` and ``sigma[0] > 0``.
+    rank : int
+        Target rank ``r >= 1``.
+    rng : numpy.random.Generator
+        Sign source.
+
+    Returns
+    -------
+    Q : ndarray, shape (q, rank)
+        Orthonormal columns.
+    c : ndarray, shape (rank,)
+        Descending coefficients.
+    """
+    q = sigma.shape[0]
+    Q = None
+    c = sigma
+    while c.shape[0] > rank:
+        Qx, c = ok_mixing(c, rng)  # output stays descending (the kept values exceed s1 / k)
+        Q = Qx if Q is None else Q @ Qx
+    return (np.eye(q)[:, :rank] if Q is None else Q), c
 
 
 class SKS:
@@ -185,19 +223,25 @@ class SKS:
             return False  # zero term: nothing to add (saves an SVD per idle conv pixel)
         r = self.rank
         QL, QR = self.QL, self.QR
-        # Modified Gram-Schmidt: project one basis column at a time out of the running residual
-        # (numerically robust although the quantised bases are only nearly orthonormal).
         cL = np.zeros(r + 1)
         cR = np.zeros(r + 1)
-        u = dz.copy()
-        w = a.copy()
-        for j in range(self._live):
-            qj = QL[:, j]
-            cL[j] = c = qj @ u
-            u -= c * qj
-            qj = QR[:, j]
-            cR[j] = c = qj @ w
-            w -= c * qj
+        u, w = dz, a
+        live = self._live
+        if live:
+            # Classical Gram-Schmidt run twice ("CGS2"): as robust as modified Gram-Schmidt on
+            # the nearly orthonormal 16-bit bases, but two matrix-vector products per side
+            # instead of a Python loop over the columns.
+            BL, BR = QL[:, :live], QR[:, :live]
+            c1 = u @ BL
+            u = u - BL @ c1
+            c2 = u @ BL
+            u = u - BL @ c2
+            cL[:live] = c1 + c2
+            c1 = w @ BR
+            w = w - BR @ c1
+            c2 = w @ BR
+            w = w - BR @ c2
+            cR[:live] = c1 + c2
         eps = 1e-12
         nu = float(np.sqrt(u @ u)) + eps
         nw = float(np.sqrt(w @ w)) + eps
@@ -228,6 +272,68 @@ class SKS:
         self.cx = cx
         self._live = min(self._live + 1, r)
         return True
+
+    def add_block(self, dZ: np.ndarray, A: np.ndarray) -> int:
+        """Add ``sum_p dZ[p] A[p]^T`` in one step (exact SVD of state + block, then :func:`ok_reduce`).
+
+        The kappa-skip does not apply (it is a per-term rule). With ``zerovar`` the rank is cut
+        by plain truncation (biased).
+
+        Parameters
+        ----------
+        dZ : ndarray, shape (P, n)
+            Output-side vectors.
+        A : ndarray, shape (P, m)
+            Input-side vectors.
+
+        Returns
+        -------
+        int
+            Number of nonzero terms in the block.
+        """
+        dZ = np.asarray(dZ, dtype=np.float64)
+        A = np.asarray(A, dtype=np.float64)
+        if dZ.ndim != 2 or A.ndim != 2 or dZ.shape[0] != A.shape[0] or dZ.shape[1] != self.n \
+                or A.shape[1] != self.m:
+            raise ValueError(f"SKS.add_block expects dZ (P, {self.n}) and A (P, {self.m}), got "
+                             f"shapes {dZ.shape} and {A.shape}")
+        self.n_added += dZ.shape[0]
+        nz = dZ.any(axis=1) & A.any(axis=1)
+        if not nz.any():
+            return 0
+        dZ, A = dZ[nz], A[nz]
+        r, live = self.rank, self._live
+        if dZ.shape[0] + live < min(self.n, self.m):
+            # Thin route: QR of [Q_L c_x^(1/2) | dZ^T] and [Q_R c_x^(1/2) | A^T], SVD of the core.
+            s = np.sqrt(self.cx[:live])
+            QLb, RL = np.linalg.qr(np.hstack([self.QL[:, :live] * s, dZ.T]))
+            QRb, RR = np.linalg.qr(np.hstack([self.QR[:, :live] * s, A.T]))
+            U, sigma, Vt = np.linalg.svd(RL @ RR.T)
+            U, V = QLb @ U, QRb @ Vt.T
+        else:
+            # Dense route (conv layers: few output channels): the n x m sum itself.
+            G = dZ.T @ A
+            if live:
+                G += (self.QL[:, :live] * self.cx[:live]) @ self.QR[:, :live].T
+            U, sigma, Vt = np.linalg.svd(G, full_matrices=False)
+            V = Vt.T
+        keep = int(np.count_nonzero(sigma > 1e-12 * sigma[0])) if sigma[0] > 0 else 0
+        if keep == 0:
+            return int(nz.sum())
+        U, V, sigma = U[:, :keep], V[:, :keep], sigma[:keep]
+        QL = np.zeros((self.n, r))
+        QR = np.zeros((self.m, r))
+        cx = np.zeros(r)
+        if keep <= r:  # exact: nothing lost
+            QL[:, :keep], QR[:, :keep], cx[:keep] = U, V, sigma
+        elif self.zerovar:
+            QL[:], QR[:], cx[:] = U[:, :r], V[:, :r], sigma[:r]
+        else:
+            Qx, cx[:] = ok_reduce(sigma, r, self.rng)
+            QL[:], QR[:] = U @ Qx, V @ Qx
+        self.QL, self.QR, self.cx = self._q(QL), self._q(QR), cx
+        self._live = min(keep, r)
+        return int(nz.sum())
 
     def add_many(self, dZ: np.ndarray, A: np.ndarray) -> int:
         """Add ``sum_p dZ[p] A[p]^T`` one row at a time (a conv layer's per-pixel terms).
