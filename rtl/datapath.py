@@ -306,24 +306,20 @@ class DesneDatapath(wiring.Component):
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8,
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
                  affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4):
-        try:
-            _check_pow2("lanes", lanes, 256)
-            check_int("tile", tile, 1, 64, "1 to 64 resident queries")
-            check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
-            check_int("max_dim", max_dim, 1, 1 << 16, "1 to 65536 elements per vector")
-            check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points per chunk")
-            check_int("k", k, 2, 64, "2 to 64 neighbours per point")
-            if k >= capacity:
-                raise ValueError(f"k={k} must be smaller than capacity={capacity}")
-            check_int("neg_samples", neg_samples, 1, 64, "1 to 64 samples per point")
-            check_int("affinity_lanes", affinity_lanes, 1, k, f"1 to k={k} neighbours per cycle")
-            _check_pow2("pair_units", pair_units, 16)
-            if pair_units > capacity:
-                raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
-            check_int("fetch_depth", fetch_depth, 2, 64, "2 to 64 queued fetch commands")
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
+        _check_pow2("lanes", lanes, 256)
+        check_int("tile", tile, 1, 64, "1 to 64 resident queries")
+        check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
+        check_int("max_dim", max_dim, 1, 1 << 16, "1 to 65536 elements per vector")
+        check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points per chunk")
+        check_int("k", k, 2, 64, "2 to 64 neighbours per point")
+        if k >= capacity:
+            raise ValueError(f"k={k} must be smaller than capacity={capacity}")
+        check_int("neg_samples", neg_samples, 1, 64, "1 to 64 samples per point")
+        check_int("affinity_lanes", affinity_lanes, 1, k, f"1 to k={k} neighbours per cycle")
+        _check_pow2("pair_units", pair_units, 16)
+        if pair_units > capacity:
+            raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
+        check_int("fetch_depth", fetch_depth, 2, 64, "2 to 64 queued fetch commands")
         self.lanes, self.tile, self.elem_width, self.max_dim = lanes, tile, elem_width, max_dim
         self.k, self.capacity, self.neg_samples = k, capacity, neg_samples
         self.affinity_lanes, self.pair_units, self.fetch_depth = affinity_lanes, pair_units, fetch_depth

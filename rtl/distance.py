@@ -83,16 +83,12 @@ class DistanceEngine(wiring.Component):
     """
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024):
-        try:
-            check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
-            if lanes & (lanes - 1):
-                raise ValueError(f"lanes={lanes} is not a power of two: use 1, 2, 4, 8, ... 256")
-            check_int("tile", tile, 1, 64, "1 to 64 resident queries")
-            check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per unsigned element")
-            check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # a rejected instance is not an "unused elaboratable"
-            raise
+        check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
+        if lanes & (lanes - 1):
+            raise ValueError(f"lanes={lanes} is not a power of two: use 1, 2, 4, 8, ... 256")
+        check_int("tile", tile, 1, 64, "1 to 64 resident queries")
+        check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per unsigned element")
+        check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
         self.lanes = lanes
         self.tile = tile
         self.elem_width = elem_width

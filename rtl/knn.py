@@ -16,16 +16,6 @@ from nms.rtl.params import check_int
 __all__ = ["KnnSelector", "KnnDatapath"]
 
 
-def _checked(component, checks) -> None:
-    """Run parameter checks; a rejected instance is silenced (it is never elaborated)."""
-    try:
-        for check in checks:
-            check()
-    except (TypeError, ValueError):
-        component._MustUse__silence = True
-        raise
-
-
 class KnnSelector(wiring.Component):
     """Keeps, for each of ``tile`` queries in parallel, the ``k`` nearest candidates of a pass.
 
@@ -90,12 +80,10 @@ class KnnSelector(wiring.Component):
     """
 
     def __init__(self, *, k: int = 16, tile: int = 4, dist_width: int = 26, index_width: int = 16):
-        _checked(self, [
-            lambda: check_int("k", k, 1, 256, "1 to 256 neighbours per query"),
-            lambda: check_int("tile", tile, 1, 64, "1 to 64 queries per pass"),
-            lambda: check_int("dist_width", dist_width, 1, 64, "1 to 64 bits per squared distance"),
-            lambda: check_int("index_width", index_width, 1, 32, "1 to 32 bits per candidate index"),
-        ])
+        check_int("k", k, 1, 256, "1 to 256 neighbours per query")
+        check_int("tile", tile, 1, 64, "1 to 64 queries per pass")
+        check_int("dist_width", dist_width, 1, 64, "1 to 64 bits per squared distance")
+        check_int("index_width", index_width, 1, 32, "1 to 32 bits per candidate index")
         self.k = k
         self.tile = tile
         self.dist_width = dist_width
@@ -283,13 +271,8 @@ class KnnDatapath(wiring.Component):
                  k: int = 16, index_width: int = 16):
         self.engine = DistanceEngine(lanes=lanes, tile=tile, elem_width=elem_width,
                                      max_dim=max_dim)
-        try:
-            self.selector = KnnSelector(k=k, tile=tile, dist_width=self.engine.acc_width,
-                                        index_width=index_width)
-        except (TypeError, ValueError):
-            self.engine._MustUse__silence = True
-            self._MustUse__silence = True
-            raise
+        self.selector = KnnSelector(k=k, tile=tile, dist_width=self.engine.acc_width,
+                                    index_width=index_width)
         self.base_fifo_depth = self.engine.fifo_depth + 2
         super().__init__({
             "query": In(stream.Signature(self.engine.query_layout)),

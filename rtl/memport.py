@@ -111,18 +111,14 @@ class VectorFetcher(wiring.Component):
 
     def __init__(self, *, lanes: int = 8, elem_width: int = 8, max_dim: int = 1024,
                  index_width: int = 16, count_width: int = 17, depth: int = 4):
-        try:
-            check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
-            if lanes & (lanes - 1):
-                raise ValueError(f"lanes={lanes} is not a power of two")
-            check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
-            check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
-            check_int("index_width", index_width, 1, 32, "1 to 32 bits")
-            check_int("count_width", count_width, 1, 32, "1 to 32 bits")
-            check_int("depth", depth, 2, 64, "2 to 64 outstanding commands")
-        except (TypeError, ValueError):
-            self._MustUse__silence = True
-            raise
+        check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
+        if lanes & (lanes - 1):
+            raise ValueError(f"lanes={lanes} is not a power of two")
+        check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
+        check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
+        check_int("index_width", index_width, 1, 32, "1 to 32 bits")
+        check_int("count_width", count_width, 1, 32, "1 to 32 bits")
+        check_int("depth", depth, 2, 64, "2 to 64 outstanding commands")
         self.lanes, self.elem_width, self.max_dim = lanes, elem_width, max_dim
         self.index_width, self.count_width, self.depth = index_width, count_width, depth
         self.lane_shift = ceil_log2(lanes)

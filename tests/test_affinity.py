@@ -41,14 +41,12 @@ def test_derived_widths_cover_the_worst_case():
     from nms.rtl import fixedpoint as fp
 
     u = AffinityUnit(k=64, dist_width=40, lanes=8)
-    u._MustUse__silence = True
     assert 64 * 65536 < 2 ** u.sum_width
     assert 64 * 65536 * fp.A_MAX < 2 ** u.tsum_width
     assert (fp.A_MAX << 8) < 2 ** u.hq_width
     assert ((1 << 40) - 1) * max(fp.BETA_MANT) < 2 ** u.prod_width
     # the formula: robust, k=16, one lane
     one = AffinityUnit(k=16)
-    one._MustUse__silence = True
     assert one.derived["cycles_per_row_robust_full"] == one.cycles_per_row(16)
     assert one.cycles_per_row(16) == 16 + 28 * (16 + 20) + 16 * 17 + 16
 
@@ -93,7 +91,6 @@ def test_no_stall_cycles_match_formula(name):
     data = json.loads(report.read_text())
     k = BUILDS[name]["k"]
     unit = AffinityUnit(**BUILDS[name])
-    unit._MustUse__silence = True
     assert int(data["cycles_per_row"]["robust"][str(k)]) == unit.cycles_per_row(k)
 
 

@@ -69,16 +69,8 @@ def test_parameters_must_be_ints():
         DesneDatapath(k=True)
 
 
-def _unused(dp):
-    """Constructed for its attributes only: silence the never-elaborated warnings."""
-    for comp in (dp, dp.fetcher, dp.knn, dp.knn.engine, dp.knn.selector, dp.affinity,
-                 dp.embedding, dp.grid, dp.controller):
-        comp._MustUse__silence = True
-    return dp
-
-
 def test_parameters_and_derived_recorded():
-    dp = _unused(DesneDatapath(**HW))
+    dp = DesneDatapath(**HW)
     assert dp.parameters == {**HW, "fetch_depth": 4}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8

@@ -54,8 +54,6 @@ def test_datapath_rejects_bad_parameters(kwargs, exc, message):
 
 def test_datapath_matches_engine_width():
     dp = KnnDatapath(lanes=8, tile=4, elem_width=8, max_dim=64, k=16, index_width=10)
-    for c in (dp, dp.engine, dp.selector):
-        c._MustUse__silence = True
     assert dp.selector.dist_width == dp.engine.acc_width == (64 * 255 ** 2).bit_length()
     assert dp.selector.dist_layout == dp.engine.result_layout
     assert dp.base_fifo_depth == dp.engine.fifo_depth + 2
