@@ -230,7 +230,9 @@ class AffinityUnit(wiring.Component):
             m.d.comb += rp.addr.eq(rd_addr)
 
         def lane_mask(addr):
-            return Cat(*[(addr < last_addr) | ((addr == last_addr) & (lane <= last_lane))
+            # lane 0 of the last word is always valid: no constant-true compare (lint: UNSIGNED)
+            return Cat(*[(addr < last_addr)
+                         | ((addr == last_addr) & (Const(1) if lane == 0 else lane <= last_lane))
                          for lane in range(L)])
 
         v1, v2, v3, v4 = (Signal(name=f"v{i}") for i in range(1, 5))

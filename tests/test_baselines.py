@@ -61,7 +61,6 @@ def test_invariants_on_synthetic(method, ratio, seed, data_seed):
 
 @pytest.mark.parametrize("ratio", [0.05, 0.3, 1.0])
 def test_desne_invariants(ratio):
-    pytest.importorskip("nms.verif.models.desne")
     X, y = blobs(n_per_class=(30, 41, 12), d=16, seed=1)
     a = SELECTORS["desne"](X, y, ratio, seed=2)
     check_result(a, y, ratio)
@@ -69,7 +68,6 @@ def test_desne_invariants(ratio):
 
 
 def test_desne_on_digits_subset(digits):
-    pytest.importorskip("nms.verif.models.desne")
     X, y = digits
     keep = np.flatnonzero(y < 3)
     res = SELECTORS["desne"](X[keep], y[keep], 0.1, seed=0)

@@ -59,6 +59,15 @@ def test_fashion_mnist(fashion_dir):
     assert np.bincount(d.y_test).tolist() == [1000] * 10
 
 
+def test_fashion_mnist_mini_is_a_faithful_subset(fashion_mini_dir, fashion_dir):
+    """The committed subset holds exactly the documented images of the full set."""
+    mini, full = load_dataset(fashion_mini_dir), load_dataset(fashion_dir)
+    assert mini.X_train.shape == (1600, 28, 28) and mini.X_test.shape == (320, 28, 28)
+    per = [1024] + [64] * 9
+    idx = np.sort(np.concatenate([np.flatnonzero(full.y_train == c)[:per[c]] for c in range(10)]))
+    assert np.array_equal(mini.X_train, full.X_train[idx]) and np.array_equal(mini.y_train, full.y_train[idx])
+
+
 # ---------------------------------------------------------------------------- IDX
 
 @pytest.mark.parametrize("gz", [True, False])

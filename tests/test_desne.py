@@ -30,11 +30,12 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def fashion_rows(fashion_dir):
-    """kNN distance rows of 1024 real Fashion-MNIST images (one on-chip chunk of class 0)."""
+def fashion_rows(fashion_mini_dir):
+    """kNN distance rows of 1024 real Fashion-MNIST images (one on-chip chunk of class 0, from
+    the committed subset)."""
     from nms.sw.datasets import load_dataset
 
-    ds = load_dataset(fashion_dir)
+    ds = load_dataset(fashion_mini_dir)
     X = ds.train_flat()[ds.y_train == 0][:1024]
     return dm.knn(X, 16)
 

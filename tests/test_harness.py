@@ -47,7 +47,6 @@ def test_classifier_config_errors(kw, words):
 
 
 def test_nms_eval_on_digits(tmp_path, capsys):
-    pytest.importorskip("nms.verif.models.desne")
     out = tmp_path / "eval"
     rc = cli.main(["eval", "--methods", "desne", "random", "kcenter", "--ratios", "0.1",
                    "--seeds", "0", "1", "--steps", "150", "--plot-classes", "2",
