@@ -7,7 +7,7 @@ of the combined DE-SNE datapath (:class:`nms.rtl.datapath.DesneDatapath`).
   ``perf`` counters of the hardware give the cycles per stage.
 * **Formula**: the stages' own documented cycle formulas (``AffinityUnit.cycles_per_row``,
   ``EmbeddingEngine.iteration_cycles``, the distance engine's ``(T + N) * ceil(D / L)`` per tile,
-  the grid sampler's ``predicted_cycles``) for the same N (checked against the measurement) and
+  the grid sampler's ``run_cycles``) for the same N (checked against the measurement) and
   for N = C = 1024 and the default schedule of 300 iterations (too long to simulate here).
 * **Simulation speed**: simulated cycles per second of the chained test set-up (random memory
   stalls/latency/gaps, output back-pressure, all stage monitors) and of the plain runs.
@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from nms.bench.timing import critical_path
 
 from amaranth.hdl import UnusedElaboratable
 
@@ -65,7 +67,7 @@ def _digits(n: int, label: int | None = None) -> np.ndarray:
 def formula(dp, X: np.ndarray, budget: int, cfg, seed: int) -> dict:
     """Cycle estimate per stage from the stages' documented formulas (no stalls)."""
     from nms.verif.models import desne
-    from nms.verif.tb.grid import predicted_cycles
+    from nms.verif.models.grid_stats import grid_run_statistics
 
     n, dim = X.shape
     T, L = dp.tile, dp.lanes
@@ -81,37 +83,11 @@ def formula(dp, X: np.ndarray, budget: int, cfg, seed: int) -> dict:
     init = 2 * n + 2 * 8  # two seed hashes, then one hash per coordinate (pipelined)
     embed_after_load = init + cfg.n_iter * it + n
     Y = desne.run_chunk(X, budget, cfg, seed)["Y"]
-    grid = n + predicted_cycles({"Y": Y.tolist(), "budget": budget,
-                                 "allocation": cfg.allocation}, dp.grid)
+    grid = n + dp.grid.run_cycles(**grid_run_statistics(Y, budget, cfg.allocation))
     return {"dist_cycles": dist, "affinity_cycles_per_row": cpr, "front_end_cycles": front,
             "embed_iteration_cycles": it, "embed_cycles_after_load": embed_after_load,
             "grid_cycles": grid, "total_cycles": front + embed_after_load + grid,
             "distance_bound": dist + T * cpr >= pass_cycles + n * cpr}
-
-
-def _critical_path(tim_text: str) -> dict:
-    """The last (post-route) critical path of nextpnr's log: source, sink, delay split, nets."""
-    blocks = re.split(r"Info: Critical path report for clock '([^']*)'[^\n]*\n", tim_text)
-    if len(blocks) < 3:
-        return {}
-    clock, body = blocks[-2], blocks[-1]
-    lines = []
-    for line in body.splitlines():
-        if not line.startswith("Info:"):
-            break
-        lines.append(line[5:].strip())
-    sources = [m.group(1) for t in lines for m in [re.search(r"\bSource (\S+)", t)] if m]
-    sinks = [m.group(1) for t in lines for m in [re.search(r"\bSink (\S+)", t)] if m]
-    nets = [m.group(1) for t in lines for m in [re.search(r"\bNet (\S+)", t)] if m]
-    split = next((m for t in lines
-                  for m in [re.match(r"([\d.]+) ns logic, ([\d.]+) ns routing", t)] if m), None)
-    return {"clock": clock,
-            "logic_ns": float(split.group(1)) if split else None,
-            "routing_ns": float(split.group(2)) if split else None,
-            "source": sources[0] if sources else None, "sink": sinks[-1] if sinks else None,
-            "cells": sources, "nets": nets,
-            "lines": [t for t in lines if t and not t.startswith(("Defined in", "/", "amaranth/"))
-                      ][:80]}
 
 
 def _fpga_build_dir() -> Path:
@@ -142,7 +118,7 @@ def _fpga(quick: bool) -> dict | None:
             return None
         report = build(board=BOARD, block="datapath", params=DEFAULT_HW, out_dir=build_dir)
     tim = build_dir / "top.tim"
-    crit = _critical_path(tim.read_text(errors="replace")) if tim.exists() else {}
+    crit = critical_path(tim.read_text(errors="replace")) if tim.exists() else {}
     return {"board": report["board"], "device": report["device"], "params": report["params"],
             "utilisation": report["utilisation"], "fmax_mhz": report["fmax_mhz"],
             "goal_mhz": 125.0, "build_seconds": report["build_seconds"],
