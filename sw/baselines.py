@@ -22,11 +22,23 @@ Selectors
     Facility location (the submodular objective behind CRAIG / DQ's bins) on the similarity
     ``s_ij = max d² - ||x_i - x_j||²``, maximised by stochastic greedy (Mirzasoleiman et al.
     2015, ε = 0.01); ``weights`` = how many class members each exemplar represents.
+``typiclust``
+    TypiClust (Hacohen et al., ICML 2022) without a network: k-means in pixel space with as many
+    clusters as the class budget (k-means++ start from the seed, at most
+    :data:`TYPICLUST_KMEANS_ITERS` Lloyd iterations), then per cluster the member of highest
+    *typicality* = 1 / mean L2 distance to its ``min(20, size - 1)`` nearest cluster mates
+    (a singleton cluster gives its only member). ``weights`` = cluster sizes.
+``maxherding``
+    MaxHerding (Bae et al., ECCV 2024) on the sparse pixel-space kNN graph: greedy maximisation
+    of Σ_i max_{j ∈ S} K(x_i, x_j) with the Gaussian kernel K = exp(-d² / (2 σ²)) kept on each
+    point's :data:`GRAPH_K` nearest neighbours and itself, σ² = the median squared kNN distance
+    of the class (a data rule, nothing tuned). ``weights`` = 1 + the members it covers best.
 ``desne``
     The DE-SNE bit-exact model (:mod:`nms.verif.models.desne`), imported lazily.
 
-``herding`` and ``kcenter`` do not use the seed (ties go to the lower index); ``random`` and
-``facility`` are deterministic for a given seed.
+``herding``, ``kcenter`` and ``maxherding`` do not use the seed (ties go to the lower index):
+they are *deterministic*. ``random``, ``facility``, ``typiclust`` and ``desne`` are
+deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -39,10 +51,15 @@ import numpy as np
 from nms.verif.models.budget import class_budgets, validate_ratio
 
 __all__ = ["SELECTORS", "random_select", "herding_select", "kcenter_select", "facility_select",
-           "desne_select", "check_inputs", "per_class"]
+           "typiclust_select", "maxherding_select", "desne_select", "check_inputs", "per_class",
+           "pixel_knn"]
 
 #: stochastic-greedy accuracy parameter: each step scans (n / k) · ln(1 / ε) random candidates
 FACILITY_EPSILON = 0.01
+#: neighbours per point of the pixel-space kNN graph (MaxHerding) and of TypiClust's typicality
+GRAPH_K = 20
+#: Lloyd iterations of TypiClust's k-means (after k-means++ seeding)
+TYPICLUST_KMEANS_ITERS = 20
 
 
 def check_inputs(X, y, ratio, seed=0):
@@ -167,6 +184,108 @@ def _facility_pick(Xc, m, rng):
     return picks, np.bincount(owner, minlength=m).astype(np.float64)
 
 
+def pixel_knn(Xc, k, *, block: int = 1024):
+    """Exact kNN of every row among the other rows (squared L2, float64 exact for integer pixels).
+
+    Returns ``(nbr, d2)`` (n, k') sorted by (distance, index), k' = min(k, n - 1).
+    """
+    n = len(Xc)
+    kk = min(k, n - 1)
+    sq = np.einsum("ij,ij->i", Xc, Xc)
+    nbr = np.empty((n, kk), dtype=np.int64)
+    d2 = np.empty((n, kk))
+    cols = np.arange(n)
+    for a in range(0, n, block):
+        rows = slice(a, min(n, a + block))
+        d = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * (Xc[rows] @ Xc.T), 0.0)
+        d = np.rint(d)  # exact integers (pixels are integers)
+        r = np.arange(d.shape[0])
+        d[r, a + r] = np.inf  # never its own neighbour
+        # composite key (distance, index) for ties to the lower index
+        key = d * n + cols[None, :]
+        part = np.argpartition(key, kk - 1, axis=1)[:, :kk] if kk < n - 1 else \
+            np.argsort(key, axis=1)[:, :kk]
+        order = np.argsort(np.take_along_axis(key, part, 1), axis=1)
+        nbr[rows] = np.take_along_axis(part, order, 1)
+        d2[rows] = np.take_along_axis(d, nbr[rows], 1)
+    return nbr, d2
+
+
+def _typiclust_pick(Xc, m, rng):
+    n = len(Xc)
+    if m >= n:
+        return np.arange(n), None
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        km = KMeans(n_clusters=m, n_init=1, max_iter=TYPICLUST_KMEANS_ITERS,
+                    random_state=int(rng.integers(2**31)), algorithm="lloyd").fit(Xc)
+    labels = km.labels_
+    picks, sizes = [], []
+    for c in range(m):
+        members = np.flatnonzero(labels == c)
+        if members.size == 0:
+            continue
+        if members.size == 1:
+            picks.append(int(members[0]))
+        else:
+            nbr, d2 = pixel_knn(Xc[members], GRAPH_K)
+            typicality = 1.0 / (np.sqrt(d2).mean(axis=1) + 1e-12)
+            picks.append(int(members[int(np.argmax(typicality))]))  # ties: lower index
+        sizes.append(members.size)
+    picks = np.array(picks, dtype=np.int64)
+    sizes = np.array(sizes, dtype=np.float64)
+    if picks.size < m:  # empty clusters (possible in k-means): fill with the most typical rest
+        nbr, d2 = pixel_knn(Xc, GRAPH_K)
+        typ = 1.0 / (np.sqrt(d2).mean(axis=1) + 1e-12)
+        typ[picks] = -np.inf
+        extra = np.argsort(-typ, kind="stable")[: m - picks.size]
+        picks = np.concatenate([picks, extra])
+        sizes = np.concatenate([sizes, np.ones(extra.size)])
+    return picks, sizes
+
+
+def graph_coverage_greedy(rows, cols, vals, n, m):
+    """Greedy maximisation of Σ_i max_{j ∈ S} K_ij over a sparse kernel given as triples
+    (row i = covered point, col j = candidate, value K_ij > 0); ``m`` picks, ties to the lower
+    index, already-chosen points never again. Returns ``(picks, owner)`` with ``owner[i]`` the
+    pick covering i best (-1 if none reaches it)."""
+    cover = np.zeros(n)
+    taken = np.zeros(n, dtype=bool)
+    picks = np.empty(m, dtype=np.int64)
+    for t in range(m):
+        gains = np.bincount(cols, weights=np.maximum(vals - cover[rows], 0.0), minlength=n)
+        gains[taken] = -1.0
+        p = int(np.argmax(gains))
+        picks[t] = p
+        taken[p] = True
+        hit = cols == p
+        np.maximum.at(cover, rows[hit], vals[hit])
+    best = np.full(n, -1.0)
+    owner = np.full(n, -1, dtype=np.int64)
+    where = np.full(n, -1, dtype=np.int64)
+    where[picks] = np.arange(m)
+    sel = where[cols] >= 0
+    for i, j, v in zip(rows[sel], cols[sel], vals[sel]):
+        if v > best[i] or (v == best[i] and where[j] < owner[i]):
+            best[i], owner[i] = v, where[j]
+    return picks, owner
+
+
+def _maxherding_pick(Xc, m, rng):
+    n = len(Xc)
+    nbr, d2 = pixel_knn(Xc, GRAPH_K)
+    sigma2 = max(float(np.median(d2)), 1.0)
+    kk = nbr.shape[1]
+    rows = np.concatenate([np.arange(n), np.repeat(np.arange(n), kk)])
+    cols = np.concatenate([np.arange(n), nbr.ravel()])
+    vals = np.concatenate([np.ones(n), np.exp(-d2.ravel() / (2.0 * sigma2))])
+    picks, owner = graph_coverage_greedy(rows, cols, vals, n, m)
+    counts = np.bincount(owner[owner >= 0], minlength=m).astype(np.float64)
+    return picks, 1.0 + counts
+
+
 def random_select(X, y, ratio, seed=0) -> dict:
     """Stratified uniform random selection without replacement."""
     return per_class(X, y, ratio, _random_pick, seed)
@@ -190,6 +309,18 @@ def facility_select(X, y, ratio, seed=0) -> dict:
     return per_class(X, y, ratio, _facility_pick, seed)
 
 
+def typiclust_select(X, y, ratio, seed=0) -> dict:
+    """Per-class TypiClust (budget-many k-means clusters, most typical member each); returns
+    ``weights`` (cluster sizes)."""
+    return per_class(X, y, ratio, _typiclust_pick, seed)
+
+
+def maxherding_select(X, y, ratio, seed=0) -> dict:
+    """Per-class MaxHerding on the sparse pixel-space kNN graph; seed-independent; returns
+    ``weights`` (1 + members covered best)."""
+    return per_class(X, y, ratio, _maxherding_pick, seed)
+
+
 def desne_select(X, y, ratio, seed=0, *, config=None, details: bool = False) -> dict:
     """DE-SNE (bit-exact model, :func:`nms.verif.models.desne.select`) behind the common signature.
 
@@ -200,9 +331,9 @@ def desne_select(X, y, ratio, seed=0, *, config=None, details: bool = False) -> 
     return select(X, y, ratio, config, seed=seed, details=details)
 
 
-for _f in (herding_select, kcenter_select):
+for _f in (herding_select, kcenter_select, maxherding_select):
     _f.seed_independent = True  # lets the harness reuse one selection across seeds
-for _f in (random_select, facility_select, desne_select):
+for _f in (random_select, facility_select, typiclust_select, desne_select):
     _f.seed_independent = False
 
 #: name -> selector ``f(X, y, ratio, seed=0) -> {"indices", ...}``
@@ -212,4 +343,6 @@ SELECTORS = {
     "herding": herding_select,
     "kcenter": kcenter_select,
     "facility": facility_select,
+    "typiclust": typiclust_select,
+    "maxherding": maxherding_select,
 }

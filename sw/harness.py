@@ -1,10 +1,14 @@
 """``nms eval``: the coreset-quality harness (DE-SNE against the DNN-free baselines).
 
-For every method × ratio × seed it selects a coreset from the training split (timed), trains
-the fixed classifier of :mod:`nms.sw.classifier` on the coreset only and scores it on the test
-split. Selection uses the training split alone, and nothing is tuned on the test split: the
-classifier's hyper-parameters are fixed in advance. A "full" row trains on the whole training
-split with the same step budget, as the reference.
+Protocol. A stratified **validation split** (``--val-fraction`` of every class, default 15 %,
+drawn with the fixed seed :data:`VALIDATION_SEED`) is carved out of the training split; the rest
+is the **selection pool**. For every method × ratio × seed the harness selects a coreset from
+the pool (timed), trains one of the fixed classifiers of :mod:`nms.sw.classifier`
+(``--trainer mlp|cnn``) on the coreset only, and scores it on the validation split *and* on the
+test split. Every algorithm choice and hyper-parameter of this project is made on the
+validation accuracy; the test accuracy is for the final table only. A "full" row trains on the
+whole pool with the same step budget, as the reference. With ``--use-weights`` the trainer
+receives a selector's ``weights`` (the DeepCore contract) as per-sample loss weights.
 
 Outputs in ``--out`` (``<name>`` = dataset name):
 
@@ -18,9 +22,10 @@ Outputs in ``--out`` (``<name>`` = dataset name):
 Runs go seed by seed (all ratios and methods for the first seed, then the next seed), so an
 interrupted run still has a complete first-seed table in the partial file.
 
-Selectors that do not use the seed (``herding``, ``kcenter``) are run once per ratio and their
-selection is reused for every seed (only the classifier seed changes); the JSON marks those runs
-``"selection_reused": true``.
+Selectors that do not use the seed (``herding``, ``kcenter``, ``typiclust``, ``maxherding``) are
+**deterministic**: they run once per ratio and their selection is reused for every seed, so their
+spread over seeds is the classifier's alone; the JSON marks those runs
+``"selection_reused": true`` and the report lists them.
 """
 
 from __future__ import annotations
@@ -33,17 +38,21 @@ from pathlib import Path
 import numpy as np
 
 from nms.sw.baselines import SELECTORS, desne_select
-from nms.sw.classifier import MLPConfig, train_and_score
+from nms.sw.classifier import TRAINERS, train_and_score_many
 from nms.sw.datasets import Dataset, load_dataset
 from nms.sw.cliargs import ratio_arg, seed_arg
 from nms.verif.models.budget import validate_ratio
 
-__all__ = ["add_arguments", "main", "run_eval", "write_reports", "DEFAULT_METHODS",
-           "DEFAULT_RATIOS", "DEFAULT_SEEDS"]
+__all__ = ["add_arguments", "main", "run_eval", "write_reports", "validation_split",
+           "EvalData", "prepare", "score_coreset", "DEFAULT_METHODS", "DEFAULT_RATIOS",
+           "DEFAULT_SEEDS", "VALIDATION_FRACTION", "VALIDATION_SEED"]
 
-DEFAULT_METHODS = ("desne", "random", "herding", "kcenter")
+DEFAULT_METHODS = ("desne", "random", "herding", "kcenter", "facility", "typiclust", "maxherding")
 DEFAULT_RATIOS = (0.01, 0.05, 0.1, 0.2)
-DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+#: share of every class held out of the selection pool for validation, and its fixed seed
+VALIDATION_FRACTION = 0.15
+VALIDATION_SEED = 20240601
 #: embedding plot: ratio used for the DE-SNE run whose chunks are drawn (closest listed ratio)
 PLOT_RATIO = 0.1
 
@@ -61,9 +70,15 @@ def add_arguments(parser) -> None:
                         help="coreset ratios in (0, 1] (default: 0.01 0.05 0.1 0.2)")
     parser.add_argument("--seeds", nargs="+", type=seed_arg, default=list(DEFAULT_SEEDS),
                         help="seeds for selection and classifier (default: 0 1 2)")
-    parser.add_argument("--steps", type=int, default=MLPConfig().steps,
-                        help=f"classifier gradient steps, the same for every ratio "
-                             f"(default: {MLPConfig().steps})")
+    parser.add_argument("--trainer", choices=sorted(TRAINERS), default="mlp",
+                        help="scoring classifier: the fixed MLP (default) or the small CNN")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="classifier gradient steps, the same for every ratio (default: 1000)")
+    parser.add_argument("--val-fraction", type=float, default=VALIDATION_FRACTION,
+                        help=f"share of every class held out for validation "
+                             f"(default: {VALIDATION_FRACTION})")
+    parser.add_argument("--use-weights", action="store_true",
+                        help="train with the selectors' per-sample weights (when they give any)")
     parser.add_argument("--plot-classes", type=int, default=3,
                         help="classes drawn in the DE-SNE embedding plot (default: 3; 0 = none)")
     parser.add_argument("--no-full", action="store_true",
@@ -77,9 +92,86 @@ def _closest(values, target):
     return min(values, key=lambda v: (abs(v - target), v))
 
 
+def validation_split(y, *, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED):
+    """Stratified split of a training split into (selection pool, validation) indices.
+
+    Every class gives ``round(fraction · n_c)`` members (at least 1, and at least 2 stay in the
+    pool, which DE-SNE needs), drawn with a generator of the fixed ``seed``. Both index arrays
+    are sorted ascending.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not np.isfinite(fraction) or not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be a number in (0, 1), got {fraction!r}")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        take = min(max(1, int(round(fraction * members.size))), members.size - 2)
+        if take < 1:
+            raise ValueError(f"class {label!r} has {members.size} training samples; a validation "
+                             "split needs at least 3 (2 stay in the selection pool)")
+        val.append(rng.choice(members, size=take, replace=False))
+    val = np.sort(np.concatenate(val)).astype(np.int64)
+    pool = np.setdiff1d(np.arange(y.size), val).astype(np.int64)
+    return pool, val
+
+
+class EvalData:
+    """The arrays of one protocol: selection pool (flat for selectors, image-shaped for the
+    trainer), validation and test splits, pixel scale and the full label set."""
+
+    def __init__(self, ds: Dataset, *, val_fraction: float = VALIDATION_FRACTION):
+        if not isinstance(ds, Dataset):
+            raise TypeError(f"EvalData needs a Dataset, got {type(ds).__name__}")
+        if not ds.has_test:
+            raise ValueError(f"dataset {ds.name!r} ({ds.source}) has no test split; the harness "
+                             "scores coresets on it (give t10k-* IDX files or X_test/y_test)")
+        self.name = ds.name
+        self.summary = ds.summary()
+        self.pool, self.val = validation_split(ds.y_train, fraction=val_fraction)
+        self.val_fraction = float(val_fraction)
+        self.X = ds.train_flat()[self.pool]            # what selectors see
+        self.y = ds.y_train[self.pool]
+        self.images = ds.X_train[self.pool]            # what the trainer sees
+        self.evals = {"val": (ds.X_train[self.val], ds.y_train[self.val]),
+                      "test": (ds.X_test, ds.y_test)}
+        self.max_value = ds.max_value
+        self.classes = ds.classes
+        self.summary.update({"n_pool": int(self.pool.size), "n_val": int(self.val.size),
+                             "val_fraction": self.val_fraction, "val_seed": VALIDATION_SEED})
+
+
+def prepare(ds: Dataset, *, val_fraction: float = VALIDATION_FRACTION) -> EvalData:
+    """Split ``ds`` into selection pool / validation / test (see :class:`EvalData`)."""
+    return EvalData(ds, val_fraction=val_fraction)
+
+
+def _trainer_config(trainer: str, steps: int):
+    if trainer not in TRAINERS:
+        raise ValueError(f"trainer must be one of {sorted(TRAINERS)}, not {trainer!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return TRAINERS[trainer][1](steps=steps)
+
+
+def score_coreset(data: EvalData, indices, *, trainer: str = "mlp", steps: int = 1000,
+                  seed: int = 0, weights=None, splits=("val", "test")) -> dict:
+    """Train the fixed ``trainer`` on the pool rows ``indices`` (optionally weighted) and return
+    its accuracy on each of ``splits`` (``"val"``, ``"test"``)."""
+    cfg = _trainer_config(trainer, steps)
+    idx = np.asarray(indices, dtype=np.int64)
+    evals = {s: data.evals[s] for s in splits}
+    return train_and_score_many(data.images[idx], data.y[idx], evals, max_value=data.max_value,
+                                classes=data.classes, config=cfg, seed=seed,
+                                sample_weight=weights)
+
+
 def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
-             seeds=DEFAULT_SEEDS, mlp: MLPConfig | None = None, full: bool = True,
-             plot_classes: int = 3, progress: bool = True, checkpoint=None) -> dict:
+             seeds=DEFAULT_SEEDS, trainer: str = "mlp", steps: int = 1000,
+             val_fraction: float = VALIDATION_FRACTION, use_weights: bool = False,
+             full: bool = True, plot_classes: int = 3, progress: bool = True,
+             checkpoint=None) -> dict:
     """Run the evaluation grid and return the JSON-able result (see module docstring).
 
     Parameters
@@ -89,13 +181,19 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
     methods : sequence of str
         Keys of :data:`nms.sw.baselines.SELECTORS`.
     ratios : sequence of float
-        Coreset ratios in (0, 1].
+        Coreset ratios in (0, 1] (of the selection pool).
     seeds : sequence of int
         Each seed drives both the selection and the classifier.
-    mlp : MLPConfig, optional
-        Classifier configuration (default: the fixed one).
+    trainer : {"mlp", "cnn"}
+        Scoring classifier.
+    steps : int
+        Gradient steps, the same at every ratio.
+    val_fraction : float
+        Share of every class held out of the pool for validation.
+    use_weights : bool
+        Pass selectors' ``weights`` to the trainer as loss weights.
     full : bool
-        Also train on the whole training split (reference row, method ``"full"``).
+        Also train on the whole pool (reference row, method ``"full"``).
     plot_classes : int
         Number of classes whose DE-SNE chunk embeddings are kept for the plot.
     progress : bool
@@ -128,11 +226,11 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
             raise ValueError(f"{name} {vals} contain duplicates")
     if isinstance(plot_classes, bool) or not isinstance(plot_classes, int) or plot_classes < 0:
         raise ValueError(f"plot_classes must be an integer >= 0, got {plot_classes!r}")
-    mlp = mlp or MLPConfig()
+    cfg = _trainer_config(trainer, steps)
+    data = prepare(ds, val_fraction=val_fraction)
 
-    X, y = ds.train_flat(), ds.y_train
-    Xt, yt = ds.test_flat(), ds.y_test
-    classes = ds.classes
+    X, y = data.X, data.y
+    classes = data.classes
     plot_ratio = _closest(ratios, PLOT_RATIO)
     plot_labels = [int(c) for c in classes[:plot_classes]]
 
@@ -161,18 +259,21 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
                     if want_details:
                         embedding = _embedding_record(result["chunks"], plot_labels, ratio, seed)
                     # keep only what later seeds reuse (DE-SNE details can be large)
-                    cache[key] = ({"indices": result["indices"]}, t_sel)
+                    cache[key] = ({k: result[k] for k in ("indices", "weights") if k in result},
+                                  t_sel)
                 idx = np.asarray(result["indices"], dtype=np.int64)
+                w = result.get("weights") if use_weights else None
                 t0 = time.perf_counter()
-                acc = train_and_score(X[idx], y[idx], Xt, yt, max_value=ds.max_value,
-                                      classes=classes, config=mlp, seed=seed)
+                acc = score_coreset(data, idx, trainer=trainer, steps=steps, seed=seed, weights=w)
                 runs.append({
                     "method": method, "ratio": ratio, "seed": seed,
                     "coreset_size": int(idx.size),
                     "classes_in_coreset": int(np.unique(y[idx]).size),
                     "select_seconds": round(t_sel, 4), "selection_reused": reused,
+                    "deterministic": bool(getattr(fn, "seed_independent", False)),
+                    "weighted": w is not None,
                     "train_seconds": round(time.perf_counter() - t0, 4),
-                    "accuracy": acc,
+                    "val_accuracy": acc["val"], "test_accuracy": acc["test"],
                 })
                 if checkpoint is not None:
                     checkpoint(runs)
@@ -181,19 +282,24 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
         for seed in seeds:
             bar.set_postfix_str(f"full s={seed}")
             t0 = time.perf_counter()
-            acc = train_and_score(X, y, Xt, yt, max_value=ds.max_value, classes=classes,
-                                  config=mlp, seed=seed)
+            acc = score_coreset(data, np.arange(y.size), trainer=trainer, steps=steps, seed=seed)
             runs.append({"method": "full", "ratio": 1.0, "seed": seed,
                          "coreset_size": int(len(y)), "classes_in_coreset": int(classes.size),
                          "select_seconds": 0.0, "selection_reused": False,
-                         "train_seconds": round(time.perf_counter() - t0, 4), "accuracy": acc})
+                         "deterministic": True, "weighted": False,
+                         "train_seconds": round(time.perf_counter() - t0, 4),
+                         "val_accuracy": acc["val"], "test_accuracy": acc["test"]})
             bar.update(1)
     bar.close()
     return {
-        "dataset": ds.summary(),
+        "dataset": data.summary,
         "config": {"methods": methods, "ratios": ratios, "seeds": seeds,
-                   "classifier": {"model": "MLP", **vars(mlp)}, "plot_ratio": plot_ratio,
-                   "plot_classes": plot_labels},
+                   "trainer": trainer, "classifier": {"model": trainer.upper(), **vars(cfg)},
+                   "use_weights": bool(use_weights), "val_fraction": data.val_fraction,
+                   "val_seed": VALIDATION_SEED, "plot_ratio": plot_ratio,
+                   "plot_classes": plot_labels,
+                   "deterministic_methods": [m for m in methods
+                                             if getattr(SELECTORS[m], "seed_independent", False)]},
         "machine": {"python": platform.python_version(), "numpy": np.__version__,
                     "processor": platform.machine()},
         "runs": runs,
@@ -218,19 +324,24 @@ def _embedding_record(chunks, labels, ratio, seed):
 
 
 def summarise(runs) -> list[dict]:
-    """Mean ± std (population, over seeds) of accuracy and timing per method and ratio."""
+    """Mean ± std (population, over seeds) of validation/test accuracy and timing per method
+    and ratio."""
     groups = {}
     for r in runs:
         groups.setdefault((r["method"], r["ratio"]), []).append(r)
     rows = []
     for (method, ratio), rs in groups.items():
-        acc = np.array([r["accuracy"] for r in rs])
         fresh = [r["select_seconds"] for r in rs if not r["selection_reused"]]
-        rows.append({"method": method, "ratio": ratio, "n_seeds": len(rs),
-                     "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-                     "coreset_size": int(np.mean([r["coreset_size"] for r in rs])),
-                     "select_seconds_mean": float(np.mean(fresh)) if fresh else 0.0,
-                     "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs]))})
+        row = {"method": method, "ratio": ratio, "n_seeds": len(rs),
+               "deterministic": bool(rs[0].get("deterministic", False)),
+               "coreset_size": int(np.mean([r["coreset_size"] for r in rs])),
+               "select_seconds_mean": float(np.mean(fresh)) if fresh else 0.0,
+               "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs]))}
+        for split in ("val", "test"):
+            acc = np.array([r[f"{split}_accuracy"] for r in rs])
+            row[f"{split}_mean"] = float(acc.mean())
+            row[f"{split}_std"] = float(acc.std())
+        rows.append(row)
     return rows
 
 
@@ -239,25 +350,35 @@ def _markdown(result: dict) -> str:
     rows = {(r["method"], r["ratio"]): r for r in result["summary"]}
     ratios, methods = cfg["ratios"], cfg["methods"]
     clf = cfg["classifier"]
+    arch = (f"MLP {clf['hidden']} ReLU" if cfg["trainer"] == "mlp" else
+            f"CNN conv3×3·{clf['channels1']} → pool → conv3×3·{clf['channels2']} → pool → dense")
+    det = ", ".join(cfg["deterministic_methods"]) or "none"
     lines = [
-        f"# Coreset quality on {ds['name']}",
+        f"# Coreset quality on {ds['name']} ({cfg['trainer'].upper()})",
         "",
-        f"Training split {ds['n_train']} images {tuple(ds['image_shape'])}, test split "
-        f"{ds['n_test']}; source `{ds['source']}`. Classifier: MLP {clf['hidden']} ReLU, Adam "
-        f"lr {clf['learning_rate']}, {clf['steps']} steps of batch {clf['batch_size']} for every "
-        f"ratio; seeds {cfg['seeds']}. Accuracy on the test split, mean ± std over seeds (%).",
-        "",
-        "| method | " + " | ".join(f"{100 * r:g} %" for r in ratios) + " |",
-        "|---|" + "---:|" * len(ratios),
+        f"Training split {ds['n_train']} images {tuple(ds['image_shape'])} = selection pool "
+        f"{ds['n_pool']} + stratified validation {ds['n_val']} ({100 * cfg['val_fraction']:g} % "
+        f"per class, fixed seed {cfg['val_seed']}); test split {ds['n_test']}; source "
+        f"`{ds['source']}`. Classifier: {arch}, Adam lr {clf['learning_rate']}, {clf['steps']} "
+        f"steps of batch {clf['batch_size']} for every ratio; seeds {cfg['seeds']}"
+        f"{'; trained with the selectors weights' if cfg['use_weights'] else ''}. Accuracy "
+        "mean ± std over seeds (%). Deterministic selectors (one selection reused for every "
+        f"seed, so their spread is the classifier's alone): {det}.",
     ]
-    for m in methods:
-        cells = [f"{100 * rows[(m, r)]['accuracy_mean']:.2f} ± {100 * rows[(m, r)]['accuracy_std']:.2f}"
-                 for r in ratios]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for split, title in (("test", "Test split (final table)"),
+                         ("val", "Validation split (what choices are made on)")):
+        lines += ["", f"**{title}**", "",
+                  "| method | " + " | ".join(f"{100 * r:g} %" for r in ratios) + " |",
+                  "|---|" + "---:|" * len(ratios)]
+        for m in methods:
+            cells = [f"{100 * rows[(m, r)][f'{split}_mean']:.2f} ± "
+                     f"{100 * rows[(m, r)][f'{split}_std']:.2f}" for r in ratios]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if ("full", 1.0) in rows:
         f = rows[("full", 1.0)]
-        lines += ["", f"Full training split ({f['coreset_size']} images, same step budget): "
-                  f"{100 * f['accuracy_mean']:.2f} ± {100 * f['accuracy_std']:.2f} %."]
+        lines += ["", f"Full selection pool ({f['coreset_size']} images, same step budget): "
+                  f"test {100 * f['test_mean']:.2f} ± {100 * f['test_std']:.2f} %, validation "
+                  f"{100 * f['val_mean']:.2f} ± {100 * f['val_std']:.2f} %."]
     lines += ["", "Coreset size (images) and selection time (s, mean over fresh selections):", "",
               "| method | " + " | ".join(f"{100 * r:g} %" for r in ratios) + " |",
               "|---|" + "---:|" * len(ratios)]
@@ -300,7 +421,8 @@ def write_reports(result: dict, out: Path) -> dict[str, Path]:
     """Write JSON, Markdown and (if there is an embedding) PNG; return their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"eval_{result['dataset']['name']}"
+    stem = f"eval_{result['dataset']['name']}" + (
+        "" if result["config"].get("trainer", "mlp") == "mlp" else f"_{result['config']['trainer']}")
     paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
     paths["json"].write_text(json.dumps(result, indent=1) + "\n")
     paths["md"].write_text(_markdown(result))
@@ -317,13 +439,15 @@ def main(args) -> int:
         raise ValueError(f"--plot-classes must be >= 0, got {args.plot_classes}")
     ds = load_dataset(args.dataset, labels=args.labels)
     args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / f"eval_{ds.name}.partial.json"
+    suffix = "" if args.trainer == "mlp" else f"_{args.trainer}"
+    partial = args.out / f"eval_{ds.name}{suffix}.partial.json"
 
     def checkpoint(runs):  # partial results survive an interrupted long run
         partial.write_text(json.dumps({"runs": runs, "summary": summarise(runs)}, indent=1))
 
     result = run_eval(ds, methods=args.methods, ratios=args.ratios, seeds=args.seeds,
-                      mlp=MLPConfig(steps=args.steps), full=not args.no_full,
+                      trainer=args.trainer, steps=args.steps, val_fraction=args.val_fraction,
+                      use_weights=args.use_weights, full=not args.no_full,
                       plot_classes=args.plot_classes, progress=not args.no_progress,
                       checkpoint=checkpoint)
     paths = write_reports(result, args.out)

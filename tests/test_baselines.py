@@ -165,3 +165,56 @@ def test_ratio_errors(method, ratio, exc):
 def test_input_errors(X, y, seed, words):
     with pytest.raises(ValueError, match=words):
         check_inputs(X, y, 0.5, seed)
+
+
+def sub_blobs(n_sub=3, per=15, d=8, seed=0):
+    """One class made of ``n_sub`` tight, far-apart sub-clusters (plus a second class)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.choice(np.arange(20, 236, 40), size=(n_sub, d))
+    X = np.concatenate([np.clip(c + rng.normal(0, 2, (per, d)), 0, 255) for c in centres])
+    X = np.concatenate([X, np.clip(128 + rng.normal(0, 30, (per, d)), 0, 255)]).astype(np.uint8)
+    y = np.concatenate([np.zeros(n_sub * per, int), np.ones(per, int)])
+    return X, y, per
+
+
+@pytest.mark.parametrize("method", ["typiclust", "maxherding", "facility"])
+def test_cluster_and_coverage_peers_hit_every_sub_cluster(method):
+    X, y, per = sub_blobs()
+    ratio = 3 / 45  # class 0 budget 3 = one exemplar per sub-cluster
+    res = SELECTORS[method](X, y, ratio, seed=1)
+    check_result(res, y, ratio)
+    picks = res["indices"][y[res["indices"]] == 0]
+    assert sorted(picks // per) == [0, 1, 2]
+
+
+def test_typiclust_picks_the_most_typical_member():
+    X, y, per = sub_blobs(n_sub=1, per=30)
+    got = SELECTORS["typiclust"](X, y, 1 / 30, seed=0)["indices"]
+    A = X[:per].astype(float)
+    d = np.sqrt(((A[:, None] - A[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    typ = 1 / np.sort(d, 1)[:, :20].mean(1)
+    assert got[0] == int(np.argmax(typ))
+
+
+def test_maxherding_greedy_equals_dense_definition():
+    from nms.sw.baselines import GRAPH_K, pixel_knn
+    X, y = blobs(n_per_class=(40, 9, 5), d=6, seed=2)
+    got = SELECTORS["maxherding"](X, y, 0.1)["indices"]
+    assert SELECTORS["maxherding"].seed_independent and SELECTORS["typiclust"].seed_independent is False
+    for c, m in class_budgets(y, 0.1).items():
+        members = np.flatnonzero(y == c)
+        A = X[members].astype(float)
+        d2 = ((A[:, None] - A[None]) ** 2).sum(-1)
+        nbr, nd2 = pixel_knn(A, GRAPH_K)
+        sigma2 = max(np.median(nd2), 1.0)
+        K = np.zeros_like(d2)
+        for i in range(len(A)):  # kernel kept on the kNN list and the point itself
+            K[i, nbr[i]] = np.exp(-d2[i, nbr[i]] / (2 * sigma2))
+            K[i, i] = 1.0
+        chosen = []
+        for _ in range(m):
+            base = K[:, chosen].max(1) if chosen else np.zeros(len(A))
+            gain = [-1 if j in chosen else np.maximum(K[:, j] - base, 0).sum() for j in range(len(A))]
+            chosen.append(int(np.argmax(gain)))
+        assert np.array_equal(np.sort(members[chosen]), got[y[got] == c])

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from nms.sw import cli
-from nms.sw.classifier import MLPClassifier, MLPConfig, train_and_score
+from nms.sw.classifier import (CNNClassifier, CNNConfig, MLPClassifier, MLPConfig,
+                               train_and_score)
 from nms.sw.datasets import load_digits
+from nms.sw.harness import prepare, score_coreset, validation_split
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +56,25 @@ def test_nms_eval_on_digits(tmp_path, capsys):
     assert rc == 0
     res = json.loads((out / "eval_digits.json").read_text())
     assert res["dataset"]["n_train"] == 1347 and res["config"]["seeds"] == [0, 1]
+    pool = res["dataset"]["n_pool"]
+    assert pool + res["dataset"]["n_val"] == 1347 and res["dataset"]["n_val"] == 201
     runs = res["runs"]
     assert len(runs) == 3 * 1 * 2 + 2  # methods x ratios x seeds + full reference per seed
     for r in runs:
-        assert r["coreset_size"] == (1347 if r["method"] == "full" else 136)
+        assert r["coreset_size"] == (pool if r["method"] == "full" else 116)
         assert r["classes_in_coreset"] == 10 and r["select_seconds"] >= 0
     kc = [r for r in runs if r["method"] == "kcenter"]
     assert [r["selection_reused"] for r in kc] == [False, True]
+    assert res["config"]["deterministic_methods"] == ["kcenter"]
     summary = {(s["method"], s["ratio"]): s for s in res["summary"]}
     # stable floors with fixed seeds: 10 % coresets of digits, 150 steps
     for m in ("desne", "random", "kcenter"):
-        assert summary[(m, 0.1)]["accuracy_mean"] > 0.75
-    assert summary[("full", 1.0)]["accuracy_mean"] > 0.9
+        assert summary[(m, 0.1)]["test_mean"] > 0.75 and summary[(m, 0.1)]["val_mean"] > 0.75
+    assert summary[("full", 1.0)]["test_mean"] > 0.9
     md = (out / "eval_digits.md").read_text()
     for m in ("desne", "random", "kcenter"):
-        assert f"| {m} | " in md
-    assert "| method | 10 % |" in md
+        assert md.count(f"| {m} | ") == 3  # test table, validation table, sizes table
+    assert "| method | 10 % |" in md and "Validation split" in md
     emb = res["embedding"]
     assert [c["label"] for c in emb["classes"]] == [0, 1]
     assert all(sum(c["selected"]) == c["n_selected"] > 0 for c in emb["classes"])
