@@ -14,8 +14,8 @@ of the combined DE-SNE datapath (:class:`nms.rtl.datapath.DesneDatapath`).
 * **FPGA**: ``nms.fpga.build`` of the default datapath on the ULX3S-85F (ECP5): utilisation,
   post-route Fmax and the nextpnr critical path (what limits it).
 
-``--quick``: N = 64 only and no FPGA build (an up-to-date report of ``nms build --board
-ulx3s-85f --block datapath`` in its default folder is reused if present).
+``--quick``: N = 64 only and no FPGA build (an up-to-date build of the datapath by ``nms bench
+timing`` is reused if present; the full run reuses it too).
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def formula(dp, X: np.ndarray, budget: int, cfg, seed: int) -> dict:
 
 
 def _fpga_build_dir() -> Path:
-    """``nms build``'s default folder for this board and block (relative to the working dir)."""
-    return Path("build/fpga") / f"{BOARD}-datapath"
+    """The whole-datapath build folder of ``nms bench timing`` (relative to the working dir), so
+    running both benchmarks places and routes the datapath once."""
+    return Path("build") / "timing" / "datapath"
 
 
 def _fpga(quick: bool) -> dict | None:
