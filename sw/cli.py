@@ -20,6 +20,7 @@ COMMANDS = {
     "build": ("nms.fpga.build", "build an FPGA bitstream (YoWASP) and a utilisation/Fmax report"),
     "eval": ("nms.sw.harness", "coreset-quality harness: DE-SNE vs DNN-free baselines"),
     "run": ("nms.sw.run", "main job: near-memory DE-SNE selection, then SKS low-rank training"),
+    "adapt": ("nms.sw.adapt", "online adaptation of a pre-trained CNN under shift/drift: SKS vs SGD"),
     "bench": ("nms.bench", "benchmarks that write JSON + Markdown reports"),
 }
 

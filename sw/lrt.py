@@ -135,6 +135,7 @@ class _Trainer:
     """
 
     method = "?"
+    learns = True  # False: no backward pass at all (inference only)
 
     def __init__(self, net: Network, *, lr_bias: float, maxnorm: bool, seed: int,
                  train_bias: bool = True):
@@ -205,8 +206,9 @@ class _Trainer:
         """
         logits = self.net.forward(x[None], train=True)
         correct = bool(logits[0].argmax() == y)
-        self.net.backward(logits, np.array([y]))
-        self._learn()
+        if self.learns:
+            self.net.backward(logits, np.array([y]))
+            self._learn()
         self.samples_seen += 1
         return correct
 
@@ -303,6 +305,7 @@ class InferenceTrainer(_Trainer):
     """
 
     method = "inference"
+    learns = False
 
     def __init__(self, net: Network, *, seed: int = 0):
         super().__init__(net, lr_bias=0.0, maxnorm=False, seed=seed, train_bias=False)

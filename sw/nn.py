@@ -71,7 +71,15 @@ class Quantizer:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.bits is None:
             return x
-        return np.clip(np.floor(x / self.step + 0.5) * self.step, self.lo, self.hi)
+        # In-place ufuncs on one temporary (this runs ~50 times per online sample); x / step is
+        # exact as x * (1 / step) because the step is a power of two.
+        y = np.multiply(x, 1.0 / self.step)
+        y += 0.5
+        np.floor(y, out=y)
+        y *= self.step
+        np.maximum(y, self.lo, out=y)
+        np.minimum(y, self.hi, out=y)
+        return y
 
     def round(self, x: np.ndarray) -> np.ndarray:
         """Round to the grid WITHOUT clipping (for weight increments)."""
@@ -188,7 +196,7 @@ class Dense(_WeightLayer):
         self.dz_terms = self.alpha * dz
         self.a_terms = self._a
         self.grad_b = dz.sum(axis=0)
-        return self.alpha * (dz @ self.W) if self.input_grad else None
+        return self.alpha * (dz @ self.q["w"](self.W)) if self.input_grad else None
 
 
 class Conv2d(_WeightLayer):
@@ -234,12 +242,14 @@ class Conv2d(_WeightLayer):
         self.grad_b = dzc.sum(axis=(0, 1))
         if not self.input_grad:
             return None  # first layer: nobody needs the gradient w.r.t. the network input
-        dcols = (self.alpha * (dzc @ self.W)).reshape(n, ho, wo, c, self.k, self.k)
+        dcols = (self.alpha * (dzc @ self.q["w"](self.W))).reshape(n, ho, wo, c, self.k, self.k)
+        # one contiguous copy in (n, c, kh, kw, ho, wo) order makes each col2im slice contiguous
+        dct = np.ascontiguousarray(dcols.transpose(0, 3, 4, 5, 1, 2))
         dx = np.zeros(self._xshape)
         s = self.stride
         for i in range(self.k):
             for j in range(self.k):
-                dx[:, :, i:i + s * ho:s, j:j + s * wo:s] += dcols[..., i, j].transpose(0, 3, 1, 2)
+                dx[:, :, i:i + s * ho:s, j:j + s * wo:s] += dct[:, :, i, j]
         return dx
 
 
@@ -336,27 +346,42 @@ class StreamingBatchNorm:
         return mu, var
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        """Normalise ``x`` (N, C, H, W) or (N, C).
+
+        In train mode the samples of a batch are streamed in order: sample i updates the
+        statistics and is normalised with them, exactly as N online steps would (so an
+        offline pre-training with batches sees the same normalisation as the device).
+        """
+        shape = (-1, self.channels, 1, 1) if x.ndim == 4 else (-1, self.channels)
         if train:
             qb, qs = self.q["b"], self.q["bn_sq"]
-            self.mu_s = qb(self.eta * self.mu_s + (1 - self.eta) * x.mean(axis=axes))
-            self.sq_s = qs(self.eta * self.sq_s + (1 - self.eta) * (x * x).mean(axis=axes))
-            self.t += 1
-        mu, var = self.stats()
-        shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
-        inv = (1.0 / np.sqrt(var + 1e-8)).reshape(shape)
-        xhat = (x - mu.reshape(shape)) * inv
-        pre = self.gamma.reshape(shape) * xhat + self.beta.reshape(shape)
+            red = (2, 3) if x.ndim == 4 else ()
+            m1 = x.mean(axis=red) if red else x
+            m2 = (x * x).mean(axis=red) if red else x * x
+            mus = np.empty((len(x), self.channels))
+            vars_ = np.empty((len(x), self.channels))
+            for i in range(len(x)):
+                self.mu_s = qb(self.eta * self.mu_s + (1 - self.eta) * m1[i])
+                self.sq_s = qs(self.eta * self.sq_s + (1 - self.eta) * m2[i])
+                self.t += 1
+                mus[i], vars_[i] = self.stats()
+            mu, var = mus.reshape(shape), vars_.reshape(shape)
+        else:
+            mu, var = (v.reshape(shape) for v in self.stats())
+        inv = 1.0 / np.sqrt(var + 1e-8)
+        xhat = (x - mu) * inv
+        pre = self.gamma.reshape(1, *shape[1:]) * xhat + self.beta.reshape(1, *shape[1:])
         if train:
-            self._xhat, self._inv, self._pre, self._axes = xhat, inv, pre, axes
+            self._xhat, self._inv, self._pre = xhat, inv, pre
+            self._axes = (0, 2, 3) if x.ndim == 4 else (0,)
         return self.q["bn_out"](pre)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         dy = dy * self.q["bn_out"].inside(self._pre)  # straight-through, zero where clipped
         self.grad_gamma = (dy * self._xhat).sum(axis=self._axes)
         self.grad_beta = dy.sum(axis=self._axes)
-        shape = self._inv.shape
-        return dy * self.gamma.reshape(shape) * self._inv
+        g = self.gamma.reshape((1, -1, 1, 1) if dy.ndim == 4 else (1, -1))
+        return dy * g * self._inv
 
 
 class Flatten:

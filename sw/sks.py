@@ -88,14 +88,17 @@ def ok_mixing(sigma: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     x0 = np.sqrt(np.maximum(1.0 - (k / s1) * sigma[m:], 0.0))  # unit vector, length k+1
     # Householder H = I + v v^T / v_0 with v = x0 - e0 maps e0 to x0; its other k columns are an
     # orthonormal basis of x0's complement (X X^T = I - x0 x0^T), built without a QR.
-    v = x0.copy()
+    v = x0
     v[0] -= 1.0
-    block = np.outer(v, v[1:] / v[0])
-    block[1:] += np.eye(k)
     signs = np.where(rng.random(k + 1) < 0.5, -1.0, 1.0)
     Qx = np.zeros((q, r))
-    Qx[:m, :m] = np.eye(m)
-    Qx[m:, m:] = signs[:, None] * block
+    diag = np.arange(m)
+    Qx[diag, diag] = 1.0
+    block = Qx[m:, m:]  # view, (k+1) x k
+    block[...] = v[:, None] * (v[1:] / v[0])[None, :]
+    sub = np.arange(k)
+    block[sub + 1, sub] += 1.0
+    block *= signs[:, None]
     cx = np.empty(r)
     cx[:m] = sigma[:m]
     cx[m:] = s1 / k
