@@ -6,7 +6,7 @@ same evaluation stream after a learning-rate sweep on a validation stream (see
 to the paper's Fig. 1) and ``adapt_<scenario>.png`` (accuracy and worst-case writes against
 samples seen). The scenarios run in two worker processes (single-threaded BLAS each).
 
-Full run: Fashion-MNIST, 15,000-sample evaluation streams and 3,000-sample validation streams
+Full run: Fashion-MNIST, 10,000-sample evaluation streams and 3,000-sample validation streams
 (the paper streams 1e5 samples; a NumPy CNN at batch size 1 on this 2-core machine does a few
 hundred samples per second, so 1e5 x 7 methods x 4 scenarios plus the sweeps does not fit in
 the benchmark's ~40 min budget). Quick run: digits, 1,500 / 500 samples.
@@ -60,7 +60,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     if quick or not (fashion / "train-images-idx3-ubyte.gz").exists():
         dataset, samples, val_samples = "digits", 1500, 500
     else:
-        dataset, samples, val_samples = str(fashion), 15000, 3000
+        dataset, samples, val_samples = str(fashion), 10000, 3000
     t0 = time.perf_counter()
     jobs = [(s, dataset, samples, val_samples) for s in SCENARIOS]
     with ProcessPoolExecutor(max_workers=2) as pool:

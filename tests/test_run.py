@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from nms.sw.cli import main as cli
 from nms.sw.datasets import load_dataset
-from nms.sw.run import run_job
+from nms.sw.run import run_job, shift_domain
 from nms.verif.models import desne
 
 FAST = desne.DesneConfig(n_iter=40, exaggeration_iters=15, momentum_switch=15)
@@ -18,29 +19,44 @@ def digits():
 
 
 def test_run_job_report(digits):
-    rep = run_job(digits, ratio=0.1, capacity=256, config=FAST, epochs=3, skip_full=True, progress=False)
-    sel = rep["selection"]
-    # the driver's selection is the bit-exact model's selection
-    ref = desne.select(digits.X_train.reshape(len(digits.y_train), -1), digits.y_train, 0.1,
+    rep = run_job(digits, ratio=0.1, capacity=256, config=FAST, epochs=3, skip_full=True,
+                  progress=False)
+    sel, d = rep["selection"], rep["dataset"]
+    # the DDR data is the shifted 80 % of the training split; 20 % is the validation split
+    assert (d["n_train"], d["n_val"], d["n_test"], d["shift"]) == (1078, 269, 450, "BG+WN")
+    ddr = shift_domain(digits.X_train, max_value=16, shift="BG+WN", seed=0)
+    perm = np.random.default_rng([0, 24]).permutation(1347)
+    ddr_idx = np.sort(perm[269:])
+    # the driver's selection is the bit-exact model's selection on the new-domain data
+    ref = desne.select(ddr[ddr_idx].reshape(1078, -1), digits.y_train[ddr_idx], 0.1,
                        FAST.replace(capacity=256), seed=0)
     assert sel["indices"] == ref["indices"].tolist()
-    assert sel["n_selected"] == len(sel["indices"]) == 136
+    assert sel["n_selected"] == len(sel["indices"]) == 108
     assert set(rep["runs"]) == {"sks_desne", "sks_random", "sgd_desne"}
+    assert set(rep["accuracy"]) == {"none", "sks_desne", "sks_random", "sgd_desne"}
     for r in rep["runs"].values():
-        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["n_train"] == 136
-    # SKS writes each weight far less often than per-sample SGD on the same coreset
-    assert rep["writes"]["sks_desne"]["max"] * 10 <= rep["writes"]["sgd_desne"]["max"]
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["n_train"] == 108
+    # the shift hurts the deployed model; adapting on the coreset recovers part of it
+    assert rep["pretrain"]["test_accuracy_source"] >= 0.8
+    assert rep["accuracy"]["none"] <= rep["pretrain"]["test_accuracy_source"] - 0.2
+    assert rep["accuracy"]["sgd_desne"] >= rep["accuracy"]["none"] + 0.05
+    # SKS writes each weight far less often than per-sample SGD on the same coreset, by both
+    # counts; the changed-cell count never exceeds the paper's count
+    assert rep["writes"]["sks_desne"]["max"] * 50 <= rep["writes"]["sgd_desne"]["max"]
+    for k in rep["runs"]:
+        assert rep["writes_changed"][k]["total"] <= rep["writes"][k]["total"]
+    assert rep["write_reduction"]["max_changed_cells"] > 1
     t = rep["traffic"]
     assert t["nms"]["near_bytes"] == sel["counters"]["near_bytes_read"] > 0
-    assert t["full"]["pcb_bytes"] == 3 * 1347 * 64
-    assert t["nms"]["pcb_bytes"] == 3 * 136 * 64 + 4 * 136
+    assert t["full"]["pcb_bytes"] == 3 * 1078 * 64
+    assert t["nms"]["pcb_bytes"] == 3 * 108 * 64 + 4 * 108
     # the break-even epoch count is where NMS's link energy drops to full-data training's
     import math
 
     from nms.sw.energy import compare_training
 
     def saving(epochs):
-        return compare_training(n_samples=1347, bytes_per_sample=64, epochs=epochs, n_selected=136,
+        return compare_training(n_samples=1078, bytes_per_sample=64, epochs=epochs, n_selected=108,
                                 near_bytes=t["nms"]["near_bytes"])["saving_ratio"]
 
     be = rep["breakeven_epochs"]
@@ -66,6 +82,8 @@ def test_cli_writes_reports(tmp_path, capsys):
     (["--ratio", "0"], "ratio"),
     (["--epochs", "0"], "must be >= 1"),
     (["--backend", "fpga"], "invalid choice"),
+    (["--shift", "XX"], "invalid choice"),
+    (["--model", "resnet"], "invalid choice"),
 ])
 def test_cli_rejects_bad_options(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
