@@ -1,16 +1,39 @@
 """Grid sampler: exact-budget exemplar choice over the 2-D embedding (DE-SNE stage 4).
 
-Bit-exact with :func:`nms.verif.models.desne.grid_select` (see ``docs/rtl-grid.md`` for the phases and
-the cycle formula). Everything is a sequence of passes over on-chip memories with synchronous
+Bit-exact with :func:`nms.verif.models.desne.grid_select` (see ``docs/rtl-grid.md`` for the phases
+and the cycle formula). Everything is a sequence of passes over on-chip memories with synchronous
 read ports (block-RAM friendly): one pass over the points or over the occupied cells ("slots")
 at a time, so no read-modify-write hazard can arise and no memory needs a second read port.
+
+Structure (one component per concern; each has its own simulator test in
+``tests/test_grid_units.py``):
+
+* :class:`GridController` — accepts the points (point memory, job values), then starts the phases
+  one after the other;
+* :class:`BoundingBox` — min/max per axis while the points load, then the power-of-two extent;
+* :class:`LevelSearch` — the finest-first level passes that build the cell map, and the slot
+  sweep that copies the counts out of it (with :class:`CentreDistance`, the write-behind pipeline
+  of each point's squared distance to its cell centre);
+* :class:`Allocation` — water level (adaptive) or proportional quotas, then the extra units;
+* :class:`SelectionRounds` — rounds of "nearest unpicked member per cell with quota left";
+* :class:`Emitter` — the picked bitmap in index order onto ``indices``, clearing it behind;
+* :class:`GridSampler` — the memories shared between phases, their port multiplexers, wiring.
+
+Every phase unit has the same handshake (:data:`PHASE`): ``start`` (a one-cycle pulse while the
+unit is idle) moves it into its first state on the next cycle, and ``done`` is high in its last
+cycle, in which the controller starts the next unit, so the phases follow each other with no
+cycle in between (the cycle formula of :meth:`GridSampler.run_cycles` counts every state).
+A unit's ``busy`` (not idle) selects it on the multiplexed memory ports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
@@ -18,27 +41,873 @@ from nms.rtl import fixedpoint as fp
 from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 
-__all__ = ["GridSampler"]
+__all__ = ["GridGeometry", "GridController", "BoundingBox", "CentreDistance", "LevelSearch",
+           "Allocation", "SelectionRounds", "Emitter", "GridSampler", "PHASE"]
 
 #: signed width of one embedding coordinate (Q8.16 in [-2**23, 2**23 - 1])
 COORD_BITS = 24
 #: per-axis squared distance to the cell centre is < 2**50 in total (|offset| < 2**25)
 DIST_BITS = 50
 
+#: phase handshake, the controller's view: ``start`` pulse out, ``done`` (last cycle) back
+PHASE = wiring.Signature({"start": Out(1), "done": In(1)})
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """Widths and depths of a sampler for ``capacity`` points (shared by all its units).
+
+    Attributes
+    ----------
+    capacity : int
+        C, 2..65536.
+    grid_bits : int
+        Finest grid level G (:data:`nms.rtl.fixedpoint.GRID_BITS_MAX`, the model's limit).
+    index_bits, count_bits, slot_bits : int
+        Widths of a point index, of a count 0..C and of a slot (occupied-cell) index.
+    max_cells : int
+        ``min(C, 4**G)``: most occupied cells a run can have.
+    divider_width : int
+        ``2 * count_bits``: the proportional dividend ``budget * count``.
+    key_bits : int
+        ``count_bits + 2 * G``: the extra-unit key ``(primary, ~cell)``.
+    """
+
+    capacity: int
+
+    def __post_init__(self):
+        check_int("capacity", self.capacity, 2, 1 << 16, "2 to 65536 points held on chip")
+
+    grid_bits = fp.GRID_BITS_MAX
+
+    @property
+    def index_bits(self) -> int:
+        return max(1, ceil_log2(self.capacity))
+
+    @property
+    def count_bits(self) -> int:
+        return bits_for(self.capacity)
+
+    @property
+    def max_cells(self) -> int:
+        return min(self.capacity, 1 << (2 * self.grid_bits))
+
+    @property
+    def slot_bits(self) -> int:
+        return max(1, ceil_log2(self.max_cells))
+
+    @property
+    def cell_bits(self) -> int:
+        """Cell address ``Cat(cx, cy)``, ``grid_bits`` per axis."""
+        return 2 * self.grid_bits
+
+    @property
+    def divider_width(self) -> int:
+        return 2 * self.count_bits
+
+    @property
+    def key_bits(self) -> int:
+        return self.count_bits + 2 * self.grid_bits
+
+    @property
+    def best_bits(self) -> int:
+        """Per-slot best candidate ``{index, dist, valid}``."""
+        return self.index_bits + DIST_BITS + 1
+
+
+def _read(addr_width, width):
+    """A unit's side of a memory read port (it drives ``addr``/``en``, receives ``data``)."""
+    return In(ReadPort.Signature(addr_width=addr_width, shape=unsigned(width)))
+
+
+def _write(addr_width, width):
+    """A unit's side of a memory write port (it drives ``en``, ``addr`` and ``data``)."""
+    return In(WritePort.Signature(addr_width=addr_width, shape=unsigned(width)))
+
+
+def _phase_unit(m, unit, first_state):
+    """Common entry of a phase unit: IDLE until ``run.start``, then ``first_state``."""
+    with m.State("IDLE"):
+        with m.If(unit.run.start):
+            m.next = first_state
+
+
+class _SlotScan:
+    """Pipelined scan over the ``cells`` slots, one per cycle: the read address is ``s``; the
+    data of slot ``s_d`` are on the read ports while ``v_d``."""
+
+    def __init__(self, m, geo, cells):
+        self.m, self.cells = m, cells
+        self.s = Signal(range(geo.max_cells + 1), name="s")
+        self.s_d = Signal(geo.slot_bits, name="s_d")
+        self.v_d = Signal(name="v_d")
+
+    def start(self):
+        self.m.d.sync += [self.s.eq(0), self.v_d.eq(0)]
+
+    def step(self):
+        """One scan cycle; returns the 'scan finished' condition of this cycle."""
+        s, m = self.s, self.m
+        with m.If(s < self.cells):
+            m.d.sync += s.eq(s + 1)
+        m.d.sync += [self.v_d.eq(s < self.cells), self.s_d.eq(s)]
+        return (s == self.cells) & ~self.v_d
+
+
+# ------------------------------------------------------------------------------------------------
+# controller
+# ------------------------------------------------------------------------------------------------
+
+class GridController(wiring.Component):
+    """Point loading and phase sequencing.
+
+    LOAD takes one point per cycle into the point memory (and hands it to the bounding box), and
+    with the final point (``last``, or the C-th) latches ``N``, ``budget`` clamped to ``1..N``
+    and ``proportional``. BOX (1 cycle) finishes the box and starts the level search; then each
+    phase's ``done`` starts the next: level search, allocation, rounds, emission, and back to
+    LOAD.
+
+    Parameters
+    ----------
+    capacity : int
+        C, 2..65536.
+
+    Attributes
+    ----------
+    points : In(stream.Signature({x, y, last}))
+        The sampler's point stream (ready only in LOAD).
+    budget_in, proportional_in : In
+        The sampler's ``budget`` / ``proportional``, sampled with the final point.
+    pts_w : write port of the point memory ``Cat(x, y)``.
+    box : Out(stream.Signature({x, y, first}, always_ready=True))
+        Every accepted point (``first`` on point 0); ``box_finish`` pulses in BOX.
+    n_points, budget, proportional : Out
+        The latched job values.
+    level, allocation, rounds, emit : Out(PHASE)
+        Start/done of the four phase units.
+    busy : Out(1)
+        Everywhere but LOAD.
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        self.point_layout = point_layout()
+        self.box_layout = data.StructLayout({
+            "x": signed(COORD_BITS), "y": signed(COORD_BITS), "first": unsigned(1)})
+        super().__init__({
+            "points": In(stream.Signature(self.point_layout)),
+            "budget_in": In(unsigned(geo.count_bits)),
+            "proportional_in": In(1),
+            "pts_w": _write(geo.index_bits, 2 * COORD_BITS),
+            "box": Out(stream.Signature(self.box_layout, always_ready=True)),
+            "box_finish": Out(1),
+            "n_points": Out(range(capacity + 1)),
+            "budget": Out(unsigned(geo.count_bits)),
+            "proportional": Out(1),
+            "level": Out(PHASE),
+            "allocation": Out(PHASE),
+            "rounds": Out(PHASE),
+            "emit": Out(PHASE),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C = self.geometry.capacity
+        n = Signal(range(C + 1))        # points loaded so far
+        pay = self.points.payload
+        m.d.comb += [self.box.payload.x.eq(pay.x), self.box.payload.y.eq(pay.y),
+                     self.box.payload.first.eq(n == 0), self.busy.eq(1)]
+        with m.FSM(init="LOAD"):
+            with m.State("LOAD"):
+                m.d.comb += [self.busy.eq(0), self.points.ready.eq(1)]
+                with m.If(self.points.valid):
+                    m.d.comb += [self.pts_w.en.eq(1), self.pts_w.addr.eq(n),
+                                 self.pts_w.data.eq(Cat(pay.x, pay.y)), self.box.valid.eq(1)]
+                    m.d.sync += n.eq(n + 1)
+                    with m.If(pay.last | (n == C - 1)):
+                        b = self.budget_in
+                        m.d.sync += [self.n_points.eq(n + 1), n.eq(0),
+                                     self.proportional.eq(self.proportional_in),
+                                     self.budget.eq(Mux(b == 0, 1, Mux(b > n + 1, n + 1, b)))]
+                        m.next = "BOX"
+            with m.State("BOX"):
+                m.d.comb += [self.box_finish.eq(1), self.level.start.eq(1)]
+                m.next = "LEVEL"
+            for state, phase, nxt, following in (
+                    ("LEVEL", self.level, "ALLOCATION", self.allocation),
+                    ("ALLOCATION", self.allocation, "ROUNDS", self.rounds),
+                    ("ROUNDS", self.rounds, "EMIT", self.emit),
+                    ("EMIT", self.emit, "LOAD", None)):
+                with m.State(state):
+                    with m.If(phase.done):
+                        if following is not None:
+                            m.d.comb += following.start.eq(1)
+                        m.next = nxt
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# bounding box
+# ------------------------------------------------------------------------------------------------
+
+class BoundingBox(wiring.Component):
+    """Per-axis minimum ``lo`` and extent exponent ``e`` of a point set.
+
+    Every ``sample`` beat updates min and max (``first`` restarts them); a ``finish`` pulse
+    registers ``e = bit_length(max - min)``, so ``2**e`` is the smallest power of two >= the span
+    ``max - min + 1`` (valid from the next cycle), exactly as :func:`~nms.verif.models.desne.grid_cells`
+    draws the box.
+
+    Attributes
+    ----------
+    sample : In(stream.Signature({x, y, first}, always_ready=True))
+    finish : In(1)
+    lo_x, lo_y : Out(signed(24))
+    ex, ey : Out(range(25))
+    """
+
+    def __init__(self):
+        self.sample_layout = data.StructLayout({
+            "x": signed(COORD_BITS), "y": signed(COORD_BITS), "first": unsigned(1)})
+        super().__init__({
+            "sample": In(stream.Signature(self.sample_layout, always_ready=True)),
+            "finish": In(1),
+            "lo_x": Out(signed(COORD_BITS)), "lo_y": Out(signed(COORD_BITS)),
+            "ex": Out(range(COORD_BITS + 1)), "ey": Out(range(COORD_BITS + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pay = self.sample.payload
+        for axis, v, lo, e in (("x", pay.x, self.lo_x, self.ex), ("y", pay.y, self.lo_y, self.ey)):
+            hi = Signal(signed(COORD_BITS), name=f"max{axis}")
+            with m.If(self.sample.valid):
+                with m.If(pay.first | (v < lo)):
+                    m.d.sync += lo.eq(v)
+                with m.If(pay.first | (v > hi)):
+                    m.d.sync += hi.eq(v)
+            span1 = Signal(COORD_BITS, name=f"span1_{axis}")    # max - min < 2**24
+            m.d.comb += span1.eq(hi - lo)
+            with m.If(self.finish):
+                m.d.sync += e.eq(0)
+                for k in range(COORD_BITS):      # the highest set bit wins
+                    with m.If(span1[k]):
+                        m.d.sync += e.eq(k + 1)
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# level search
+# ------------------------------------------------------------------------------------------------
+
+class CentreDistance(wiring.Component):
+    """Squared distance of a point to its cell centre, written behind the level pass.
+
+    For offsets ``d = y - lo`` (per axis, unsigned), cell ``c`` at level ``g`` and box exponent
+    ``e``: ``(dx - ((2cx+1) << ex >> (g+1)))**2 + (dy - ((2cy+1) << ey >> (g+1)))**2``, i.e.
+    the distance to ``lo + (((2c+1) << e) >> (g+1))`` of the model. Three stages (input
+    registers, differences, squares), then the sum goes straight to the write port: the writes
+    keep their order and land :attr:`latency` cycles after the input beat.
+
+    Attributes
+    ----------
+    i : In(stream.Signature({addr, dx, dy, cx, cy, g}, always_ready=True))
+    ex, ey : In(range(25))
+        Box exponents (constant during a pass).
+    pdist : write port ``addr -> DIST_BITS``.
+    """
+
+    latency = 3
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        G = geo.grid_bits
+        self.in_layout = data.StructLayout({
+            "addr": unsigned(geo.index_bits), "dx": unsigned(COORD_BITS),
+            "dy": unsigned(COORD_BITS), "cx": unsigned(G), "cy": unsigned(G),
+            "g": range(G + 1)})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout, always_ready=True)),
+            "ex": In(range(COORD_BITS + 1)), "ey": In(range(COORD_BITS + 1)),
+            "pdist": _write(geo.index_bits, DIST_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = [Signal(name=f"en{k}") for k in range(3)]
+        addr = [Signal(self.geometry.index_bits, name=f"addr{k}") for k in range(3)]
+        x = Signal(self.in_layout)
+        m.d.sync += [en[0].eq(self.i.valid), x.eq(self.i.payload)]
+
+        def axis_diff(d, c, e, axis):
+            off = Signal(COORD_BITS + 1, name=f"off_{axis}")
+            m.d.comb += off.eq((Cat(Const(1, 1), c) << e) >> (x.g + 1))
+            diff = Signal(signed(COORD_BITS + 2), name=f"diff_{axis}")
+            m.d.sync += diff.eq(d - off)
+            return diff
+
+        diff_x, diff_y = axis_diff(x.dx, x.cx, self.ex, "x"), axis_diff(x.dy, x.cy, self.ey, "y")
+        sq_x, sq_y = Signal(DIST_BITS), Signal(DIST_BITS)
+        m.d.sync += [sq_x.eq(diff_x * diff_x), sq_y.eq(diff_y * diff_y),
+                     en[1].eq(en[0]), addr[1].eq(x.addr), en[2].eq(en[1]), addr[2].eq(addr[1])]
+        m.d.comb += [self.pdist.en.eq(en[2]), self.pdist.addr.eq(addr[2]),
+                     self.pdist.data.eq(sq_x + sq_y)]
+        return m
+
+
+class LevelSearch(wiring.Component):
+    """Grid level ``g``: the finest level <= G with at most ``budget`` occupied cells.
+
+    One pass per level, finest first: the cell of every point, ``((y - lo) << g) >> e`` per axis,
+    is looked up in the cell map (``{slot + 1, count}`` per cell, all-zero between uses); a new
+    cell gets the next slot (its cell id goes to ``cellid``), every point gets its slot
+    (``pslot``) and its squared distance to the cell centre (``pdist``, via
+    :class:`CentreDistance`). The pass stops at a (``budget`` + 1)-th cell: cells nest, so
+    occupancy only grows with g and the first complete level is the answer. A sweep over the
+    slots then copies the counts into ``cnt`` (and tracks their maximum) and clears the map
+    (also after an aborted pass, before the next coarser level). Cycles per level:
+    ``3 + 2 * points read + 2 * cells``.
+
+    Timing: the pass reads each point one ahead and registers its offsets (``y - lo``); the
+    cell is then one right shift of the registered offset by the per-pass constant
+    ``e + G - g`` (``((d << G) >> (e + G - g)) == (d << g) >> e``), straight into the cell map's
+    read address.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    n_points, budget : In
+        N and M of the job.
+    lo_x, lo_y, ex, ey : In
+        The bounding box.
+    level : Out(range(G + 1))
+        g (the current level during the search, the result after ``done``).
+    cells : Out(range(max_cells + 1))
+        K, the occupied cells (slots) of ``level``.
+    max_count : Out(count_bits)
+        The largest count of the final sweep.
+    pts : read port of the point memory; ``pslot``, ``pdist``, ``cellid_w``, ``cnt_w``: write
+    ports; ``cellid_r``: read port (the sweep).
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        IW, SW, CW = geo.index_bits, geo.slot_bits, geo.count_bits
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "n_points": In(range(capacity + 1)),
+            "budget": In(unsigned(CW)),
+            "lo_x": In(signed(COORD_BITS)), "lo_y": In(signed(COORD_BITS)),
+            "ex": In(range(COORD_BITS + 1)), "ey": In(range(COORD_BITS + 1)),
+            "level": Out(range(geo.grid_bits + 1)),
+            "cells": Out(range(geo.max_cells + 1)),
+            "max_count": Out(unsigned(CW)),
+            "pts": _read(IW, 2 * COORD_BITS),
+            "pslot": _write(IW, SW),
+            "pdist": _write(IW, DIST_BITS),
+            "cellid_r": _read(SW, geo.cell_bits),
+            "cellid_w": _write(SW, geo.cell_bits),
+            "cnt_w": _write(SW, CW),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        G, CW, CELLW = geo.grid_bits, geo.count_bits, geo.cell_bits
+        S1W = bits_for(geo.max_cells)       # slot + 1 (0 = empty) in the cell map
+        m.submodules.cellmap = cellmap = Memory(shape=unsigned(S1W + CW), depth=1 << CELLW,
+                                                init=[])
+        cmap_r, cmap_w = cellmap.read_port(), cellmap.write_port()
+        m.submodules.distance = dist = CentreDistance(capacity=geo.capacity)
+        wiring.connect(m, dist.pdist, wiring.flipped(self.pdist))
+        m.d.comb += [dist.ex.eq(self.ex), dist.ey.eq(self.ey)]
+
+        g = self.level
+        occ, maxcnt = self.cells, self.max_count
+        i = Signal(range(geo.capacity + 1))     # point of the pass
+        s = Signal(range(geo.max_cells + 1))    # slot of the sweep
+        aborted = Signal()
+        cid_r = Signal(CELLW)
+        m.d.comb += [self.pts.addr.eq(i), self.cellid_r.addr.eq(s)]
+
+        px = self.pts.data[:COORD_BITS].as_signed()
+        py = self.pts.data[COORD_BITS:].as_signed()
+        dxn, dyn = Signal(COORD_BITS), Signal(COORD_BITS)      # offsets of the point read ahead
+        rx, ry = Signal(range(COORD_BITS + G + 1)), Signal(range(COORD_BITS + G + 1))
+        cx, cy = Signal(G), Signal(G)
+        m.d.comb += [cx.eq((dxn << G) >> rx), cy.eq((dyn << G) >> ry)]
+        cx_r, cy_r = Signal(G), Signal(G)
+        dx_r, dy_r = Signal(COORD_BITS), Signal(COORD_BITS)
+        m.d.comb += [dist.i.payload.addr.eq(i), dist.i.payload.dx.eq(dx_r),
+                     dist.i.payload.dy.eq(dy_r), dist.i.payload.cx.eq(cx_r),
+                     dist.i.payload.cy.eq(cy_r), dist.i.payload.g.eq(g)]
+
+        def take_offsets():
+            """Register the offsets of the point the ``pts`` read port shows."""
+            m.d.sync += [dxn.eq(px - self.lo_x), dyn.eq(py - self.lo_y)]
+
+        cm_slot1 = cmap_r.data[:S1W]
+        cm_count = cmap_r.data[S1W:]
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run.start):
+                    m.d.sync += g.eq(G)
+                    m.next = "LVL_PRIME"
+            with m.State("LVL_PRIME"):
+                m.d.comb += self.pts.addr.eq(0)
+                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0),
+                             rx.eq(self.ex + G - g), ry.eq(self.ey + G - g)]
+                m.next = "LVL_PRE"
+            with m.State("LVL_PRE"):
+                take_offsets()                  # point 0
+                m.next = "LVL_A"
+            with m.State("LVL_A"):
+                m.d.comb += [cmap_r.addr.eq(Cat(cx, cy)), self.pts.addr.eq(i + 1)]  # read ahead
+                m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn),
+                             cid_r.eq(Cat(cx, cy))]
+                m.next = "LVL_B"
+            with m.State("LVL_B"):
+                m.d.comb += [cmap_w.addr.eq(cid_r), self.pslot.addr.eq(i)]
+                new_cell = cm_slot1 == 0
+                with m.If(new_cell & (occ == self.budget)):
+                    m.d.sync += aborted.eq(1)
+                    m.next = "SW_PRIME"
+                with m.Else():
+                    m.d.comb += [cmap_w.en.eq(1), self.pslot.en.eq(1), dist.i.valid.eq(1)]
+                    with m.If(new_cell):
+                        m.d.comb += [cmap_w.data.eq(Cat((occ + 1)[:S1W], Const(1, CW))),
+                                     self.cellid_w.en.eq(1), self.cellid_w.addr.eq(occ),
+                                     self.cellid_w.data.eq(cid_r), self.pslot.data.eq(occ)]
+                        m.d.sync += occ.eq(occ + 1)
+                    with m.Else():
+                        m.d.comb += [cmap_w.data.eq(Cat(cm_slot1, cm_count + 1)),
+                                     self.pslot.data.eq(cm_slot1 - 1)]
+                    with m.If(i == self.n_points - 1):
+                        m.next = "SW_PRIME"
+                    with m.Else():
+                        take_offsets()          # point i + 1, read in LVL_A
+                        m.d.sync += i.eq(i + 1)
+                        m.next = "LVL_A"
+            # sweep over the slots: copy the counts out of the cell map and clear it
+            with m.State("SW_PRIME"):
+                m.d.comb += self.cellid_r.addr.eq(0)
+                m.d.sync += [s.eq(0), maxcnt.eq(0)]
+                m.next = "SW_A"
+            with m.State("SW_A"):
+                m.d.comb += cmap_r.addr.eq(self.cellid_r.data)
+                m.d.sync += cid_r.eq(self.cellid_r.data)
+                m.next = "SW_B"
+            with m.State("SW_B"):
+                m.d.comb += [self.cnt_w.en.eq(1), self.cnt_w.addr.eq(s),
+                             self.cnt_w.data.eq(cm_count),
+                             cmap_w.en.eq(1), cmap_w.addr.eq(cid_r), cmap_w.data.eq(0)]
+                with m.If(cm_count > maxcnt):
+                    m.d.sync += maxcnt.eq(cm_count)
+                with m.If(s == occ - 1):
+                    with m.If(aborted):
+                        m.d.sync += g.eq(g - 1)
+                        m.next = "LVL_PRIME"
+                    with m.Else():
+                        m.d.comb += self.run.done.eq(1)
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.cellid_r.addr.eq(s + 1)
+                    m.d.sync += s.eq(s + 1)
+                    m.next = "SW_A"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# allocation
+# ------------------------------------------------------------------------------------------------
+
+class Allocation(wiring.Component):
+    """Quota per slot: exactly ``budget`` in total, never more than the cell's count.
+
+    * adaptive: the water level L (largest L <= max count with ``sum(min(count, L)) <= budget``,
+      a monotone predicate) is found bit by bit, one slot scan per bit whose candidate does not
+      exceed the maximum count; quota ``min(count, L)``, primary key ``count`` if ``count > L``
+      else 0;
+    * proportional: quota ``budget * count // N`` and primary key ``budget * count % N`` from a
+      restoring :class:`~nms.rtl.divider.Divider` (``count_bits`` cycles per slot).
+
+    Then the extra units (``budget - sum(quota)``, if any): the threshold T = the extra-th
+    largest key ``(primary, ~cell)`` (keys are unique; the complement orders ties to the lower
+    row-major cell) is found bit by bit by counting keys >= candidate; every slot with key >= T
+    gets +1 — the model's "largest first, ties to the lower cell" (a primary of 0 never
+    qualifies). The quota pass also clears each slot's best candidate for the rounds.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    proportional, budget, n_points : In
+        Job values.
+    cells, max_count : In
+        K and the largest count (from the level search).
+    cnt_r, cellid_r, quota_r : read ports of the slot memories (one shared address);
+    quota_w, best_w : write ports.
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        SW, CW = geo.slot_bits, geo.count_bits
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "proportional": In(1),
+            "budget": In(unsigned(CW)),
+            "n_points": In(range(capacity + 1)),
+            "cells": In(range(geo.max_cells + 1)),
+            "max_count": In(unsigned(CW)),
+            "cnt_r": _read(SW, CW),
+            "cellid_r": _read(SW, geo.cell_bits),
+            "quota_r": _read(SW, CW),
+            "quota_w": _write(SW, CW),
+            "best_w": _write(SW, geo.best_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        CW, KB = geo.count_bits, geo.key_bits
+        cell_mask = (1 << geo.cell_bits) - 1
+        budget = self.budget
+        m.submodules.prim = prim = Memory(shape=unsigned(CW), depth=geo.max_cells, init=[])
+        prim_r, prim_w = prim.read_port(), prim.write_port()
+        # budget * count // N <= budget <= C < 2**CW: CW quotient bits, one per cycle
+        m.submodules.divider = div = Divider(dividend_width=geo.divider_width,
+                                             divisor_width=CW, quotient_width=CW)
+
+        scan = _SlotScan(m, geo, self.cells)
+        s, s_d, v_d = scan.s, scan.s_d, scan.v_d
+        slot_addr = Signal(geo.slot_bits)
+        m.d.comb += slot_addr.eq(s)
+        for rp in (self.cnt_r, self.cellid_r, self.quota_r, prim_r):
+            m.d.comb += rp.addr.eq(slot_addr)
+
+        lvl = Signal(CW)               # water level L (adaptive)
+        bit = Signal(range(KB))        # bit under test in the bitwise searches
+        cand = Signal(KB)
+        acc = Signal(CW + 1)
+        qsum = Signal(CW + 1)
+        extra = Signal(CW)
+        thr = Signal(KB)               # threshold key of the extra units
+        count = self.cnt_r.data
+        # extra-unit key: primary (remainder or count) first, then the lower cell index wins
+        key = Cat(self.cellid_r.data ^ cell_mask, prim_r.data)
+        one_at_bit = (Const(1, KB) << bit)[:KB]
+
+        def scan_start():
+            scan.start()
+            m.d.sync += acc.eq(0)
+
+        def next_bit(done_state, again_state):
+            with m.If(bit == 0):
+                m.next = done_state
+            with m.Else():
+                m.d.sync += bit.eq(bit - 1)
+                m.next = again_state
+
+        def write_quota(q, primary):
+            m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s), self.quota_w.data.eq(q),
+                         prim_w.en.eq(1), prim_w.addr.eq(s), prim_w.data.eq(primary),
+                         self.best_w.en.eq(1), self.best_w.addr.eq(s), self.best_w.data.eq(0)]
+            m.d.sync += qsum.eq(qsum + q)
+            with m.If(s == self.cells - 1):
+                m.next = "X_START"
+            with m.Else():
+                m.d.comb += slot_addr.eq(s + 1)
+                m.d.sync += s.eq(s + 1)
+                m.next = "Q_DATA"
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run.start):
+                    with m.If(self.proportional):
+                        m.next = "Q_PRIME"
+                    with m.Else():
+                        m.d.sync += [lvl.eq(0), bit.eq(CW - 1)]
+                        m.next = "L_BIT"
+            # adaptive: water level, bit by bit (the sum is monotone in L)
+            with m.State("L_BIT"):
+                trial = (lvl | one_at_bit)[:CW]
+                m.d.sync += cand.eq(trial)
+                with m.If(trial <= self.max_count):
+                    scan_start()
+                    m.next = "L_SCAN"
+                with m.Else():
+                    next_bit("Q_PRIME", "L_BIT")
+            with m.State("L_SCAN"):
+                done = scan.step()
+                with m.If(v_d):
+                    m.d.sync += acc.eq(acc + Mux(count < cand[:CW], count, cand[:CW]))
+                with m.If(done):
+                    with m.If(acc <= budget):
+                        m.d.sync += lvl.eq(cand[:CW])
+                    next_bit("Q_PRIME", "L_BIT")
+            # quotas: adaptive min(count, L); proportional budget * count // N
+            with m.State("Q_PRIME"):
+                m.d.comb += slot_addr.eq(0)
+                m.d.sync += [s.eq(0), qsum.eq(0)]
+                m.next = "Q_DATA"
+            with m.State("Q_DATA"):
+                with m.If(self.proportional):
+                    m.d.comb += [div.operands.valid.eq(1),
+                                 div.operands.payload.n.eq(budget * count),
+                                 div.operands.payload.d.eq(self.n_points)]
+                    with m.If(div.operands.ready):
+                        m.next = "Q_DIV"
+                with m.Else():
+                    write_quota(Mux(count < lvl, count, lvl), Mux(count > lvl, count, 0))
+            with m.State("Q_DIV"):
+                m.d.comb += div.quotient.ready.eq(1)
+                with m.If(div.quotient.valid):
+                    write_quota(div.quotient.payload, div.remainder)
+            # extra units: threshold = the extra-th largest key, found bit by bit by counting
+            # keys >= candidate; then every key >= threshold gets +1
+            with m.State("X_START"):
+                m.d.sync += [extra.eq(budget - qsum), thr.eq(0), bit.eq(KB - 1)]
+                with m.If(budget == qsum):
+                    m.d.comb += self.run.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "X_BIT"
+            with m.State("X_BIT"):
+                m.d.sync += cand.eq(thr | one_at_bit)
+                scan_start()
+                m.next = "X_SCAN"
+            with m.State("X_SCAN"):
+                done = scan.step()
+                with m.If(v_d & (key >= cand)):
+                    m.d.sync += acc.eq(acc + 1)
+                with m.If(done):
+                    with m.If(acc >= extra):
+                        m.d.sync += thr.eq(cand)
+                    next_bit("APPLY_PRIME", "X_BIT")
+            with m.State("APPLY_PRIME"):
+                scan_start()
+                m.next = "APPLY"
+            with m.State("APPLY"):
+                done = scan.step()
+                with m.If(v_d):
+                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s_d),
+                                 self.quota_w.data.eq(self.quota_r.data + (key >= thr))]
+                with m.If(done):
+                    m.d.comb += self.run.done.eq(1)
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# rounds and emission
+# ------------------------------------------------------------------------------------------------
+
+class SelectionRounds(wiring.Component):
+    """Picks, per slot, its ``quota`` nearest members (ties to the lower index) into ``picked``.
+
+    A round is a pass over the points (2 cycles each) that keeps, per slot with quota left, the
+    nearest unpicked member (points come in index order, so an equal distance keeps the lower
+    index), then a scan over the slots that marks each winner picked, decrements the quota and
+    clears the best entry. Rounds repeat until every quota is 0 — the model's "the quota
+    smallest ``(distance, index)`` per cell". Cycles: ``R * (2N + K + 3)`` with R the largest
+    quota. Expects every ``best`` entry cleared and ``picked`` all-zero at the start.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    n_points : In
+    cells : In
+        K, the slots to scan.
+    pslot_r, pdist_r, picked_r : read ports of the point memories (one shared address);
+    picked_w : write port; quota_r, best_r : read ports of the slot memories (one shared
+    address); quota_w, best_w : write ports.
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        IW, SW, CW = geo.index_bits, geo.slot_bits, geo.count_bits
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "n_points": In(range(capacity + 1)),
+            "cells": In(range(geo.max_cells + 1)),
+            "pslot_r": _read(IW, SW),
+            "pdist_r": _read(IW, DIST_BITS),
+            "picked_r": _read(IW, 1),
+            "picked_w": _write(IW, 1),
+            "quota_r": _read(SW, CW),
+            "quota_w": _write(SW, CW),
+            "best_r": _read(SW, geo.best_bits),
+            "best_w": _write(SW, geo.best_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        IW = geo.index_bits
+        i = Signal(range(geo.capacity + 1))
+        point_addr = Signal(IW)
+        scan = _SlotScan(m, geo, self.cells)
+        s, s_d, v_d = scan.s, scan.s_d, scan.v_d
+        slot_addr = Signal(geo.slot_bits)
+        m.d.comb += [point_addr.eq(i), slot_addr.eq(s)]
+        for rp in (self.pslot_r, self.pdist_r, self.picked_r):
+            m.d.comb += rp.addr.eq(point_addr)
+        for rp in (self.quota_r, self.best_r):
+            m.d.comb += rp.addr.eq(slot_addr)
+        slot_r = Signal(geo.slot_bits)
+        dist_r = Signal(DIST_BITS)
+        pk_r = Signal()
+        more = Signal()
+        quota = self.quota_r.data
+        best_idx = self.best_r.data[:IW]
+        best_dist = self.best_r.data[IW:IW + DIST_BITS]
+        best_valid = self.best_r.data[IW + DIST_BITS]
+
+        with m.FSM() as fsm:
+            _phase_unit(m, self, "RP_PRIME")
+            with m.State("RP_PRIME"):
+                m.d.comb += point_addr.eq(0)
+                m.d.sync += i.eq(0)
+                m.next = "RP_A"
+            with m.State("RP_A"):
+                m.d.comb += slot_addr.eq(self.pslot_r.data)
+                m.d.sync += [slot_r.eq(self.pslot_r.data), dist_r.eq(self.pdist_r.data),
+                             pk_r.eq(self.picked_r.data)]
+                m.next = "RP_B"
+            with m.State("RP_B"):
+                # points come in index order, so an equal distance keeps the lower index
+                with m.If(~pk_r & (quota != 0) & (~best_valid | (dist_r < best_dist))):
+                    m.d.comb += [self.best_w.en.eq(1), self.best_w.addr.eq(slot_r),
+                                 self.best_w.data.eq(Cat(i[:IW], dist_r, Const(1, 1)))]
+                with m.If(i == self.n_points - 1):
+                    m.d.sync += more.eq(0)
+                    scan.start()
+                    m.next = "RS"
+                with m.Else():
+                    m.d.comb += point_addr.eq(i + 1)
+                    m.d.sync += i.eq(i + 1)
+                    m.next = "RP_A"
+            with m.State("RS"):
+                done = scan.step()
+                with m.If(v_d & best_valid):
+                    left = quota - 1
+                    m.d.comb += [self.picked_w.en.eq(1), self.picked_w.addr.eq(best_idx),
+                                 self.picked_w.data.eq(1),
+                                 self.quota_w.en.eq(1), self.quota_w.addr.eq(s_d),
+                                 self.quota_w.data.eq(left),
+                                 self.best_w.en.eq(1), self.best_w.addr.eq(s_d),
+                                 self.best_w.data.eq(0)]
+                    with m.If(left != 0):
+                        m.d.sync += more.eq(1)
+                with m.If(done):
+                    with m.If(more):
+                        m.next = "RP_PRIME"
+                    with m.Else():
+                        m.d.comb += self.run.done.eq(1)
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+class Emitter(wiring.Component):
+    """The picked bitmap in index order onto ``indices``, ``last`` on the ``budget``-th index.
+
+    One point per cycle while ``indices`` is ready (a picked point waits for its handshake); each
+    bit is cleared once passed, so the bitmap is all-zero again after the run (the points after
+    the last picked one are already zero). Ends with the final index's handshake or after point
+    ``N - 1``. Cycles without back-pressure: ``1 + last index + 1``.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    n_points, budget : In
+    picked_r, picked_w : the picked bitmap's ports.
+    indices : Out(stream.Signature({index, last}))
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        IW = geo.index_bits
+        self.index_layout = index_layout(geo)
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "n_points": In(range(capacity + 1)),
+            "budget": In(unsigned(geo.count_bits)),
+            "picked_r": _read(IW, 1),
+            "picked_w": _write(IW, 1),
+            "indices": Out(stream.Signature(self.index_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        IW = self.geometry.index_bits
+        i = Signal(range(self.geometry.capacity + 1))
+        emitted = Signal(self.geometry.count_bits)
+        picked = self.picked_r.data
+        m.d.comb += self.picked_r.addr.eq(i)
+        with m.FSM() as fsm:
+            _phase_unit(m, self, "EM_PRIME")
+            with m.State("EM_PRIME"):
+                m.d.comb += self.picked_r.addr.eq(0)
+                m.d.sync += [i.eq(0), emitted.eq(0)]
+                m.next = "EM"
+            with m.State("EM"):
+                is_last = emitted == self.budget - 1
+                m.d.comb += [self.indices.valid.eq(picked),
+                             self.indices.payload.index.eq(i[:IW]),
+                             self.indices.payload.last.eq(is_last)]
+                with m.If(~picked | self.indices.ready):
+                    m.d.comb += [self.picked_w.en.eq(1), self.picked_w.addr.eq(i),
+                                 self.picked_w.data.eq(0), self.picked_r.addr.eq(i + 1)]
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(picked):
+                        m.d.sync += emitted.eq(emitted + 1)
+                    with m.If((picked & is_last) | (i == self.n_points - 1)):
+                        m.d.comb += self.run.done.eq(1)
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# the sampler
+# ------------------------------------------------------------------------------------------------
+
+def point_layout():
+    """One input point: ``{x: signed(24), y: signed(24), last}`` (``x`` at the LSB)."""
+    return data.StructLayout({"x": signed(COORD_BITS), "y": signed(COORD_BITS),
+                              "last": unsigned(1)})
+
+
+def index_layout(geo: GridGeometry):
+    """One output index: ``{index: unsigned(index_bits), last}``."""
+    return data.StructLayout({"index": unsigned(geo.index_bits), "last": unsigned(1)})
+
 
 class GridSampler(wiring.Component):
     """Choose exactly ``budget`` of N embedding points on a grid; emit their indices ascending.
 
-    Equal, bit for bit, to :func:`nms.verif.models.desne.grid_select` (grid level = the finest level
-    ``g <= grid_bits`` with at most ``budget`` occupied cells; ``adaptive`` water-filling or
-    ``proportional`` largest-remainder allocation; per cell the members nearest the cell centre,
-    ties to the lower index).
+    Equal, bit for bit, to :func:`nms.verif.models.desne.grid_select` (grid level = the finest
+    level ``g <= grid_bits`` with at most ``budget`` occupied cells; ``adaptive`` water-filling
+    or ``proportional`` largest-remainder allocation; per cell the members nearest the cell
+    centre, ties to the lower index).
 
     Protocol: send the N points (index order) on ``points``, ``last`` on the final one (a point
     that fills the capacity also ends the load). ``budget`` and ``proportional`` are sampled
     together with that final point; ``budget`` is clamped to ``1..N``. The sampler then works
-    (``busy`` high, ``points.ready`` low) and emits the selected indices on ``indices``, ascending,
-    ``last`` on the final one; after that handshake it accepts the next point set.
+    (``busy`` high, ``points.ready`` low) and emits the selected indices on ``indices``,
+    ascending, ``last`` on the final one; after that handshake it accepts the next point set.
 
     Parameters
     ----------
@@ -53,8 +922,8 @@ class GridSampler(wiring.Component):
     budget : In(unsigned(count_bits))
         M, points to select (1..N); sampled with the final point.
     proportional : In(1)
-        Allocation mode: 0 = ``adaptive`` (water-filling), 1 = ``proportional``; sampled with the
-        final point.
+        Allocation mode: 0 = ``adaptive`` (water-filling), 1 = ``proportional``; sampled with
+        the final point.
     indices : Out(stream.Signature(index_layout))
         Payload ``{index: unsigned(index_bits), last: unsigned(1)}``: the M chosen indices.
     busy : Out(1)
@@ -64,10 +933,11 @@ class GridSampler(wiring.Component):
     grid_bits : int
         Finest grid level, :data:`nms.rtl.fixedpoint.GRID_BITS_MAX` (the model's limit).
     index_bits, count_bits, slot_bits : int
-        Widths of a point index (``ceil_log2(C)``), of a count 0..C (``bits_for(C)``) and of a slot
-        (occupied-cell) index.
+        Widths of a point index (``ceil_log2(C)``), of a count 0..C (``bits_for(C)``) and of a
+        slot (occupied-cell) index.
     max_cells : int
-        ``min(C, 4**grid_bits)``: most occupied cells a run can have (depth of the cell memories).
+        ``min(C, 4**grid_bits)``: most occupied cells a run can have (depth of the cell
+        memories).
     divider_width : int
         Dividend width of the proportional-allocation divider, ``2 * count_bits``
         (budget * count); its quotient and remainder have ``count_bits``.
@@ -81,27 +951,24 @@ class GridSampler(wiring.Component):
     """
 
     def __init__(self, *, capacity: int = 1024):
-        check_int("capacity", capacity, 2, 1 << 16, "2 to 65536 points held on chip")
+        geo = self.geometry = GridGeometry(capacity)
         self.capacity = capacity
-        self.grid_bits = fp.GRID_BITS_MAX
-        G = self.grid_bits
-        self.index_bits = max(1, ceil_log2(capacity))
-        self.count_bits = bits_for(capacity)
-        self.max_cells = min(capacity, 1 << (2 * G))
-        self.slot_bits = max(1, ceil_log2(self.max_cells))
-        self.divider_width = 2 * self.count_bits
-        self.key_bits = self.count_bits + 2 * G
-        self.point_layout = data.StructLayout({
-            "x": signed(COORD_BITS), "y": signed(COORD_BITS), "last": unsigned(1)})
-        self.index_layout = data.StructLayout({
-            "index": unsigned(self.index_bits), "last": unsigned(1)})
+        self.grid_bits = geo.grid_bits
+        self.index_bits = geo.index_bits
+        self.count_bits = geo.count_bits
+        self.max_cells = geo.max_cells
+        self.slot_bits = geo.slot_bits
+        self.divider_width = geo.divider_width
+        self.key_bits = geo.key_bits
+        self.point_layout = point_layout()
+        self.index_layout = index_layout(geo)
         super().__init__({
             "points": In(stream.Signature(self.point_layout)),
             "budget": In(unsigned(self.count_bits)),
             "proportional": In(1),
             "indices": Out(stream.Signature(self.index_layout)),
             "busy": Out(1),
-            "level": Out(range(G + 1)),
+            "level": Out(range(geo.grid_bits + 1)),
         })
 
     @property
@@ -117,391 +984,151 @@ class GridSampler(wiring.Component):
                 "slot_bits": self.slot_bits, "divider_width": self.divider_width,
                 "key_bits": self.key_bits, "coord_bits": COORD_BITS, "dist_bits": DIST_BITS}
 
+    def run_cycles(self, *, level_cells: Sequence[Sequence[int]], budget: int,
+                   proportional: bool, max_quota: int, last_index: int) -> int:
+        """Cycles from the final point's acceptance to the final index's handshake, no stalls.
+
+        The formula of ``docs/rtl-grid.md``, phase by phase, for one run's statistics:
+
+        Parameters
+        ----------
+        level_cells : sequence of sequences of int
+            For each level tried, finest (``grid_bits``) first down to the chosen one, the cell
+            of every point in index order (any one-to-one cell numbering).
+        budget : int
+            M (after the clamp to ``1..N``).
+        proportional : bool
+            Allocation mode.
+        max_quota : int
+            R, the largest quota of the chosen level.
+        last_index : int
+            The largest chosen index.
+
+        Returns
+        -------
+        int
+            ``1`` (box) ``+ sum over levels (3 + 2 * points read + 2 * cells)`` ``+`` water
+            level (adaptive: one cycle per bit, ``K + 2`` more per tested bit) ``+`` quotas
+            (``1 + K`` adaptive, ``1 + K * (count_bits + 2)`` proportional) ``+ 1 +`` extra
+            units (``key_bits * (K + 3) + K + 3`` if any) ``+ R * (2N + K + 3)`` (rounds)
+            ``+ 1 + last_index + 1`` (emit).
+        """
+        if not level_cells or len(level_cells) > self.grid_bits + 1:
+            raise ValueError(f"level_cells must list 1 to {self.grid_bits + 1} levels, "
+                             f"not {len(level_cells)}")
+        n = len(level_cells[0])
+        if not 1 <= budget <= n:
+            raise ValueError(f"budget must be in [1, {n}], not {budget}")
+        cycles = 1                                            # box
+        for cells in level_cells:                             # level passes, finest first
+            seen, read = set(), 0
+            for cell in cells:
+                read += 1
+                if cell not in seen and len(seen) == budget:
+                    break                                     # the (M+1)-th cell: abort
+                seen.add(cell)
+            cycles += 3 + 2 * read + 2 * len(seen)
+        final = list(level_cells[-1])
+        counts = [final.count(c) for c in dict.fromkeys(final)]
+        K = len(counts)
+        if K > budget:
+            raise ValueError(f"the last level has {K} cells, more than budget={budget}")
+        if proportional:
+            cycles += 1 + K * (self.count_bits + 2)
+            extra = budget - sum(budget * c // n for c in counts)
+        else:
+            lvl = 0                                           # water level, bit by bit
+            for b in range(self.count_bits - 1, -1, -1):
+                cycles += 1
+                cand = lvl | (1 << b)
+                if cand <= max(counts):
+                    cycles += K + 2
+                    if sum(min(c, cand) for c in counts) <= budget:
+                        lvl = cand
+            cycles += 1 + K
+            extra = budget - sum(min(c, lvl) for c in counts)
+        cycles += 1 + (self.key_bits * (K + 3) + K + 3 if extra else 0)
+        cycles += max_quota * (2 * n + K + 3)                 # rounds
+        cycles += 1 + last_index + 1                          # emit
+        return cycles
+
     def elaborate(self, platform):
         m = Module()
-        C, G, KM = self.capacity, self.grid_bits, self.max_cells
-        IW, CW, SW, KB = self.index_bits, self.count_bits, self.slot_bits, self.key_bits
-        CELLW = 2 * G                       # cell address Cat(cx, cy), G bits each
-        S1W = bits_for(KM)                  # slot + 1 (0 = empty) in the cell map
-        cell_mask = (1 << CELLW) - 1
+        geo = self.geometry
+        C, IW, SW, CW = geo.capacity, geo.index_bits, geo.slot_bits, geo.count_bits
 
         def mem(name, width, depth):
             mm = Memory(shape=unsigned(width), depth=depth, init=[])
             m.submodules[name] = mm
-            return mm, mm.read_port(), mm.write_port()
+            return mm.read_port(), mm.write_port()
 
-        # ---- memories ------------------------------------------------------------------------
         # per point: coordinates, slot of its cell, squared distance to the cell centre, picked
-        pts, pts_r, pts_w = mem("pts", 2 * COORD_BITS, C)
-        _, pslot_r, pslot_w = mem("pslot", SW, C)
-        _, pdist_r, pdist_w = mem("pdist", DIST_BITS, C)
-        _, picked_r, picked_w = mem("picked", 1, C)
-        # per grid cell of the current level: {slot + 1, count}; all-zero between uses
-        _, cmap_r, cmap_w = mem("cellmap", S1W + CW, 1 << CELLW)
+        pts_r, pts_w = mem("pts", 2 * COORD_BITS, C)
+        pslot_r, pslot_w = mem("pslot", SW, C)
+        pdist_r, pdist_w = mem("pdist", DIST_BITS, C)
+        picked_r, picked_w = mem("picked", 1, C)
         # per slot (occupied cell, in order of first occurrence)
-        _, cellid_r, cellid_w = mem("cellid", CELLW, KM)
-        _, cnt_r, cnt_w = mem("cnt", CW, KM)
-        _, prim_r, prim_w = mem("prim", CW, KM)        # primary key of the extra units
-        _, quota_r, quota_w = mem("quota", CW, KM)     # remaining quota during the rounds
-        _, best_r, best_w = mem("best", 1 + DIST_BITS + IW, KM)  # {idx, dist, valid}
+        cellid_r, cellid_w = mem("cellid", geo.cell_bits, geo.max_cells)
+        cnt_r, cnt_w = mem("cnt", CW, geo.max_cells)
+        quota_r, quota_w = mem("quota", CW, geo.max_cells)      # remaining quota
+        best_r, best_w = mem("best", geo.best_bits, geo.max_cells)  # {idx, dist, valid}
 
-        p_raddr = Signal(IW)          # shared read address of the per-point memories
-        s_raddr = Signal(SW)          # shared read address of the per-slot memories
-        for rp in (pts_r, pslot_r, pdist_r, picked_r):
-            m.d.comb += rp.addr.eq(p_raddr)
-        for rp in (cellid_r, cnt_r, prim_r, quota_r, best_r):
-            m.d.comb += rp.addr.eq(s_raddr)
+        m.submodules.controller = ctrl = GridController(capacity=C)
+        m.submodules.box = box = BoundingBox()
+        m.submodules.levels = levels = LevelSearch(capacity=C)
+        m.submodules.allocation = alloc = Allocation(capacity=C)
+        m.submodules.rounds = rounds = SelectionRounds(capacity=C)
+        m.submodules.emitter = emit = Emitter(capacity=C)
 
-        # budget * count // N <= budget <= C < 2**CW: CW quotient bits, one per cycle
-        m.submodules.divider = div = Divider(dividend_width=self.divider_width,
-                                             divisor_width=CW, quotient_width=CW)
+        wiring.connect(m, wiring.flipped(self.points), ctrl.points)
+        wiring.connect(m, ctrl.box, box.sample)
+        for phase, unit in ((ctrl.level, levels), (ctrl.allocation, alloc),
+                            (ctrl.rounds, rounds), (ctrl.emit, emit)):
+            wiring.connect(m, phase, unit.run)
+        wiring.connect(m, emit.indices, wiring.flipped(self.indices))
+        m.d.comb += [
+            ctrl.budget_in.eq(self.budget), ctrl.proportional_in.eq(self.proportional),
+            self.busy.eq(ctrl.busy), self.level.eq(levels.level), box.finish.eq(ctrl.box_finish),
+            levels.lo_x.eq(box.lo_x), levels.lo_y.eq(box.lo_y),
+            levels.ex.eq(box.ex), levels.ey.eq(box.ey),
+            alloc.proportional.eq(ctrl.proportional),
+            alloc.cells.eq(levels.cells), alloc.max_count.eq(levels.max_count),
+            rounds.cells.eq(levels.cells),
+        ]
+        for unit in (levels, alloc, rounds, emit):
+            m.d.comb += unit.n_points.eq(ctrl.n_points)
+        for unit in (levels, alloc, emit):
+            m.d.comb += unit.budget.eq(ctrl.budget)
 
-        # ---- registers ------------------------------------------------------------------------
-        n = Signal(range(C + 1))       # points loaded so far
-        N = Signal(range(C + 1))
-        budget = Signal(CW)
-        prop = Signal()
-        minx, maxx, miny, maxy = (Signal(signed(COORD_BITS), name=nm)
-                                  for nm in ("minx", "maxx", "miny", "maxy"))
-        ex = Signal(range(COORD_BITS + 1))
-        ey = Signal(range(COORD_BITS + 1))
-        g = Signal(range(G + 1))
-        i = Signal(range(C + 1))       # point counter of a pass
-        s = Signal(range(KM + 1))      # slot counter of a pass
-        s_d = Signal(SW)               # slot whose data the read ports show (pipelined scans)
-        v_d = Signal()
-        occ = Signal(range(KM + 1))    # occupied cells (slots) of the current level
-        aborted = Signal()
-        maxcnt = Signal(CW)
-        lvl = Signal(CW)               # water level L (adaptive)
-        bit = Signal(range(KB))        # bit under test in the bitwise searches
-        cand = Signal(KB)
-        acc = Signal(CW + 1)
-        qsum = Signal(CW + 1)
-        extra = Signal(CW)
-        thr = Signal(KB)               # threshold key of the extra units
-        more = Signal()
-        emitted = Signal(CW)
-        cx_r, cy_r = Signal(G), Signal(G)
-        dx_r, dy_r = Signal(COORD_BITS), Signal(COORD_BITS)
-        cid_r = Signal(CELLW)
-        slot_r = Signal(SW)
-        dist_r = Signal(DIST_BITS)
-        pk_r = Signal()
+        # memories with one user per port
+        for port, user in ((pts_w, ctrl.pts_w), (pts_r, levels.pts), (pslot_w, levels.pslot),
+                           (pdist_w, levels.pdist), (cellid_w, levels.cellid_w),
+                           (cnt_w, levels.cnt_w), (cnt_r, alloc.cnt_r),
+                           (pslot_r, rounds.pslot_r), (pdist_r, rounds.pdist_r),
+                           (best_r, rounds.best_r)):
+            wiring.connect(m, user, port)
 
-        m.d.comb += [p_raddr.eq(i), s_raddr.eq(s), self.level.eq(g)]
+        # memories shared between phases: the busy unit addresses the read port (the first
+        # listed when none is), and the writers never write in the same cycle
+        def share_read(port, users):
+            addr = users[-1][1].addr
+            for busy, user in reversed(users[:-1]):
+                addr = Mux(busy, user.addr, addr)
+            m.d.comb += port.addr.eq(addr)
+            for _, user in users:
+                m.d.comb += user.data.eq(port.data)
 
-        # ---- shared datapath -------------------------------------------------------------------
-        px = pts_r.data[:COORD_BITS].as_signed()
-        py = pts_r.data[COORD_BITS:].as_signed()
-        # offsets from the box origin (0 <= y - lo < 2**24) and the cell: ((y - lo) << g) >> e.
-        # Timing closure: the level pass reads each point one point ahead and registers its
-        # offsets (dxn, dyn: BRAM -> subtract -> FF); the cell is then one right shift of the
-        # registered offset by the per-pass constant r = e + G - g (((d << G) >> r) equals
-        # (d << g) >> e), straight into the cell map's read address.
-        dxn, dyn = Signal(COORD_BITS), Signal(COORD_BITS)
-        rx, ry = Signal(range(COORD_BITS + G + 1)), Signal(range(COORD_BITS + G + 1))
-        cx = Signal(G)
-        cy = Signal(G)
-        m.d.comb += [cx.eq((dxn << G) >> rx), cy.eq((dyn << G) >> ry)]
+        def share_write(port, users):
+            m.d.comb += port.en.eq(Cat(*(u.en for u in users)).any())
+            addr, wdata = users[-1].addr, users[-1].data
+            for user in reversed(users[:-1]):
+                addr, wdata = Mux(user.en, user.addr, addr), Mux(user.en, user.data, wdata)
+            m.d.comb += [port.addr.eq(addr), port.data.eq(wdata)]
 
-        def take_offsets():
-            """Register the offsets of the point the `pts` read port shows."""
-            m.d.sync += [dxn.eq(px - minx), dyn.eq(py - miny)]
-
-        # squared distance of the registered point to its cell centre lo + (((2c+1) << e) >> (g+1)),
-        # written to `pdist` behind the level pass (timing closure): LVL_B hands the point's
-        # offsets, cells, level and index to a 3-stage write-behind pipeline (diffs, squares,
-        # sum + write). The writes keep their order and land 3 cycles after LVL_B, long before
-        # the rounds read `pdist` (the slot sweep alone follows a pass for >= 3 cycles), so the
-        # memory's contents are those of a direct write: no cycle is added.
-        wb_en = [Signal(name=f"pd_en{k}") for k in range(3)]
-        wb_addr = [Signal(len(pdist_w.addr), name=f"pd_addr{k}") for k in range(3)]
-        wb_dx, wb_dy = Signal(COORD_BITS), Signal(COORD_BITS)
-        wb_cx, wb_cy = Signal(G), Signal(G)
-        wb_g = Signal(range(G + 1))
-        pd_write = Signal()                 # LVL_B: store this point's distance
-        m.d.sync += [wb_en[0].eq(pd_write), wb_addr[0].eq(i), wb_dx.eq(dx_r), wb_dy.eq(dy_r),
-                     wb_cx.eq(cx_r), wb_cy.eq(cy_r), wb_g.eq(g)]
-
-        def axis_diff(d, c, e):
-            off = Signal(COORD_BITS + 1)
-            m.d.comb += off.eq((Cat(Const(1, 1), c) << e) >> (wb_g + 1))
-            diff = Signal(signed(COORD_BITS + 2))
-            m.d.sync += diff.eq(d - off)
-            return diff
-        diff_x, diff_y = axis_diff(wb_dx, wb_cx, ex), axis_diff(wb_dy, wb_cy, ey)
-        sq_x, sq_y = Signal(DIST_BITS), Signal(DIST_BITS)
-        m.d.sync += [sq_x.eq(diff_x * diff_x), sq_y.eq(diff_y * diff_y)]
-        m.d.sync += [wb_en[1].eq(wb_en[0]), wb_addr[1].eq(wb_addr[0]),
-                     wb_en[2].eq(wb_en[1]), wb_addr[2].eq(wb_addr[1])]
-        m.d.comb += [pdist_w.en.eq(wb_en[2]), pdist_w.addr.eq(wb_addr[2]),
-                     pdist_w.data.eq(sq_x + sq_y)]
-
-        cm_slot1 = cmap_r.data[:S1W]
-        cm_count = cmap_r.data[S1W:]
-        best_idx = best_r.data[:IW]
-        best_dist = best_r.data[IW:IW + DIST_BITS]
-        best_valid = best_r.data[IW + DIST_BITS]
-        # extra-unit key: primary (remainder or count) first, then the lower cell index wins
-        key = Cat(cellid_r.data ^ cell_mask, prim_r.data)
-        one_at_bit = (Const(1, KB) << bit)[:KB]
-
-        # pipelined slot scan (1 slot per cycle): read slot s, data of slot s_d valid when v_d
-        def scan_step():
-            with m.If(s < occ):
-                m.d.sync += s.eq(s + 1)
-            m.d.sync += [v_d.eq(s < occ), s_d.eq(s)]
-            return (s == occ) & ~v_d
-
-        def scan_start():
-            m.d.sync += [s.eq(0), v_d.eq(0), acc.eq(0)]
-
-        m.d.comb += self.busy.eq(1)
-        with m.FSM(init="LOAD"):
-            # ---- load: store the points, track the bounding box ---------------------------
-            with m.State("LOAD"):
-                m.d.comb += [self.busy.eq(0), self.points.ready.eq(1)]
-                pay = self.points.payload
-                with m.If(self.points.valid):
-                    m.d.comb += [pts_w.en.eq(1), pts_w.addr.eq(n), pts_w.data.eq(Cat(pay.x, pay.y))]
-                    with m.If((n == 0) | (pay.x < minx)):
-                        m.d.sync += minx.eq(pay.x)
-                    with m.If((n == 0) | (pay.x > maxx)):
-                        m.d.sync += maxx.eq(pay.x)
-                    with m.If((n == 0) | (pay.y < miny)):
-                        m.d.sync += miny.eq(pay.y)
-                    with m.If((n == 0) | (pay.y > maxy)):
-                        m.d.sync += maxy.eq(pay.y)
-                    m.d.sync += n.eq(n + 1)
-                    with m.If(pay.last | (n == C - 1)):
-                        m.d.sync += [N.eq(n + 1), n.eq(0), prop.eq(self.proportional),
-                                     budget.eq(Mux(self.budget == 0, 1,
-                                                   Mux(self.budget > n + 1, n + 1, self.budget)))]
-                        m.next = "BOX"
-
-            # ---- box: 2**e = smallest power of two >= span, i.e. e = bit_length(max - min) ----
-            with m.State("BOX"):
-                for reg, hi, lo in ((ex, maxx, minx), (ey, maxy, miny)):
-                    span1 = Signal(COORD_BITS)
-                    m.d.comb += span1.eq(hi - lo)
-                    m.d.sync += reg.eq(0)
-                    for k in range(COORD_BITS):
-                        with m.If(span1[k]):
-                            m.d.sync += reg.eq(k + 1)
-                m.d.sync += g.eq(G)
-                m.next = "LVL_PRIME"
-
-            # ---- level search, finest first: one pass per level builds the cell map; stop as
-            #      soon as a (budget+1)-th cell appears (occupancy only grows with g) ---------
-            with m.State("LVL_PRIME"):
-                m.d.comb += p_raddr.eq(0)
-                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0),
-                             rx.eq(ex + G - g), ry.eq(ey + G - g)]
-                m.next = "LVL_PRE"
-            with m.State("LVL_PRE"):
-                take_offsets()                  # point 0
-                m.next = "LVL_A"
-            with m.State("LVL_A"):
-                m.d.comb += [cmap_r.addr.eq(Cat(cx, cy)), p_raddr.eq(i + 1)]  # read ahead
-                m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn),
-                             cid_r.eq(Cat(cx, cy))]
-                m.next = "LVL_B"
-            with m.State("LVL_B"):
-                m.d.comb += [cmap_w.addr.eq(cid_r), pslot_w.addr.eq(i)]
-                new_cell = cm_slot1 == 0
-                with m.If(new_cell & (occ == budget)):
-                    m.d.sync += aborted.eq(1)
-                    m.next = "SW_PRIME"
-                with m.Else():
-                    m.d.comb += [cmap_w.en.eq(1), pslot_w.en.eq(1), pd_write.eq(1)]
-                    with m.If(new_cell):
-                        m.d.comb += [cmap_w.data.eq(Cat((occ + 1)[:S1W], Const(1, CW))),
-                                     cellid_w.en.eq(1), cellid_w.addr.eq(occ),
-                                     cellid_w.data.eq(cid_r), pslot_w.data.eq(occ)]
-                        m.d.sync += occ.eq(occ + 1)
-                    with m.Else():
-                        m.d.comb += [cmap_w.data.eq(Cat(cm_slot1, cm_count + 1)),
-                                     pslot_w.data.eq(cm_slot1 - 1)]
-                    with m.If(i == N - 1):
-                        m.next = "SW_PRIME"
-                    with m.Else():
-                        take_offsets()          # point i + 1, read in LVL_A
-                        m.d.sync += i.eq(i + 1)
-                        m.next = "LVL_A"
-
-            # ---- sweep over the slots: copy counts out of the cell map and clear it ----------
-            with m.State("SW_PRIME"):
-                m.d.comb += s_raddr.eq(0)
-                m.d.sync += [s.eq(0), maxcnt.eq(0)]
-                m.next = "SW_A"
-            with m.State("SW_A"):
-                m.d.comb += cmap_r.addr.eq(cellid_r.data)
-                m.d.sync += cid_r.eq(cellid_r.data)
-                m.next = "SW_B"
-            with m.State("SW_B"):
-                m.d.comb += [cnt_w.en.eq(1), cnt_w.addr.eq(s), cnt_w.data.eq(cm_count),
-                             cmap_w.en.eq(1), cmap_w.addr.eq(cid_r), cmap_w.data.eq(0)]
-                with m.If(cm_count > maxcnt):
-                    m.d.sync += maxcnt.eq(cm_count)
-                with m.If(s == occ - 1):
-                    with m.If(aborted):
-                        m.d.sync += g.eq(g - 1)
-                        m.next = "LVL_PRIME"
-                    with m.Elif(prop):
-                        m.next = "Q_PRIME"
-                    with m.Else():
-                        m.d.sync += [lvl.eq(0), bit.eq(CW - 1)]
-                        m.next = "L_BIT"
-                with m.Else():
-                    m.d.comb += s_raddr.eq(s + 1)
-                    m.d.sync += s.eq(s + 1)
-                    m.next = "SW_A"
-
-            # ---- adaptive: water level L = largest L <= max count with sum(min(count, L))
-            #      <= budget, found bit by bit (the sum is monotone in L) ------------------------
-            def next_bit(done_state, again_state):
-                with m.If(bit == 0):
-                    m.next = done_state
-                with m.Else():
-                    m.d.sync += bit.eq(bit - 1)
-                    m.next = again_state
-
-            with m.State("L_BIT"):
-                trial = (lvl | one_at_bit)[:CW]
-                m.d.sync += cand.eq(trial)
-                with m.If(trial <= maxcnt):
-                    scan_start()
-                    m.next = "L_SCAN"
-                with m.Else():
-                    next_bit("Q_PRIME", "L_BIT")
-            with m.State("L_SCAN"):
-                done = scan_step()
-                with m.If(v_d):
-                    m.d.sync += acc.eq(acc + Mux(cnt_r.data < cand[:CW], cnt_r.data, cand[:CW]))
-                with m.If(done):
-                    with m.If(acc <= budget):
-                        m.d.sync += lvl.eq(cand[:CW])
-                    next_bit("Q_PRIME", "L_BIT")
-
-            # ---- quotas: adaptive min(count, L); proportional budget * count // N -----------
-            with m.State("Q_PRIME"):
-                m.d.comb += s_raddr.eq(0)
-                m.d.sync += [s.eq(0), qsum.eq(0)]
-                m.next = "Q_DATA"
-
-            def write_quota(q, primary):
-                m.d.comb += [quota_w.en.eq(1), quota_w.addr.eq(s), quota_w.data.eq(q),
-                             prim_w.en.eq(1), prim_w.addr.eq(s), prim_w.data.eq(primary),
-                             best_w.en.eq(1), best_w.addr.eq(s), best_w.data.eq(0)]
-                m.d.sync += qsum.eq(qsum + q)
-                with m.If(s == occ - 1):
-                    m.next = "X_START"
-                with m.Else():
-                    m.d.comb += s_raddr.eq(s + 1)
-                    m.d.sync += s.eq(s + 1)
-                    m.next = "Q_DATA"
-
-            with m.State("Q_DATA"):
-                c = cnt_r.data
-                with m.If(prop):
-                    m.d.comb += [div.operands.valid.eq(1),
-                                 div.operands.payload.n.eq(budget * c),
-                                 div.operands.payload.d.eq(N)]
-                    with m.If(div.operands.ready):
-                        m.next = "Q_DIV"
-                with m.Else():
-                    write_quota(Mux(c < lvl, c, lvl), Mux(c > lvl, c, 0))
-            with m.State("Q_DIV"):
-                m.d.comb += div.quotient.ready.eq(1)
-                with m.If(div.quotient.valid):
-                    write_quota(div.quotient.payload, div.remainder)
-
-            # ---- extra units: threshold = the extra-th largest key (primary, ~cell), found bit
-            #      by bit by counting keys >= candidate; then every key >= threshold gets +1 ----
-            with m.State("X_START"):
-                m.d.sync += [extra.eq(budget - qsum), thr.eq(0), bit.eq(KB - 1)]
-                with m.If(budget == qsum):
-                    m.next = "RP_PRIME"
-                with m.Else():
-                    m.next = "X_BIT"
-            with m.State("X_BIT"):
-                m.d.sync += cand.eq(thr | one_at_bit)
-                scan_start()
-                m.next = "X_SCAN"
-            with m.State("X_SCAN"):
-                done = scan_step()
-                with m.If(v_d & (key >= cand)):
-                    m.d.sync += acc.eq(acc + 1)
-                with m.If(done):
-                    with m.If(acc >= extra):
-                        m.d.sync += thr.eq(cand)
-                    next_bit("APPLY_PRIME", "X_BIT")
-            with m.State("APPLY_PRIME"):
-                scan_start()
-                m.next = "APPLY"
-            with m.State("APPLY"):
-                done = scan_step()
-                with m.If(v_d):
-                    m.d.comb += [quota_w.en.eq(1), quota_w.addr.eq(s_d),
-                                 quota_w.data.eq(quota_r.data + (key >= thr))]
-                with m.If(done):
-                    m.next = "RP_PRIME"
-
-            # ---- rounds: every cell with quota left takes its nearest unpicked member ---------
-            with m.State("RP_PRIME"):
-                m.d.comb += p_raddr.eq(0)
-                m.d.sync += i.eq(0)
-                m.next = "RP_A"
-            with m.State("RP_A"):
-                m.d.comb += s_raddr.eq(pslot_r.data)
-                m.d.sync += [slot_r.eq(pslot_r.data), dist_r.eq(pdist_r.data),
-                             pk_r.eq(picked_r.data)]
-                m.next = "RP_B"
-            with m.State("RP_B"):
-                # points come in index order, so an equal distance keeps the lower index
-                with m.If(~pk_r & (quota_r.data != 0) & (~best_valid | (dist_r < best_dist))):
-                    m.d.comb += [best_w.en.eq(1), best_w.addr.eq(slot_r),
-                                 best_w.data.eq(Cat(i[:IW], dist_r, Const(1, 1)))]
-                with m.If(i == N - 1):
-                    m.d.sync += more.eq(0)
-                    scan_start()
-                    m.next = "RS"
-                with m.Else():
-                    m.d.comb += p_raddr.eq(i + 1)
-                    m.d.sync += i.eq(i + 1)
-                    m.next = "RP_A"
-            with m.State("RS"):
-                done = scan_step()
-                with m.If(v_d & best_valid):
-                    left = quota_r.data - 1
-                    m.d.comb += [picked_w.en.eq(1), picked_w.addr.eq(best_idx), picked_w.data.eq(1),
-                                 quota_w.en.eq(1), quota_w.addr.eq(s_d), quota_w.data.eq(left),
-                                 best_w.en.eq(1), best_w.addr.eq(s_d), best_w.data.eq(0)]
-                    with m.If(left != 0):
-                        m.d.sync += more.eq(1)
-                with m.If(done):
-                    with m.If(more):
-                        m.next = "RP_PRIME"
-                    with m.Else():
-                        m.next = "EM_PRIME"
-
-            # ---- emit: scan the picked bitmap in index order (clearing it behind) ---------------
-            with m.State("EM_PRIME"):
-                m.d.comb += p_raddr.eq(0)
-                m.d.sync += [i.eq(0), emitted.eq(0)]
-                m.next = "EM"
-            with m.State("EM"):
-                is_last = emitted == budget - 1
-                m.d.comb += [self.indices.valid.eq(picked_r.data),
-                             self.indices.payload.index.eq(i[:IW]),
-                             self.indices.payload.last.eq(is_last)]
-                with m.If(~picked_r.data | self.indices.ready):
-                    m.d.comb += [picked_w.en.eq(1), picked_w.addr.eq(i), picked_w.data.eq(0),
-                                 p_raddr.eq(i + 1)]
-                    m.d.sync += i.eq(i + 1)
-                    with m.If(picked_r.data):
-                        m.d.sync += emitted.eq(emitted + 1)
-                    with m.If((picked_r.data & is_last) | (i == N - 1)):
-                        m.next = "LOAD"
+        share_read(cellid_r, [(levels.busy, levels.cellid_r), (alloc.busy, alloc.cellid_r)])
+        share_read(quota_r, [(alloc.busy, alloc.quota_r), (rounds.busy, rounds.quota_r)])
+        share_read(picked_r, [(rounds.busy, rounds.picked_r), (emit.busy, emit.picked_r)])
+        share_write(quota_w, [alloc.quota_w, rounds.quota_w])
+        share_write(best_w, [alloc.best_w, rounds.best_w])
+        share_write(picked_w, [rounds.picked_w, emit.picked_w])
         return m

@@ -16,6 +16,7 @@ import pytest
 from nms.rtl import fixedpoint as fp
 from nms.rtl.grid import GridSampler
 from nms.verif.models import desne
+from nms.verif.models.grid_stats import grid_run_statistics
 from nms.verif.sim.build import run_cocotb
 
 CAPACITY = 256
@@ -53,11 +54,19 @@ def test_derived_widths(capacity):
     assert s.key_bits == s.count_bits + 2 * fp.GRID_BITS_MAX
 
 
-def test_generate_grid_block_lints(tmp_path):
-    from nms.gen.generate import REGISTRY, generate
+#: ``verilator --lint-only -Wall`` waivers for what Amaranth's Verilog backend (Yosys) emits, each
+#: needed by the grid sampler's Verilog: WIDTHEXPAND/WIDTHTRUNC (implicit extension/truncation),
+#: UNUSEDSIGNAL (unused bits of intermediate wires, the read ports' ``en`` outputs of the units
+#: that share a memory), PROCASSINIT (every ``reg`` has an initialiser and a process),
+#: DECLFILENAME (the units' modules share the top's file), CASEINCOMPLETE (one process per signal
+#: whose FSM case lists only the states that assign it, after a default assignment: no latch).
+LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-PROCASSINIT",
+                "-Wno-DECLFILENAME", "-Wno-CASEINCOMPLETE"]
 
-    if "grid" not in REGISTRY:
-        pytest.skip("grid block not registered")
+
+def test_generate_grid_block_lints(tmp_path):
+    from nms.gen.generate import generate
+
     text, meta = generate("grid", {"capacity": "100"})
     assert meta["parameters"] == {"capacity": 100}
     assert meta["derived"]["index_bits"] == 7 and meta["derived"]["max_cells"] == 100
@@ -67,8 +76,9 @@ def test_generate_grid_block_lints(tmp_path):
     vfile.write_text(text)
     verilator = shutil.which("verilator")
     assert verilator, "verilator not on PATH (conftest sets it up)"
-    subprocess.run([verilator, "--lint-only", "-Wno-fatal", "-Wno-WIDTHEXPAND",
-                    "-Wno-WIDTHTRUNC", str(vfile)], check=True, capture_output=True)
+    proc = subprocess.run([verilator, "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module",
+                           "grid", str(vfile)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +194,7 @@ def test_cocotb_randomized_sweep():
 
 
 def test_cocotb_cycles_no_stall(tmp_path):
-    """Cycle counts without stalls at 10 % (reported, not asserted beyond sanity)."""
+    """Cycle counts without stalls at 10 %: exactly ``GridSampler.run_cycles`` of each run."""
     rng = np.random.default_rng(13)
     cases = []
     for n in (64, CAPACITY):
@@ -195,8 +205,11 @@ def test_cocotb_cycles_no_stall(tmp_path):
     _run(cases, seed=8, idle=None, backpressure=None, report=report)
     rows = json.loads(report.read_text())
     assert len(rows) == len(cases)
-    assert [r["cycles"] for r in rows] == [r["predicted"] for r in rows], \
-        "cycle counts differ from the formula in docs/rtl-grid.md"
+    sampler = GridSampler(capacity=CAPACITY)
+    predicted = [sampler.run_cycles(**grid_run_statistics(c["Y"], c["budget"], c["allocation"]))
+                 for c in cases]
+    assert [r["cycles"] for r in rows] == predicted, \
+        "cycle counts differ from GridSampler.run_cycles (the formula in docs/rtl-grid.md)"
     for row, kind in zip(rows, ["clustered"] * 2 + ["uniform"] * 2 + ["clustered"] * 2
                          + ["uniform"] * 2):
         print(f"grid N={row['n']} M={row['budget']} {row['allocation']:12s} {kind:9s}: "
