@@ -289,6 +289,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", type=Path, help='JSON file {"block": NAME, "params": {...}}')
     parser.add_argument("--top", help="Verilog module name (default: the block name)")
     parser.add_argument("--list", action="store_true", help="list blocks and their parameters")
+    parser.add_argument("--regmap", action="store_true",
+                        help="write the register map's host constants (nms_regmap.h, "
+                             "nms_regmap.py) and register table (registers.md) into --out")
+    parser.add_argument("--regmap-doc", type=Path, metavar="FILE",
+                        help="write only the Markdown register table (docs/registers.md)")
+
+
+def _write_regmap(args) -> int:
+    """The renderings of the one job-interface declaration (``nms.rtl.regmap``)."""
+    from nms.rtl import regmap
+
+    if args.regmap and args.out is None:
+        raise ValueError("--regmap needs --out DIR")
+    written = []
+    if args.regmap:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("nms_regmap.h", regmap.host_constants("c")),
+                           ("nms_regmap.py", regmap.host_constants("py")),
+                           ("registers.md", regmap.markdown())):
+            (args.out / name).write_text(text)
+            written.append(args.out / name)
+    if args.regmap_doc is not None:
+        args.regmap_doc.write_text(regmap.markdown())
+        written.append(args.regmap_doc)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
 
 
 def main(args) -> int:
@@ -298,6 +324,8 @@ def main(args) -> int:
             for p in block.params:
                 print(f"  {p.name} ({p.type.__name__}, default {p.default!r}): {p.help}")
         return 0
+    if args.regmap_doc is not None or args.regmap:
+        return _write_regmap(args)
     if args.out is None:
         raise ValueError("--out DIR is required")
     block_name, overrides = (None, {})

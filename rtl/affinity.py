@@ -31,7 +31,7 @@ ROBUST_EVALS = len(COARSE_CODES) + 2 * len(fp.ROBUST_REFINE_STEPS)
 BISECT_EVALS = len(fp.BISECT_STEPS) + 1
 
 #: entropy / target width: Q8.16
-H_BITS = 8 + fp.H_FRAC_BITS
+H_BITS = fp.H_BITS
 #: quotient bits per cycle of the entropy and normalisation dividers (radix 4: two chained
 #: compare-subtracts per cycle halve the division time that dominates each evaluation)
 DIV_BITS_PER_CYCLE = 2

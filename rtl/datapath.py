@@ -16,12 +16,13 @@ See ``docs/rtl-datapath.md`` for the controller's sequence, the memory port, cou
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl import regmap
 from nms.rtl.affinity import AffinityUnit
 from nms.rtl.params import check_int
 from nms.rtl.embedding import EmbeddingEngine
@@ -31,34 +32,16 @@ from nms.rtl.memport import DEST_CANDIDATE, DEST_QUERY, MemReadSignature, Vector
 
 __all__ = ["config_layout", "perf_layout", "JobController", "DesneDatapath"]
 
-#: entropy target width: Q8.16
-H_TARGET_BITS = 8 + fp.H_FRAC_BITS
-
 
 def config_layout() -> data.StructLayout:
-    """The runtime job configuration, one field per register (field) of ``nms.rtl.regmap``.
+    """The runtime job configuration: the job fields of ``nms.rtl.regmap``, in its order.
 
     ``N``, ``DIM``, ``BUDGET``, ``H_TARGET``, ``SEED`` are whole 32-bit registers; ``ITER``,
-    ``OPT`` and ``MOMENTUM`` are split into their fields (``MOMENTUM.early`` -> ``momentum_early``
-    ...). Full register widths are kept so an out-of-range value is reported (``error``) instead
-    of being silently truncated.
+    ``OPT`` and ``MOMENTUM`` are split into their fields, keyed as the declaration says
+    (``MOMENTUM.early`` -> ``momentum_early`` ...). Full register widths are kept so an
+    out-of-range value is refused (``error`` and its ``cause``) instead of being truncated.
     """
-    return data.StructLayout({
-        "n": unsigned(32),
-        "dim": unsigned(32),
-        "budget": unsigned(32),
-        "h_target": unsigned(32),
-        "n_iter": unsigned(16),
-        "exaggeration_iters": unsigned(16),
-        "learning_rate": unsigned(12),
-        "exaggeration_shift": unsigned(3),
-        "allocation": unsigned(1),
-        "search": unsigned(1),
-        "momentum_early": unsigned(8),
-        "momentum_late": unsigned(8),
-        "momentum_switch": unsigned(16),
-        "seed": unsigned(32),
-    })
+    return data.StructLayout({key: unsigned(width) for key, width in regmap.job_layout()})
 
 
 def perf_layout() -> data.StructLayout:
@@ -117,7 +100,10 @@ class JobController(wiring.Component):
     job : Out(config_layout())
         The latched configuration (held until the next accepted start).
     busy, done, error : Out(1)
-        Status; ``done`` and ``error`` stay set until the next accepted start.
+        Status; ``done`` and ``error`` stay set until the next start while idle.
+    cause : Out(regmap.CAUSE_BITS)
+        The first error cause since that start (``regmap.CAUSES``): the refused field's cause,
+        or ``START_WHILE_BUSY``; 0 if none.
     cmd : Out(stream.Signature(cmd_layout))
         Fetch commands.
     tile_base : Out(stream.Signature(unsigned(index_width)))
@@ -146,6 +132,7 @@ class JobController(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
+            "cause": Out(regmap.CAUSE_BITS),
             "cmd": Out(stream.Signature(cmd_layout)),
             "tile_base": Out(stream.Signature(unsigned(self.index_width))),
             "embed_config": Out(stream.Signature(embed_config_layout)),
@@ -160,12 +147,18 @@ class JobController(wiring.Component):
         cfg, job = self.config, self.job
         cw = self.count_width
 
-        # ---- configuration check (on the incoming value, so a bad job never starts) ----------
-        bad = Signal()
-        m.d.comb += bad.eq((cfg.n < 2) | (cfg.n > C) | (cfg.dim < 1) | (cfg.dim > self.max_dim)
-                           | (cfg.budget < 1) | (cfg.budget > cfg.n)
-                           | (cfg.h_target >= (1 << H_TARGET_BITS))
-                           | (cfg.learning_rate < 1) | (cfg.exaggeration_shift > 4))
+        # ---- configuration check (on the incoming value, so a bad job never starts): the
+        # declared ranges walked in declaration order; the first bad field's cause wins, as in
+        # the model device and the host's regmap.refusal
+        conditions = regmap.refusal_conditions(
+            {key: getattr(cfg, key) for key, _ in regmap.job_layout()},
+            {"capacity": C, "max_dim": self.max_dim})
+        refusal = Signal(regmap.CAUSE_BITS)
+        first = Const(0, regmap.CAUSE_BITS)
+        for cond, code in reversed(conditions):
+            first = Mux(cond, code, first)
+        m.d.comb += refusal.eq(first)
+        bad = refusal != 0
 
         base = Signal(self.index_width)      # first query of the current tile
         left = Signal(cw)                    # N - base
@@ -193,7 +186,7 @@ class JobController(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [job.eq(cfg), self.done.eq(0), self.error.eq(0),
-                                 self.issued.eq(0), self.tiles.eq(0)]
+                                 self.cause.eq(refusal), self.issued.eq(0), self.tiles.eq(0)]
                     with m.If(bad):
                         m.d.sync += [self.done.eq(1), self.error.eq(1)]
                     with m.Else():
@@ -229,9 +222,11 @@ class JobController(wiring.Component):
                 with m.If(self.finish):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
-        # a start while busy is refused: it only flags the misuse
+        # a start while busy is refused: it only flags the misuse (the first cause is kept)
         with m.If(self.start & self.busy):
             m.d.sync += self.error.eq(1)
+            with m.If(self.cause == 0):
+                m.d.sync += self.cause.eq(regmap.CAUSE["START_WHILE_BUSY"].code)
         return m
 
 
@@ -255,9 +250,9 @@ class DesneDatapath(wiring.Component):
     candidates), and sends the ``budget`` selected indices, ascending, on ``indices`` (``last``
     on the final one). ``busy`` falls and ``done`` rises with the final index's handshake;
     ``perf`` then holds the job's counters. A configuration outside the limits below ends the
-    job at once with ``error`` (and ``done``) and no index: ``2 <= n <= capacity``,
-    ``1 <= dim <= max_dim``, ``1 <= budget <= n``, ``h_target < 2**24``, ``learning_rate >= 1``,
-    ``exaggeration_shift <= 4``.
+    job at once with ``error`` (and ``done``), no index, and the first bad field's code on
+    ``cause``: the ranges declared in ``nms.rtl.regmap`` (``docs/registers.md``), e.g.
+    ``2 <= n <= capacity``, ``1 <= dim <= max_dim``, ``1 <= budget <= n``.
 
     Parameters
     ----------
@@ -293,7 +288,9 @@ class DesneDatapath(wiring.Component):
     indices : Out(stream.Signature({index, last}))
         The selected local indices, ascending.
     busy, done, error : Out(1)
-        Status (``done``/``error`` held until the next accepted start).
+        Status (``done``/``error`` held until the next start while idle).
+    cause : Out(regmap.CAUSE_BITS)
+        Error cause (``STATUS.cause``): the refused field's code, ``START_WHILE_BUSY``, or 0.
     perf : Out(perf_layout())
         Cycle and traffic counters of the current / last job.
 
@@ -350,6 +347,7 @@ class DesneDatapath(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "error": Out(1),
+            "cause": Out(regmap.CAUSE_BITS),
             "perf": Out(perf_layout()),
         })
 
@@ -389,7 +387,8 @@ class DesneDatapath(wiring.Component):
         cw = self.count_width
 
         m.d.comb += [ctrl.start.eq(self.start), ctrl.config.eq(self.config),
-                     self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error)]
+                     self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
+                     self.cause.eq(ctrl.cause)]
 
         # ---- memory: controller commands -> fetcher <-> memory port ---------------------------
         wiring.connect(m, ctrl.cmd, fetch.cmd)
@@ -413,7 +412,7 @@ class DesneDatapath(wiring.Component):
 
         # ---- kNN rows -> affinity unit (same row layout) --------------------------------------
         wiring.connect(m, knn.rows, aff.row)
-        m.d.comb += [aff.target.eq(job.h_target[:H_TARGET_BITS]), aff.mode.eq(job.search)]
+        m.d.comb += [aff.target.eq(job.h_target[:fp.H_BITS]), aff.mode.eq(job.search)]
 
         # ---- affinities -> embedding's neighbour lists (rows arrive in point order) ----------
         wiring.connect(m, ctrl.embed_config, emb.config)

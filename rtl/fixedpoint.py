@@ -61,6 +61,7 @@ LOG2_LUT_BITS = 8
 LOG2_LUT = tuple(int(round(2 ** 16 * math.log2(1 + m / 256))) for m in range(256))
 #: entropy H (bits) and its target log2(perplexity): unsigned Q8.16
 H_FRAC_BITS = 16
+H_BITS = 8 + H_FRAC_BITS
 #: conditional affinities p_{j|i}: unsigned Q1.16 (sum over a row <= 1.0)
 P_FRAC_BITS = 16
 P_BITS = 17

@@ -1,122 +1,709 @@
-"""The accelerator's control/status register map — declared once.
+"""The accelerator's job interface — declared once.
 
-Every register is declared here with its fields and access mode; addresses are *derived* (in
-declaration order, 4 bytes apart), never hand-numbered. The host driver (``nms.sw.driver``) and
-every transport use this declaration, and ``host_constants()`` renders the same map as C/Python
-constants for firmware, so the map can never disagree between hardware and software.
+Everything a host, a transport, a golden model or the RTL needs to agree on is declared here:
 
-Pure Python: usable without any hardware tool.
+* every register with its fields, widths and access mode (addresses are *derived*, in
+  declaration order, 4 bytes apart; fields are packed LSB-first unless a field gives its ``lsb``);
+* each field's **allowed range**: static bounds, or bounds relative to a generator parameter
+  (``N <= capacity``) or to another field of the same job (``BUDGET <= N``);
+* one **error cause** per refusal — every field that has a range gets its own code, plus
+  start-while-busy and the codes reserved for the device's AXI error responses and abort; the
+  code is reported in ``STATUS.cause``;
+* the generator parameters the ranges refer to, with their own ranges.
+
+From this one declaration come the datapath's configuration layout (:func:`job_layout`), the
+RTL job controller's refusal logic (:func:`refusal_conditions`, the same walk as the Python
+check), the one validation function used by ``DesneConfig``, the driver and the model device
+(:func:`refusal`, :func:`validate`, :func:`check_params`), the host constants
+(:func:`host_constants`: C header and Python) and the Markdown register table
+(:func:`markdown`, committed as ``docs/registers.md``; ``nms generate --regmap-doc``).
+
+Pure Python (no hardware tool needed). The walk that finds a refusal only compares and adds, so
+it runs on ints (host, model) and on Amaranth values (RTL) alike: the refusal order — the first
+bad field in declaration order wins — is the same everywhere by construction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import numbers
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Mapping
 
-__all__ = ["Field", "Register", "REGISTERS", "REGMAP", "ADDR", "host_constants"]
+from nms.rtl import fixedpoint as fp
+
+__all__ = [
+    "DATA_WIDTH", "CAUSE_BITS", "ITER_BITS", "ID_MAGIC", "Ref", "Field", "Register", "Param",
+    "Cause", "Refusal", "JobRefused", "REGISTERS", "REGMAP", "ADDR", "FIELDS", "JOB_FIELDS",
+    "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
+    "job_layout", "pack_job", "unpack_job", "refusal", "refusal_conditions", "validate",
+    "check_params", "check_code", "explain", "host_constants", "markdown",
+]
 
 DATA_WIDTH = 32
+#: width of ``STATUS.cause`` (and of the RTL controller's ``cause`` output)
+CAUSE_BITS = 8
+#: width of the iteration counters ``ITER.n_iter``, ``ITER.exaggeration_iters``, ``MOMENTUM.switch``
+ITER_BITS = 16
+ID_MAGIC = 0x4E4D5331  # 'NMS1'
 
+
+# --- bounds ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Field:
+class Ref:
+    """A bound relative to a generator parameter or to another field of the same job:
+    ``env[name] + offset`` (``name`` is a parameter name or a job field's key)."""
+
+    name: str
+    offset: int = 0
+
+    def evaluate(self, env: Mapping[str, Any]):
+        # plain + so it works on ints and on Amaranth values alike
+        return env[self.name] if self.offset == 0 else env[self.name] + self.offset
+
+    def text(self) -> str:
+        name = _display_name(self.name)
+        if self.offset:
+            return f"{name} {'-' if self.offset < 0 else '+'} {abs(self.offset)}"
+        return name
+
+
+def _bounds(spec) -> tuple:
+    """Normalise a bound spec (int, field key / parameter name, Ref, or a tuple of them)."""
+    if spec is None:
+        return ()
+    items = spec if isinstance(spec, tuple) else (spec,)
+    out = []
+    for b in items:
+        if isinstance(b, str):
+            b = Ref(b)
+        if not isinstance(b, (int, Ref)) or isinstance(b, bool):
+            raise TypeError(f"a bound must be an int, a name or a Ref, not {b!r}")
+        out.append(b)
+    return tuple(out)
+
+
+class _Ranged:
+    """Shared range logic of :class:`Field` and :class:`Param` (``lo``/``hi`` bound tuples)."""
+
+    name: str
+    lo: tuple
+    hi: tuple
+
+    def static_range(self) -> tuple[int, int]:
+        """The static interval (the tightest constant bounds, width limits included)."""
+        lo = max([b for b in self.lo if isinstance(b, int)], default=0)
+        his = [b for b in self.hi if isinstance(b, int)]
+        if getattr(self, "width", None) is not None:
+            his.append((1 << self.width) - 1)
+        return lo, min(his)
+
+    def checks(self) -> Iterator[tuple[str, Any]]:
+        """The bounds that can be violated by a value that fits the field: ``(side, bound)``."""
+        lo_s, hi_s = self.static_range()
+        width_max = (1 << self.width) - 1 if getattr(self, "width", None) is not None else None
+        for b in self.lo:
+            if isinstance(b, Ref) or b > 0:
+                yield "lo", b
+        for b in self.hi:
+            if isinstance(b, Ref) or width_max is None or b < width_max:
+                yield "hi", b
+
+    def violations(self, value, env: Mapping[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+        """``(side, bound, violated)`` per check; ``violated`` is a bool for ints and an
+        Amaranth value for Amaranth values. No truthiness is taken here."""
+        for side, b in self.checks():
+            bound = b.evaluate(env) if isinstance(b, Ref) else b
+            yield side, b, (value < bound) if side == "lo" else (value > bound)
+
+    def range_text(self) -> str:
+        """The allowed range as documentation, e.g. ``1 <= BUDGET <= N``."""
+        lo_s, hi_s = self.static_range()
+        lows = [str(lo_s)] + [b.text() for b in self.lo if isinstance(b, Ref)]
+        highs = [str(hi_s)] + [b.text() for b in self.hi if isinstance(b, Ref)]
+        lo_t = lows[0] if len(lows) == 1 else f"max({', '.join(lows)})"
+        if any(isinstance(b, Ref) for b in self.hi) and not any(isinstance(b, int) for b in self.hi) \
+                and getattr(self, "width", None) is not None:
+            highs = highs[1:]   # a relational bound alone: the width limit is implied
+        hi_t = highs[0] if len(highs) == 1 else f"min({', '.join(highs)})"
+        return f"{lo_t} <= {self.qualname} <= {hi_t}"
+
+
+def _violation_text(item: _Ranged, side: str, bound, env: Mapping[str, Any]) -> str:
+    """What the violated bound requires, for an error message."""
+    if isinstance(bound, int):
+        lo, hi = item.static_range()
+        relational = [b for b in item.hi if isinstance(b, Ref)]
+        if relational and not any(isinstance(b, int) for b in item.hi):
+            # e.g. N in [2, capacity (= 128)]: the width limit is not the interesting one
+            hi = ", ".join(f"{b.text()} (= {b.evaluate(env)})" if b.name in env else b.text()
+                           for b in relational)
+        return f"in [{lo}, {hi}]"
+    val = bound.evaluate(env)
+    if side == "hi" and bound.offset == -1:
+        return f"< {Ref(bound.name).text()} (= {val + 1})"
+    return f"{'>=' if side == 'lo' else '<='} {bound.text()} (= {val})"
+
+
+# --- registers and fields ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Field(_Ranged):
+    """One register field.
+
+    ``lo``/``hi``: allowed range (an int, a generator-parameter name, another job field's key,
+    a :class:`Ref`, or a tuple of them; default: anything the width holds). ``codes``: named
+    values (enumerations). ``key``: the field's name in the job configuration (default: its
+    name; a whole-register field is keyed by the register name in lower case). Set by the
+    register: ``qualname`` (``OPT.learning_rate``, or ``N`` for a whole-register field),
+    ``register``, ``lsb``.
+    """
+
     name: str
     width: int
     doc: str = ""
+    lo: Any = ()
+    hi: Any = ()
+    codes: tuple[tuple[str, int], ...] = ()
+    key: str | None = None
+    lsb: int | None = None
+    register: str = ""
+    qualname: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "lo", _bounds(self.lo))
+        object.__setattr__(self, "hi", _bounds(self.hi))
+        if self.key is None:
+            object.__setattr__(self, "key", self.name)
+        if not 1 <= self.width <= DATA_WIDTH:
+            raise ValueError(f"field {self.name}: width {self.width} is not 1..{DATA_WIDTH}")
+        for cname, code in self.codes:
+            if not 0 <= code < (1 << self.width):
+                raise ValueError(f"field {self.name}: code {cname}={code} does not fit")
+
+    @property
+    def code_map(self) -> dict[str, int]:
+        return dict(self.codes)
+
+    @property
+    def ranged(self) -> bool:
+        """True if some value that fits the field is refused (the field has a cause code)."""
+        return any(True for _ in self.checks())
+
+    @property
+    def cause(self) -> "Cause | None":
+        return _FIELD_CAUSE.get(self.qualname)
 
 
 @dataclass(frozen=True)
 class Register:
-    """One 32-bit register; ``access`` is "rw" (host writes, device reads), "r" (device
-    status/counters) or "w1s" (write 1 to trigger; reads as 0)."""
+    """One 32-bit register.
+
+    ``access``: ``rw`` (host writes, device reads), ``r`` (device status / counters) or ``w1s``
+    (write 1 to trigger; reads as 0). ``role``: ``id``, ``control``, ``status``, ``address``
+    (the memory master's), ``job`` (the datapath's job configuration: :func:`job_layout`),
+    ``result`` or ``counter``. Without ``fields`` the register is one 32-bit field keyed by the
+    register name in lower case, with the range ``lo``/``hi``.
+    """
 
     name: str
     access: str
     doc: str
-    fields: tuple[Field, ...] = field(default_factory=tuple)
+    fields: tuple[Field, ...] = ()
+    role: str = "job"
+    lo: Any = ()
+    hi: Any = ()
 
     def __post_init__(self):
         if self.access not in ("rw", "r", "w1s"):
             raise ValueError(f"register {self.name}: access must be rw, r or w1s, not {self.access!r}")
-        fields = self.fields or (Field("value", DATA_WIDTH),)
-        object.__setattr__(self, "fields", fields)
-        if sum(f.width for f in fields) > DATA_WIDTH:
-            raise ValueError(f"register {self.name}: fields exceed {DATA_WIDTH} bits")
+        if self.role not in ("id", "control", "status", "address", "job", "result", "counter"):
+            raise ValueError(f"register {self.name}: unknown role {self.role!r}")
+        whole = not self.fields
+        fields = self.fields or (Field(self.name.lower(), DATA_WIDTH, self.doc, lo=self.lo,
+                                       hi=self.hi),)
+        placed, lsb = [], 0
+        for f in fields:
+            at = lsb if f.lsb is None else f.lsb
+            if at < lsb:
+                raise ValueError(f"register {self.name}: field {f.name} overlaps the one before")
+            if at + f.width > DATA_WIDTH:
+                raise ValueError(f"register {self.name}: fields exceed {DATA_WIDTH} bits")
+            placed.append(replace(f, lsb=at, register=self.name,
+                                  qualname=self.name if whole else f"{self.name}.{f.name}"))
+            lsb = at + f.width
+        object.__setattr__(self, "fields", tuple(placed))
+
+    @property
+    def whole(self) -> bool:
+        return len(self.fields) == 1 and self.fields[0].qualname == self.name
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise ValueError(f"register {self.name} has no field {name!r}; fields: "
+                         f"{[f.name for f in self.fields]}")
 
     def offsets(self) -> dict[str, tuple[int, int]]:
-        """field name -> (lsb, width), fields packed LSB-first in declaration order."""
-        out, lsb = {}, 0
-        for f in self.fields:
-            out[f.name] = (lsb, f.width)
-            lsb += f.width
-        return out
+        """field name -> (lsb, width)."""
+        return {f.name: (f.lsb, f.width) for f in self.fields}
 
     def pack(self, **values) -> int:
         word = 0
-        offs = self.offsets()
         for name, v in values.items():
-            if name not in offs:
-                raise ValueError(f"register {self.name} has no field {name!r}; fields: {list(offs)}")
-            lsb, width = offs[name]
-            if not 0 <= int(v) < (1 << width):
-                raise ValueError(f"{self.name}.{name} = {v} does not fit in {width} bits")
-            word |= int(v) << lsb
+            f = self.field(name)
+            if not 0 <= int(v) < (1 << f.width):
+                raise ValueError(f"{self.name}.{name} = {v} does not fit in {f.width} bits")
+            word |= int(v) << f.lsb
         return word
 
     def unpack(self, word: int) -> dict[str, int]:
-        return {n: (word >> lsb) & ((1 << w) - 1) for n, (lsb, w) in self.offsets().items()}
+        return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in self.fields}
 
 
+_ITER = Field("n_iter", ITER_BITS, "embedding iterations")
 REGISTERS: tuple[Register, ...] = (
-    Register("ID", "r", "magic 0x4E4D5331 ('NMS1')"),
-    Register("CTRL", "w1s", "job control", (Field("start", 1, "start the job on the loaded chunk"),
-                                            Field("abort", 1, "abort the running job"))),
-    Register("STATUS", "r", "job status", (Field("busy", 1), Field("done", 1),
-                                           Field("error", 1, "misuse: start while busy, bad params"))),
-    Register("SRC_ADDR", "rw", "DDR byte address of the chunk's first vector (row-major uint8)"),
-    Register("DST_ADDR", "rw", "DDR byte address where selected local indices (u32) are written"),
-    Register("N", "rw", "points in the chunk (2..capacity)"),
-    Register("DIM", "rw", "elements per vector (1..max_dim)"),
-    Register("BUDGET", "rw", "exemplars to select (1..N)"),
-    Register("H_TARGET", "rw", "target entropy log2(perplexity), Q8.16"),
-    Register("ITER", "rw", "embedding schedule", (Field("n_iter", 16), Field("exaggeration_iters", 16))),
-    Register("OPT", "rw", "optimiser", (Field("learning_rate", 12, "Q4.8"),
-                                        Field("exaggeration_shift", 3),
-                                        Field("allocation", 1, "0 adaptive, 1 proportional"),
-                                        Field("search", 1, "0 robust, 1 bisect"))),
-    Register("MOMENTUM", "rw", "momentum", (Field("early", 8, "Q0.8"), Field("late", 8, "Q0.8"),
-                                            Field("switch", 16, "iteration of the change"))),
+    Register("ID", "r", "magic 0x4E4D5331 ('NMS1')", role="id"),
+    Register("CTRL", "w1s", "job control", (
+        Field("start", 1, "start the job on the programmed registers"),
+        Field("abort", 1, "abort the running job (reserved: the device top implements it)"),
+        Field("clear_error", 1, "clear STATUS.error and STATUS.cause"),
+    ), role="control"),
+    Register("STATUS", "r", "job status", (
+        Field("busy", 1, "a job runs"),
+        Field("done", 1, "the last job ended (accepted and finished, or refused)"),
+        Field("error", 1, "sticky: a refusal or an error happened (STATUS.cause says which)"),
+        Field("cause", CAUSE_BITS, "sticky: the first error cause since the last clear "
+              "(see the cause table)", lsb=8),
+    ), role="status"),
+    Register("SRC_ADDR", "rw", "DDR byte address of the chunk's first vector (row-major uint8)",
+             role="address"),
+    Register("DST_ADDR", "rw", "DDR byte address where selected local indices (u32) are written",
+             role="address"),
+    Register("N", "rw", "points in the chunk", lo=2, hi="capacity"),
+    Register("DIM", "rw", "elements per vector", lo=1, hi="max_dim"),
+    Register("BUDGET", "rw", "exemplars to select", lo=1, hi="n"),
+    Register("H_TARGET", "rw", "target entropy log2(perplexity), unsigned Q8.16",
+             hi=(1 << fp.H_BITS) - 1),
+    Register("ITER", "rw", "embedding schedule", (
+        _ITER,
+        Field("exaggeration_iters", ITER_BITS, "iterations with exaggerated attraction"),
+    )),
+    Register("OPT", "rw", "optimiser", (
+        Field("learning_rate", 12, "step size, unsigned Q4.8 (256 = 1.0)", lo=1),
+        Field("exaggeration_shift", 3, "attraction x 2**shift while exaggerating", hi=4),
+        Field("allocation", 1, "budget allocation over grid cells",
+              codes=(("adaptive", 0), ("proportional", 1))),
+        Field("search", 1, "precision search", codes=(("robust", 0), ("bisect", 1))),
+    )),
+    Register("MOMENTUM", "rw", "momentum", (
+        Field("early", 8, "momentum before the switch, unsigned Q0.8", key="momentum_early"),
+        Field("late", 8, "momentum from the switch on, unsigned Q0.8", key="momentum_late"),
+        Field("switch", ITER_BITS, "iteration of the change", key="momentum_switch"),
+    )),
     Register("SEED", "rw", "seed of the initialisation and negative-sampling hash"),
-    Register("RESULT_COUNT", "r", "indices written by the last job"),
-    Register("CYCLES_LO", "r", "clock cycles of the last job, low word"),
-    Register("CYCLES_HI", "r", "clock cycles of the last job, high word"),
-    Register("BYTES_READ_LO", "r", "near-memory bytes read by the last job, low word"),
-    Register("BYTES_READ_HI", "r", "near-memory bytes read by the last job, high word"),
-    Register("BYTES_WRITTEN", "r", "near-memory bytes written by the last job"),
+    Register("RESULT_COUNT", "r", "indices written by the last job", role="result"),
+    Register("CYCLES_LO", "r", "clock cycles of the last job, low word", role="counter"),
+    Register("CYCLES_HI", "r", "clock cycles of the last job, high word", role="counter"),
+    Register("BYTES_READ_LO", "r", "near-memory bytes read by the last job, low word",
+             role="counter"),
+    Register("BYTES_READ_HI", "r", "near-memory bytes read by the last job, high word",
+             role="counter"),
+    Register("BYTES_WRITTEN", "r", "near-memory bytes written by the last job", role="counter"),
 )
 
-ID_MAGIC = 0x4E4D5331
 #: name -> Register; ADDR: name -> byte address (derived)
 REGMAP = {r.name: r for r in REGISTERS}
 ADDR = {r.name: 4 * i for i, r in enumerate(REGISTERS)}
-SEARCH_CODES = {"robust": 0, "bisect": 1}
-ALLOCATION_CODES = {"adaptive": 0, "proportional": 1}
+#: qualified field name -> Field
+FIELDS = {f.qualname: f for r in REGISTERS for f in r.fields}
+#: the job configuration, in declaration order (= the datapath's config layout and the order in
+#: which refusals are looked for)
+JOB_FIELDS: tuple[Field, ...] = tuple(f for r in REGISTERS if r.role == "job" for f in r.fields)
+_JOB_BY_KEY = {f.key: f for f in JOB_FIELDS}
+SEARCH_CODES = FIELDS["OPT.search"].code_map
+ALLOCATION_CODES = FIELDS["OPT.allocation"].code_map
+
+
+# --- generator parameters the ranges refer to ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Param(_Ranged):
+    """A generator parameter (fixed when the hardware is generated) that job ranges refer to."""
+
+    name: str
+    lo: Any
+    hi: Any
+    doc: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "lo", _bounds(self.lo))
+        object.__setattr__(self, "hi", _bounds(self.hi))
+
+    @property
+    def qualname(self) -> str:
+        return self.name
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("capacity", 4, 1 << 16, "C, the most points per chunk (on-chip state)"),
+    Param("max_dim", 1, 1 << 16, "the longest vector, in elements"),
+    Param("k", 2, (64, Ref("capacity", -1)), "K, neighbours per point"),
+    Param("neg_samples", 1, 64, "negative samples per point and iteration"),
+    Param("tile", 1, 64, "T, resident queries of the distance engine"),
+)
+_PARAM_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def _display_name(name: str) -> str:
+    """A bound's name as the documentation shows it: the qualified field name or the parameter."""
+    f = _JOB_BY_KEY.get(name)
+    return f.qualname if f is not None else name
+
+
+# --- error causes --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cause:
+    """One error cause reported in ``STATUS.cause``; ``field`` is the refused field, if any."""
+
+    code: int
+    name: str
+    doc: str
+    field: str | None = None
+    reserved: bool = False
+
+
+#: the first code of the per-field refusals (derived in declaration order, like addresses)
+FIELD_CAUSE_BASE = 0x10
+
+
+def _causes() -> tuple[Cause, ...]:
+    out = [Cause(0x00, "NONE", "no error since the last clear"),
+           Cause(0x01, "START_WHILE_BUSY", "CTRL.start while a job runs: ignored, the running "
+                 "job is not disturbed")]
+    ranged = [f for f in JOB_FIELDS if f.ranged]
+    for i, f in enumerate(ranged):
+        out.append(Cause(FIELD_CAUSE_BASE + i, "BAD_" + f.qualname.replace(".", "_").upper(),
+                         f"refused at start: {f.range_text()} does not hold", field=f.qualname))
+    out += [Cause(0x20, "AXI_READ_ERROR", "a memory read ended with an error response "
+                  "(SLVERR/DECERR); the job is ended", reserved=True),
+            Cause(0x21, "AXI_WRITE_ERROR", "a result write ended with an error response "
+                  "(SLVERR/DECERR); the job is ended", reserved=True),
+            Cause(0x30, "ABORTED", "the job was stopped by CTRL.abort", reserved=True)]
+    return tuple(out)
+
+
+CAUSES: tuple[Cause, ...] = _causes()
+CAUSE = {c.name: c for c in CAUSES}
+CAUSE_BY_CODE = {c.code: c for c in CAUSES}
+_FIELD_CAUSE = {c.field: c for c in CAUSES if c.field}
+
+
+def _check_declaration() -> None:
+    codes = [c.code for c in CAUSES]
+    if len(set(codes)) != len(codes) or max(codes) >= (1 << CAUSE_BITS):
+        raise AssertionError("error cause codes collide or do not fit STATUS.cause")
+    if len({f.key for f in JOB_FIELDS}) != len(JOB_FIELDS):
+        raise AssertionError("two job fields share a key")
+    for f in JOB_FIELDS:
+        for b in (*f.lo, *f.hi):
+            if isinstance(b, Ref) and b.name not in _JOB_BY_KEY and b.name not in _PARAM_BY_NAME:
+                raise AssertionError(f"{f.qualname}: bound {b} names nothing declared")
+
+
+_check_declaration()
+
+
+# --- the job as one dict ------------------------------------------------------------------------
+
+def job_layout() -> list[tuple[str, int]]:
+    """The job configuration as ``(key, width)`` in declaration order (the datapath's config)."""
+    return [(f.key, f.width) for f in JOB_FIELDS]
+
+
+def pack_job(job: Mapping[str, int]) -> dict[str, int]:
+    """Register words (name -> 32-bit value) of a complete job (key -> field value)."""
+    missing = [f.key for f in JOB_FIELDS if f.key not in job]
+    unknown = sorted(set(job) - set(_JOB_BY_KEY))
+    if missing or unknown:
+        raise ValueError(f"a job needs exactly the fields {[f.key for f in JOB_FIELDS]}; "
+                         f"missing {missing}, unknown {unknown}")
+    words = {}
+    for r in REGISTERS:
+        if r.role == "job":
+            words[r.name] = r.pack(**{f.name: job[f.key] for f in r.fields})
+    return words
+
+
+def unpack_job(words: Mapping[str, int]) -> dict[str, int]:
+    """The job (key -> field value) held by the register words (name -> value)."""
+    out = {}
+    for r in REGISTERS:
+        if r.role == "job":
+            vals = r.unpack(words[r.name])
+            out.update({f.key: vals[f.name] for f in r.fields})
+    return out
+
+
+# --- refusal: one walk for ints and for Amaranth values ------------------------------------------
+
+def _walk(job: Mapping[str, Any], params: Mapping[str, Any]):
+    """``(field, side, bound, violated)`` for every check, in declaration order."""
+    env = {**params, **job}
+    for f in JOB_FIELDS:
+        if not f.ranged:
+            continue
+        for side, bound, violated in f.violations(job[f.key], env):
+            yield f, side, bound, violated
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a job is refused: its cause, the field, its value and what the bound requires."""
+
+    cause: Cause
+    field: Field
+    value: int
+    requirement: str
+
+    def message(self, name: str | None = None) -> str:
+        return (f"{name or self.field.qualname} must be {self.requirement}, not {self.value} "
+                f"(cause 0x{self.cause.code:02X} {self.cause.name})")
+
+
+class JobRefused(ValueError):
+    """A job value outside its declared range; ``refusal`` says which field and why."""
+
+    def __init__(self, refusal: Refusal, name: str | None = None):
+        super().__init__(refusal.message(name))
+        self.refusal = refusal
+
+
+def refusal(job: Mapping[str, int], params: Mapping[str, int]) -> Refusal | None:
+    """The first refusal of a complete job (key -> int), or ``None`` if the job is accepted.
+
+    ``params`` holds the generator parameters the ranges refer to (``capacity``, ``max_dim``).
+    This is what the model device and the driver use, and what the RTL computes with
+    :func:`refusal_conditions`.
+    """
+    env = {**params, **job}
+    for f, side, bound, violated in _walk(job, params):
+        if violated:
+            return Refusal(f.cause, f, int(job[f.key]), _violation_text(f, side, bound, env))
+    return None
+
+
+def refusal_conditions(job: Mapping[str, Any], params: Mapping[str, int]) -> list[tuple[Any, int]]:
+    """``(condition, cause code)`` for every check in refusal order — the same walk as
+    :func:`refusal`, on Amaranth values: the RTL's cause is the code of the first condition
+    that holds (a priority chain built from this list)."""
+    return [(violated, f.cause.code) for f, _side, _bound, violated in _walk(job, params)]
+
+
+def explain(code: int, job: Mapping[str, int], params: Mapping[str, int]) -> str:
+    """A cause code reported by a device, explained with the job the host programmed."""
+    cause = CAUSE_BY_CODE.get(code)
+    if cause is None:
+        return f"unknown cause 0x{code:02X}"
+    if cause.field is not None:
+        f = FIELDS[cause.field]
+        env = {**params, **job}
+        for side, bound, violated in f.violations(job[f.key], env):
+            if violated:
+                return Refusal(cause, f, int(job[f.key]),
+                               _violation_text(f, side, bound, env)).message()
+        return (f"cause 0x{code:02X} {cause.name}, but {f.qualname} = {job[f.key]} satisfies "
+                f"{f.range_text()} (the device and the declaration disagree)")
+    return f"cause 0x{code:02X} {cause.name}: {cause.doc}"
+
+
+def _need_int(owner: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}.{name} must be an integer, not {value!r}")
+    return int(value)
+
+
+def validate(values: Mapping[str, Any], params: Mapping[str, int] | None = None, *,
+             owner: str = "job", partial: bool = False) -> None:
+    """The one validation of job values (key -> value) on the host side.
+
+    Checks that each value is an integer that fits its field and lies inside its declared range
+    (bounds naming a parameter or field absent from ``params``/``values`` are skipped when
+    ``partial``). Raises ``TypeError`` (not an integer), :class:`JobRefused` (a ``ValueError``
+    with the cause a device would report) or ``ValueError`` (does not fit the field); every
+    message names ``owner.key`` and the value.
+    """
+    params = dict(params or {})
+    unknown = sorted(set(values) - set(_JOB_BY_KEY))
+    if unknown:
+        raise ValueError(f"{owner}: unknown job fields {unknown}")
+    if not partial:
+        missing = [f.key for f in JOB_FIELDS if f.key not in values]
+        if missing:
+            raise ValueError(f"{owner}: missing job fields {missing}")
+    ints = {k: _need_int(owner, k, v) for k, v in values.items()}
+    env = {**params, **ints}
+    for f in JOB_FIELDS:
+        if f.key not in ints:
+            continue
+        v = ints[f.key]
+        lo, hi = f.static_range()
+        if not 0 <= v < (1 << f.width) and not f.ranged:
+            raise ValueError(f"{owner}.{f.key} must be in [{lo}, {hi}], not {v}")
+        for side, bound in f.checks():
+            if isinstance(bound, Ref) and bound.name not in env:
+                continue
+            b = bound.evaluate(env) if isinstance(bound, Ref) else bound
+            if (v < b) if side == "lo" else (v > b):
+                raise JobRefused(Refusal(f.cause, f, v, _violation_text(f, side, bound, env)),
+                                 f"{owner}.{f.key}")
+        if not 0 <= v < (1 << f.width):  # a ranged field's static checks cover its width too
+            raise JobRefused(Refusal(f.cause, f, v, f"in [{lo}, {hi}]"), f"{owner}.{f.key}")
+
+
+def check_params(values: Mapping[str, Any], *, owner: str) -> dict[str, int]:
+    """Check generator parameters (name -> value) against :data:`PARAMS`; returns them as ints.
+
+    Parameters are checked in declaration order, so a bound naming an earlier parameter sees
+    its checked value; bounds naming a parameter absent from ``values`` are skipped.
+    """
+    unknown = sorted(set(values) - set(_PARAM_BY_NAME))
+    if unknown:
+        raise ValueError(f"{owner}: unknown generator parameters {unknown}")
+    out: dict[str, int] = {}
+    for p in PARAMS:
+        if p.name not in values:
+            continue
+        v = _need_int(owner, p.name, values[p.name])
+        env = out   # earlier parameters, already checked
+        for side, bound in p.checks():
+            if isinstance(bound, Ref) and bound.name not in env:
+                continue
+            b = bound.evaluate(env) if isinstance(bound, Ref) else bound
+            if (v < b) if side == "lo" else (v > b):
+                raise ValueError(f"{owner}.{p.name} must be "
+                                 f"{_violation_text(p, side, bound, env)}, not {v}")
+        out[p.name] = v
+    return out
+
+
+def check_code(qualname: str, value, *, owner: str, name: str | None = None) -> int:
+    """The code of a named value of an enumerated field (``OPT.search``: ``"robust"`` -> 0)."""
+    codes = FIELDS[qualname].code_map
+    if not isinstance(value, str) or value not in codes:
+        raise ValueError(f"{owner}.{name or FIELDS[qualname].key} must be one of "
+                         f"{tuple(codes)}, not {value!r}")
+    return codes[value]
+
+
+# --- renderings: host constants and the register table -------------------------------------------
+
+_GENERATED = "Generated from nms.rtl.regmap (nms generate --regmap / --regmap-doc); do not edit."
+
+
+def _cname(f: Field) -> str:
+    return f.qualname.replace(".", "_").upper()
 
 
 def host_constants(lang: str = "c") -> str:
-    """Render the register map as C header or Python constants (addresses, field shifts/masks)."""
-    lines = []
-    for r in REGISTERS:
-        if lang == "c":
-            lines.append(f"#define NMS_{r.name}_ADDR 0x{ADDR[r.name]:02X}u  /* {r.access}: {r.doc} */")
+    """The declaration as a C header (``lang="c"``) or Python constants (``lang="py"``):
+    addresses, field shifts/masks, static range limits (relational ones as comments), named
+    field values, error cause codes."""
+    if lang not in ("c", "py"):
+        raise ValueError(f"lang must be 'c' or 'py', not {lang!r}")
+    c = lang == "c"
+    lines: list[str] = []
+
+    def const(name, value, comment="", hexwidth=0):
+        text = f"0x{value:0{hexwidth}X}" if hexwidth else str(value)
+        if c:
+            lines.append(f"#define NMS_{name} {text}u" + (f"  /* {comment} */" if comment else ""))
         else:
-            lines.append(f"{r.name}_ADDR = 0x{ADDR[r.name]:02X}  # {r.access}: {r.doc}")
-        if len(r.fields) > 1:
-            for name, (lsb, width) in r.offsets().items():
-                mask = ((1 << width) - 1) << lsb
-                if lang == "c":
-                    lines.append(f"#define NMS_{r.name}_{name.upper()}_SHIFT {lsb}u")
-                    lines.append(f"#define NMS_{r.name}_{name.upper()}_MASK 0x{mask:08X}u")
-                else:
-                    lines.append(f"{r.name}_{name.upper()}_SHIFT = {lsb}")
-                    lines.append(f"{r.name}_{name.upper()}_MASK = 0x{mask:08X}")
+            lines.append(f"{name} = {text}" + (f"  # {comment}" if comment else ""))
+
+    def comment(text):
+        lines.append(f"/* {text} */" if c else f"# {text}")
+
+    if c:
+        lines += [f"/* {_GENERATED} */", "#ifndef NMS_REGMAP_H", "#define NMS_REGMAP_H", ""]
+    else:
+        lines += [f'"""{_GENERATED}"""', ""]
+    const("ID_MAGIC", ID_MAGIC, hexwidth=8)
+    const("CAUSE_BITS", CAUSE_BITS)
+    for r in REGISTERS:
+        lines.append("")
+        const(f"{r.name}_ADDR", ADDR[r.name], f"{r.access}: {r.doc}", hexwidth=2)
+        for f in r.fields:
+            n = _cname(f)
+            if not r.whole:
+                const(f"{n}_SHIFT", f.lsb)
+                const(f"{n}_MASK", ((1 << f.width) - 1) << f.lsb, hexwidth=8)
+            if f.ranged:
+                lo, hi = f.static_range()
+                const(f"{n}_MIN", lo)
+                if not any(isinstance(b, Ref) for b in f.hi):
+                    const(f"{n}_MAX", hi)
+                if any(isinstance(b, Ref) for b in (*f.lo, *f.hi)):
+                    comment(f"allowed: {f.range_text()}")
+            for cname, code in f.codes:
+                const(f"{n}_{cname.upper()}", code)
+    lines.append("")
+    comment("error causes (STATUS.cause)")
+    for cause in CAUSES:
+        const(f"CAUSE_{cause.name}", cause.code, cause.doc, hexwidth=2)
+    if c:
+        lines += ["", "#endif  /* NMS_REGMAP_H */"]
     return "\n".join(lines) + "\n"
+
+
+def markdown() -> str:
+    """The register table, error causes and the rules, as committed in ``docs/registers.md``."""
+    out = ["# Register map", "",
+           f"<!-- {_GENERATED} -->",
+           "Generated from the one declaration in `rtl/regmap.py` by "
+           "`nms generate --regmap-doc docs/registers.md` (a test checks that this file is "
+           "current). 32-bit registers, 4 bytes apart; fields LSB-first.", "",
+           "## Registers", "",
+           "| address | register | access | bits | field | allowed values | description |",
+           "|---|---|---|---|---|---|---|"]
+    for r in REGISTERS:
+        for i, f in enumerate(r.fields):
+            bits = f"{f.lsb + f.width - 1}:{f.lsb}" if f.width > 1 else f"{f.lsb}"
+            if f.ranged:
+                allowed = f"`{f.range_text()}`"
+            elif f.codes:
+                allowed = ", ".join(f"{code} = {name}" for name, code in f.codes)
+            else:
+                allowed = "any" if r.access == "rw" else "—"
+            doc = r.doc if r.whole else f.doc
+            head = (f"0x{ADDR[r.name]:02X}", f"`{r.name}`", r.access) if i == 0 else ("", "", "")
+            out.append(f"| {head[0]} | {head[1]} | {head[2]} | {bits} | "
+                       f"{'—' if r.whole else f'`{f.name}`'} | {allowed} | {doc} |")
+    out += ["", "## Error causes (`STATUS.cause`)", "",
+            "| code | name | meaning |", "|---|---|---|"]
+    for cause in CAUSES:
+        note = " (reserved for the device top)" if cause.reserved else ""
+        out.append(f"| 0x{cause.code:02X} | `{cause.name}` | {cause.doc}{note} |")
+    out += ["", "## Generator parameters the ranges refer to", "",
+            "| parameter | allowed | meaning |", "|---|---|---|"]
+    for p in PARAMS:
+        out.append(f"| `{p.name}` | `{p.range_text()}` | {p.doc} |")
+    out += ["", "## Rules", "",
+            "- **Refusal at start.** `CTRL.start` while idle checks the programmed job against "
+            "the ranges above, field by field in table order; the first field out of range "
+            "refuses the job at once: `STATUS.done` and `STATUS.error` set, `STATUS.busy` "
+            "never set, no memory access, and that field's cause in `STATUS.cause`. Every "
+            "backend (RTL job controller, model device, host-side `validate`) walks the same "
+            "declaration, so they report the same cause.",
+            "- **Start while busy** is ignored (the running job is not disturbed) and sets "
+            "`STATUS.error` with `START_WHILE_BUSY` (unless a cause is already recorded).",
+            "- **Sticky error.** `STATUS.error` and `STATUS.cause` hold the first error since "
+            "they were last cleared, by `CTRL.clear_error` or by the next start while idle "
+            "(each job starts with a clean status).",
+            "- **Parameter registers** are latched at an accepted start: writing them while a "
+            "job runs changes only the next job.",
+            "- Values are never truncated: a whole-register field (`N`, `DIM`, `BUDGET`, "
+            "`H_TARGET`) is compared with all 32 bits.", ""]
+    return "\n".join(out)

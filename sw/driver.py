@@ -1,13 +1,16 @@
 """Host driver: run a DE-SNE sampling job on the near-memory accelerator through a transport.
 
-The driver speaks only registers and memory (``nms.rtl.regmap`` declares the registers once), so
-every backend is a :class:`Transport` with the same five operations — register read/write, memory
-read/write, and waiting for the job — and callers never change when a backend is swapped:
+The driver speaks only registers and memory (``nms.rtl.regmap`` declares the registers, their
+ranges and the error causes once), so every backend is a :class:`Transport` with the same
+operations — register read/write, memory read/write, and waiting for the job — and callers never
+change when a backend is swapped:
 
 * ``model`` — :class:`ModelDevice`, the bit-exact model behind the register interface (no
-  simulator). Its counters follow the documented dataflow (``docs/architecture.md``).
-* RTL simulation (cocotb + Verilator) and FPGA-over-UART transports implement the same class once the
-  top level with its CSR block and AXI master exists (see the README's roadmap).
+  simulator). It refuses, reports and latches exactly as the declaration says (the RTL job
+  controller walks the same declaration); its counters follow the documented dataflow
+  (``docs/architecture.md``).
+* RTL simulation (Verilated top) and FPGA transports implement the same class once the top level
+  with its CSR block and AXI master exists.
 
 Data layout in the device's DDR: the data set is stored per class, classes in sorted label order,
 members in their original order, one row-major uint8 vector after another; each on-chip chunk is a
@@ -27,7 +30,11 @@ from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
 from nms.verif.models import desne
 
-__all__ = ["DeviceError", "DeviceBusyError", "Transport", "ModelDevice", "Driver", "TRANSPORTS"]
+__all__ = ["DeviceError", "DeviceBusyError", "JobRefusedError", "Transport", "ModelDevice",
+           "Driver", "JobCounters", "TRANSPORTS"]
+
+_STATUS = regmap.REGMAP["STATUS"]
+_CTRL = regmap.REGMAP["CTRL"]
 
 
 class DeviceError(RuntimeError):
@@ -36,6 +43,15 @@ class DeviceError(RuntimeError):
 
 class DeviceBusyError(DeviceError):
     """A job was started while the device was busy; the running job is left untouched."""
+
+
+class JobRefusedError(DeviceError):
+    """The device refused a job: ``cause`` (a :class:`nms.rtl.regmap.Cause`), ``field`` (the
+    qualified register field, or ``None``) and ``value`` (what the host programmed there)."""
+
+    def __init__(self, message: str, cause: regmap.Cause, field: str | None, value: int | None):
+        super().__init__(message)
+        self.cause, self.field, self.value = cause, field, value
 
 
 class Transport(ABC):
@@ -50,6 +66,14 @@ class Transport(ABC):
     tile: int
     #: True if CYCLES_* count real clock cycles (RTL simulation, FPGA)
     has_cycle_counter = False
+    #: longest a single job may take on this backend before :meth:`wait` gives up
+    job_timeout_s = 60.0
+
+    @property
+    def params(self) -> dict[str, int]:
+        """The generator parameters the declared job ranges refer to (and the others)."""
+        return {"capacity": self.capacity, "max_dim": self.max_dim, "k": self.k,
+                "neg_samples": self.neg_samples, "tile": self.tile}
 
     @abstractmethod
     def read_reg(self, name: str) -> int: ...
@@ -63,52 +87,75 @@ class Transport(ABC):
     @abstractmethod
     def read_mem(self, addr: int, size: int) -> bytes: ...
 
-    def wait(self, timeout_s: float = 600.0) -> None:
-        """Poll STATUS until the job is no longer busy."""
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Poll STATUS until the job is no longer busy (at most ``timeout_s``, default
+        :attr:`job_timeout_s`)."""
+        timeout_s = self.job_timeout_s if timeout_s is None else timeout_s
         t0 = time.monotonic()
-        status = regmap.REGMAP["STATUS"]
-        while status.unpack(self.read_reg("STATUS"))["busy"]:
+        pause = 1e-4
+        while _STATUS.unpack(self.read_reg("STATUS"))["busy"]:
             if time.monotonic() - t0 > timeout_s:
-                raise DeviceError(f"{self.name}: job still busy after {timeout_s} s")
-            time.sleep(0.001)
+                raise DeviceError(f"{self.name}: job still busy after {timeout_s:g} s "
+                                  f"(STATUS={_STATUS.unpack(self.read_reg('STATUS'))})")
+            time.sleep(pause)
+            pause = min(2 * pause, 0.01)
 
 
 class ModelDevice(Transport):
     """The bit-exact DE-SNE model behind the accelerator's register interface.
 
-    START runs the job in a worker thread, so the device is really busy meanwhile (like hardware
-    that finishes some time after START); ``job_delay_s`` adds latency before completion. A second
-    START while busy sets ``STATUS.error`` and is ignored: the running job is not disturbed.
+    Follows the rules of ``docs/registers.md``: a START while idle latches the job registers,
+    clears the status and checks the job with :func:`nms.rtl.regmap.refusal` — a refused job
+    ends at once (``done``, ``error``, the field's cause; never ``busy``). An accepted job runs
+    in a worker thread, so the device is really busy meanwhile; ``job_delay_s`` adds latency
+    before completion. A START while busy is ignored and reports ``START_WHILE_BUSY``; parameter
+    writes while busy change only the next job. A job whose reads (writes) fall outside the
+    ``mem_size`` bytes of device memory ends with ``AXI_READ_ERROR`` (``AXI_WRITE_ERROR``), as a
+    bus error response would end it on the device.
     """
 
     name = "model"
 
     def __init__(self, *, capacity: int = 1024, max_dim: int = 1024, k: int = 16,
-                 neg_samples: int = 8, tile: int = 4, job_delay_s: float = 0.0):
-        for pname, v, lo in (("capacity", capacity, 4), ("max_dim", max_dim, 1), ("k", k, 1),
-                             ("neg_samples", neg_samples, 1), ("tile", tile, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"ModelDevice {pname} must be an integer >= {lo}, not {v!r}")
-        self.capacity, self.max_dim, self.k = capacity, max_dim, k
-        self.neg_samples, self.tile = neg_samples, tile
+                 neg_samples: int = 8, tile: int = 4, job_delay_s: float = 0.0,
+                 mem_size: int = 1 << 32):
+        p = regmap.check_params({"capacity": capacity, "max_dim": max_dim, "k": k,
+                                 "neg_samples": neg_samples, "tile": tile}, owner="ModelDevice")
+        self.capacity, self.max_dim, self.k = p["capacity"], p["max_dim"], p["k"]
+        self.neg_samples, self.tile = p["neg_samples"], p["tile"]
+        if isinstance(mem_size, bool) or not isinstance(mem_size, int) or not 0 < mem_size <= 1 << 32:
+            raise ValueError(f"ModelDevice.mem_size must be an int in [1, 2**32], not {mem_size!r}")
+        if not job_delay_s >= 0:
+            raise ValueError(f"ModelDevice.job_delay_s must be >= 0, not {job_delay_s!r}")
+        self.mem_size = mem_size
+        self.job_delay_s = float(job_delay_s)
+        self.job_timeout_s = 60.0 + self.job_delay_s
         self._regs = {r.name: 0 for r in regmap.REGISTERS}
         self._regs["ID"] = regmap.ID_MAGIC
         self._mem = bytearray()
         self._job: threading.Thread | None = None
+        self._fault: BaseException | None = None
         self._lock = threading.Lock()
-        self.job_delay_s = float(job_delay_s)
 
     # -- memory -------------------------------------------------------------------------------
+    def _in_memory(self, addr: int, size: int) -> bool:
+        return 0 <= addr and size >= 0 and addr + size <= self.mem_size
+
     def write_mem(self, addr: int, data: bytes) -> None:
+        if not self._in_memory(addr, len(data)):
+            raise DeviceError(f"write of {len(data)} bytes at 0x{addr:x} is outside the "
+                              f"{self.mem_size} bytes of device memory")
         end = addr + len(data)
         if end > len(self._mem):
             self._mem.extend(bytes(end - len(self._mem)))
         self._mem[addr:end] = data
 
     def read_mem(self, addr: int, size: int) -> bytes:
-        if addr < 0 or addr + size > len(self._mem):
-            raise DeviceError(f"read of {size} bytes at 0x{addr:x} is outside device memory")
-        return bytes(self._mem[addr:addr + size])
+        if not self._in_memory(addr, size):
+            raise DeviceError(f"read of {size} bytes at 0x{addr:x} is outside the "
+                              f"{self.mem_size} bytes of device memory")
+        data = bytes(self._mem[addr:addr + size])
+        return data + bytes(size - len(data))   # never written: reads as zero
 
     # -- registers ------------------------------------------------------------------------------
     def read_reg(self, name: str) -> int:
@@ -120,75 +167,113 @@ class ModelDevice(Transport):
         reg = regmap.REGMAP[name]
         if reg.access == "r":
             raise DeviceError(f"register {name} is read-only")
-        if not 0 <= value < (1 << regmap.DATA_WIDTH):
-            raise ValueError(f"register {name}: value {value} does not fit in 32 bits")
-        status = regmap.REGMAP["STATUS"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << regmap.DATA_WIDTH):
+            raise ValueError(f"register {name}: value {value!r} is not a 32-bit unsigned integer")
         with self._lock:
-            busy = status.unpack(self._regs["STATUS"])["busy"]
-            if name == "CTRL":
-                if reg.unpack(value)["start"]:
-                    if busy:
-                        self._regs["STATUS"] |= status.pack(error=1)
-                        return
-                    self._regs["STATUS"] = status.pack(busy=1)
-                    self._job = threading.Thread(target=self._run_job, daemon=True)
-                    self._job.start()
+            if name != "CTRL":
+                self._regs[name] = value   # latched at START: a running job never sees it
                 return
-            if busy:  # parameters are held stable while a job runs
-                self._regs["STATUS"] |= status.pack(error=1)
-                return
-            self._regs[name] = value
+            ctrl = reg.unpack(value)
+            if ctrl["abort"]:
+                raise DeviceError("CTRL.abort is declared for the device top; the model backend "
+                                  "does not implement it")
+            if ctrl["clear_error"]:
+                self._set_status(error=0, cause=0)
+            if ctrl["start"]:
+                self._start()
 
-    def wait(self, timeout_s: float = 600.0) -> None:
+    def _status(self) -> dict[str, int]:
+        return _STATUS.unpack(self._regs["STATUS"])
+
+    def _set_status(self, **fields) -> None:
+        self._regs["STATUS"] = _STATUS.pack(**{**self._status(), **fields})
+
+    def _fail(self, cause: str) -> None:
+        """Record an error; the first cause since the last clear is kept (caller holds the lock)."""
+        st = self._status()
+        self._set_status(error=1, cause=st["cause"] or regmap.CAUSE[cause].code)
+
+    def _start(self) -> None:
+        if self._status()["busy"]:
+            self._fail("START_WHILE_BUSY")   # the running job is not disturbed
+            return
+        job = regmap.unpack_job(self._regs)
+        src, dst = self._regs["SRC_ADDR"], self._regs["DST_ADDR"]
+        self._regs["STATUS"] = 0             # each start while idle begins with a clean status
+        for r in regmap.REGISTERS:           # and with zeroed counters, as the RTL's perf
+            if r.role in ("result", "counter"):
+                self._regs[r.name] = 0
+        self._fault = None
+        refused = regmap.refusal(job, self.params)
+        if refused is not None:
+            self._set_status(done=1, error=1, cause=refused.cause.code)
+            return
+        self._set_status(busy=1)
+        self._job = threading.Thread(target=self._run_job, args=(job, src, dst), daemon=True)
+        self._job.start()
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        timeout_s = self.job_timeout_s if timeout_s is None else timeout_s
         if self._job is not None:
             self._job.join(timeout_s)
-        super().wait(timeout_s)
+            if self._job.is_alive():
+                raise DeviceError(f"{self.name}: job still busy after {timeout_s:g} s "
+                                  f"(STATUS={self._status()})")
+        super().wait(timeout_s)   # the worker has ended: STATUS is final
+        if self._fault is not None:
+            raise DeviceError(f"{self.name}: the model failed inside the job: "
+                              f"{self._fault!r}") from self._fault
 
-    def _config(self) -> tuple[desne.DesneConfig, int]:
-        r = self._regs
-        it = regmap.REGMAP["ITER"].unpack(r["ITER"])
-        opt = regmap.REGMAP["OPT"].unpack(r["OPT"])
-        mom = regmap.REGMAP["MOMENTUM"].unpack(r["MOMENTUM"])
-        h_target = r["H_TARGET"]
-        # the device works from the entropy target itself; the perplexity field only validates
-        cfg = desne.DesneConfig(
-            k=self.k, perplexity=float(self.k),
-            search=[s for s, c in regmap.SEARCH_CODES.items() if c == opt["search"]][0],
-            n_iter=it["n_iter"], exaggeration_iters=it["exaggeration_iters"],
-            exaggeration_shift=opt["exaggeration_shift"], learning_rate=opt["learning_rate"],
-            momentum_early=mom["early"], momentum_late=mom["late"], momentum_switch=mom["switch"],
-            neg_samples=self.neg_samples, capacity=self.capacity,
-            allocation=[a for a, c in regmap.ALLOCATION_CODES.items() if c == opt["allocation"]][0])
-        return cfg, h_target
+    def _config(self, job: dict) -> desne.DesneConfig:
+        search = {c: s for s, c in regmap.SEARCH_CODES.items()}[job["search"]]
+        allocation = {c: a for a, c in regmap.ALLOCATION_CODES.items()}[job["allocation"]]
+        # the device works from the entropy target itself; the perplexity only has to validate
+        return desne.DesneConfig(
+            k=self.k, perplexity=float(self.k), search=search, n_iter=job["n_iter"],
+            exaggeration_iters=job["exaggeration_iters"],
+            exaggeration_shift=job["exaggeration_shift"], learning_rate=job["learning_rate"],
+            momentum_early=job["momentum_early"], momentum_late=job["momentum_late"],
+            momentum_switch=job["momentum_switch"], neg_samples=self.neg_samples,
+            capacity=self.capacity, allocation=allocation)
 
-    def _run_job(self) -> None:
-        status = regmap.REGMAP["STATUS"]
-        r = self._regs
-        n, dim, budget = r["N"], r["DIM"], r["BUDGET"]
+    def _run_job(self, job: dict, src: int, dst: int) -> None:
+        try:
+            self._compute(job, src, dst)
+        except BaseException as exc:   # never leave STATUS.busy set: report, and re-raise in wait
+            with self._lock:
+                self._fault = exc
+                self._set_status(busy=0, done=1, error=1)
+
+    def _compute(self, job: dict, src: int, dst: int) -> None:
         if self.job_delay_s:
             time.sleep(self.job_delay_s)
-        if not (2 <= n <= self.capacity and 1 <= dim <= self.max_dim and 1 <= budget <= n):
+        n, dim, budget = job["n"], job["dim"], job["budget"]
+        if not self._in_memory(src, n * dim):
             with self._lock:
-                self._regs["STATUS"] = status.pack(done=1, error=1)
+                self._fail("AXI_READ_ERROR")
+                self._set_status(busy=0, done=1)
             return
-        cfg, h_target = self._config()
-        X = np.frombuffer(self.read_mem(r["SRC_ADDR"], n * dim), dtype=np.uint8).reshape(n, dim)
-        nbr, dist = desne.knn(X.astype(np.int64), cfg.k)
-        # the device receives the target entropy itself (Q8.16), not the perplexity
-        aff = desne.affinities(dist, search=cfg.search, target=h_target)
-        Y = desne.embed(nbr, aff["P"], cfg, r["SEED"])
-        sel = desne.grid_select(Y, budget, cfg.allocation).astype("<u4")
-        self.write_mem(r["DST_ADDR"], sel.tobytes())
+        X = np.frombuffer(self.read_mem(src, n * dim), dtype=np.uint8).reshape(n, dim)
+        res = desne.run_chunk(X.astype(np.int64), budget, self._config(job), job["seed"],
+                              target=job["h_target"])
+        sel = res["selected"].astype("<u4")
+        if not self._in_memory(dst, 4 * budget):
+            with self._lock:
+                self._fail("AXI_WRITE_ERROR")
+                self._set_status(busy=0, done=1)
+            return
+        self.write_mem(dst, sel.tobytes())
         # dataflow counters: the query tiles are loaded once, the chunk is streamed once per tile
         tiles = -(-n // self.tile)
         read = n * dim + tiles * n * dim
-        r["RESULT_COUNT"] = budget
-        r["CYCLES_LO"] = r["CYCLES_HI"] = 0
-        r["BYTES_READ_LO"], r["BYTES_READ_HI"] = read & 0xFFFFFFFF, read >> 32
         with self._lock:
+            r = self._regs
+            r["RESULT_COUNT"] = budget
+            r["CYCLES_LO"] = r["CYCLES_HI"] = 0
+            r["BYTES_READ_LO"], r["BYTES_READ_HI"] = read & 0xFFFFFFFF, read >> 32
             r["BYTES_WRITTEN"] = 4 * budget
-            # a refused second START leaves its error flag visible next to done
-            r["STATUS"] = status.pack(done=1, error=status.unpack(r["STATUS"])["error"])
+            # a refused second START leaves its error visible next to done
+            self._set_status(busy=0, done=1)
 
 
 TRANSPORTS = {"model": ModelDevice}
@@ -215,11 +300,14 @@ class Driver:
         The backend (see ``TRANSPORTS``).
     config : DesneConfig, optional
         Algorithm parameters; ``k``, ``neg_samples`` and ``capacity`` must match the device.
+    timeout_s : float, optional
+        Longest wait for one job (default: the transport's ``job_timeout_s``).
     """
 
     RESULT_ADDR_ALIGN = 4096
 
-    def __init__(self, transport: Transport, config: desne.DesneConfig | None = None):
+    def __init__(self, transport: Transport, config: desne.DesneConfig | None = None, *,
+                 timeout_s: float | None = None):
         self.t = transport
         cfg = config or desne.DesneConfig(k=transport.k, neg_samples=transport.neg_samples,
                                           capacity=transport.capacity)
@@ -227,41 +315,66 @@ class Driver:
             if getattr(cfg, name) != getattr(transport, name):
                 raise ValueError(f"config.{name}={getattr(cfg, name)} does not match the device's "
                                  f"{name}={getattr(transport, name)} (fixed when it was generated)")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, not {timeout_s!r}")
         self.config = cfg
+        self.timeout_s = timeout_s
         if self.t.read_reg("ID") != regmap.ID_MAGIC:
             raise DeviceError(f"{transport.name}: no NMS accelerator answers (bad ID register)")
 
-    def _program(self, n, dim, budget, src, dst, seed) -> None:
+    def job_values(self, n: int, dim: int, budget: int, seed: int) -> dict[str, int]:
+        """The job fields (``nms.rtl.regmap`` keys) for one chunk under :attr:`config`."""
         c = self.config
-        R = regmap.REGMAP
+        return {"n": n, "dim": dim, "budget": budget,
+                "h_target": fp.entropy_target(c.perplexity), "n_iter": c.n_iter,
+                "exaggeration_iters": c.exaggeration_iters,
+                "learning_rate": c.learning_rate, "exaggeration_shift": c.exaggeration_shift,
+                "allocation": regmap.ALLOCATION_CODES[c.allocation],
+                "search": regmap.SEARCH_CODES[c.search],
+                "momentum_early": c.momentum_early, "momentum_late": c.momentum_late,
+                "momentum_switch": c.momentum_switch, "seed": seed & fp.MASK32}
+
+    def program(self, job: dict[str, int], src: int, dst: int) -> None:
+        """Write the job registers (every field of ``job``) and the source / result addresses."""
         self.t.write_reg("SRC_ADDR", src)
         self.t.write_reg("DST_ADDR", dst)
-        self.t.write_reg("N", n)
-        self.t.write_reg("DIM", dim)
-        self.t.write_reg("BUDGET", budget)
-        self.t.write_reg("H_TARGET", fp.entropy_target(c.perplexity))
-        self.t.write_reg("ITER", R["ITER"].pack(n_iter=c.n_iter, exaggeration_iters=c.exaggeration_iters))
-        self.t.write_reg("OPT", R["OPT"].pack(
-            learning_rate=c.learning_rate, exaggeration_shift=c.exaggeration_shift,
-            allocation=regmap.ALLOCATION_CODES[c.allocation], search=regmap.SEARCH_CODES[c.search]))
-        self.t.write_reg("MOMENTUM", R["MOMENTUM"].pack(early=c.momentum_early, late=c.momentum_late,
-                                                        switch=c.momentum_switch))
-        self.t.write_reg("SEED", seed & fp.MASK32)
+        for name, word in regmap.pack_job(job).items():
+            self.t.write_reg(name, word)
 
     def start(self) -> None:
         """Start the programmed job; refuses (DeviceBusyError) while a job runs."""
-        status = regmap.REGMAP["STATUS"]
-        if status.unpack(self.t.read_reg("STATUS"))["busy"]:
+        if _STATUS.unpack(self.t.read_reg("STATUS"))["busy"]:
             raise DeviceBusyError(f"{self.t.name}: start while busy — wait for the running job first")
-        self.t.write_reg("CTRL", regmap.REGMAP["CTRL"].pack(start=1))
+        self.t.write_reg("CTRL", _CTRL.pack(clear_error=1, start=1))
+
+    def check_status(self, job: dict[str, int]) -> dict[str, int]:
+        """Read STATUS after a job; raise naming the cause (and the field and value, for a
+        refusal) if the device reports an error or did not finish."""
+        st = _STATUS.unpack(self.t.read_reg("STATUS"))
+        if st["error"]:
+            cause = regmap.CAUSE_BY_CODE.get(st["cause"])
+            text = regmap.explain(st["cause"], job, self.t.params)
+            if cause is not None and cause.field is not None:
+                raise JobRefusedError(f"{self.t.name}: job refused: {text}", cause, cause.field,
+                                      job[regmap.FIELDS[cause.field].key])
+            raise DeviceError(f"{self.t.name}: job failed: {text}")
+        if st["busy"] or not st["done"]:
+            raise DeviceError(f"{self.t.name}: job did not finish (STATUS={st})")
+        return st
+
+    def run_job(self, job: dict[str, int], src: int, dst: int) -> dict[str, int]:
+        """Program, start and wait for one job given as register fields; returns STATUS.
+
+        Raises :class:`JobRefusedError` (naming the field, its value and the allowed range) if
+        the device refuses the job, :class:`DeviceError` for any other error.
+        """
+        self.program(job, src, dst)
+        self.start()
+        self.t.wait(self.timeout_s)
+        return self.check_status(job)
 
     def run_chunk(self, n, dim, budget, src, dst, seed, counters: JobCounters) -> np.ndarray:
-        self._program(n, dim, budget, src, dst, seed)
-        self.start()
-        self.t.wait()
-        st = regmap.REGMAP["STATUS"].unpack(self.t.read_reg("STATUS"))
-        if st["error"] or not st["done"]:
-            raise DeviceError(f"{self.t.name}: job failed (STATUS={st})")
+        self.run_job(self.job_values(n, dim, budget, seed), src, dst)
         count = self.t.read_reg("RESULT_COUNT")
         local = np.frombuffer(self.t.read_mem(dst, 4 * count), dtype="<u4").astype(np.int64)
         counters.chunks += 1
@@ -280,7 +393,8 @@ class Driver:
         """
         X, y = desne._check_data(X, y)
         if X.shape[1] > self.t.max_dim:
-            raise ValueError(f"vectors have {X.shape[1]} elements; the device takes at most {self.t.max_dim}")
+            raise ValueError(f"vectors have {X.shape[1]} elements; the device takes at most "
+                             f"max_dim={self.t.max_dim} (DIM: {regmap.FIELDS['DIM'].range_text()})")
         chunks = desne.plan_chunks(y, ratio, self.config.capacity)
         t0 = time.perf_counter()
         # place the data set in device memory, per class (see module docstring): each chunk is

@@ -1,11 +1,18 @@
-"""Host driver over the register interface: same selection as the model, clear misuse errors."""
+"""Host driver over the register interface: same selection as the model, refusals that name the
+field and value, the sticky error cause, latched parameters, and nothing that hangs."""
+
+import time
 
 import numpy as np
 import pytest
 
 from nms.rtl import regmap
-from nms.sw.driver import DeviceBusyError, DeviceError, Driver, JobCounters, ModelDevice
+from nms.sw.driver import (DeviceBusyError, DeviceError, Driver, JobCounters, JobRefusedError,
+                           ModelDevice)
 from nms.verif.models import desne
+
+STATUS, CTRL = regmap.REGMAP["STATUS"], regmap.REGMAP["CTRL"]
+CAUSE = {name: c.code for name, c in regmap.CAUSE.items()}
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +21,10 @@ def digits():
 
     X, y = load_digits(return_X_y=True)
     return X.astype(np.uint8), y
+
+
+def _status(dev):
+    return STATUS.unpack(dev.read_reg("STATUS"))
 
 
 def test_driver_matches_model_select_with_chunking(digits):
@@ -37,58 +48,120 @@ def test_driver_matches_model_select_with_chunking(digits):
     assert c["cycles"] is None  # the model backend has no clock
 
 
-def test_start_while_busy_is_refused_and_loses_nothing(digits):
+def test_start_while_busy_is_refused_parameters_are_latched(digits):
     X, y = digits
     dev = ModelDevice(capacity=256, job_delay_s=0.3)  # latency keeps the job visibly busy
     cfg = desne.DesneConfig(capacity=256, n_iter=10, exaggeration_iters=5)
     drv = Driver(dev, cfg)
     cls = X[y == 4]
     dev.write_mem(0, cls.tobytes())
-    drv._program(len(cls), 64, 5, 0, 1 << 16, seed=1)
+    job = drv.job_values(len(cls), 64, 5, seed=1)
+    drv.program(job, 0, 1 << 16)
     drv.start()
     with pytest.raises(DeviceBusyError, match="start while busy"):
         drv.start()
-    # at register level a second START (or a parameter write) while busy only raises STATUS.error
-    dev.write_reg("CTRL", regmap.REGMAP["CTRL"].pack(start=1))
+    # at register level a second START while busy is ignored and reported; a parameter write
+    # while busy is kept for the next job and does not touch the running one
+    dev.write_reg("CTRL", CTRL.pack(start=1))
+    assert _status(dev) == {"busy": 1, "done": 0, "error": 1, "cause": CAUSE["START_WHILE_BUSY"]}
     dev.write_reg("BUDGET", 7)
     dev.wait()
-    st = regmap.REGMAP["STATUS"].unpack(dev.read_reg("STATUS"))
-    assert st == {"busy": 0, "done": 1, "error": 1}
+    assert _status(dev) == {"busy": 0, "done": 1, "error": 1, "cause": CAUSE["START_WHILE_BUSY"]}
     assert dev.read_reg("RESULT_COUNT") == 5
     out = np.frombuffer(dev.read_mem(1 << 16, 20), "<u4")
     nbr, dist = desne.knn(cls.astype(np.int64), 16)
     aff = desne.affinities(dist, cfg.perplexity)
     Y = desne.embed(nbr, aff["P"], cfg, 1)
     assert np.array_equal(out, desne.grid_select(Y, 5))
+    # clear_error clears the sticky cause; the next start takes the BUDGET written while busy
+    dev.write_reg("CTRL", CTRL.pack(clear_error=1))
+    assert _status(dev) == {"busy": 0, "done": 1, "error": 0, "cause": 0}
+    dev.write_reg("CTRL", CTRL.pack(start=1))
+    dev.wait()
+    assert _status(dev) == {"busy": 0, "done": 1, "error": 0, "cause": 0}
+    assert dev.read_reg("RESULT_COUNT") == 7
+    assert np.array_equal(np.frombuffer(dev.read_mem(1 << 16, 28), "<u4"), desne.grid_select(Y, 7))
 
 
-def test_bad_job_parameters_set_error(digits):
+def test_refused_job_names_field_and_value(digits):
     X, y = digits
     dev = ModelDevice(capacity=64)
     drv = Driver(dev)
-    with pytest.raises(DeviceError, match="job failed"):  # N above the device's capacity
+    with pytest.raises(JobRefusedError, match=r"N must be <= capacity \(= 64\), not 100 "
+                                              r"\(cause 0x10 BAD_N\)") as info:
         drv.run_chunk(100, 64, 5, 0, 0, 0, counters=JobCounters())
+    assert (info.value.cause.name, info.value.field, info.value.value) == ("BAD_N", "N", 100)
 
 
-def test_config_must_match_device():
+def test_exaggeration_shift_5_is_refused_at_once_never_busy(digits):
+    """The reported bug: OPT.exaggeration_shift = 5 used to leave STATUS.busy set forever on
+    the model backend (the job thread died) and Driver.wait timed out after 600 s."""
+    X, y = digits
+    dev = ModelDevice(capacity=256, job_delay_s=5.0)   # an accepted job would take >= 5 s
+    drv = Driver(dev)
+    cls = X[y == 1]
+    dev.write_mem(0, cls.tobytes())
+    job = {**drv.job_values(len(cls), 64, 5, seed=1), "exaggeration_shift": 5}
+    t0 = time.monotonic()
+    drv.program(job, 0, 1 << 16)
+    dev.write_reg("CTRL", CTRL.pack(start=1))
+    assert _status(dev) == {"busy": 0, "done": 1, "error": 1,
+                            "cause": CAUSE["BAD_OPT_EXAGGERATION_SHIFT"]}
+    with pytest.raises(JobRefusedError, match=r"OPT\.exaggeration_shift must be in \[0, 4\], "
+                                              r"not 5"):
+        drv.run_job(job, 0, 1 << 16)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_h_target_outside_q8_16_is_refused(digits):
+    X, y = digits
+    dev = ModelDevice(capacity=256)
+    drv = Driver(dev)
+    dev.write_mem(0, X[y == 2].tobytes())
+    job = {**drv.job_values(int((y == 2).sum()), 64, 5, seed=1), "h_target": 1 << 24}
+    with pytest.raises(JobRefusedError, match=r"H_TARGET must be in \[0, 16777215\], not 16777216"):
+        drv.run_job(job, 0, 1 << 16)
+
+
+def test_memory_outside_the_device_ends_the_job_with_a_bus_error(digits):
+    X, y = digits
+    dev = ModelDevice(capacity=256, mem_size=1 << 16)
+    drv = Driver(dev)
+    cls = X[y == 3]
+    job = drv.job_values(len(cls), 64, 5, seed=1)
+    with pytest.raises(DeviceError, match="AXI_READ_ERROR"):
+        drv.run_job(job, (1 << 16) - 64, 0)          # the chunk runs past the end of memory
+    dev.write_mem(0, cls.tobytes())
+    with pytest.raises(DeviceError, match="AXI_WRITE_ERROR"):
+        drv.run_job(job, 0, (1 << 16) - 8)           # 5 indices do not fit before the end
+    assert _status(dev)["busy"] == 0
+    drv.run_job(job, 0, 1 << 15)                     # and the device still works
+
+
+def test_wait_times_out_instead_of_hanging(digits):
+    X, y = digits
+    dev = ModelDevice(capacity=256, job_delay_s=3.0)
+    drv = Driver(dev, timeout_s=0.2)
+    cls = X[y == 5]
+    dev.write_mem(0, cls.tobytes())
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match=r"still busy after 0.2 s"):
+        drv.run_job(drv.job_values(len(cls), 64, 5, seed=1), 0, 1 << 16)
+    assert time.monotonic() - t0 < 1.5
+    with pytest.raises(ValueError, match="timeout_s must be > 0"):
+        Driver(dev, timeout_s=0)
+
+
+def test_config_and_parameters_must_match_the_declaration():
     with pytest.raises(ValueError, match="capacity"):
         Driver(ModelDevice(capacity=64), desne.DesneConfig(capacity=128))
-    with pytest.raises(ValueError, match="capacity must be an integer >= 4"):
+    with pytest.raises(ValueError, match=r"ModelDevice.capacity must be in \[4, 65536\], not 2"):
         ModelDevice(capacity=2)
-
-
-def test_register_map_is_derived_and_consistent():
-    addrs = list(regmap.ADDR.values())
-    assert addrs == sorted(set(addrs)) and addrs[0] == 0 and all(a % 4 == 0 for a in addrs)
-    opt = regmap.REGMAP["OPT"]
-    word = opt.pack(learning_rate=32, exaggeration_shift=2, allocation=1, search=0)
-    assert opt.unpack(word) == {"learning_rate": 32, "exaggeration_shift": 2, "allocation": 1, "search": 0}
-    with pytest.raises(ValueError, match="does not fit"):
-        opt.pack(learning_rate=5000)
-    c = regmap.host_constants("c")
-    assert "#define NMS_STATUS_ADDR 0x08u" in c and "NMS_OPT_SEARCH_SHIFT 16u" in c
-    ns = {}
-    exec(regmap.host_constants("py"), ns)
-    assert ns["BUDGET_ADDR"] == regmap.ADDR["BUDGET"]
+    with pytest.raises(ValueError, match=r"ModelDevice.k must be < capacity \(= 16\), not 16"):
+        ModelDevice(capacity=16, k=16)
+    with pytest.raises(TypeError, match="ModelDevice.tile must be an integer"):
+        ModelDevice(tile=2.0)
     with pytest.raises(DeviceError, match="read-only"):
         ModelDevice().write_reg("STATUS", 1)
+    with pytest.raises(ValueError, match="not a 32-bit unsigned integer"):
+        ModelDevice().write_reg("N", 1 << 32)

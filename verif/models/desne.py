@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl import regmap
 from nms.verif.models.budget import class_budgets, largest_remainder
 
 __all__ = [
@@ -37,12 +38,12 @@ _LOG2 = np.array(fp.LOG2_LUT, dtype=np.int64)
 _RECIP = np.array(fp.RECIP_LUT, dtype=np.int64)
 _BMANT = np.array(fp.BETA_MANT, dtype=np.int64)
 
-SEARCHES = ("robust", "bisect")
+SEARCHES = tuple(regmap.SEARCH_CODES)  # declared with OPT.search
 #: precision-search schedules: defined with the formats, in nms.rtl.fixedpoint
 ROBUST_COARSE_STEP = fp.ROBUST_COARSE_STEP
 ROBUST_REFINE_STEPS = fp.ROBUST_REFINE_STEPS
 BISECT_STEPS = fp.BISECT_STEPS
-ALLOCATIONS = ("adaptive", "proportional")
+ALLOCATIONS = tuple(regmap.ALLOCATION_CODES)  # declared with OPT.allocation
 
 
 @dataclass(frozen=True)
@@ -96,37 +97,26 @@ class DesneConfig:
     allocation: str = "adaptive"
 
     def __post_init__(self):
-        def need_int(name, lo, hi=None):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"DesneConfig.{name} must be an integer, not {v!r}")
-            if v < lo or (hi is not None and v > hi):
-                rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-                raise ValueError(f"DesneConfig.{name} must be {rng}, not {v}")
-
-        need_int("k", 2, 64)
-        need_int("n_iter", 0, 100_000)
-        need_int("exaggeration_shift", 0, 4)
-        need_int("exaggeration_iters", 0)
-        need_int("momentum_early", 0, 255)
-        need_int("momentum_late", 0, 255)
-        need_int("momentum_switch", 0)
-        need_int("learning_rate", 1, 4095)
-        need_int("neg_samples", 1, 64)
-        need_int("capacity", 4, 1 << 16)  # chunks then hold >= 2 points
-        p = self.perplexity
+        # the generator parameters and the register fields are checked against the one
+        # declaration of the job interface (nms.rtl.regmap), as the driver and devices do
+        regmap.check_params({"capacity": self.capacity, "k": self.k,
+                             "neg_samples": self.neg_samples}, owner="DesneConfig")
+        regmap.validate({name: getattr(self, name) for name in _REGISTER_FIELDS},
+                        owner="DesneConfig", partial=True)
+        p = self.perplexity  # not a register: the host turns it into H_TARGET
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) \
                 or not np.isfinite(p) or not (1.0 < p <= self.k):
             raise ValueError(f"DesneConfig.perplexity must be a number in (1, k={self.k}], not {p!r}")
-        if self.search not in SEARCHES:
-            raise ValueError(f"DesneConfig.search must be one of {SEARCHES}, not {self.search!r}")
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"DesneConfig.allocation must be one of {ALLOCATIONS}, not {self.allocation!r}")
-        if self.k >= self.capacity:
-            raise ValueError(f"DesneConfig.k ({self.k}) must be < capacity ({self.capacity})")
+        regmap.check_code("OPT.search", self.search, owner="DesneConfig")
+        regmap.check_code("OPT.allocation", self.allocation, owner="DesneConfig")
 
     def replace(self, **changes) -> "DesneConfig":
         return dataclasses.replace(self, **changes)
+
+
+#: DesneConfig fields that are job register fields (checked with the declaration's ranges)
+_REGISTER_FIELDS = ("n_iter", "exaggeration_iters", "exaggeration_shift", "learning_rate",
+                    "momentum_early", "momentum_late", "momentum_switch")
 
 
 def _bit_length(u: np.ndarray) -> np.ndarray:
@@ -419,10 +409,13 @@ def chunk_bounds(n: int, capacity: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0) -> dict:
-    """All four stages on one on-chip chunk; ``selected`` are local indices, ascending."""
+def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0, *,
+              target: int | None = None) -> dict:
+    """All four stages on one on-chip chunk; ``selected`` are local indices, ascending.
+    ``target``: the Q8.16 entropy target as the H_TARGET register holds it (default: from
+    ``cfg.perplexity``)."""
     nbr, dist = knn(X, cfg.k)
-    aff = affinities(dist, cfg.perplexity, cfg.search)
+    aff = affinities(dist, cfg.perplexity, cfg.search, target=target)
     Y = embed(nbr, aff["P"], cfg, seed)
     selected = grid_select(Y, budget, cfg.allocation)
     return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected}

@@ -13,13 +13,16 @@ beats, final embedding and selected indices. The testbench
 * watches the internal streams passively (kNN rows and affinity beats at the affinity unit,
   coordinates out of the embedding engine) and compares every stage with the model;
 * checks the ``perf`` counters against the exact dataflow counts and the status outputs
-  (``busy``, ``done``, ``error`` for a bad configuration and for a start while busy).
+  (``busy``, ``done``, ``error`` and ``cause`` for a bad configuration and for a start while
+  busy).
 
 Jobs run back to back on one instance. Parameters (JSON): ``datapath`` (DesneDatapath keyword
 parameters), ``jobs`` (list: ``X`` rows, ``budget``, ``seed``, ``cfg`` (DesneConfig fields),
-optional ``expect_error`` / ``restart_while_busy``), ``mem`` (``req_stall``, ``latency`` [lo,
-hi], ``gap``), ``backpressure``, ``seed``, optional ``report`` (JSON file receiving the per-job
-counters and cycle counts), optional ``check_stages`` (default true).
+optional ``expect_error`` (with ``expect_cause``, the code ``cause`` must show) /
+``restart_while_busy`` / ``config_override`` (register fields set directly, e.g. ``h_target``)),
+``mem`` (``req_stall``, ``latency`` [lo, hi], ``gap``), ``backpressure``, ``seed``, optional
+``report`` (JSON file receiving the per-job counters and cycle counts), optional
+``check_stages`` (default true).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.datapath import DesneDatapath, config_layout, perf_layout
-from nms.rtl.regmap import ALLOCATION_CODES, SEARCH_CODES
+from nms.rtl.regmap import ALLOCATION_CODES, CAUSE, SEARCH_CODES
 from nms.verif.models import desne
 from nms.verif.sim.build import tb_params
 from nms.verif.sim.streams import CycleLoop, PayloadCodec, StreamMonitor, start_clock
@@ -153,7 +156,7 @@ class Control:
         self._pulse = False
         self._high = False
         self.pulsed_at = -1   # cycle of the last start pulse
-        self.busy = self.done = self.error = 0
+        self.busy = self.done = self.error = self.cause = 0
         dut.start.value = 0
         loop.add(self)
 
@@ -161,7 +164,7 @@ class Control:
         if config is not None:
             self.dut.config.value = self.codec.pack(config)
         self._pulse = True
-        self.busy = self.done = self.error = 0   # stale until sampled after the pulse
+        self.busy = self.done = self.error = self.cause = 0   # stale until sampled after the pulse
 
     def drive(self, cycle: int) -> None:
         if self._pulse:
@@ -178,6 +181,7 @@ class Control:
         self.busy = int(self.dut.busy.value)
         self.done = int(self.dut.done.value)
         self.error = int(self.dut.error.value)
+        self.cause = int(self.dut.cause.value)
 
 
 def _first_mismatch(name: str, expected: list, got: list) -> str | None:
@@ -240,6 +244,10 @@ async def run_jobs(dut):
                 failures.append(f"job {jn}: bad config not refused (error={ctl.error}, "
                                 f"busy={ctl.busy}, {len(out.beats)} indices, "
                                 f"{len(mem.requests)} requests)")
+            if "expect_cause" in job and ctl.cause != job["expect_cause"]:
+                failures.append(f"job {jn}: refused with cause 0x{ctl.cause:02X}, expected "
+                                f"0x{job['expect_cause']:02X} (config_override "
+                                f"{job.get('config_override')})")
             continue
         if job.get("restart_while_busy"):
             await loop.wait_until(lambda: loop.cycle >= t0 + 50, timeout_cycles=100)
@@ -252,7 +260,7 @@ async def run_jobs(dut):
         wall = time.perf_counter() - wall0
         perf = perf_codec.unpack(dut.perf.value.to_unsigned())
 
-        res = desne.run_chunk(X, budget, cfg, seed)
+        res = desne.run_chunk(X, budget, cfg, seed, target=value["h_target"])
         kk = res["nbr"].shape[1]
         got = [b["index"] for b in out.beats]
         lasts = [b["last"] for b in out.beats]
@@ -264,6 +272,9 @@ async def run_jobs(dut):
         if bool(ctl.error) != bool(job.get("restart_while_busy")):
             errs.append(f"error={ctl.error} at the end (restart_while_busy="
                         f"{bool(job.get('restart_while_busy'))})")
+        want_cause = CAUSE["START_WHILE_BUSY" if job.get("restart_while_busy") else "NONE"].code
+        if ctl.cause != want_cause:
+            errs.append(f"cause=0x{ctl.cause:02X} at the end, expected 0x{want_cause:02X}")
         T = dp.tile
         tiles = -(-n // T)
         want_reqs = []

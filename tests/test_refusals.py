@@ -1,0 +1,206 @@
+"""Every refusal condition of the declared job interface on every backend, same error cause.
+
+The sweep is generated from ``nms.rtl.regmap`` (each bound of each ranged job field: one past
+it, and the far end of the field's width) and checked against a hand-written table of the
+conditions the contract must contain, so a declaration that lost a range fails here. Each case
+runs on
+
+* the model device through the Driver (``JobRefusedError`` with the cause, field and value), and
+* the RTL job controller inside the Verilated datapath (the cocotb datapath testbench, on the
+  build parameter set of ``tests/test_datapath.py``, so no extra Verilator build): ``error``,
+  ``done``, no memory request, no index, and the same ``cause``.
+
+The boundary values that must be accepted run as whole jobs on both backends and must equal
+the bit-exact model (and each other); start while busy reports ``START_WHILE_BUSY`` on both.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+
+from nms.rtl import regmap
+from nms.rtl.datapath import DesneDatapath
+from nms.sw.driver import Driver, JobRefusedError, ModelDevice
+from nms.verif.models import desne
+from nms.verif.sim.build import run_cocotb
+
+#: the parameter set of tests/test_datapath.py (same Verilog -> the same Verilator build)
+HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
+      "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2}
+PARAMS = {"capacity": HW["capacity"], "max_dim": HW["max_dim"]}
+#: a short schedule; learning rate and shift are part of the sweep
+SCHEDULE = {"n_iter": 6, "exaggeration_iters": 2, "momentum_switch": 3, "perplexity": 5.0}
+CODE = {name: c.code for name, c in regmap.CAUSE.items()}
+
+_rng = np.random.default_rng(21)
+X_BASE = _rng.integers(0, 256, size=(9, 64))
+BUDGET_BASE = 4
+SEED = 3
+
+
+def _cfg(**extra) -> desne.DesneConfig:
+    return desne.DesneConfig(k=HW["k"], neg_samples=HW["neg_samples"], capacity=HW["capacity"],
+                             **{**SCHEDULE, **extra})
+
+
+def _base_job() -> dict:
+    drv = Driver(_model(), _cfg())
+    return drv.job_values(*X_BASE.shape, BUDGET_BASE, SEED)
+
+
+def _model() -> ModelDevice:
+    return ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
+                       neg_samples=HW["neg_samples"], tile=HW["tile"])
+
+
+def refusal_cases(base: dict) -> list[tuple[str, int, str]]:
+    """``(key, value, cause name)`` for every check of every ranged job field: one past the
+    bound, and the far end of the field's width (values are never truncated)."""
+    env = {**PARAMS, **base}
+    cases = []
+    for f in regmap.JOB_FIELDS:
+        for side, bound in f.checks():
+            b = bound.evaluate(env) if isinstance(bound, regmap.Ref) else bound
+            values = {b - 1, 0} if side == "lo" else {b + 1, (1 << f.width) - 1}
+            for v in sorted(values):
+                if 0 <= v < (1 << f.width) and not (side == "lo" and v >= b):
+                    cases.append((f.key, v, f.cause.name))
+    return cases
+
+
+def boundary_jobs(base: dict) -> list[dict]:
+    """Two jobs that sit on every bound of every ranged field: all lowest, all highest."""
+    env = {**PARAMS, **base}
+    lo_job, hi_job = dict(base), dict(base)
+    for f in regmap.JOB_FIELDS:
+        if not f.ranged:
+            continue
+        lo, hi = f.static_range()
+        lo_job[f.key] = max([lo] + [b.evaluate({**env, **lo_job}) for b in f.lo
+                                    if isinstance(b, regmap.Ref)])
+        hi_job[f.key] = min([hi] + [b.evaluate({**env, **hi_job}) for b in f.hi
+                                    if isinstance(b, regmap.Ref)])
+    return [lo_job, hi_job]
+
+
+#: the conditions the contract must refuse, written out by hand (the issue's bugs included)
+MUST_REFUSE = {
+    ("n", 1, "BAD_N"), ("n", 0, "BAD_N"), ("n", 129, "BAD_N"), ("n", (1 << 32) - 1, "BAD_N"),
+    ("dim", 0, "BAD_DIM"), ("dim", 65, "BAD_DIM"),
+    ("budget", 0, "BAD_BUDGET"), ("budget", 10, "BAD_BUDGET"),
+    ("h_target", 1 << 24, "BAD_H_TARGET"), ("h_target", (1 << 32) - 1, "BAD_H_TARGET"),
+    ("learning_rate", 0, "BAD_OPT_LEARNING_RATE"),
+    ("exaggeration_shift", 5, "BAD_OPT_EXAGGERATION_SHIFT"),
+    ("exaggeration_shift", 7, "BAD_OPT_EXAGGERATION_SHIFT"),
+}
+#: two bad fields at once: the first in declaration order is reported
+PRIORITY = [({"n": 0, "budget": 0}, "BAD_N"), ({"budget": 10, "learning_rate": 0}, "BAD_BUDGET"),
+            ({"dim": 0, "exaggeration_shift": 5}, "BAD_DIM")]
+
+
+def test_sweep_covers_every_declared_refusal():
+    base = _base_job()
+    cases = refusal_cases(base)
+    assert MUST_REFUSE <= set(cases), sorted(MUST_REFUSE - set(cases))
+    # every field cause is exercised, and no cause is declared for a field without a range
+    field_causes = {c.name for c in regmap.CAUSES if c.field}
+    assert {name for _, _, name in cases} == field_causes
+    assert all(regmap.FIELDS[c.field].ranged for c in regmap.CAUSES if c.field)
+    lo_job, hi_job = boundary_jobs(base)
+    assert (lo_job["n"], lo_job["dim"], lo_job["budget"], lo_job["learning_rate"]) == (2, 1, 1, 1)
+    assert (hi_job["n"], hi_job["dim"], hi_job["budget"], hi_job["h_target"],
+            hi_job["learning_rate"], hi_job["exaggeration_shift"]) == (128, 64, 128, (1 << 24) - 1,
+                                                                        4095, 4)
+    # and the host-side validation agrees with the device-side walk on each of them
+    for key, value, name in cases:
+        with pytest.raises(regmap.JobRefused) as info:
+            regmap.validate({**base, key: value}, PARAMS)
+        assert info.value.refusal.cause.name == name
+    for job in (lo_job, hi_job):
+        regmap.validate(job, PARAMS)
+
+
+def _model_run(job: dict, X: np.ndarray) -> np.ndarray:
+    dev = _model()
+    drv = Driver(dev, _cfg(learning_rate=job["learning_rate"],
+                           exaggeration_shift=job["exaggeration_shift"]))
+    dev.write_mem(0, X.astype(np.uint8).tobytes())
+    drv.run_job(job, 0, 1 << 16)
+    return np.frombuffer(dev.read_mem(1 << 16, 4 * job["budget"]), "<u4").astype(np.int64)
+
+
+def test_model_device_refuses_every_condition_with_its_cause():
+    base = _base_job()
+    dev = _model()
+    drv = Driver(dev, _cfg())
+    dev.write_mem(0, X_BASE.astype(np.uint8).tobytes())
+    cases = [({key: value}, name) for key, value, name in refusal_cases(base)] + PRIORITY
+    for change, name in cases:
+        t0 = time.monotonic()
+        with pytest.raises(JobRefusedError) as info:
+            drv.run_job({**base, **change}, 0, 1 << 16)
+        err = info.value
+        assert err.cause.name == name, (change, str(err))
+        key = regmap.FIELDS[err.field].key
+        assert err.value == change[key] and f"not {change[key]} " in str(err)
+        assert time.monotonic() - t0 < 0.5      # refused at once, never busy
+        st = regmap.REGMAP["STATUS"].unpack(dev.read_reg("STATUS"))
+        assert st == {"busy": 0, "done": 1, "error": 1, "cause": CODE[name]}
+
+
+def test_model_device_accepts_the_boundaries():
+    base = _base_job()
+    for job in boundary_jobs(base):
+        X = _rng.integers(0, 256, size=(job["n"], job["dim"]))
+        cfg = _cfg(learning_rate=job["learning_rate"], exaggeration_shift=job["exaggeration_shift"])
+        want = desne.run_chunk(X, job["budget"], cfg, SEED, target=job["h_target"])["selected"]
+        assert np.array_equal(_model_run(job, X), want)
+
+
+def test_rtl_job_controller_refuses_every_condition_with_the_same_cause():
+    """One cocotb run on the datapath build of test_datapath.py: a job interrupted by a start
+    while busy, every refusal of the sweep, and the two boundary jobs (bit-exact with the model
+    and with the model device)."""
+    base = _base_job()
+    tb_cfg = {**SCHEDULE}
+    jobs = [{"X": X_BASE.tolist(), "budget": BUDGET_BASE, "seed": SEED, "cfg": tb_cfg,
+             "restart_while_busy": True}]
+    cases = [({key: value}, name) for key, value, name in refusal_cases(base)] + PRIORITY
+    for change, name in cases:
+        jobs.append({"X": X_BASE.tolist(), "budget": BUDGET_BASE, "seed": SEED, "cfg": tb_cfg,
+                     "expect_error": True, "expect_cause": CODE[name], "config_override": change})
+    rng = np.random.default_rng(8)
+    for job in boundary_jobs(base):
+        X = rng.integers(0, 256, size=(job["n"], job["dim"]))
+        jobs.append({"X": X.tolist(), "budget": job["budget"], "seed": SEED,
+                     "cfg": {**tb_cfg, "learning_rate": job["learning_rate"],
+                             "exaggeration_shift": job["exaggeration_shift"]},
+                     "config_override": {"h_target": job["h_target"]}})
+        # the model device accepts it too and selects the same (the testbench checks the RTL
+        # against run_chunk, this checks the model device against the same)
+        cfg = _cfg(learning_rate=job["learning_rate"], exaggeration_shift=job["exaggeration_shift"])
+        assert np.array_equal(_model_run(job, X), desne.run_chunk(
+            X, job["budget"], cfg, SEED, target=job["h_target"])["selected"])
+    text = verilog.convert(DesneDatapath(**HW), name="top", emit_src=False)
+    run_cocotb("datapath_c128", text, "nms.verif.tb.datapath",
+               {"datapath": HW, "jobs": jobs, "seed": 4, "backpressure": 0.2,
+                "mem": {"req_stall": 0.2, "latency": [1, 20], "gap": 0.1}})
+
+
+def test_model_start_while_busy_reports_the_same_cause():
+    base = _base_job()
+    dev = ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
+                      neg_samples=HW["neg_samples"], tile=HW["tile"], job_delay_s=0.3)
+    drv = Driver(dev, _cfg())
+    dev.write_mem(0, X_BASE.astype(np.uint8).tobytes())
+    drv.program(base, 0, 1 << 16)
+    drv.start()
+    dev.write_reg("CTRL", regmap.REGMAP["CTRL"].pack(start=1))
+    dev.wait()
+    st = regmap.REGMAP["STATUS"].unpack(dev.read_reg("STATUS"))
+    assert st == {"busy": 0, "done": 1, "error": 1, "cause": CODE["START_WHILE_BUSY"]}
+    assert dev.read_reg("RESULT_COUNT") == BUDGET_BASE
