@@ -61,6 +61,8 @@ class Block:
     component: str
     params: tuple[Param, ...]
     description: str = ""
+    #: optional ``"module:function"`` giving extra output files: ``f(metadata) -> {name: text}``
+    files: str = ""
     param_index: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -170,6 +172,31 @@ register_block(Block(
         Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
         Param("pair_units", int, 2, "embedding pair units (power of two)"),
         Param("fetch_depth", int, 4, "fetch commands queued ahead of their data"),
+    ),
+))
+
+
+register_block(Block(
+    name="top",
+    component="nms.rtl.top:NmsAccelerator",
+    description="the accelerator as a device: AXI4 master (m_axi_*), CSR slave from the register "
+                "map (s_axil_* or wb_*), irq",
+    files="nms.rtl.top:host_files",
+    params=(
+        Param("lanes", int, 8, "L, elements per datapath beat (power of two)"),
+        Param("tile", int, 4, "T, resident query vectors of the distance engine"),
+        Param("elem_width", int, 8, "unsigned element width in bits"),
+        Param("max_dim", int, 1024, "largest runtime vector length"),
+        Param("k", int, 16, "K, neighbours per point"),
+        Param("capacity", int, 1024, "C, most points per chunk (on-chip state)"),
+        Param("neg_samples", int, 8, "negative samples per point and iteration"),
+        Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
+        Param("pair_units", int, 2, "embedding pair units (power of two)"),
+        Param("fetch_depth", int, 4, "fetch commands queued ahead of their data"),
+        Param("data_width", int, 64, "AXI4 data width: 32, 64 or 128"),
+        Param("addr_width", int, 32, "AXI4 address width"),
+        Param("max_burst", int, 256, "longest AXI burst in beats (power of two <= 256)"),
+        Param("bus", str, "axi-lite", "CSR bus: axi-lite (s_axil_*) or wishbone (wb_*)"),
     ),
 ))
 
@@ -341,4 +368,10 @@ def main(args) -> int:
     vfile.write_text(text)
     jfile.write_text(json.dumps(metadata, indent=2) + "\n")
     print(f"wrote {vfile} and {jfile}")
+    block = get_block(metadata["block"])
+    if block.files:
+        module, _, attr = block.files.partition(":")
+        for name, body in getattr(importlib.import_module(module), attr)(metadata).items():
+            (args.out / name).write_text(body)
+            print(f"wrote {args.out / name}")
     return 0

@@ -8,15 +8,17 @@ from the CSRs, so ``first``/``count`` are all it needs. See ``docs/rtl-datapath.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from nms.rtl.axi import AxiBurstReader, axi4_signature, check_data_width
 from nms.rtl.params import check_int
 
-__all__ = ["MemReadSignature", "VectorFetcher", "DEST_QUERY", "DEST_CANDIDATE"]
+__all__ = ["MemReadSignature", "VectorFetcher", "DEST_QUERY", "DEST_CANDIDATE", "AxiVectorPort",
+           "ResultPacker"]
 
 #: ``dest`` values of a fetch command (where the beats go in the datapath)
 DEST_QUERY = 0
@@ -206,3 +208,241 @@ class VectorFetcher(wiring.Component):
                 m.d.sync += self.wait_cycles.eq(self.wait_cycles + 1)
         return m
 
+
+
+class AxiVectorPort(wiring.Component):
+    """The memory side of :class:`MemReadSignature` over AXI4: vectors packed contiguously in DDR.
+
+    Vector ``i`` of the chunk is the ``dim * elem_bytes`` bytes at ``src_addr + i * dim *
+    elem_bytes`` (little-endian elements, no padding, any byte alignment). A request ``{first,
+    count}`` becomes one :class:`~nms.rtl.axi.AxiBurstReader` transfer over the beat-aligned
+    byte range; the AXI beats are re-cut into lane beats: each vector restarts at lane 0,
+    ``ceil(dim / lanes)`` beats per vector, the unused lanes of its final beat carry the next
+    bytes (the datapath masks them).
+
+    The re-cutting keeps up to ``bytes_per_beat + lanes * elem_bytes`` bytes and takes an AXI
+    beat whenever at most ``lanes * elem_bytes`` are held, so it sustains one lane beat per cycle
+    whenever the bus does (``data_width >= 8 * lanes * elem_bytes``) and one AXI beat per cycle
+    otherwise.
+
+    Parameters
+    ----------
+    lanes, elem_width, max_dim, index_width, count_width : int
+        As :class:`MemReadSignature` / :class:`VectorFetcher`.
+    addr_width, data_width, max_burst, fifo_depth : int
+        AXI parameters (see :class:`~nms.rtl.axi.AxiBurstReader`).
+    depth : int
+        Requests whose data is in flight, 2..64. Default 4.
+
+    Attributes
+    ----------
+    mem : In(MemReadSignature) — the datapath's port.
+    bus : Out(axi4_signature) — AR/R only.
+    src_addr : In(addr_width), dim : In(range(max_dim + 1)) — held during a job.
+    abort, idle, error, resp, beats_read, clear — as the reader's.
+    """
+
+    def __init__(self, *, lanes: int = 8, elem_width: int = 8, max_dim: int = 1024,
+                 index_width: int = 10, count_width: int = 11, addr_width: int = 32,
+                 data_width: int = 64, max_burst: int = 256, fifo_depth: int | None = None,
+                 depth: int = 4):
+        check_data_width(data_width)
+        check_int("depth", depth, 2, 64, "2 to 64 requests in flight")
+        self.lanes, self.elem_width, self.max_dim = lanes, elem_width, max_dim
+        self.elem_bytes = -(-elem_width // 8)
+        self.index_width, self.count_width = index_width, count_width
+        self.addr_width, self.data_width, self.depth = addr_width, data_width, depth
+        self.reader = AxiBurstReader(addr_width=addr_width, data_width=data_width,
+                                     max_burst=max_burst, fifo_depth=fifo_depth)
+        self.mem_signature = MemReadSignature(lanes=lanes, elem_width=elem_width,
+                                              index_width=index_width, count_width=count_width)
+        super().__init__({
+            "mem": In(self.mem_signature),
+            "bus": Out(axi4_signature(addr_width=addr_width, data_width=data_width)),
+            "src_addr": In(addr_width),
+            "dim": In(range(max_dim + 1)),
+            "abort": In(1),
+            "idle": Out(1),
+            "error": Out(1),
+            "resp": Out(2),
+            "beats_read": Out(32),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.reader = rd = self.reader
+        # the port is the reader's bus (AR/R); AW/W/B idle here, the top merges the writer's
+        for name in self.bus.signature.members:
+            port, inner = getattr(self.bus, name), getattr(rd.bus, name)
+            if self.bus.signature.members[name].flow == Out:
+                m.d.comb += port.eq(inner)
+            else:
+                m.d.comb += inner.eq(port)
+        m.d.comb += [rd.abort.eq(self.abort), rd.clear.eq(self.clear), self.error.eq(rd.error),
+                     self.resp.eq(rd.resp), self.beats_read.eq(rd.beats_read)]
+        W = self.data_width // 8                  # bytes per AXI beat
+        wlog = ceil_log2(W)
+        Lb = self.lanes * self.elem_bytes          # bytes per lane beat
+        B = W + Lb
+        vec_bytes = Signal(range(self.max_dim * self.elem_bytes + 1))
+        m.d.comb += vec_bytes.eq(self.dim * self.elem_bytes)
+
+        # ---- request -> (AXI transfer, re-cutting descriptor) ----------------------------------
+        desc_layout = data.StructLayout({"skip": unsigned(max(wlog, 1)),
+                                         "beats": unsigned(rd.beats_width),
+                                         "count": unsigned(self.count_width)})
+        m.submodules.descs = descs = SyncFIFOBuffered(width=desc_layout.size, depth=self.depth)
+        req = self.mem.req
+        offset = Signal(self.addr_width)
+        total = Signal(rd.beats_width + wlog)
+        count = Signal(self.count_width)
+        start = Signal(self.addr_width)
+        skip = Signal(max(wlog, 1))
+        beats = Signal(rd.beats_width)
+        with m.FSM(name="request"):
+            with m.State("IDLE"):
+                m.d.comb += req.ready.eq(~self.abort)
+                with m.If(req.valid & ~self.abort):
+                    m.d.sync += [offset.eq(req.payload.first * vec_bytes),
+                                 total.eq(req.payload.count * vec_bytes),
+                                 count.eq(req.payload.count)]
+                    m.next = "ADDR"
+            with m.State("ADDR"):
+                m.d.sync += start.eq(self.src_addr + offset)
+                m.next = "SIZE"
+            with m.State("SIZE"):
+                m.d.sync += [skip.eq(start[:wlog] if wlog else 0),
+                             beats.eq((start[:wlog] + total + (W - 1)) >> wlog)]
+                m.next = "PUSH"
+            with m.State("PUSH"):
+                d = Signal(desc_layout)
+                m.d.comb += [d.skip.eq(skip), d.beats.eq(beats), d.count.eq(count),
+                             descs.w_data.eq(d),
+                             rd.cmd.payload.addr.eq(Cat(C(0, wlog), start[wlog:])),
+                             rd.cmd.payload.beats.eq(beats)]
+                with m.If(self.abort):
+                    m.next = "IDLE"
+                with m.Elif(rd.cmd.ready & descs.w_rdy):
+                    m.d.comb += [rd.cmd.valid.eq(1), descs.w_en.eq(1)]
+                    m.next = "IDLE"
+
+        # ---- AXI beats -> lane beats -----------------------------------------------------------
+        head = Signal(desc_layout)
+        m.d.comb += head.eq(descs.r_data)
+        buf = Signal(8 * B)
+        have = Signal(range(B + 1))
+        active = Signal()
+        skipping = Signal()
+        beats_left = Signal(rd.beats_width)
+        vec_rem = Signal(range(self.max_dim * self.elem_bytes + 1))
+        vecs_left = Signal(self.count_width)
+        skip_bytes = Signal(max(wlog, 1))
+        with m.If(~active & descs.r_rdy & ~self.abort):
+            m.d.comb += descs.r_en.eq(1)
+            m.d.sync += [active.eq(1), skipping.eq(1), beats_left.eq(head.beats),
+                         skip_bytes.eq(head.skip),
+                         vec_rem.eq(vec_bytes), vecs_left.eq(head.count), have.eq(0)]
+        need = Signal(range(max(Lb, W) + 1))
+        m.d.comb += need.eq(Mux(vec_rem < Lb, vec_rem, Lb))
+        skip_now = active & skipping & (have >= skip_bytes)
+        resp = self.mem.resp
+        m.d.comb += resp.valid.eq(active & ~skipping & (have >= need) & ~self.abort)
+        for i in range(self.lanes):
+            m.d.comb += resp.payload.data[i].eq(
+                buf[8 * self.elem_bytes * i:][:self.elem_width])
+        out_fire = resp.valid & resp.ready
+        take = Signal(range(max(Lb, W) + 1))
+        m.d.comb += take.eq(Mux(skip_now, skip_bytes, Mux(out_fire, need, 0)))
+        with m.If(skip_now):
+            m.d.sync += skipping.eq(0)
+        m.d.comb += [rd.data.ready.eq(active & (beats_left != 0) & (have <= Lb))]
+        in_fire = rd.data.valid & rd.data.ready
+        after = Signal(range(B + 1))
+        m.d.comb += after.eq(have - take)
+        shifted = Signal(8 * B)
+        m.d.comb += shifted.eq(buf >> (take << 3))
+        with m.If(in_fire):
+            m.d.sync += [buf.eq(shifted | (rd.data.payload << (after << 3))),
+                         have.eq(after + W), beats_left.eq(beats_left - 1)]
+        with m.Else():
+            m.d.sync += [buf.eq(shifted), have.eq(after)]
+        with m.If(out_fire):
+            with m.If(vec_rem == need):
+                m.d.sync += [vec_rem.eq(vec_bytes), vecs_left.eq(vecs_left - 1)]
+                with m.If(vecs_left == 1):
+                    # the request's last byte: what is left of its final AXI beat is padding
+                    m.d.sync += [active.eq(0), have.eq(0)]
+            with m.Else():
+                m.d.sync += vec_rem.eq(vec_rem - need)
+        with m.If(self.abort):
+            m.d.sync += [active.eq(0), have.eq(0)]
+        m.d.comb += self.idle.eq(rd.idle)
+        return m
+
+
+class ResultPacker(wiring.Component):
+    """Selected indices -> u32 words packed into AXI write beats at ``dst_addr`` (4-byte aligned).
+
+    Index ``i`` of the job goes to bytes ``dst_addr + 4 i .. + 3`` (little-endian u32). The
+    beats start at ``dst_addr`` rounded down to the bus width; ``wstrb`` covers exactly the
+    words written, so nothing outside ``dst_addr .. dst_addr + 4 * count - 1`` is touched.
+    :meth:`transfer` gives the matching :class:`~nms.rtl.axi.AxiBurstWriter` command.
+
+    Attributes
+    ----------
+    indices : In(stream.Signature({index, last}))
+    beats : Out(stream.Signature({data, strb}))
+    dst_addr : In(addr_width) — held during a job (bits 1..0 must be 0).
+    start : In(1) — pulse at the job's start: the first index goes to ``dst_addr``.
+    """
+
+    def __init__(self, *, index_layout, addr_width: int = 32, data_width: int = 64):
+        check_data_width(data_width)
+        self.addr_width, self.data_width = addr_width, data_width
+        self.words = data_width // 32
+        self.index_layout = index_layout
+        self.beat_layout = data.StructLayout({"data": unsigned(data_width),
+                                              "strb": unsigned(data_width // 8)})
+        super().__init__({
+            "indices": In(stream.Signature(index_layout)),
+            "beats": Out(stream.Signature(self.beat_layout)),
+            "dst_addr": In(addr_width),
+            "start": In(1),
+        })
+
+    def transfer(self, m, count):
+        """``(addr, beats)`` Values of the write transfer for ``count`` indices."""
+        wlog = ceil_log2(self.data_width // 8)
+        first_word = self.dst_addr[2:wlog] if self.words > 1 else C(0, 1)
+        addr = Cat(C(0, wlog), self.dst_addr[wlog:])
+        beats = Signal(24)
+        m.d.comb += beats.eq((first_word + count + self.words - 1) >> max(ceil_log2(self.words), 0))
+        return addr, beats
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.words
+        lane = Signal(range(max(n, 2)))
+        acc = Signal(self.data_width)
+        strb = Signal(self.data_width // 8)
+        out = self.beats
+        with m.If(out.ready):
+            m.d.sync += out.valid.eq(0)
+        m.d.comb += self.indices.ready.eq(~out.valid | out.ready)
+        word = Signal(32)
+        m.d.comb += word.eq(self.indices.payload.index)
+        new_acc = Signal(self.data_width)
+        new_strb = Signal(self.data_width // 8)
+        m.d.comb += [new_acc.eq(acc | (word << (lane * 32))),
+                     new_strb.eq(strb | (C(0xF, 4) << (lane * 4)))]
+        with m.If(self.indices.valid & self.indices.ready):
+            with m.If((lane == n - 1) | self.indices.payload.last):
+                m.d.sync += [out.valid.eq(1), out.payload.data.eq(new_acc),
+                             out.payload.strb.eq(new_strb), acc.eq(0), strb.eq(0), lane.eq(0)]
+            with m.Else():
+                m.d.sync += [acc.eq(new_acc), strb.eq(new_strb), lane.eq(lane + 1)]
+        with m.If(self.start):
+            m.d.sync += [acc.eq(0), strb.eq(0),
+                         lane.eq(self.dst_addr[2:ceil_log2(self.data_width // 8)] if n > 1 else 0)]
+        return m

@@ -1,0 +1,344 @@
+"""``NmsAccelerator``: the accelerator as an SoC device.
+
+* an **AXI4 master** toward DDR (``m_axi_*``): the chunk's vectors are read by INCR bursts
+  (:class:`~nms.rtl.memport.AxiVectorPort`), the selected local indices (u32) are written by
+  INCR bursts to ``DST_ADDR`` (:class:`~nms.rtl.memport.ResultPacker` +
+  :class:`~nms.rtl.axi.AxiBurstWriter`);
+* a **CSR slave** (``s_axil_*`` or ``wb_*``) generated from the register-map declaration
+  (:class:`~nms.rtl.csr.CsrBlock`);
+* a level **interrupt** ``irq`` = ``|(IRQ_STATUS & IRQ_ENABLE)``; ``IRQ_STATUS.done`` /
+  ``.error`` are set when a job ends (cleanly / with an error) and cleared by writing 1;
+* **error causes** (``STATUS.cause``, codes declared in ``nms.rtl.regmap``): the first refusal
+  or failure, sticky until ``CTRL.clear_error`` or the next start while idle; ``STATUS.error``
+  is ``cause != 0``;
+* **abort**: ``CTRL.abort`` (or an AXI error response) stops issuing reads and writes, lets the
+  outstanding bursts complete (AXI cannot cancel one), then resets the datapath and the memory
+  engines and returns to idle. Bound: idle at most :data:`ABORT_TAIL_CYCLES` cycles after the
+  last outstanding R/B response; the outstanding work is at most the read data FIFO's credits
+  (``fifo_depth`` beats) plus one write burst, so with a memory answering within ``L`` cycles
+  per burst the abort completes within ``fifo_depth + max_burst + L * bursts + 4`` cycles.
+* **counters** in CSRs: every datapath counter plus the job's cycles and AXI bytes.
+
+The registers the declaration does not (yet) hold but the device needs are appended after it in
+:data:`DEVICE_REGISTERS` (addresses keep being derived by position, so every register the
+declaration has keeps its address); :attr:`NmsAccelerator.registers` is the effective map that
+the generator's metadata, the C header and every transport use.
+"""
+
+from __future__ import annotations
+
+from amaranth import C, Module, Mux, Signal
+from amaranth.hdl import ResetInserter
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from nms.rtl import regmap
+from nms.rtl.axi import RESP_DECERR, AxiBurstWriter, axi4_signature, check_data_width
+from nms.rtl.csr import BUSES, CsrBlock
+from nms.rtl.datapath import DesneDatapath, config_layout, perf_layout
+from nms.rtl.memport import AxiVectorPort, ResultPacker
+from nms.rtl.params import check_int
+
+__all__ = ["NmsAccelerator", "DEVICE_REGISTERS", "ERROR_CAUSES", "ABORT_TAIL_CYCLES",
+           "effective_registers"]
+
+#: cycles from the last outstanding R/B response of an aborted job to ``STATUS.busy`` low
+ABORT_TAIL_CYCLES = 3
+
+#: ``STATUS.cause`` codes, from the declaration (the model backend reports the same ones)
+ERROR_CAUSES = {c.name: c.code for c in regmap.CAUSES}
+
+_F = regmap.Field
+
+
+class _DeviceRegister(regmap.Register):
+    """A register of :data:`DEVICE_REGISTERS`: the declaration's class, plus the ``w1c`` access
+    (write 1 to clear, device sets) that ``regmap.Register`` does not take yet."""
+
+    def __post_init__(self):
+        if self.access == "w1c":
+            object.__setattr__(self, "access", "rw")
+            super().__post_init__()
+            object.__setattr__(self, "access", "w1c")
+        else:
+            super().__post_init__()
+
+#: registers the device needs beyond the declaration (appended only if it lacks them)
+DEVICE_REGISTERS = (
+    regmap.Register("IRQ_ENABLE", "rw", "interrupt enables", (_F("done", 1), _F("error", 1)),
+                    role="control"),
+    _DeviceRegister("IRQ_STATUS", "w1c", "interrupt status: set when a job ends (done: cleanly, "
+                    "error: refused, failed or aborted); write 1 to clear",
+                    (_F("done", 1), _F("error", 1)), role="status"),
+    regmap.Register("AXI_BYTES_READ_LO", "r", "AXI bytes read (whole beats), low word",
+                    role="counter"),
+    regmap.Register("AXI_BYTES_READ_HI", "r", "AXI bytes read (whole beats), high word",
+                    role="counter"),
+    regmap.Register("AXI_BYTES_WRITTEN", "r", "AXI bytes written (strobed bytes)", role="counter"),
+) + tuple(regmap.Register(f"PERF_{name.upper()}", "r", f"datapath counter perf.{name} "
+                          "(docs/rtl-datapath.md)", role="counter")
+          for name in perf_layout().members if name not in ("cycles", "bytes_read"))
+
+
+def effective_registers(declaration=None) -> tuple:
+    """The declaration followed by the device registers it does not declare."""
+    decl = tuple(regmap.REGISTERS if declaration is None else declaration)
+    names = {r.name for r in decl}
+    return decl + tuple(r for r in DEVICE_REGISTERS if r.name not in names)
+
+
+def _prefixed(signature, prefix):
+    return {f"{prefix}{name}": member for name, member in signature.members.items()}
+
+
+class NmsAccelerator(wiring.Component):
+    """The DE-SNE accelerator with its AXI4 master, CSR slave and interrupt.
+
+    Parameters
+    ----------
+    lanes, tile, elem_width, max_dim, k, capacity, neg_samples, affinity_lanes, pair_units, fetch_depth
+        The datapath's (see :class:`~nms.rtl.datapath.DesneDatapath`).
+    data_width : int
+        AXI4 data width, 32, 64 or 128. Default 64.
+    addr_width : int
+        AXI4 address width, 13..64. Default 32.
+    max_burst : int
+        Longest AXI burst in beats (power of two 1..256). Default 256.
+    read_fifo : int
+        Read data FIFO depth in beats (the read credits), ``>= max_burst``. Default ``2 * max_burst``.
+    bus : str
+        CSR bus: ``"axi-lite"`` (``s_axil_*``) or ``"wishbone"`` (``wb_*``). Default axi-lite.
+
+    Attributes
+    ----------
+    m_axi_* : the AXI4 master port; s_axil_* / wb_* : the CSR slave port; irq : Out(1).
+    registers : tuple of regmap.Register — the effective register map.
+    """
+
+    def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
+                 k: int = 16, capacity: int = 1024, neg_samples: int = 8, affinity_lanes: int = 4,
+                 pair_units: int = 2, fetch_depth: int = 4, data_width: int = 64,
+                 addr_width: int = 32, max_burst: int = 256, read_fifo: int | None = None,
+                 bus: str = "axi-lite"):
+        check_data_width(data_width)
+        check_int("addr_width", addr_width, 13, 64, "13 to 64 bits")
+        if bus not in BUSES:
+            raise ValueError(f"bus={bus!r} is not one of {', '.join(BUSES)}")
+        self.datapath = DesneDatapath(lanes=lanes, tile=tile, elem_width=elem_width,
+                                      max_dim=max_dim, k=k, capacity=capacity,
+                                      neg_samples=neg_samples, affinity_lanes=affinity_lanes,
+                                      pair_units=pair_units, fetch_depth=fetch_depth)
+        dp = self.datapath
+        self.vport = AxiVectorPort(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
+                                   index_width=dp.index_width, count_width=dp.count_width,
+                                   addr_width=addr_width, data_width=data_width,
+                                   max_burst=max_burst, fifo_depth=read_fifo)
+        self.writer = AxiBurstWriter(addr_width=addr_width, data_width=data_width,
+                                     max_burst=max_burst)
+        self.packer = ResultPacker(index_layout=dp.index_layout, addr_width=addr_width,
+                                   data_width=data_width)
+        self.registers = effective_registers()
+        self.csr = CsrBlock(bus=bus, registers=self.registers)
+        self.data_width, self.addr_width, self.bus = data_width, addr_width, bus
+        self.max_burst = self.writer.max_burst
+        self.read_fifo = self.vport.reader.fifo_depth
+        self._params = {**dp.parameters, "data_width": data_width, "addr_width": addr_width,
+                        "max_burst": max_burst, "read_fifo": self.read_fifo, "bus": bus}
+        axi = axi4_signature(addr_width=addr_width, data_width=data_width)
+        super().__init__({**_prefixed(axi, "m_axi_"), **self.csr.signature.members,
+                          "irq": Out(1)})
+
+    @property
+    def parameters(self) -> dict:
+        return dict(self._params)
+
+    @property
+    def derived(self) -> dict:
+        out = dict(self.datapath.derived)
+        out.update({"csr_addr_width": self.csr.addr_width,
+                    "abort_tail_cycles": ABORT_TAIL_CYCLES,
+                    "error_causes": dict(ERROR_CAUSES),
+                    "registers": [{"name": r.name, "addr": 4 * i, "access": r.access,
+                                   "doc": r.doc,
+                                   "fields": [{"name": n, "lsb": lsb, "width": w}
+                                              for n, (lsb, w) in r.offsets().items()]}
+                                  for i, r in enumerate(self.registers)]})
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        dp, vport, writer, packer, csr = self.datapath, self.vport, self.writer, self.packer, self.csr
+        engine_reset = Signal()          # one cycle: ends an aborted job (datapath + AXI engines)
+        m.submodules.csr = csr
+        m.submodules.datapath = ResetInserter(engine_reset)(dp)
+        m.submodules.vport = ResetInserter(engine_reset)(vport)
+        m.submodules.writer = ResetInserter(engine_reset)(writer)
+        m.submodules.packer = ResetInserter(engine_reset)(packer)
+
+        # ---- ports: CSR slave straight through, AXI: AR/R from the reader, AW/W/B from the writer
+        for name, member in csr.signature.members.items():
+            if member.flow == In:
+                m.d.comb += getattr(csr, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(csr, name))
+        for name, member in vport.bus.signature.members.items():
+            src = writer.bus if name.startswith(("aw", "w", "b")) else vport.bus  # ar*, r*
+            port = getattr(self, f"m_axi_{name}")
+            if member.flow == Out:
+                m.d.comb += port.eq(getattr(src, name))
+            else:
+                m.d.comb += getattr(src, name).eq(port)
+
+        f = csr.field
+
+        def rw(reg, fld=None):
+            return f(reg, fld).data
+
+        # ---- configuration: every job field of the declaration, from its register field ------
+        cfg = Signal(config_layout())
+        for fld in regmap.JOB_FIELDS:
+            m.d.comb += getattr(cfg, fld.key).eq(rw(fld.register, fld.name))
+        m.d.comb += [dp.config.eq(cfg), vport.src_addr.eq(rw("SRC_ADDR")),
+                     vport.dim.eq(dp.controller.job.dim), packer.dst_addr.eq(rw("DST_ADDR"))]
+        wiring.connect(m, dp.indices, packer.indices)
+        wiring.connect(m, packer.beats, writer.data)
+        wiring.connect(m, dp.mem, vport.mem)
+
+        # ---- refusal at start: the declaration's walk (first bad field wins), as the datapath's
+        # controller and the model device do it
+        conditions = regmap.refusal_conditions(
+            {key: getattr(cfg, key) for key, _ in regmap.job_layout()},
+            {"capacity": dp.capacity, "max_dim": dp.max_dim})
+        first = C(0, regmap.CAUSE_BITS)
+        for cond, code in reversed(conditions):
+            first = Mux(cond, code, first)
+        refusal = Signal(regmap.CAUSE_BITS)
+        m.d.comb += refusal.eq(first)
+
+        start = f("CTRL", "start").w_stb & f("CTRL", "start").w_data
+        abort_req = f("CTRL", "abort").w_stb & f("CTRL", "abort").w_data
+        clear_error = f("CTRL", "clear_error").w_stb & f("CTRL", "clear_error").w_data
+
+        busy, done = Signal(), Signal()
+        cause = Signal(regmap.CAUSE_BITS)
+        irq_done, irq_error = Signal(), Signal()     # one-cycle job-end events
+        cycles = Signal(48)
+        count = Signal(32)
+        wcmd_pending = Signal()
+        m.d.comb += writer.cmd.valid.eq(wcmd_pending)
+        with m.If(writer.cmd.ready):
+            m.d.sync += wcmd_pending.eq(0)
+        addr, beats = packer.transfer(m, cfg.budget)
+        m.d.comb += [writer.cmd.payload.addr.eq(addr), writer.cmd.payload.beats.eq(beats)]
+
+        axi_cause = Mux(vport.error, ERROR_CAUSES["AXI_READ_ERROR"], ERROR_CAUSES["AXI_WRITE_ERROR"])
+        axi_error = vport.error | writer.error
+        aborting = Signal()
+        m.d.comb += [vport.abort.eq(aborting), writer.abort.eq(aborting)]
+
+        with m.FSM(name="job"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [cause.eq(refusal), done.eq(0), cycles.eq(0), count.eq(0)]
+                    with m.If(refusal != 0):
+                        m.d.sync += done.eq(1)
+                        m.d.comb += irq_error.eq(1)
+                    with m.Else():
+                        m.d.comb += [dp.start.eq(1), packer.start.eq(1), vport.clear.eq(1),
+                                     writer.clear.eq(1)]
+                        m.d.sync += [busy.eq(1), wcmd_pending.eq(1)]
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(axi_error | abort_req):
+                    m.d.sync += aborting.eq(1)
+                    with m.If(axi_error | (cause == 0) | (cause == ERROR_CAUSES["START_WHILE_BUSY"])):
+                        m.d.sync += cause.eq(Mux(axi_error, axi_cause, ERROR_CAUSES["ABORTED"]))
+                    m.next = "ABORT"
+                with m.Elif(dp.done & ~dp.busy & ~wcmd_pending & writer.idle
+                            & (writer.beats_written == beats)):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.d.comb += irq_done.eq(1)
+                    m.next = "IDLE"
+            with m.State("ABORT"):
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(vport.idle & writer.idle):
+                    m.next = "RESET"
+            with m.State("RESET"):
+                m.d.comb += [engine_reset.eq(1), irq_error.eq(1)]
+                m.d.sync += [aborting.eq(0), busy.eq(0), done.eq(1), wcmd_pending.eq(0)]
+                m.next = "IDLE"
+        with m.If(start & busy & (cause == 0)):
+            m.d.sync += cause.eq(ERROR_CAUSES["START_WHILE_BUSY"])
+        with m.If(clear_error & ~start):
+            m.d.sync += cause.eq(0)
+        with m.If(dp.indices.valid & dp.indices.ready):
+            m.d.sync += count.eq(count + 1)
+
+        # ---- status, interrupt, counters --------------------------------------------------------
+        status = {"busy": busy, "done": done, "error": cause != 0, "cause": cause}
+        axi_read = Signal(48)
+        m.d.comb += axi_read.eq(vport.beats_read * (self.data_width // 8))
+        sources = {"ID": C(regmap.ID_MAGIC, 32), "RESULT_COUNT": count, "CYCLES": cycles,
+                   "BYTES_READ": dp.perf.bytes_read, "BYTES_WRITTEN": count * 4,
+                   "AXI_BYTES_READ": axi_read, "AXI_BYTES_WRITTEN": count * 4}
+        for name in perf_layout().members:
+            sources.setdefault(f"PERF_{name.upper()}", getattr(dp.perf, name))
+        for reg in self.registers:
+            if reg.access != "r":
+                continue
+            for fld in reg.fields:
+                if reg.name == "STATUS":
+                    if fld.name not in status:
+                        raise ValueError(f"STATUS.{fld.name} has no source in the device")
+                    value = status[fld.name]
+                else:
+                    value = self._counter_source(sources, reg.name)
+                m.d.comb += f(reg.name, fld.name).r_data.eq(value[:fld.width])
+        en_done, en_error = rw("IRQ_ENABLE", "done"), rw("IRQ_ENABLE", "error")
+        st_done, st_error = f("IRQ_STATUS", "done"), f("IRQ_STATUS", "error")
+        m.d.comb += [st_done.set.eq(irq_done), st_error.set.eq(irq_error),
+                     self.irq.eq((st_done.data & en_done) | (st_error.data & en_error))]
+        return m
+
+    @staticmethod
+    def _counter_source(sources, name):
+        if name in sources:
+            return sources[name]
+        for suffix, lo in (("_LO", 0), ("_HI", 32)):
+            if name.endswith(suffix) and name[:-len(suffix)] in sources:
+                return sources[name[:-len(suffix)]][lo:lo + 32]
+        raise ValueError(f"read-only register {name} has no source in the device")
+
+
+def host_files(metadata: dict) -> dict:
+    """``<top>_regs.h`` (C constants) and ``<top>_registers.md`` (the register table), rendered
+    from the effective register map recorded in ``nms generate``'s metadata."""
+    top = metadata["top"]
+    regs = metadata["derived"]["registers"]
+    guard = f"{top.upper()}_REGS_H"
+    lines = [f"/* {top}: NMS accelerator register map (generated from nms.rtl.regmap) */",
+             f"#ifndef {guard}", f"#define {guard}", f"#define NMS_ID_MAGIC 0x{regmap.ID_MAGIC:08X}u"]
+    md = [f"# `{top}` registers", "",
+          "Generated from `nms.rtl.regmap` (+ `nms.rtl.top.DEVICE_REGISTERS`). Byte addresses; "
+          "every register is one 32-bit word.", "",
+          "| addr | name | access | fields (lsb:width) | description |", "|---|---|---|---|---|"]
+    for reg in regs:
+        lines.append(f"#define NMS_{reg['name']}_ADDR 0x{reg['addr']:02X}u  "
+                     f"/* {reg['access']}: {reg['doc']} */")
+        if len(reg["fields"]) > 1:
+            for fld in reg["fields"]:
+                name, lsb, width = fld["name"].upper(), fld["lsb"], fld["width"]
+                lines.append(f"#define NMS_{reg['name']}_{name}_SHIFT {lsb}u")
+                lines.append(f"#define NMS_{reg['name']}_{name}_MASK "
+                             f"0x{((1 << width) - 1) << lsb:08X}u")
+        fields = ", ".join(f"{d['name']} ({d['lsb']}:{d['width']})" for d in reg["fields"])
+        md.append(f"| 0x{reg['addr']:02X} | {reg['name']} | {reg['access']} | {fields} | "
+                  f"{reg['doc']} |")
+    causes = metadata["derived"]["error_causes"]
+    for cause, code in causes.items():
+        lines.append(f"#define NMS_CAUSE_{cause} 0x{code:02X}u")
+    md += ["", "Error causes (`STATUS.cause`): "
+           + ", ".join(f"0x{code:02X} = {cause}" for cause, code in causes.items()) + "."]
+    lines.append(f"#endif /* {guard} */")
+    return {f"{top}_regs.h": "\n".join(lines) + "\n", f"{top}_registers.md": "\n".join(md) + "\n"}
