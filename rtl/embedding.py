@@ -46,7 +46,7 @@ F_WIDTH = D_WIDTH + 1
 #: squared distance (Q.16): (2 * (2**24 - 1)**2) >> 16 < 2**33
 D2_WIDTH = 33
 #: runtime iteration counters (n_iter, exaggeration_iters, momentum_switch)
-ITER_BITS = 16
+from nms.rtl.regmap import ITER_BITS  # noqa: E402  (declared with the ITER fields)
 #: |F| is saturated here before the learning-rate multiply; any lr >= 1 then still drives the
 #: velocity past the clip bound in the same direction, so the clipped result is unchanged
 F_SAT = 1 << 34
