@@ -8,7 +8,7 @@ samples seen); each scenario also gets its own ``adapt_<scenario>.json/.md`` as 
 done. The model is pre-trained once, then the four scenarios run in four forked worker
 processes (single-threaded BLAS each).
 
-Full run: Fashion-MNIST, 10,000-sample evaluation streams and 3,000-sample validation streams
+Full run: Fashion-MNIST, 6,000-sample evaluation streams and 1,500-sample validation streams
 (the paper streams 1e5 samples; a NumPy CNN at batch size 1 on this 2-core machine does a few
 hundred samples per second, so 1e5 x 7 methods x 4 scenarios plus the sweeps does not fit in
 the benchmark's ~40 min budget). Quick run: digits, 1,500 / 500 samples.
@@ -63,7 +63,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     if quick or not (fashion / "train-images-idx3-ubyte.gz").exists():
         dataset, samples, val_samples = "digits", 1500, 500
     else:
-        dataset, samples, val_samples = str(fashion), 10000, 3000
+        dataset, samples, val_samples = str(fashion), 6000, 1500
     t0 = time.perf_counter()
     # Pre-train once here; the forked workers inherit the cached deployed model.
     from threadpoolctl import threadpool_limits
