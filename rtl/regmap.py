@@ -45,6 +45,8 @@ CAUSE_BITS = 8
 #: width of the iteration counters ``ITER.n_iter``, ``ITER.exaggeration_iters``, ``MOMENTUM.switch``
 ITER_BITS = 16
 ID_MAGIC = 0x4E4D5331  # 'NMS1'
+#: register access modes (see :class:`Register`)
+ACCESS_MODES = ("rw", "r", "w1s", "w1c")
 
 
 # --- bounds ----------------------------------------------------------------------------------
@@ -109,10 +111,14 @@ class _Ranged:
             if isinstance(b, Ref) or width_max is None or b < width_max:
                 yield "hi", b
 
-    def violations(self, value, env: Mapping[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    def violations(self, value, env: Mapping[str, Any], *,
+                   partial: bool = False) -> Iterator[tuple[str, Any, Any]]:
         """``(side, bound, violated)`` per check; ``violated`` is a bool for ints and an
-        Amaranth value for Amaranth values. No truthiness is taken here."""
+        Amaranth value for Amaranth values. No truthiness is taken here. ``partial``: skip
+        bounds that name something absent from ``env``."""
         for side, b in self.checks():
+            if partial and isinstance(b, Ref) and b.name not in env:
+                continue
             bound = b.evaluate(env) if isinstance(b, Ref) else b
             yield side, b, (value < bound) if side == "lo" else (value > bound)
 
@@ -199,8 +205,9 @@ class Field(_Ranged):
 class Register:
     """One 32-bit register.
 
-    ``access``: ``rw`` (host writes, device reads), ``r`` (device status / counters) or ``w1s``
-    (write 1 to trigger; reads as 0). ``role``: ``id``, ``control``, ``status``, ``address``
+    ``access``: ``rw`` (host writes, device reads), ``r`` (device status / counters), ``w1s``
+    (write 1 to trigger; reads as 0) or ``w1c`` (the device sets bits, the host writes 1 to
+    clear them; e.g. interrupt status). ``role``: ``id``, ``control``, ``status``, ``address``
     (the memory master's), ``job`` (the datapath's job configuration: :func:`job_layout`),
     ``result`` or ``counter``. Without ``fields`` the register is one 32-bit field keyed by the
     register name in lower case, with the range ``lo``/``hi``.
@@ -215,8 +222,9 @@ class Register:
     hi: Any = ()
 
     def __post_init__(self):
-        if self.access not in ("rw", "r", "w1s"):
-            raise ValueError(f"register {self.name}: access must be rw, r or w1s, not {self.access!r}")
+        if self.access not in ACCESS_MODES:
+            raise ValueError(f"register {self.name}: access must be one of {ACCESS_MODES}, "
+                             f"not {self.access!r}")
         if self.role not in ("id", "control", "status", "address", "job", "result", "counter"):
             raise ValueError(f"register {self.name}: unknown role {self.role!r}")
         whole = not self.fields
@@ -449,13 +457,15 @@ def unpack_job(words: Mapping[str, int]) -> dict[str, int]:
 
 # --- refusal: one walk for ints and for Amaranth values ------------------------------------------
 
-def _walk(job: Mapping[str, Any], params: Mapping[str, Any]):
-    """``(field, side, bound, violated)`` for every check, in declaration order."""
+def _walk(job: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = False):
+    """``(field, side, bound, violated)`` for every check, in declaration order — THE walk
+    behind every backend's refusal. ``partial``: skip fields absent from ``job`` and bounds
+    naming something absent."""
     env = {**params, **job}
     for f in JOB_FIELDS:
-        if not f.ranged:
+        if not f.ranged or (partial and f.key not in job):
             continue
-        for side, bound, violated in f.violations(job[f.key], env):
+        for side, bound, violated in f.violations(job[f.key], env, partial=partial):
             yield f, side, bound, violated
 
 
@@ -481,15 +491,17 @@ class JobRefused(ValueError):
         self.refusal = refusal
 
 
-def refusal(job: Mapping[str, int], params: Mapping[str, int]) -> Refusal | None:
-    """The first refusal of a complete job (key -> int), or ``None`` if the job is accepted.
+def refusal(job: Mapping[str, int], params: Mapping[str, int], *,
+            partial: bool = False) -> Refusal | None:
+    """The first refusal of a job (key -> int), or ``None`` if the job is accepted.
 
     ``params`` holds the generator parameters the ranges refer to (``capacity``, ``max_dim``).
-    This is what the model device and the driver use, and what the RTL computes with
-    :func:`refusal_conditions`.
+    This is what the model device uses (and :func:`validate`, for the host and
+    ``DesneConfig``); the RTL computes the same walk with :func:`refusal_conditions`.
+    ``partial``: check only the fields present (and the bounds they can evaluate).
     """
     env = {**params, **job}
-    for f, side, bound, violated in _walk(job, params):
+    for f, side, bound, violated in _walk(job, params, partial=partial):
         if violated:
             return Refusal(f.cause, f, int(job[f.key]), _violation_text(f, side, bound, env))
     return None
@@ -544,23 +556,16 @@ def validate(values: Mapping[str, Any], params: Mapping[str, int] | None = None,
         if missing:
             raise ValueError(f"{owner}: missing job fields {missing}")
     ints = {k: _need_int(owner, k, v) for k, v in values.items()}
-    env = {**params, **ints}
-    for f in JOB_FIELDS:
-        if f.key not in ints:
-            continue
-        v = ints[f.key]
-        lo, hi = f.static_range()
-        if not 0 <= v < (1 << f.width) and not f.ranged:
+    for f in JOB_FIELDS:   # a value the field cannot hold never reaches a device
+        v = ints.get(f.key, 0)
+        if not 0 <= v < (1 << f.width):
+            lo, hi = f.static_range()
+            if f.ranged:
+                raise JobRefused(Refusal(f.cause, f, v, f"in [{lo}, {hi}]"), f"{owner}.{f.key}")
             raise ValueError(f"{owner}.{f.key} must be in [{lo}, {hi}], not {v}")
-        for side, bound in f.checks():
-            if isinstance(bound, Ref) and bound.name not in env:
-                continue
-            b = bound.evaluate(env) if isinstance(bound, Ref) else bound
-            if (v < b) if side == "lo" else (v > b):
-                raise JobRefused(Refusal(f.cause, f, v, _violation_text(f, side, bound, env)),
-                                 f"{owner}.{f.key}")
-        if not 0 <= v < (1 << f.width):  # a ranged field's static checks cover its width too
-            raise JobRefused(Refusal(f.cause, f, v, f"in [{lo}, {hi}]"), f"{owner}.{f.key}")
+    refused = refusal(ints, params, partial=partial)
+    if refused is not None:
+        raise JobRefused(refused, f"{owner}.{refused.field.key}")
 
 
 def check_params(values: Mapping[str, Any], *, owner: str) -> dict[str, int]:

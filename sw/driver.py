@@ -170,6 +170,9 @@ class ModelDevice(Transport):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << regmap.DATA_WIDTH):
             raise ValueError(f"register {name}: value {value!r} is not a 32-bit unsigned integer")
         with self._lock:
+            if reg.access == "w1c":
+                self._regs[name] &= ~value
+                return
             if name != "CTRL":
                 self._regs[name] = value   # latched at START: a running job never sees it
                 return

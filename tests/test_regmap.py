@@ -33,6 +33,17 @@ def test_addresses_and_fields_are_derived_and_consistent():
     assert regmap.REGMAP["STATUS"].pack(error=1, cause=0x15) == 0x1504
 
 
+def test_access_modes_and_bad_declarations_are_named():
+    assert regmap.Register("IRQ_STATUS", "w1c", "interrupt status", (regmap.Field("done", 1),),
+                           role="status").access == "w1c"
+    with pytest.raises(ValueError, match="access must be one of"):
+        regmap.Register("X", "wo", "x")
+    with pytest.raises(ValueError, match="fields exceed 32 bits"):
+        regmap.Register("X", "rw", "x", (regmap.Field("a", 20), regmap.Field("b", 13)))
+    with pytest.raises(ValueError, match="overlaps"):
+        regmap.Register("X", "rw", "x", (regmap.Field("a", 8), regmap.Field("b", 4, lsb=4)))
+
+
 def test_job_round_trips_through_the_registers():
     job = {f.key: (i * 7919 + 3) % (1 << f.width) for i, f in enumerate(regmap.JOB_FIELDS)}
     words = regmap.pack_job(job)
