@@ -102,7 +102,6 @@ class _Ranged:
 
     def checks(self) -> Iterator[tuple[str, Any]]:
         """The bounds that can be violated by a value that fits the field: ``(side, bound)``."""
-        lo_s, hi_s = self.static_range()
         width_max = (1 << self.width) - 1 if getattr(self, "width", None) is not None else None
         for b in self.lo:
             if isinstance(b, Ref) or b > 0:

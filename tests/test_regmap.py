@@ -170,3 +170,27 @@ def test_generate_writes_the_host_files(tmp_path):
     assert cli(["generate", "--regmap-doc", str(doc)]) == 0
     assert doc.read_text() == regmap.markdown()
     assert cli(["generate", "--regmap"]) != 0      # no --out: an error, nothing written
+
+
+def test_datapath_generator_checks_agree_with_the_declared_parameters():
+    """The RTL constructor keeps its own check_int messages; its limits must be the declared
+    ones (accepts each bound, refuses one past it)."""
+    from nms.rtl.datapath import DesneDatapath
+
+    base = {"capacity": 8, "max_dim": 4, "k": 2, "neg_samples": 1, "tile": 1, "lanes": 1,
+            "affinity_lanes": 1, "pair_units": 1}
+    for p in regmap.PARAMS:
+        lo, hi = p.static_range()
+        for value, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
+            kw = {**base, p.name: value}
+            if p.name == "k":
+                kw["capacity"] = 128      # k's static range, clear of k < capacity
+            if ok:
+                DesneDatapath(**kw)
+            else:
+                with pytest.raises(ValueError, match=f"{p.name}={value}"):
+                    DesneDatapath(**kw)
+    with pytest.raises(ValueError, match="k=16 must be smaller than capacity=16"):
+        DesneDatapath(**{**base, "k": 16, "capacity": 16})
+    with pytest.raises(ValueError, match=r"k must be < capacity \(= 16\), not 16"):
+        regmap.check_params({"capacity": 16, "k": 16}, owner="DesneDatapath")
