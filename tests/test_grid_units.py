@@ -1,0 +1,423 @@
+"""The grid sampler's units one by one in the Amaranth simulator (no Verilator build), each against
+an independent expectation: the bit-exact model's own functions (``desne.grid_cells``,
+``grid_level``, ``allocate``, ``grid_select``) or a direct Python computation. Units that work on
+memories run with real ``amaranth.lib.memory.Memory`` instances around them, preloaded with
+their inputs, and their results are read back out of the memories."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from nms.rtl import fixedpoint as fp
+from nms.rtl.grid import (COORD_BITS, DIST_BITS, Allocation, BoundingBox, CentreDistance,
+                          Emitter, GridController, GridGeometry, LevelSearch, SelectionRounds)
+from nms.verif.models import desne
+
+G = fp.GRID_BITS_MAX
+MASK24 = (1 << COORD_BITS) - 1
+
+
+def _simulate(dut, bench):
+    """Run the async testbench ``bench(ctx)`` against ``dut`` to its end (every wait loop in
+    the testbenches has its own cycle limit, so nothing hangs)."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert bench.finished, "testbench did not run to its end"
+
+
+def _finishing(fn):
+    """Mark an async testbench so that :func:`_simulate` can tell it ran to the end."""
+    async def bench(ctx):
+        await fn(ctx)
+        bench.finished = True
+    bench.finished = False
+    return bench
+
+
+class _WithMemories(Elaboratable):
+    """A unit plus one real memory per name; each memory is wired to the unit's read and/or
+    write port (``spec = (width, depth, init, read_port_or_None, write_port_or_None)``)."""
+
+    def __init__(self, unit, specs: dict):
+        self.unit = unit
+        self.specs = specs
+        self.mem = {name: Memory(shape=unsigned(w), depth=d, init=init)
+                    for name, (w, d, init, _, _) in specs.items()}
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = self.unit
+        for name, (_, _, _, rd, wr) in self.specs.items():
+            m.submodules[name] = mem = self.mem[name]
+            if rd is not None:
+                wiring.connect(m, rd, mem.read_port())
+            if wr is not None:
+                wiring.connect(m, wr, mem.write_port())
+        return m
+
+
+async def _run_phase(ctx, unit, *, limit=100_000):
+    """Pulse ``run.start``; return the cycles from the next one up to ``done`` (inclusive)."""
+    ctx.set(unit.run.start, 1)
+    await ctx.tick()
+    ctx.set(unit.run.start, 0)
+    cycles = 0
+    while True:
+        assert ctx.get(unit.busy), "the unit left its phase without done"
+        cycles += 1
+        if ctx.get(unit.run.done):
+            await ctx.tick()
+            assert not ctx.get(unit.busy), "still busy after done"
+            return cycles
+        assert cycles < limit, "done never came"
+        await ctx.tick()
+
+
+def _clouds(seed):
+    """Point sets that exercise the level search: uniform, clustered, one cell, collinear."""
+    rng = np.random.default_rng(seed)
+    out = [rng.integers(-(1 << 22), 1 << 22, size=(40, 2)),
+           np.vstack([c + rng.normal(0, 2000, size=(15, 2)).astype(np.int64)
+                      for c in rng.integers(-(1 << 21), 1 << 21, size=(3, 2))]),
+           np.full((9, 2), -4321),
+           np.stack([np.arange(20) * 1000, np.full(20, 7)], 1),
+           np.array([[fp.Y_MIN, fp.Y_MAX], [fp.Y_MAX, fp.Y_MIN], [0, 0], [5, -5]]),
+           np.array([[3, 3]])]
+    return [np.clip(Y, fp.Y_MIN, fp.Y_MAX) for Y in out]
+
+
+# ------------------------------------------------------------------------------------------------
+# bounding box and centre distance
+
+
+def test_bounding_box_matches_grid_cells():
+    box = BoundingBox()
+    sets = _clouds(1)
+    got = []
+
+    async def bench(ctx):
+        for Y in sets:
+            for k, (x, y) in enumerate(Y.tolist()):
+                if random.random() < 0.3:                  # gaps between points
+                    await ctx.tick()
+                ctx.set(box.sample.valid, 1)
+                ctx.set(box.sample.payload, {"x": x, "y": y, "first": int(k == 0)})
+                await ctx.tick()
+                ctx.set(box.sample.valid, 0)
+            ctx.set(box.finish, 1)
+            await ctx.tick()
+            ctx.set(box.finish, 0)
+            got.append(((ctx.get(box.lo_x), ctx.get(box.lo_y)), (ctx.get(box.ex), ctx.get(box.ey))))
+
+    random.seed(2)
+    _simulate(box, _finishing(bench))
+    for Y, (lo, e) in zip(sets, got):
+        _, lo_m, e_m = desne.grid_cells(Y, 0)
+        assert lo == tuple(lo_m.tolist()) and e == tuple(e_m.tolist())
+
+
+def test_centre_distance_is_the_models_distance_with_fixed_latency():
+    dut = CentreDistance(capacity=64)
+    rng = random.Random(4)
+    for Y in _clouds(3)[:5]:
+        for g in (0, 2, G):                     # one pass: the exponents are constant
+            c, lo, e = desne.grid_cells(Y, g)
+            centre = lo + (((2 * c + 1) << e) >> (g + 1))
+            dd = ((Y - centre) ** 2).sum(1)
+            sent, got = [], []
+
+            async def bench(ctx, Y=Y, g=g, c=c, lo=lo, e=e, sent=sent, got=got):
+                ctx.set(dut.ex, int(e[0]))
+                ctx.set(dut.ey, int(e[1]))
+                k, cycle = 0, 0
+                while k < len(Y) or cycle < (sent[-1][0] if sent else 0) + 5:
+                    valid = k < len(Y) and rng.random() < 0.7
+                    if k < len(Y):
+                        d = (Y[k] - lo).tolist()
+                        ctx.set(dut.i.payload, {"addr": k, "dx": d[0], "dy": d[1], "g": g,
+                                                "cx": int(c[k, 0]), "cy": int(c[k, 1])})
+                    ctx.set(dut.i.valid, valid)
+                    if valid:
+                        sent.append((cycle, k))
+                        k += 1
+                    if ctx.get(dut.pdist.en):
+                        got.append((cycle, ctx.get(dut.pdist.addr), ctx.get(dut.pdist.data)))
+                    await ctx.tick()
+                    cycle += 1
+
+            _simulate(dut, _finishing(bench))
+            assert [(t + CentreDistance.latency, k, int(dd[k])) for t, k in sent] == got
+            assert dd.max() < 1 << DIST_BITS
+
+
+# ------------------------------------------------------------------------------------------------
+# level search
+
+
+def _level_harness(geo, Y):
+    unit = LevelSearch(capacity=geo.capacity)
+    pts = [(int(x) & MASK24) | ((int(y) & MASK24) << COORD_BITS) for x, y in Y]
+    specs = {
+        "pts": (2 * COORD_BITS, geo.capacity, pts, unit.pts, None),
+        "pslot": (geo.slot_bits, geo.capacity, [], None, unit.pslot),
+        "pdist": (DIST_BITS, geo.capacity, [], None, unit.pdist),
+        "cellid": (geo.cell_bits, geo.max_cells, [], unit.cellid_r, unit.cellid_w),
+        "cnt": (geo.count_bits, geo.max_cells, [], None, unit.cnt_w),
+    }
+    return unit, _WithMemories(unit, specs)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_level_search_finds_the_models_level_slots_counts_and_distances(seed):
+    geo = GridGeometry(64)
+    rng = random.Random(seed)
+    for Y in _clouds(seed):
+        n = len(Y)
+        for budget in sorted({1, n, rng.randint(1, n), rng.randint(1, n)}):
+            unit, top = _level_harness(geo, Y)
+            result = {}
+
+            async def bench(ctx, Y=Y, budget=budget, unit=unit, top=top, result=result):
+                _, lo, e = desne.grid_cells(Y, 0)
+                for port, v in ((unit.lo_x, lo[0]), (unit.lo_y, lo[1]), (unit.ex, e[0]),
+                                (unit.ey, e[1]), (unit.n_points, len(Y)), (unit.budget, budget)):
+                    ctx.set(port, int(v))
+                result["cycles"] = await _run_phase(ctx, unit)
+                for _ in range(CentreDistance.latency):    # the last distances land behind
+                    await ctx.tick()
+                result["g"], result["K"] = ctx.get(unit.level), ctx.get(unit.cells)
+                result["max"] = ctx.get(unit.max_count)
+                result["mem"] = {name: [ctx.get(top.mem[name].data[a]) for a in range(depth)]
+                                 for name, (_, depth, _, _, _) in top.specs.items()}
+
+            _simulate(top, _finishing(bench))
+            g = desne.grid_level(Y, budget)
+            chosen, det = desne.grid_select(Y, budget, details=True)
+            c, _, _ = desne.grid_cells(Y, g)
+            hw_cell = (c[:, 0] | (c[:, 1] << G)).tolist()
+            slots = list(dict.fromkeys(hw_cell))             # first occurrence order
+            counts = [hw_cell.count(x) for x in slots]
+            mem = result["mem"]
+            assert result["g"] == g == det["g"]
+            assert result["K"] == len(slots) and result["max"] == max(counts)
+            assert mem["cellid"][:len(slots)] == slots
+            assert mem["cnt"][:len(slots)] == counts
+            assert mem["pslot"][:n] == [slots.index(x) for x in hw_cell]
+            assert mem["pdist"][:n] == det["dist"].tolist()
+            # cycles: 3 + 2 * points read + 2 * cells per level tried (docs/rtl-grid.md)
+            expect = 0
+            for lv in range(G, g - 1, -1):
+                cl, _, _ = desne.grid_cells(Y, lv)
+                ids, seen, read = (cl[:, 1] * (1 << lv) + cl[:, 0]).tolist(), set(), 0
+                for x in ids:
+                    read += 1
+                    if x not in seen and len(seen) == budget:
+                        break
+                    seen.add(x)
+                expect += 3 + 2 * read + 2 * len(seen)
+            assert result["cycles"] == expect
+
+
+# ------------------------------------------------------------------------------------------------
+# allocation
+
+
+def _alloc_problem(rng, g, K, allocation, capacity):
+    """K occupied cells of level g with random counts (N <= capacity) and a budget K..N."""
+    cells = rng.sample(range(1 << (2 * g)), K)
+    counts = [1] * K
+    for _ in range(rng.randint(0, capacity - K)):
+        counts[min(rng.randrange(K), rng.randrange(K))] += 1   # uneven: low slots fuller
+    n = sum(counts)
+    budget = rng.randint(K, n)
+    full = np.zeros(1 << (2 * g), dtype=np.int64)
+    full[cells] = counts
+    quota = desne.allocate(full, budget, allocation)[cells].tolist()
+    hw_cells = [(x % (1 << g)) | ((x >> g) << G) for x in cells]
+    return hw_cells, counts, n, budget, quota
+
+
+@pytest.mark.parametrize("allocation", desne.ALLOCATIONS)
+def test_allocation_matches_the_models_quotas(allocation):
+    geo = GridGeometry(64)
+    rng = random.Random(7 if allocation == "adaptive" else 8)
+    problems = [_alloc_problem(rng, g, K, allocation, geo.capacity)
+                for g, K in ((0, 1), (1, 3), (2, 4), (3, 12), (G, 20), (G, 1), (4, 16), (G, 64))]
+    for hw_cells, counts, n, budget, quota in problems:
+        unit = Allocation(capacity=geo.capacity)
+        K = len(counts)
+        specs = {
+            "cnt": (geo.count_bits, geo.max_cells, counts, unit.cnt_r, None),
+            "cellid": (geo.cell_bits, geo.max_cells, hw_cells, unit.cellid_r, None),
+            "quota": (geo.count_bits, geo.max_cells, [], unit.quota_r, unit.quota_w),
+            # stale best entries of a previous run: the quota pass must clear them
+            "best": (geo.best_bits, geo.max_cells, [(1 << geo.best_bits) - 1] * geo.max_cells,
+                     None, unit.best_w),
+        }
+        top = _WithMemories(unit, specs)
+        got = {}
+
+        async def bench(ctx, unit=unit, top=top, got=got, K=K, n=n, budget=budget,
+                        counts=counts):
+            for port, v in ((unit.cells, K), (unit.max_count, max(counts)), (unit.n_points, n),
+                            (unit.budget, budget),
+                            (unit.proportional, int(allocation == "proportional"))):
+                ctx.set(port, v)
+            await _run_phase(ctx, unit)
+            got["quota"] = [ctx.get(top.mem["quota"].data[a]) for a in range(K)]
+            got["best"] = [ctx.get(top.mem["best"].data[a]) for a in range(K)]
+
+        _simulate(top, _finishing(bench))
+        assert got["quota"] == quota, (counts, budget)
+        assert sum(got["quota"]) == budget and got["best"] == [0] * K
+
+
+# ------------------------------------------------------------------------------------------------
+# rounds and emission
+
+
+def test_selection_rounds_pick_the_quota_nearest_members():
+    geo = GridGeometry(64)
+    rng = random.Random(9)
+    for trial in range(6):
+        K = rng.randint(1, 8)
+        n = rng.randint(K, 50)
+        slot = list(range(K)) + [rng.randrange(K) for _ in range(n - K)]
+        rng.shuffle(slot)
+        # few distinct distances: ties decided by the lower index
+        dist = [rng.choice([0, 5, 5, 9, 1 << 49, (1 << DIST_BITS) - 1]) for _ in range(n)]
+        members = [[i for i in range(n) if slot[i] == s] for s in range(K)]
+        quota = [rng.randint(1 if s == 0 else 0, len(members[s])) for s in range(K)]
+        expected = sorted(i for s in range(K)
+                          for i in sorted(members[s], key=lambda i: (dist[i], i))[:quota[s]])
+        unit = SelectionRounds(capacity=geo.capacity)
+        specs = {
+            "pslot": (geo.slot_bits, geo.capacity, slot, unit.pslot_r, None),
+            "pdist": (DIST_BITS, geo.capacity, dist, unit.pdist_r, None),
+            "picked": (1, geo.capacity, [], unit.picked_r, unit.picked_w),
+            "quota": (geo.count_bits, geo.max_cells, quota, unit.quota_r, unit.quota_w),
+            "best": (geo.best_bits, geo.max_cells, [], unit.best_r, unit.best_w),
+        }
+        top = _WithMemories(unit, specs)
+        got = {}
+
+        async def bench(ctx, unit=unit, top=top, got=got, K=K, n=n):
+            ctx.set(unit.cells, K)
+            ctx.set(unit.n_points, n)
+            got["cycles"] = await _run_phase(ctx, unit)
+            got["picked"] = [a for a in range(geo.capacity) if ctx.get(top.mem["picked"].data[a])]
+            got["quota"] = [ctx.get(top.mem["quota"].data[a]) for a in range(K)]
+            got["best"] = [ctx.get(top.mem["best"].data[a]) for a in range(K)]
+
+        _simulate(top, _finishing(bench))
+        assert got["picked"] == expected, trial
+        assert got["quota"] == [0] * K and got["best"] == [0] * K
+        assert got["cycles"] == max(quota) * (2 * n + K + 3)
+
+
+def test_emitter_streams_the_bitmap_under_backpressure_and_clears_it():
+    geo = GridGeometry(64)
+    rng = random.Random(10)
+    for trial, bp in enumerate((0.0, 0.5, 0.0, 0.7)):
+        n = rng.randint(1, 64)
+        picked = sorted(rng.sample(range(n), rng.randint(1, n)))
+        unit = Emitter(capacity=geo.capacity)
+        bitmap = [int(i in picked) for i in range(geo.capacity)]
+        top = _WithMemories(unit, {"picked": (1, geo.capacity, bitmap, unit.picked_r,
+                                              unit.picked_w)})
+        got = {"beats": []}
+
+        async def bench(ctx, unit=unit, top=top, got=got, n=n, picked=picked, bp=bp):
+            ctx.set(unit.n_points, n)
+            ctx.set(unit.budget, len(picked))
+            ctx.set(unit.run.start, 1)
+            await ctx.tick()
+            ctx.set(unit.run.start, 0)
+            cycles = 0
+            while True:
+                cycles += 1
+                ready = rng.random() >= bp
+                ctx.set(unit.indices.ready, ready)
+                if ctx.get(unit.indices.valid) and ready:
+                    got["beats"].append(ctx.get(unit.indices.payload))
+                done = ctx.get(unit.run.done)
+                await ctx.tick()
+                if done:
+                    break
+                assert cycles < 10_000
+            got["cycles"] = cycles
+            got["bitmap"] = [ctx.get(top.mem["picked"].data[a]) for a in range(geo.capacity)]
+
+        _simulate(top, _finishing(bench))
+        assert [b["index"] for b in got["beats"]] == picked
+        assert [b["last"] for b in got["beats"]] == [0] * (len(picked) - 1) + [1]
+        assert got["bitmap"] == [0] * geo.capacity
+        if bp == 0.0:
+            assert got["cycles"] == 1 + picked[-1] + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# controller
+
+
+def test_controller_loads_points_and_sequences_the_phases():
+    C = 16
+    ctrl = GridController(capacity=C)
+    rng = random.Random(11)
+    # (points, budget given, proportional, ends with last): the C-th point ends a load by itself
+    jobs = [(5, 3, 1, True), (C, 31, 0, False), (1, 0, 1, True), (7, 7, 0, True)]
+    log = []
+
+    async def bench(ctx):
+        phases = [ctrl.level, ctrl.allocation, ctrl.rounds, ctrl.emit]
+        for n, budget, prop, with_last in jobs:
+            ctx.set(ctrl.budget_in, budget)
+            ctx.set(ctrl.proportional_in, prop)
+            writes, k = [], 0
+            while k < n:
+                valid = rng.random() < 0.7
+                x, y = rng.randrange(-(1 << 23), 1 << 23), rng.randrange(-(1 << 23), 1 << 23)
+                ctx.set(ctrl.points.valid, valid)
+                ctx.set(ctrl.points.payload, {"x": x, "y": y,
+                                              "last": int(with_last and k == n - 1)})
+                assert ctx.get(ctrl.points.ready) and not ctx.get(ctrl.busy)
+                if valid:
+                    assert ctx.get(ctrl.pts_w.en) and ctx.get(ctrl.box.valid)
+                    assert ctx.get(ctrl.box.payload.first) == (k == 0)
+                    writes.append((ctx.get(ctrl.pts_w.addr), ctx.get(ctrl.pts_w.data)))
+                    assert writes[-1] == (k, (x & MASK24) | ((y & MASK24) << COORD_BITS))
+                    k += 1
+                else:
+                    assert not ctx.get(ctrl.pts_w.en)
+                await ctx.tick()
+            ctx.set(ctrl.points.valid, 1)                    # the next job's point must wait
+            assert ctx.get(ctrl.busy) and not ctx.get(ctrl.points.ready)
+            assert ctx.get(ctrl.box_finish) and ctx.get(ctrl.level.start)
+            assert ctx.get(ctrl.n_points) == n and ctx.get(ctrl.proportional) == prop
+            assert ctx.get(ctrl.budget) == min(max(budget, 1), n)
+            await ctx.tick()
+            for p, phase in enumerate(phases):
+                for _ in range(rng.randint(0, 4)):           # the unit works
+                    assert not any(ctx.get(q.start) for q in phases)
+                    assert ctx.get(ctrl.busy) and not ctx.get(ctrl.points.ready)
+                    await ctx.tick()
+                ctx.set(phase.done, 1)
+                # the next phase starts in the cycle of this one's done
+                for q, other in enumerate(phases):
+                    assert ctx.get(other.start) == (q == p + 1)
+                await ctx.tick()
+                ctx.set(phase.done, 0)
+            ctx.set(ctrl.points.valid, 0)
+            log.append(n)
+
+    _simulate(ctrl, _finishing(bench))
+    assert log == [n for n, *_ in jobs]
