@@ -22,6 +22,7 @@ BENCHMARKS = {
     "sks": "nms.bench.sks",
     "adapt": "nms.bench.adapt",
     "timing": "nms.bench.timing",
+    "sim": "nms.bench.sim",
 }
 
 

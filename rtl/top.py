@@ -51,23 +51,11 @@ ERROR_CAUSES = {c.name: c.code for c in regmap.CAUSES}
 _F = regmap.Field
 
 
-class _DeviceRegister(regmap.Register):
-    """A register of :data:`DEVICE_REGISTERS`: the declaration's class, plus the ``w1c`` access
-    (write 1 to clear, device sets) that ``regmap.Register`` does not take yet."""
-
-    def __post_init__(self):
-        if self.access == "w1c":
-            object.__setattr__(self, "access", "rw")
-            super().__post_init__()
-            object.__setattr__(self, "access", "w1c")
-        else:
-            super().__post_init__()
-
 #: registers the device needs beyond the declaration (appended only if it lacks them)
 DEVICE_REGISTERS = (
     regmap.Register("IRQ_ENABLE", "rw", "interrupt enables", (_F("done", 1), _F("error", 1)),
                     role="control"),
-    _DeviceRegister("IRQ_STATUS", "w1c", "interrupt status: set when a job ends (done: cleanly, "
+    regmap.Register("IRQ_STATUS", "w1c", "interrupt status: set when a job ends (done: cleanly, "
                     "error: refused, failed or aborted); write 1 to clear",
                     (_F("done", 1), _F("error", 1)), role="status"),
     regmap.Register("AXI_BYTES_READ_LO", "r", "AXI bytes read (whole beats), low word",

@@ -279,7 +279,14 @@ class ModelDevice(Transport):
             self._set_status(busy=0, done=1)
 
 
-TRANSPORTS = {"model": ModelDevice}
+def _rtl_transport(**kwargs):
+    """The Verilated top in the fast simulation (``nms.sw.transport_rtl``; imported on use)."""
+    from nms.sw.transport_rtl import RtlTransport
+
+    return RtlTransport(**kwargs)
+
+
+TRANSPORTS = {"model": ModelDevice, "rtl": _rtl_transport}
 
 
 @dataclass

@@ -1,0 +1,220 @@
+"""``nms bench sim``: how fast whole jobs run on the simulated device (``NmsAccelerator``).
+
+* **Fast simulation** (:mod:`nms.verif.sim.fastsim`): the Verilated top in a shared library with
+  the C++ AXI4 memory model (latency 20 cycles) and the C++ CSR master; Python only at
+  transaction boundaries. Measured: simulated cycles per wall second of one whole chunk job
+  (random uint8 vectors, checked bit-exact against ``desne.run_chunk``), and the Verilator +
+  C++ build time of the library (the cached build's recorded time when it was already built).
+* **cocotb testbench** (``nms.verif.tb.top``, cocotbext-axi AxiRam + AxiLiteMaster + burst
+  monitor) on the same job and the same small build: its simulated cycles per second from the
+  cocotb results file (``sim_time_duration`` / wall time, 10 ns clock).
+* **Digits through the driver**: ``Driver(RtlTransport)`` selecting 10 % of scikit-learn's digits
+  training images, as ``nms run --backend rtl`` does, compared index for index with the model
+  backend; total simulated cycles, per-stage busy cycles from the ``PERF_*`` registers, wall
+  time, job time at 100 MHz.
+
+Configurations: ``small`` = the test build (C = 64, K = 4, 64-bit bus); the full run adds the
+generator defaults (C = 1024, K = 16) used by ``nms run --backend rtl``. ``--quick``: the small
+build only, a short schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import UnusedElaboratable
+
+warnings.filterwarnings("ignore", category=UnusedElaboratable)
+
+SMALL_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 4, "capacity": 64,
+            "neg_samples": 2, "affinity_lanes": 2, "pair_units": 1, "data_width": 64,
+            "max_burst": 16}
+SHORT = {"n_iter": 30, "exaggeration_iters": 10, "momentum_switch": 10, "perplexity": 3.0}
+CLOCK_HZ = 100e6
+STAGES = ("dist_cycles", "knn_cycles", "aff_cycles", "embed_cycles", "embed_run_cycles",
+          "grid_cycles", "mem_beats", "mem_wait", "pair_items", "rep_items")
+
+
+def _build_seconds(info: dict) -> dict:
+    rec = Path(info["dir"]) / "build.json"
+    recorded = json.loads(rec.read_text()) if rec.exists() else {}
+    return {"cached": info["cached"], "build_seconds": recorded.get("build_seconds"),
+            "verilator_seconds": recorded.get("verilator_seconds"),
+            "link_seconds": recorded.get("link_seconds"), "hash": info["hash"]}
+
+
+def _fast_job(hw: dict, n: int, dim: int, cfg, seed: int) -> dict:
+    from nms.sw.driver import Driver
+    from nms.sw.transport_rtl import RtlTransport
+    from nms.verif.models import desne
+
+    t = RtlTransport(hw=hw, latency=20)
+    drv = Driver(t, cfg)
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(n, dim))
+    budget = max(1, n // 10)
+    t.write_mem(0, X.astype(np.uint8).tobytes())
+    job = drv.job_values(n, dim, budget, seed)
+    c0 = t.sim.cycle
+    w0 = time.perf_counter()
+    drv.run_job(job, 0, 1 << 20)
+    wall = time.perf_counter() - w0
+    cycles = t.sim.cycle - c0
+    got = np.frombuffer(t.read_mem(1 << 20, 4 * budget), dtype="<u4").tolist()
+    want = desne.run_chunk(X, budget, cfg, seed)["selected"].tolist()
+    out = {"n": n, "dim": dim, "budget": budget, "n_iter": cfg.n_iter,
+           "cycles_incl_csr": cycles, "job_cycles": t.read_reg("CYCLES_LO"),
+           "wall_seconds": wall, "cycles_per_second": cycles / wall,
+           "run_until_irq_cycles_per_second": t.sim_cycles / max(t.sim_seconds, 1e-9),
+           "bit_exact": got == want, "build": _build_seconds(t.sim.build_info)}
+    t.close()
+    return out
+
+
+def _cocotb_speed(hw: dict, n: int, dim: int, cfg_dict: dict, seed: int) -> dict:
+    from amaranth.back import verilog
+
+    from nms.rtl.top import NmsAccelerator
+    from nms.verif.sim.build import run_cocotb
+
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(n, dim))
+    job = {"X": X.tolist(), "budget": max(1, n // 10), "seed": seed, "cfg": cfg_dict}
+    text = verilog.convert(NmsAccelerator(**hw), name="top", emit_src=False)
+    t0 = time.perf_counter()
+    xml = run_cocotb("top_c64", text, "nms.verif.tb.top", {"hw": hw, "jobs": [job], "seed": 1,
+                                                           "stall": 0.0}, testcase="test_jobs")
+    wall_total = time.perf_counter() - t0
+    case = ET.parse(xml).getroot().find(".//testcase")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    sim_ns = float(props["sim_time_duration"])
+    wall = float(case.get("time"))
+    return {"n": n, "dim": dim, "cycles": int(sim_ns / 10), "wall_seconds": wall,
+            "cycles_per_second": sim_ns / 10 / wall, "process_seconds": wall_total,
+            "passed": case.find("failure") is None and case.find("error") is None}
+
+
+def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
+    from nms.sw.datasets import load_digits
+    from nms.sw.driver import Driver, JobCounters, ModelDevice
+    from nms.sw.transport_rtl import RtlTransport
+    from nms.verif.models import desne
+
+    ds = load_digits()
+    X = ds.X_train.reshape(len(ds.X_train), -1).astype(np.int64)
+    y = ds.y_train
+    t = RtlTransport(hw=hw, latency=20)
+    cfg = desne.DesneConfig(k=t.k, neg_samples=t.neg_samples, capacity=t.capacity, **cfg_extra)
+    drv = Driver(t, cfg)
+    # the chunks exactly as Driver.select plans them, per-stage counters read after each job
+    chunks = desne.plan_chunks(y, ratio, cfg.capacity)
+    order = np.concatenate([c.members for c in chunks])
+    starts = np.cumsum([0] + [c.members.size for c in chunks])
+    dim = X.shape[1]
+    t.write_mem(0, X[order].astype(np.uint8).tobytes())
+    dst = -(-order.size * dim // 4096) * 4096
+    counters = JobCounters()
+    stage = dict.fromkeys(STAGES, 0)
+    picked = []
+    w0 = time.perf_counter()
+    c0 = t.sim.cycle
+    for c, start in zip(chunks, starts):
+        if c.budget == 0:
+            continue
+        local = drv.run_chunk(c.members.size, dim, c.budget, int(start) * dim, dst,
+                              seed + c.ordinal, counters)
+        picked.append(c.members[local])
+        for key in STAGES:
+            stage[key] += t.read_reg(f"PERF_{key.upper()}")
+    wall = time.perf_counter() - w0
+    sim_cycles = t.sim.cycle - c0
+    rtl_idx = np.sort(np.concatenate(picked))
+    t.close()
+    model = Driver(ModelDevice(capacity=cfg.capacity, max_dim=t.max_dim, k=t.k,
+                               neg_samples=t.neg_samples, tile=t.tile), cfg)
+    ref = model.select(X, y, ratio, seed=seed)["indices"]
+    return {"n_train": len(y), "ratio": ratio, "chunks": counters.chunks, "n_iter": cfg.n_iter,
+            "job_cycles": counters.cycles, "simulated_cycles_incl_csr": sim_cycles,
+            "wall_seconds": wall, "cycles_per_second": sim_cycles / wall,
+            "job_seconds_at_100MHz": counters.cycles / CLOCK_HZ,
+            "near_bytes_read": counters.near_bytes_read, "stages": stage,
+            "equal_to_model_backend": bool(np.array_equal(rtl_idx, ref)),
+            "n_selected": int(rtl_idx.size)}
+
+
+def run(out_dir: Path, quick: bool) -> dict:
+    from nms.sw.transport_rtl import DEFAULT_HW
+    from nms.verif.models import desne
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = {"machine": {"python": platform.python_version(), "cpu": platform.processor() or
+                       platform.machine()}, "quick": quick, "clock_hz": CLOCK_HZ}
+    cfg_small = desne.DesneConfig(k=SMALL_HW["k"], neg_samples=SMALL_HW["neg_samples"],
+                                  capacity=SMALL_HW["capacity"], **SHORT)
+    res["fast_small"] = {"hw": SMALL_HW, **_fast_job(SMALL_HW, 64, 64, cfg_small, 3)}
+    res["cocotb_small"] = {"hw": SMALL_HW, **_cocotb_speed(SMALL_HW, 64, 64, SHORT, 3)}
+    res["speedup_fast_vs_cocotb"] = (res["fast_small"]["cycles_per_second"]
+                                     / res["cocotb_small"]["cycles_per_second"])
+    res["digits_small"] = {"hw": SMALL_HW, **_digits(SMALL_HW, SHORT, 0.1, 0)}
+    if not quick:
+        cfg_def = desne.DesneConfig(k=DEFAULT_HW["k"], neg_samples=DEFAULT_HW["neg_samples"],
+                                    capacity=DEFAULT_HW["capacity"], n_iter=60,
+                                    exaggeration_iters=20, momentum_switch=20)
+        res["fast_default"] = {"hw": DEFAULT_HW, **_fast_job(DEFAULT_HW, 256, 64, cfg_def, 3)}
+        res["digits_default"] = {"hw": DEFAULT_HW, **_digits(None, {}, 0.1, 0)}
+    (out_dir / "sim.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out_dir / "sim.md").write_text(_markdown(res))
+    return res
+
+
+def _markdown(r: dict) -> str:
+    def fmt(x):
+        return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.1f} k"
+
+    lines = ["# Simulation speed of the whole device (`nms bench sim`)", "",
+             "Whole top (`NmsAccelerator`: datapath, AXI4 masters, CSR block) including the memory "
+             "model, on this machine (2 shared cores).", "",
+             "| configuration | method | job | simulated cycles | wall s | cycles/s | build |",
+             "|---|---|---|---|---|---|---|"]
+    for key, method in (("fast_small", "fast sim (C++ memory + CSR master, ctypes)"),
+                        ("cocotb_small", "cocotb + cocotbext-axi testbench"),
+                        ("fast_default", "fast sim (C++ memory + CSR master, ctypes)")):
+        if key not in r:
+            continue
+        e = r[key]
+        hw = e["hw"]
+        b = e.get("build")
+        build = (f"{b['build_seconds']:.0f} s{' (cached)' if b['cached'] else ''}"
+                 if b and b.get("build_seconds") else "—")
+        cyc = e.get("cycles_incl_csr", e.get("cycles"))
+        lines.append(f"| C={hw['capacity']}, K={hw['k']}, {hw['data_width']}-bit | {method} | "
+                     f"N={e['n']}, D={e['dim']} | {cyc} | {e['wall_seconds']:.2f} | "
+                     f"{fmt(e['cycles_per_second'])} | {build} |")
+    lines += ["", f"Fast simulation vs the cocotb testbench (same build, same job): "
+              f"**{r['speedup_fast_vs_cocotb']:.0f}x**. Bit-exact against `desne.run_chunk`: "
+              f"{r['fast_small']['bit_exact']}"
+              + (f" / {r['fast_default']['bit_exact']}" if "fast_default" in r else "") + ".", ""]
+    for key in ("digits_small", "digits_default"):
+        if key not in r:
+            continue
+        d = r[key]
+        hw = d["hw"]
+        lines += [f"## Digits through `Driver(RtlTransport)` (C={hw['capacity']}, K={hw['k']}, "
+                  f"n_iter={d['n_iter']})", "",
+                  f"{d['n_train']} training images, {100 * d['ratio']:g} %: {d['chunks']} chunk "
+                  f"jobs, {d['n_selected']} indices, equal to the model backend: "
+                  f"**{d['equal_to_model_backend']}**. Job cycles {d['job_cycles']} "
+                  f"({1e3 * d['job_seconds_at_100MHz']:.2f} ms at 100 MHz); simulated "
+                  f"{d['simulated_cycles_incl_csr']} cycles incl. CSR traffic in "
+                  f"{d['wall_seconds']:.2f} s = {fmt(d['cycles_per_second'])} cycles/s.", "",
+                  "| counter (sum over the jobs) | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in d["stages"].items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Fast whole-job simulation: the Verilated ``NmsAccelerator`` in a shared library with a C++
+AXI4 memory model and a C++ CSR master (``fastsim_harness.cpp`` beside this file).
+
+Python enters only at transaction boundaries through ctypes — a register access, a memory load
+or read-back, "run until irq" — never per cycle, which is what makes whole jobs cheap (see
+``shared/research/soc-and-sim.md`` §2; ``nms bench sim`` measures it).
+
+Builds are cached per configuration by a content hash of the Verilog, the harness source and the
+build flags: ``<root>/fastsim/<hash>/libnmsfast.so`` under ``$NMS_BUILD_DIR`` (default
+``./build/sim``). A build is made once and reused by every later process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from nms.gen.toolchain import setup_simulation_env, verilator_bin
+from nms.verif.sim.build import build_dir_root
+
+__all__ = ["FastSimError", "build", "FastSim", "HARNESS"]
+
+HARNESS = Path(__file__).with_name("fastsim_harness.cpp")
+#: Verilator flags: C++ model only, no timing, Amaranth's width lint waived (see build.py)
+VERILATOR_FLAGS = ["--cc", "--build", "-O3", "--no-timing", "-Wno-fatal", "-Wno-WIDTHEXPAND",
+                   "-Wno-WIDTHTRUNC", "--x-assign", "fast", "--x-initial", "fast",
+                   "-CFLAGS", "-fPIC -O2", "-MAKEFLAGS", "-j2"]
+CXX_FLAGS = ["-shared", "-fPIC", "-O2", "-std=gnu++17", "-pthread"]
+
+
+class FastSimError(RuntimeError):
+    """The fast simulation could not be built, or the simulated device misbehaved."""
+
+
+def _verilog(hw: dict) -> str:
+    from amaranth.back import verilog
+
+    from nms.rtl.top import NmsAccelerator
+
+    return verilog.convert(NmsAccelerator(**hw), name="top", emit_src=False)
+
+
+def build(hw: dict, *, verilog_text: str | None = None, log=None) -> tuple[Path, dict]:
+    """Build (or find in the cache) the shared library for the top with parameters ``hw``.
+
+    Returns ``(library path, info)``; ``info`` has the hash, ``cached`` and the build seconds
+    (Verilator + C++ of this build, 0 when cached).
+    """
+    setup_simulation_env()
+    text = verilog_text if verilog_text is not None else _verilog(hw)
+    data_width = hw.get("data_width", 64)
+    axil = hw.get("bus", "axi-lite") == "axi-lite"
+    defines = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}"]
+    key = hashlib.sha256("\0".join([text, HARNESS.read_text(), *VERILATOR_FLAGS, *CXX_FLAGS,
+                                    *defines]).encode()).hexdigest()[:16]
+    out = build_dir_root() / "fastsim" / key
+    lib = out / "libnmsfast.so"
+    info = {"hash": key, "dir": str(out), "cached": lib.exists(), "build_seconds": 0.0}
+    if lib.exists():
+        return lib, info
+    tmp = out.with_name(key + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "top.v").write_text(text)
+    t0 = time.perf_counter()
+    verilator = str(verilator_bin() / "verilator")
+    cmd = [verilator, *VERILATOR_FLAGS, "--Mdir", str(tmp / "obj"), "--top-module", "top",
+           str(tmp / "top.v")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+    if proc.returncode:
+        raise FastSimError(f"verilator failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    t1 = time.perf_counter()
+    root = subprocess.run([verilator, "--getenv", "VERILATOR_ROOT"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    inc = Path(root) / "include"
+    obj = tmp / "obj"
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        raise FastSimError("no C++ compiler (c++/g++) on PATH")
+    cmd = [cxx, *CXX_FLAGS, *defines, f"-I{obj}", f"-I{inc}", f"-I{inc / 'vltstd'}",
+           str(HARNESS), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
+           "-o", str(tmp / lib.name)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise FastSimError(f"C++ build of the harness failed:\n{proc.stderr[-4000:]}")
+    t2 = time.perf_counter()
+    info.update(build_seconds=t2 - t0, verilator_seconds=t1 - t0, link_seconds=t2 - t1)
+    (tmp / "build.json").write_text(json.dumps({**info, "hw": hw}, indent=1))
+    shutil.rmtree(obj, ignore_errors=True)   # the .so is self-contained
+    if out.exists():                          # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    if log:
+        log(f"fastsim: built {lib} in {info['build_seconds']:.1f} s")
+    return lib, info
+
+
+class FastSim:
+    """One simulated device: the top, its DDR (``mem_size`` bytes) and the CSR master.
+
+    Parameters
+    ----------
+    hw : dict
+        ``NmsAccelerator`` parameters.
+    mem_size : int
+        Bytes of simulated DDR.
+    latency : int
+        Cycles from an accepted AR to its first R beat, and from a burst's last W beat to its B.
+    stall : float
+        Probability per cycle of an AR/AW/W acceptance stall or an R gap (0 = none).
+    seed : int
+        Seed of the stall pattern.
+    """
+
+    def __init__(self, hw: dict, *, mem_size: int = 1 << 24, latency: int = 20,
+                 stall: float = 0.0, seed: int = 1):
+        if not 0.0 <= stall < 1.0:
+            raise ValueError(f"stall={stall} must be in [0, 1)")
+        if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
+            raise ValueError(f"latency={latency!r} must be an int >= 0")
+        self.hw = dict(hw)
+        self.lib_path, self.build_info = build(self.hw)
+        lib = ctypes.CDLL(str(self.lib_path))
+        vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+        lib.nms_sim_new.restype = vp
+        lib.nms_sim_new.argtypes = [u64, u32, u32, u64]
+        lib.nms_sim_free.argtypes = [vp]
+        lib.nms_sim_reset.argtypes = [vp, ctypes.c_int]
+        for fn in (lib.nms_sim_write_mem, lib.nms_sim_read_mem):
+            fn.restype = ctypes.c_int
+            fn.argtypes = [vp, u64, ctypes.c_char_p, u64]
+        lib.nms_sim_csr_write.restype = ctypes.c_long
+        lib.nms_sim_csr_write.argtypes = [vp, u32, u32]
+        lib.nms_sim_csr_read.restype = ctypes.c_long
+        lib.nms_sim_csr_read.argtypes = [vp, u32, ctypes.POINTER(u32)]
+        lib.nms_sim_run_until_irq.restype = ctypes.c_long
+        lib.nms_sim_run_until_irq.argtypes = [vp, u64]
+        lib.nms_sim_run.argtypes = [vp, u64]
+        lib.nms_sim_counter.restype = u64
+        lib.nms_sim_counter.argtypes = [vp, ctypes.c_int]
+        self._lib = lib
+        self.mem_size = mem_size
+        self._h = lib.nms_sim_new(mem_size, latency, int(stall * 65536), seed)
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            self._lib.nms_sim_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def reset(self, cycles: int = 4) -> None:
+        self._lib.nms_sim_reset(self._h, cycles)
+
+    def write_mem(self, addr: int, data: bytes) -> None:
+        if addr < 0 or self._lib.nms_sim_write_mem(self._h, addr, bytes(data), len(data)):
+            raise FastSimError(f"write of {len(data)} bytes at 0x{addr:x} is outside the "
+                               f"simulated DDR ({self.mem_size} bytes)")
+
+    def read_mem(self, addr: int, size: int) -> bytes:
+        buf = ctypes.create_string_buffer(size)
+        if addr < 0 or self._lib.nms_sim_read_mem(self._h, addr, buf, size):
+            raise FastSimError(f"read of {size} bytes at 0x{addr:x} is outside the "
+                               f"simulated DDR ({self.mem_size} bytes)")
+        return buf.raw
+
+    def csr_write(self, addr: int, value: int) -> None:
+        if self._lib.nms_sim_csr_write(self._h, addr, value) < 0:
+            raise FastSimError(f"CSR write to 0x{addr:x} not acknowledged in 1000 cycles")
+
+    def csr_read(self, addr: int) -> int:
+        out = ctypes.c_uint32()
+        if self._lib.nms_sim_csr_read(self._h, addr, ctypes.byref(out)) < 0:
+            raise FastSimError(f"CSR read of 0x{addr:x} not acknowledged in 1000 cycles")
+        return out.value
+
+    def run_until_irq(self, max_cycles: int) -> int:
+        """Step until ``irq`` is high; returns the cycles stepped (raises after ``max_cycles``)."""
+        n = self._lib.nms_sim_run_until_irq(self._h, max_cycles)
+        if n < 0:
+            raise FastSimError(f"no irq within {max_cycles} cycles")
+        return n
+
+    def run(self, cycles: int) -> None:
+        self._lib.nms_sim_run(self._h, cycles)
+
+    @property
+    def cycle(self) -> int:
+        return self._lib.nms_sim_counter(self._h, 0)
+
+    def counters(self) -> dict:
+        names = ("cycle", "violations", "read_beats", "write_beats", "read_bursts", "write_bursts")
+        return {n: self._lib.nms_sim_counter(self._h, i) for i, n in enumerate(names)}
