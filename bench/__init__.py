@@ -20,6 +20,7 @@ BENCHMARKS = {
     "desne": "nms.bench.desne",
     "datapath": "nms.bench.datapath",
     "sks": "nms.bench.sks",
+    "coreset": "nms.bench.coreset",
     "adapt": "nms.bench.adapt",
     "timing": "nms.bench.timing",
     "sim": "nms.bench.sim",

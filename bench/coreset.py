@@ -82,7 +82,20 @@ VARIANTS = {
     "centre/adaptive + adaptive perplexity": V(perplexities=(5.0, 10.0, 15.0)),
     "mass/adaptive + adaptive perplexity": V(exemplar="mass", perplexities=(5.0, 10.0, 15.0)),
 }
+#: second round, suggested by the first round's measurements (appended with ``search --extra``)
+EXTRA_VARIANTS = {
+    "cover + mean-nearest first": V(selector="cover", first="mean"),
+    "cover-in-cell/proportional + mean-nearest first": V(exemplar="cover", allocation="proportional",
+                                                         first="mean"),
+    "cover-in-cell/adaptive + mean-nearest first": V(exemplar="cover", first="mean"),
+    "cover + mean-nearest first + demote ambiguous": V(selector="cover", first="mean", hard="demote"),
+}
+VARIANTS_ALL = {**VARIANTS, **EXTRA_VARIANTS}
 VARIANT_DIRECTION = {
+    "cover + mean-nearest first": "3 + chunk-mean start",
+    "cover-in-cell/proportional + mean-nearest first": "2+3 + chunk-mean start",
+    "cover-in-cell/adaptive + mean-nearest first": "3 + chunk-mean start",
+    "cover + mean-nearest first + demote ambiguous": "3+4 + chunk-mean start",
     "centre/adaptive (old default)": "reference", "centre/proportional (NMS grid)": "reference",
     "mass/adaptive": "1 exemplar", "indeg/adaptive": "1 exemplar",
     "mass/proportional": "1+2", "centre/auto(prop<5%<adapt)": "2 allocation",
@@ -135,20 +148,38 @@ def _agg(vals):
 
 # --- stage 1: search ---------------------------------------------------------------------------
 
-def run_search(out_dir: Path, quick: bool = False, *, log=print) -> dict:
+def run_search(out_dir: Path, quick: bool = False, *, extra: bool = False, fashion_seeds=None,
+               log=print) -> dict:
+    """Evaluate the variants and peers on validation (see the module docstring).
+
+    Resumable: runs recorded in ``coreset_search.partial.json`` are kept. All variants of
+    :data:`VARIANTS_ALL` run on digits with :data:`SEARCH_SEEDS`; on the Fashion-MNIST subset
+    with ``fashion_seeds`` (default the same). With ``extra`` only :data:`EXTRA_VARIANTS` run,
+    appended to a recorded first round.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ratios = QUICK_RATIOS if quick else RATIOS
     seeds = (0,) if quick else SEARCH_SEEDS
-    variants = dict(list(VARIANTS.items())[:4]) if quick else VARIANTS
-    runs = []
+    variants = dict(list(VARIANTS.items())[:4]) if quick else VARIANTS_ALL
+    partial = out_dir / "coreset_search.partial.json"
+    runs = [] if quick or not partial.exists() else json.loads(partial.read_text())
+    done = {(r["dataset"], r["method"], r["ratio"], r["seed"]) for r in runs}
+    prior = None
+    peers = PEERS
+    if extra:
+        prior = json.loads((out_dir / "coreset_search.json").read_text())
+        variants, peers = EXTRA_VARIANTS, ()
     t_start = time.time()
     for ds_name, data in _datasets(True, quick):
         cache = {}
-        for seed in seeds:
+        ds_seeds = seeds if ds_name == "digits" or fashion_seeds is None else tuple(fashion_seeds)
+        for seed in ds_seeds:
             for ratio in ratios:
-                entries = [(m, None) for m in PEERS] + [(n, v) for n, v in variants.items()]
+                entries = [(m, None) for m in peers] + [(n, v) for n, v in variants.items()]
                 for name, v in entries:
+                    if (ds_name, name, ratio, seed) in done:
+                        continue
                     t0 = time.perf_counter()
                     if v is None:
                         fn = bl.SELECTORS[name]
@@ -167,21 +198,26 @@ def run_search(out_dir: Path, quick: bool = False, *, log=print) -> dict:
                                  "coreset_size": int(len(res["indices"]))})
                     log(f"[search] {ds_name} r={ratio} s={seed} {name}: {100 * acc:.2f} "
                         f"({t_sel:.1f} s sel, {time.time() - t_start:.0f} s total)")
-                    (out_dir / "coreset_search.partial.json").write_text(json.dumps(runs))
-    result = _search_result(runs, ratios, seeds, quick)
+                    if not quick:
+                        partial.write_text(json.dumps(runs))
+    result = _search_result(runs, ratios, seeds, quick, prior=prior)
+    result["fashion_seeds"] = list(fashion_seeds or seeds)
     (out_dir / "coreset_search.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / "coreset_search.md").write_text(_search_markdown(result))
-    (out_dir / "coreset_search.partial.json").unlink(missing_ok=True)
     return result
 
 
-def _search_result(runs, ratios, seeds, quick):
+def _search_result(runs, ratios, seeds, quick, prior=None):
     table = {}
     for r in runs:
         table.setdefault((r["dataset"], r["method"], r["kind"], r["ratio"]), []).append(
             r["val_accuracy"])
     rows = [{"dataset": d, "method": m, "kind": k, "ratio": q, **_agg(v)}
             for (d, m, k, q), v in table.items()]
+    if prior is not None:  # second round: the first round's rows (and runs) stay as recorded
+        new = {r["method"] for r in rows}
+        rows = [r for r in prior["rows"] if r["method"] not in new] + rows
+        runs = [r for r in prior.get("runs", []) if r["method"] not in new] + runs
     cells = sorted({(r["dataset"], r["ratio"]) for r in rows})
     best_peer = {}
     for d, q in cells:
@@ -203,8 +239,9 @@ def _search_result(runs, ratios, seeds, quick):
             "fashion_pool_per_class": SEARCH_FASHION_PER_CLASS,
             "variants": {n: {k: (list(x) if isinstance(x, tuple) else x)
                              for k, x in vars(v).items() if k != "name"}
-                         for n, v in VARIANTS.items()},
-            "rows": rows,
+                         for n, v in VARIANTS_ALL.items()
+                         if any(r["method"] == n for r in runs)},
+            "rows": rows, "runs": runs,
             "best_peer": [{"dataset": d, "ratio": q, "method": b["method"], "mean": b["mean"]}
                           for (d, q), b in best_peer.items()],
             "ranking": scores, "winner": scores[0]["method"] if scores else None,
@@ -237,17 +274,254 @@ def _search_markdown(res) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- stage 2: the final table -----------------------------------------------------------------
+
+#: methods of the final table: the DE-SNE rows are selectors of :data:`nms.sw.baselines.SELECTORS`
+FINAL_METHODS = ("desne", "desne-nms", "desne-v0") + PEERS
+FINAL_TRAINERS = ("mlp", "cnn")
+FINAL_DATASETS = ("digits", "fashion-mnist")
+
+
+def _final_data(name):
+    if name == "digits":
+        return prepare(load_dataset("digits"))
+    fdir = _fashion_dir()
+    if fdir is None:
+        raise ValueError("Fashion-MNIST not found (set NMS_FASHION_DIR)")
+    return prepare(load_dataset(fdir))
+
+
+def _desne_config(method):
+    """The bit-exact model configuration behind a DE-SNE row of the final table."""
+    from nms.verif.models import desne as dm
+    return dm.PRESETS[{"desne": "desne", "desne-nms": "nms", "desne-v0": "v0"}[method]]
+
+
+def _selection_tag(method):
+    """Part of the selection cache key: the DE-SNE rows are tagged with their model
+    configuration so a changed configuration never reuses an old selection."""
+    return repr(_desne_config(method)) if method.startswith("desne") else ""
+
+
+def desne_shared(X, y, ratio, cfg, *, seed, cache):
+    """Exactly :func:`nms.verif.models.desne.select` (same chunk plan, seeds and stage
+    functions), with each chunk's kNN / affinities / embedding kept in ``cache`` so the DE-SNE
+    rows that differ only in stage 4 (and every ratio) share them. Checked equal to ``select``
+    in ``tests/test_coreset_bench.py``."""
+    from nms.verif.models import desne as dm
+
+    X, y = dm._check_data(X, y)
+    picked = []
+    for ch in dm.plan_chunks(y, ratio, cfg.capacity):
+        if ch.budget == 0:
+            continue
+        s = seed + ch.ordinal
+        stage_cfg = (cfg.k, cfg.perplexity, cfg.search, cfg.n_iter, cfg.exaggeration_shift,
+                     cfg.exaggeration_iters, cfg.momentum_early, cfg.momentum_late,
+                     cfg.momentum_switch, cfg.learning_rate, cfg.neg_samples)
+        key = (int(ch.members[0]), int(ch.members.size), s, stage_cfg)
+        if key not in cache:
+            Xc = X[ch.members]
+            nbr, dist = dm.knn(Xc, cfg.k)
+            P = dm.affinities(dist, cfg.perplexity, cfg.search)["P"]
+            cache[key] = (nbr, P, dm.embed(nbr, P, cfg, s))
+        nbr, P, Y = cache[key]
+        picked.append(ch.members[dm.exemplar_stage(X[ch.members], nbr, P, Y, ch.budget, cfg)])
+    return {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
+
+
+def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_METHODS,
+                    seeds=FINAL_SEEDS, ratios=RATIOS, cache_dir: Path | None = None, log=print):
+    """One (data set, trainer) piece of the final table, resumable: runs already in
+    ``<out>/coreset_parts/<dataset>_<trainer>.json`` are kept, new ones appended after each run.
+    Selections are cached (``cache_dir``, default ``reports/coreset_cache``) so the MLP and
+    CNN pieces train on identical coresets."""
+    import hashlib
+
+    out_dir = Path(out_dir)
+    parts = out_dir / "coreset_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir or "reports/coreset_cache")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = parts / f"{dataset}_{trainer}.json"
+    runs = json.loads(part.read_text())["runs"] if part.exists() else []
+    done = {(r["method"], r["ratio"], r["seed"]) for r in runs}
+    data = _final_data(dataset)
+    t_start = time.time()
+    desne_cache = {}
+    for seed in seeds:
+        for ratio in ratios:
+            for method in methods:
+                if (method, ratio, seed) in done:
+                    continue
+                fn = bl.SELECTORS[method]
+                det = bool(getattr(fn, "seed_independent", False))
+                sel_seed = 0 if det else seed
+                tag = hashlib.sha1(f"{dataset}|{method}|{ratio}|{sel_seed}|"
+                                   f"{_selection_tag(method)}".encode()).hexdigest()[:16]
+                cfile = cache_dir / f"{dataset}_{method}_{ratio}_{sel_seed}_{tag}.npz"
+                if cfile.exists():
+                    z = np.load(cfile)
+                    res = {k: z[k] for k in z.files if k != "seconds"}
+                    t_sel, reused = float(z["seconds"]), True
+                else:
+                    t0 = time.perf_counter()
+                    if method.startswith("desne"):
+                        for old in [s for s in desne_cache if s != sel_seed]:
+                            del desne_cache[old]  # one seed's embeddings at a time
+                        res = desne_shared(data.X, data.y, ratio, _desne_config(method),
+                                           seed=sel_seed,
+                                           cache=desne_cache.setdefault(sel_seed, {}))
+                    else:
+                        res = fn(data.X, data.y, ratio, seed=sel_seed)
+                    t_sel, reused = time.perf_counter() - t0, False
+                    tmp = cfile.with_suffix(".tmp.npz")
+                    np.savez(tmp, seconds=t_sel, **{k: res[k] for k in ("indices", "weights")
+                                                    if k in res})
+                    tmp.replace(cfile)
+                t0 = time.perf_counter()
+                acc = score_coreset(data, res["indices"], trainer=trainer, seed=seed)
+                runs.append({"method": method, "ratio": ratio, "seed": seed,
+                             "deterministic": det, "coreset_size": int(len(res["indices"])),
+                             "select_seconds": round(t_sel, 3), "selection_cached": reused,
+                             "train_seconds": round(time.perf_counter() - t0, 2),
+                             "val_accuracy": acc["val"], "test_accuracy": acc["test"]})
+                log(f"[final] {dataset}/{trainer} s={seed} r={ratio} {method}: val "
+                    f"{100 * acc['val']:.2f} test {100 * acc['test']:.2f} "
+                    f"({time.time() - t_start:.0f} s)")
+                part.write_text(json.dumps({"dataset": data.summary, "trainer": trainer,
+                                            "runs": runs}, indent=0))
+    return runs
+
+
+def assemble(out_dir: Path) -> dict:
+    """``coreset.json`` / ``coreset.md`` from every finished piece, with the goal checks."""
+    out_dir = Path(out_dir)
+    pieces = []
+    for f in sorted((out_dir / "coreset_parts").glob("*.json")):
+        pieces.append(json.loads(f.read_text()))
+    tables = []
+    for pc in pieces:
+        groups = {}
+        for r in pc["runs"]:
+            groups.setdefault((r["method"], r["ratio"]), []).append(r)
+        rows = []
+        for (m, q), rs in groups.items():
+            rows.append({"method": m, "ratio": q, "seeds": sorted(r["seed"] for r in rs),
+                         "deterministic": rs[0]["deterministic"],
+                         "test": _agg([r["test_accuracy"] for r in rs]),
+                         "val": _agg([r["val_accuracy"] for r in rs]),
+                         "coreset_size": rs[0]["coreset_size"],
+                         "select_seconds": float(np.mean([r["select_seconds"] for r in rs]))})
+        goals = []
+        for q in sorted({r["ratio"] for r in rows}):
+            here = {r["method"]: r for r in rows if r["ratio"] == q}
+            if "desne" not in here:
+                continue
+            peers = [here[m] for m in PEERS if m in here]
+            if not peers:
+                continue
+            for split in ("test", "val"):
+                best = max(peers, key=lambda r: r[split]["mean"])
+                d = here["desne"]
+                margin = d[split]["mean"] - best[split]["mean"]
+                std = max(d[split]["std"], best[split]["std"])
+                g = {"ratio": q, "split": split, "best_peer": best["method"],
+                     "best_peer_mean": best[split]["mean"], "desne_mean": d[split]["mean"],
+                     "margin": margin, "one_std": std, "met": bool(margin >= 0),
+                     "inside_one_std": bool(abs(margin) <= std),
+                     "seeds_desne": d["seeds"], "seeds_peer": best["seeds"]}
+                if "random" in here:
+                    g["margin_vs_random"] = d[split]["mean"] - here["random"][split]["mean"]
+                goals.append(g)
+        tables.append({"dataset": pc["dataset"], "trainer": pc["trainer"], "rows": rows,
+                       "goals": goals})
+    result = {"stage": "final", "ratios": list(RATIOS), "planned_seeds": list(FINAL_SEEDS),
+              "methods": list(FINAL_METHODS), "tables": tables,
+              "desne_config": _selection_tag("desne"),
+              "machine": {"python": platform.python_version(), "numpy": np.__version__}}
+    (out_dir / "coreset.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "coreset.md").write_text(_final_markdown(result))
+    return result
+
+
+def _final_markdown(res) -> str:
+    lines = ["# Coreset quality: DE-SNE against DNN-free peers (final table)", "",
+             "Pool = training split minus a stratified 15 % validation split (fixed seed); "
+             "accuracy mean ± std over the seeds listed (%), test split first, then validation. "
+             "`desne` = the bit-exact model's default configuration, `desne-nms` = NMS-style "
+             "plain grid (nearest cell centre, proportional allocation), `desne-v0` = the "
+             "previous default (nearest cell centre, water-filling). Deterministic selectors "
+             "(spread = classifier only): herding, kcenter, maxherding.", "",
+             f"DE-SNE configuration: `{res['desne_config']}`", ""]
+    for t in res["tables"]:
+        ds = t["dataset"]
+        ratios = sorted({r["ratio"] for r in t["rows"]})
+        rows = {(r["method"], r["ratio"]): r for r in t["rows"]}
+        methods = [m for m in res["methods"] if any((m, q) in rows for q in ratios)]
+        lines += [f"## {ds['name']} — {t['trainer'].upper()} (pool {ds['n_pool']}, validation "
+                  f"{ds['n_val']}, test {ds['n_test']})", ""]
+        for split in ("test", "val"):
+            lines += [f"**{split}**", "",
+                      "| method | " + " | ".join(f"{100 * q:g} %" for q in ratios) + " |",
+                      "|---|" + "---:|" * len(ratios)]
+            for m in methods:
+                cells = []
+                for q in ratios:
+                    r = rows.get((m, q))
+                    cells.append("—" if r is None else
+                                 f"{100 * r[split]['mean']:.2f} ± {100 * r[split]['std']:.2f}"
+                                 f" (n={r[split]['n']})")
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += ["Goal check (DE-SNE − best peer; 'inside 1 std' = |margin| ≤ the larger std):", "",
+                  "| split | ratio | best peer | margin | 1 std | met | vs random |",
+                  "|---|---:|---|---:|---:|---|---:|"]
+        for g in t["goals"]:
+            vr = f"{100 * g['margin_vs_random']:+.2f}" if "margin_vs_random" in g else "—"
+            lines.append(f"| {g['split']} | {100 * g['ratio']:g} % | {g['best_peer']} | "
+                         f"{100 * g['margin']:+.2f} | {100 * g['one_std']:.2f} | "
+                         f"{'yes' if g['met'] else 'no'}{' (inside 1 std)' if g['inside_one_std'] else ''}"
+                         f" | {vr} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def run(out_dir: Path, quick: bool = False) -> dict:
+    """``nms bench coreset``: the search (if its report is missing) and every final piece
+    (resuming finished runs), then both reports."""
+    out_dir = Path(out_dir)
+    if quick:
+        return run_search(out_dir, quick=True)
+    if not (out_dir / "coreset_search.json").exists():
+        run_search(out_dir)
+    for ds in FINAL_DATASETS:
+        for tr in FINAL_TRAINERS:
+            run_final_piece(out_dir, ds, tr)
+    return assemble(out_dir)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nms.bench.coreset")
     p.add_argument("stage", choices=["search", "final", "report"])
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--fashion-seeds", nargs="+", type=int, default=None,
+                   help="search: seeds on the Fashion-MNIST subset (default: the digits seeds)")
+    p.add_argument("--extra", action="store_true",
+                   help="search: run only the second-round variants, appended to the first")
     p.add_argument("--dataset", default=None)
     p.add_argument("--trainer", default=None)
-    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=list(FINAL_SEEDS))
+    p.add_argument("--methods", nargs="+", default=list(FINAL_METHODS))
     a = p.parse_args(argv)
     if a.stage == "search":
-        run_search(a.out, a.quick)
+        run_search(a.out, a.quick, extra=a.extra, fashion_seeds=a.fashion_seeds)
+    elif a.stage == "final":
+        run_final_piece(a.out, a.dataset, a.trainer, methods=a.methods, seeds=a.seeds)
+        assemble(a.out)
+    else:
+        assemble(a.out)
     return 0
 
 

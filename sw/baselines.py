@@ -51,7 +51,8 @@ import numpy as np
 from nms.verif.models.budget import class_budgets, validate_ratio
 
 __all__ = ["SELECTORS", "random_select", "herding_select", "kcenter_select", "facility_select",
-           "typiclust_select", "maxherding_select", "desne_select", "check_inputs", "per_class",
+           "typiclust_select", "maxherding_select", "desne_select", "desne_nms_select",
+           "desne_v0_select", "check_inputs", "per_class",
            "pixel_knn"]
 
 #: stochastic-greedy accuracy parameter: each step scans (n / k) · ln(1 / ε) random candidates
@@ -324,21 +325,40 @@ def maxherding_select(X, y, ratio, seed=0) -> dict:
 def desne_select(X, y, ratio, seed=0, *, config=None, details: bool = False) -> dict:
     """DE-SNE (bit-exact model, :func:`nms.verif.models.desne.select`) behind the common signature.
 
-    ``X`` must hold uint8-range integer pixels. ``details=True`` adds the per-chunk embeddings.
+    ``config`` defaults to the model's ``PRESETS["desne"]`` (the configuration chosen by the
+    validation search of issue 9). ``X`` must hold uint8-range integer pixels.
+    ``details=True`` adds the per-chunk embeddings.
     """
     X, y, ratio, seed = check_inputs(X, y, ratio, seed)
-    from nms.verif.models.desne import select  # lazy: the model lives in nms.verif
-    return select(X, y, ratio, config, seed=seed, details=details)
+    from nms.verif.models.desne import PRESETS, select  # lazy: the model lives in nms.verif
+    return select(X, y, ratio, config or PRESETS["desne"], seed=seed, details=details)
+
+
+def desne_nms_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
+    """DE-SNE with the NMS-style plain grid (``PRESETS["nms"]``: nearest cell centre,
+    proportional quotas), kept for comparison."""
+    from nms.verif.models.desne import PRESETS
+    return desne_select(X, y, ratio, seed, config=PRESETS["nms"], details=details)
+
+
+def desne_v0_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
+    """DE-SNE as the RTL implements it today (``PRESETS["v0"]``: nearest cell centre,
+    water-filling)."""
+    from nms.verif.models.desne import PRESETS
+    return desne_select(X, y, ratio, seed, config=PRESETS["v0"], details=details)
 
 
 for _f in (herding_select, kcenter_select, maxherding_select):
     _f.seed_independent = True  # lets the harness reuse one selection across seeds
-for _f in (random_select, facility_select, typiclust_select, desne_select):
+for _f in (random_select, facility_select, typiclust_select, desne_select, desne_nms_select,
+           desne_v0_select):
     _f.seed_independent = False
 
 #: name -> selector ``f(X, y, ratio, seed=0) -> {"indices", ...}``
 SELECTORS = {
     "desne": desne_select,
+    "desne-nms": desne_nms_select,
+    "desne-v0": desne_v0_select,
     "random": random_select,
     "herding": herding_select,
     "kcenter": kcenter_select,

@@ -61,6 +61,7 @@ class Variant:
     hard_k: int = 4
     weights: str = "none"
     perplexities: tuple = (10.0,)
+    first: str = "none"
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -80,6 +81,8 @@ class Variant:
             raise ValueError(f"Variant.weights must be one of {WEIGHTS}")
         if not self.perplexities:
             raise ValueError("Variant.perplexities must list at least one perplexity")
+        if self.first not in ("none", "mean"):
+            raise ValueError(f"Variant.first must be 'none' or 'mean', not {self.first!r}")
 
     @property
     def needs_cross_class(self) -> bool:
@@ -94,6 +97,15 @@ def reverse_mass(nbr: np.ndarray, P: np.ndarray) -> np.ndarray:
     return np.bincount(nbr.ravel(), weights=P.ravel(), minlength=n).astype(np.int64)
 
 
+def mean_distance(X):
+    """‖n·x_i − Σ_j x_j‖² per point: n² × the squared distance to the chunk's pixel mean, exact
+    in integers without a division (one extra query vector through the distance engine)."""
+    X = np.asarray(X, dtype=np.int64)
+    n = X.shape[0]
+    diff = n * X - X.sum(0)[None, :]
+    return (diff * diff).sum(1)
+
+
 def _cover_triples(nbr, P):
     """Sparse kernel triples (covered row i, candidate j, K_ij) of the coverage objective."""
     n, kk = nbr.shape
@@ -103,7 +115,7 @@ def _cover_triples(nbr, P):
     return rows, cols, vals
 
 
-def cover_greedy(nbr, P, budget, *, cell=None, quota=None, rank=None):
+def cover_greedy(nbr, P, budget, *, cell=None, quota=None, rank=None, first=None):
     """Greedy coverage over the kNN graph (integer gains). With ``cell``/``quota`` a pick is
     allowed only in a cell whose quota is not yet used up. ``rank`` (optional, int) is a
     secondary key: among equal gains the smallest rank wins, then the lower index.
@@ -125,6 +137,8 @@ def cover_greedy(nbr, P, budget, *, cell=None, quota=None, rank=None):
         # key: largest gain, then the smallest tie key (exact: gains < 2^40, tie < 2^22)
         key = np.where(ok, gains * (1 << 23) - tie, -1)
         p = int(np.argmax(key))
+        if t == 0 and first is not None:  # seeded start: the given point (e.g. nearest the mean)
+            p = int(first)
         picks[t] = p
         free[p] = False
         if left is not None:
@@ -244,8 +258,15 @@ def select_on_state(state, budget, v: Variant, *, ambiguous=None, hard_count=Non
         order = np.argsort(np.concatenate(chosen))
         w = np.concatenate(wts)[order] if v.weights != "none" else None
         return np.sort(np.concatenate(chosen)), w, info
+    first = None
+    if v.first == "mean":
+        if "X" not in state:
+            raise ValueError("first='mean' needs the chunk's pixels in the state")
+        md = mean_distance(state["X"])
+        first = int(np.lexsort((idx, md))[0])
     if v.selector == "cover":
-        picks, owner = cover_greedy(nbr, P, budget, rank=amb if v.hard == "demote" else None)
+        picks, owner = cover_greedy(nbr, P, budget, rank=amb if v.hard == "demote" else None,
+                                    first=first)
         sel = np.sort(picks)
         w = None
         if v.weights != "none":
@@ -258,8 +279,10 @@ def select_on_state(state, budget, v: Variant, *, ambiguous=None, hard_count=Non
     quota = dm.allocate(counts, budget, alloc)
     info["allocation"] = alloc
     if v.exemplar == "cover":
+        if first is not None and quota[cell[first]] == 0:
+            first = None
         picks, _ = cover_greedy(nbr, P, budget, cell=cell, quota=quota,
-                                rank=amb if v.hard == "demote" else None)
+                                rank=amb if v.hard == "demote" else None, first=first)
         sel = np.sort(picks)
     else:
         if v.exemplar == "centre":
@@ -354,7 +377,7 @@ def variant_select(X, y, ratio, v: Variant, *, seed=0, config: dm.DesneConfig | 
             state = {"nbr": new["nbr"], "dist": new["dist"], "per": {**state["per"], **new["per"]}}
             if cache is not None:
                 cache[key] = state
-        view = {"nbr": state["nbr"], "dist": state["dist"],
+        view = {"nbr": state["nbr"], "dist": state["dist"], "X": X[ch.members],
                 "per": {float(p): state["per"][float(p)] for p in v.perplexities}}
         amb = cnt = None
         if v.needs_cross_class:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nms.sw.baselines import SELECTORS, desne_select
+from nms.sw.baselines import SELECTORS
 from nms.sw.classifier import TRAINERS, train_and_score_many
 from nms.sw.datasets import Dataset, load_dataset
 from nms.sw.cliargs import ratio_arg, seed_arg
@@ -248,7 +248,7 @@ def run_eval(ds: Dataset, *, methods=DEFAULT_METHODS, ratios=DEFAULT_RATIOS,
                 if reused:
                     result, t_sel = cache[key]
                 else:
-                    want_details = (fn is desne_select and ratio == plot_ratio
+                    want_details = (method.startswith("desne") and ratio == plot_ratio
                                     and seed == seeds[0] and plot_labels)
                     t0 = time.perf_counter()
                     if want_details:

@@ -9,7 +9,7 @@ from nms.sw.baselines import SELECTORS, check_inputs
 from nms.sw.datasets import load_digits
 from nms.verif.models.budget import class_budgets
 
-FAST = [m for m in SELECTORS if m != "desne"]
+FAST = [m for m in SELECTORS if not m.startswith("desne")]
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +59,13 @@ def test_invariants_on_synthetic(method, ratio, seed, data_seed):
     check_result(SELECTORS[method](X, y, ratio, seed=seed), y, ratio)
 
 
+@pytest.mark.parametrize("method", ["desne", "desne-nms", "desne-v0"])
 @pytest.mark.parametrize("ratio", [0.05, 0.3, 1.0])
-def test_desne_invariants(ratio):
+def test_desne_invariants(method, ratio):
     X, y = blobs(n_per_class=(30, 41, 12), d=16, seed=1)
-    a = SELECTORS["desne"](X, y, ratio, seed=2)
+    a = SELECTORS[method](X, y, ratio, seed=2)
     check_result(a, y, ratio)
-    assert np.array_equal(a["indices"], SELECTORS["desne"](X, y, ratio, seed=2)["indices"])
+    assert np.array_equal(a["indices"], SELECTORS[method](X, y, ratio, seed=2)["indices"])
 
 
 def test_desne_on_digits_subset(digits):

@@ -30,7 +30,8 @@ from nms.verif.models.budget import class_budgets, largest_remainder
 __all__ = [
     "DesneConfig", "squared_distances", "knn", "affinity_eval", "affinities", "recip1p",
     "init_embedding", "negative_samples", "embed", "grid_level", "grid_cells", "allocate",
-    "grid_select", "chunk_bounds", "Chunk", "plan_chunks", "run_chunk", "select_with", "select",
+    "grid_select", "mean_nearest", "cover_select", "grid_cover_select", "exemplar_stage",
+    "chunk_bounds", "Chunk", "plan_chunks", "run_chunk", "select_with", "select", "PRESETS",
 ]
 
 _EXP2 = np.array(fp.EXP2_LUT, dtype=np.int64)
@@ -44,6 +45,10 @@ ROBUST_COARSE_STEP = fp.ROBUST_COARSE_STEP
 ROBUST_REFINE_STEPS = fp.ROBUST_REFINE_STEPS
 BISECT_STEPS = fp.BISECT_STEPS
 ALLOCATIONS = tuple(regmap.ALLOCATION_CODES)  # declared with OPT.allocation
+#: exemplar rules (docs/algorithm.md §8.4/§8.5): nearest the cell centre, greedy kNN-graph
+#: coverage inside the grid's cell quotas, or the same coverage without the grid
+EXEMPLARS = ("centre", "cover", "cover-nogrid")
+COVER_STARTS = ("gain", "mean")
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class DesneConfig:
     neg_samples: int = 8
     capacity: int = 1024
     allocation: str = "adaptive"
+    exemplar: str = "centre"
+    cover_start: str = "gain"
 
     def __post_init__(self):
         # the generator parameters and the register fields are checked against the one
@@ -109,6 +116,11 @@ class DesneConfig:
             raise ValueError(f"DesneConfig.perplexity must be a number in (1, k={self.k}], not {p!r}")
         regmap.check_code("OPT.search", self.search, owner="DesneConfig")
         regmap.check_code("OPT.allocation", self.allocation, owner="DesneConfig")
+        if self.exemplar not in EXEMPLARS:
+            raise ValueError(f"DesneConfig.exemplar must be one of {EXEMPLARS}, not {self.exemplar!r}")
+        if self.cover_start not in COVER_STARTS:
+            raise ValueError(f"DesneConfig.cover_start must be one of {COVER_STARTS}, "
+                             f"not {self.cover_start!r}")
 
     def replace(self, **changes) -> "DesneConfig":
         return dataclasses.replace(self, **changes)
@@ -117,6 +129,18 @@ class DesneConfig:
 #: DesneConfig fields that are job register fields (checked with the declaration's ranges)
 _REGISTER_FIELDS = ("n_iter", "exaggeration_iters", "exaggeration_shift", "learning_rate",
                     "momentum_early", "momentum_late", "momentum_switch")
+
+
+#: Named configurations. ``v0`` = the default the RTL is verified against (nearest cell centre,
+#: water-filling); ``nms`` = the NMS-style plain grid (nearest cell centre, proportional quotas);
+#: ``desne`` = the winner of the validation search of issue 9 (``bench/results/
+#: coreset_search.md``): greedy kNN-graph coverage inside the grid's quotas, see §8.5 of
+#: docs/algorithm.md. The default stays ``v0`` until the RTL implements the coverage stage.
+PRESETS = {
+    "v0": DesneConfig(),
+    "nms": DesneConfig(allocation="proportional"),
+    "desne": DesneConfig(exemplar="cover", allocation="proportional", cover_start="mean"),
+}
 
 
 def _bit_length(u: np.ndarray) -> np.ndarray:
@@ -395,6 +419,97 @@ def grid_select(Y: np.ndarray, budget: int, allocation: str = "adaptive", *, det
     return chosen
 
 
+# --- stage 4b: greedy coverage over the kNN graph (issue 9) ------------------------------------
+
+def mean_nearest(X: np.ndarray) -> int:
+    """Index of the chunk member nearest the chunk's pixel mean, exact without a division:
+    argmin over i of ‖n·x_i − Σ_j x_j‖² (= n² ‖x_i − mean‖²), ties to the lower index."""
+    X = np.asarray(X, dtype=np.int64)
+    diff = X.shape[0] * X - X.sum(0)[None, :]
+    return int(np.argmin((diff * diff).sum(1)))  # argmin returns the first (lower index) on ties
+
+
+def cover_select(nbr: np.ndarray, P: np.ndarray, budget: int, *, cell=None, quota=None,
+                 start: int | None = None, details: bool = False):
+    """Greedy maximisation of the kNN-graph coverage F(S) = Σ_i max_{j ∈ S ∪ ∅} K_ij, integer.
+
+    The kernel lives on what the chip holds: K_ii = 2^16 and K_ij = P[i, j'] (Q1.16) for
+    j = nbr[i, j'] (zero elsewhere). ``cover_i`` = max over chosen j of K_ij (0 at first);
+    ``gain_j = Σ_i max(K_ij − cover_i, 0)`` (exact). Each of the ``budget`` steps picks the
+    allowed point of largest gain, ties to the lower index; allowed = not chosen yet and, when
+    ``cell``/``quota`` are given, in a cell whose quota is not used up. ``start`` (optional)
+    replaces the first step's pick (the quota of its cell must be > 0).
+
+    Returns the chosen local indices ascending (with ``details``: also the pick order and the
+    gain of every pick).
+    """
+    nbr = np.asarray(nbr, dtype=np.int64)
+    P = np.asarray(P, dtype=np.int64)
+    n, kk = nbr.shape
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be in [1, {n}], not {budget}")
+    rows = np.concatenate([np.arange(n), np.repeat(np.arange(n), kk)])
+    cols = np.concatenate([np.arange(n), nbr.ravel()])
+    vals = np.concatenate([np.full(n, 1 << fp.P_FRAC_BITS, dtype=np.int64), P.ravel()])
+    cover = np.zeros(n, dtype=np.int64)
+    free = np.ones(n, dtype=bool)
+    left = None if quota is None else np.asarray(quota, dtype=np.int64).copy()
+    order, gains_taken = np.empty(budget, dtype=np.int64), np.empty(budget, dtype=np.int64)
+    for t in range(budget):
+        # exact: every gain is an integer < 2^16 · (n + n·k) < 2^53
+        gain = np.rint(np.bincount(cols, weights=np.maximum(vals - cover[rows], 0),
+                                   minlength=n)).astype(np.int64)
+        ok = free if left is None else free & (left[cell] > 0)
+        if t == 0 and start is not None:
+            if not ok[start]:
+                raise ValueError(f"start point {start} is not selectable (its cell has no quota)")
+            p = int(start)
+        else:
+            p = int(np.argmax(np.where(ok, gain, -1)))  # first maximum = lower index
+        order[t], gains_taken[t] = p, gain[p]
+        free[p] = False
+        if left is not None:
+            left[cell[p]] -= 1
+        hit = cols == p
+        np.maximum.at(cover, rows[hit], vals[hit])
+    chosen = np.sort(order)
+    if details:
+        return chosen, {"order": order, "gain": gains_taken}
+    return chosen
+
+
+def grid_cover_select(Y: np.ndarray, nbr: np.ndarray, P: np.ndarray, budget: int,
+                      allocation: str = "adaptive", *, start: int | None = None,
+                      details: bool = False):
+    """Grid level and cell quotas exactly as :func:`grid_select`, exemplars by
+    :func:`cover_select` restricted to the quotas (a ``start`` in a cell of quota 0 is dropped)."""
+    Y = np.asarray(Y, dtype=np.int64)
+    n = Y.shape[0]
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be in [1, {n}], not {budget}")
+    g = grid_level(Y, budget)
+    c, _, _ = grid_cells(Y, g)
+    cell = c[:, 1] * (1 << g) + c[:, 0]
+    counts = np.bincount(cell, minlength=1 << (2 * g))
+    quota = allocate(counts, budget, allocation)
+    if start is not None and quota[cell[start]] == 0:
+        start = None
+    chosen, info = cover_select(nbr, P, budget, cell=cell, quota=quota, start=start, details=True)
+    if details:
+        return chosen, {"g": g, "cell": cell, "counts": counts, "quota": quota, **info}
+    return chosen
+
+
+def exemplar_stage(X, nbr, P, Y, budget: int, cfg: "DesneConfig"):
+    """Stage 4 as configured: ``cfg.exemplar`` / ``cfg.allocation`` / ``cfg.cover_start``."""
+    if cfg.exemplar == "centre":
+        return grid_select(Y, budget, cfg.allocation)
+    start = mean_nearest(X) if cfg.cover_start == "mean" else None
+    if cfg.exemplar == "cover":
+        return grid_cover_select(Y, nbr, P, budget, cfg.allocation, start=start)
+    return cover_select(nbr, P, budget, start=start)
+
+
 # --- the whole job ---------------------------------------------------------------------------------
 
 def chunk_bounds(n: int, capacity: int) -> list[tuple[int, int]]:
@@ -417,7 +532,7 @@ def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0, *,
     nbr, dist = knn(X, cfg.k)
     aff = affinities(dist, cfg.perplexity, cfg.search, target=target)
     Y = embed(nbr, aff["P"], cfg, seed)
-    selected = grid_select(Y, budget, cfg.allocation)
+    selected = exemplar_stage(X, nbr, aff["P"], Y, budget, cfg)
     return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected}
 
 

@@ -31,11 +31,11 @@ import numpy as np
 from nms.rtl import fixedpoint as fp
 from nms.verif.models.desne import (
     BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS, SEARCHES, DesneConfig, allocate,
-    grid_level as _grid_level, init_embedding, knn, negative_samples, select_with,
+    grid_level as _grid_level, init_embedding, knn, mean_nearest, negative_samples, select_with,
 )
 
 __all__ = ["beta_of_code", "entropy_eval", "affinities", "embed", "grid_cells", "grid_level",
-           "grid_select", "run_chunk", "select"]
+           "grid_select", "cover_select", "grid_cover_select", "run_chunk", "select"]
 
 
 # --- stage 2: affinities -------------------------------------------------------------------------
@@ -197,6 +197,49 @@ def grid_select(Y: np.ndarray, budget: int, allocation: str = "adaptive", *, det
     return chosen
 
 
+# --- stage 4b: greedy kNN-graph coverage --------------------------------------------------------
+
+def cover_select(nbr: np.ndarray, P: np.ndarray, budget: int, *, cell=None, quota=None,
+                 start: int | None = None) -> np.ndarray:
+    """Float greedy coverage: maximise Σ_i max_{j ∈ S} K_ij with K_ii = 1 and K_ij = p_{j|i}
+    on the kNN lists; largest gain first, ties to the lower index; optional cell quotas and a
+    fixed first pick — the bit-exact model's rule with real-valued affinities."""
+    n, kk = nbr.shape
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be in [1, {n}], not {budget}")
+    rows = np.concatenate([np.arange(n), np.repeat(np.arange(n), kk)])  # covered point i
+    cols = np.concatenate([np.arange(n), np.asarray(nbr).ravel()])      # candidate j
+    vals = np.concatenate([np.ones(n), np.asarray(P, dtype=np.float64).ravel()])  # K_ij
+    cover = np.zeros(n)
+    free = np.ones(n, dtype=bool)
+    left = None if quota is None else np.array(quota, dtype=np.int64)
+    chosen = []
+    for t in range(budget):
+        gain = np.bincount(cols, weights=np.maximum(vals - cover[rows], 0.0), minlength=n)
+        ok = free if left is None else free & (left[cell] > 0)
+        best = int(start) if t == 0 and start is not None else int(np.argmax(np.where(ok, gain, -1.0)))
+        chosen.append(best)
+        free[best] = False
+        if left is not None:
+            left[cell[best]] -= 1
+        hit = cols == best
+        np.maximum.at(cover, rows[hit], vals[hit])
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def grid_cover_select(Y, nbr, P, budget: int, allocation: str = "adaptive", *,
+                      start: int | None = None) -> np.ndarray:
+    """Float grid (as :func:`grid_select`) + coverage exemplars inside the cell quotas."""
+    Y = np.asarray(Y, dtype=np.float64)
+    g = grid_level(Y, budget)
+    c, _, _ = grid_cells(Y, g)
+    cell = c[:, 1] * (1 << g) + c[:, 0]
+    quota = allocate(np.bincount(cell, minlength=1 << (2 * g)), budget, allocation)
+    if start is not None and quota[cell[start]] == 0:
+        start = None
+    return cover_select(nbr, P, budget, cell=cell, quota=quota, start=start)
+
+
 # --- the whole job -------------------------------------------------------------------------------
 
 def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0) -> dict:
@@ -204,7 +247,12 @@ def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0) -> di
     nbr, dist = knn(X, cfg.k)
     aff = affinities(dist, cfg.perplexity, cfg.search)
     Y = embed(nbr, aff["P"], cfg, seed)
-    selected = grid_select(Y, budget, cfg.allocation)
+    if cfg.exemplar == "centre":
+        selected = grid_select(Y, budget, cfg.allocation)
+    else:
+        start = mean_nearest(X) if cfg.cover_start == "mean" else None
+        selected = (grid_cover_select(Y, nbr, aff["P"], budget, cfg.allocation, start=start)
+                    if cfg.exemplar == "cover" else cover_select(nbr, aff["P"], budget, start=start))
     return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected}
 
 

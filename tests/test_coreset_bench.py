@@ -1,0 +1,50 @@
+"""nms bench coreset: the shared-embedding DE-SNE path equals the model's select, and the
+final-table goal checks compute margins the way the report states."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nms.bench import BENCHMARKS
+from nms.bench import coreset as cb
+from nms.sw.datasets import load_digits
+from nms.verif.models import desne as dm
+
+
+def test_registered():
+    assert BENCHMARKS["coreset"] == "nms.bench.coreset"
+
+
+def test_shared_embedding_path_equals_select():
+    d = load_digits()
+    keep = d.y_train < 3
+    X, y = d.train_flat()[keep], d.y_train[keep]
+    cache = {}
+    for name in ("desne", "nms", "v0"):
+        cfg = dm.PRESETS[name]
+        for ratio in (0.05, 0.2):
+            got = cb.desne_shared(X, y, ratio, cfg, seed=4, cache=cache)["indices"]
+            assert np.array_equal(got, dm.select(X, y, ratio, cfg, seed=4)["indices"])
+    assert len(cache) == 3  # one embedding per chunk (3 classes), shared by 3 configs x 2 ratios
+
+
+def test_assemble_goal_checks(tmp_path):
+    runs = []
+    for seed in range(3):
+        for m, acc in (("desne", 0.80), ("random", 0.78), ("herding", 0.81 + 0.01 * seed)):
+            runs.append({"method": m, "ratio": 0.01, "seed": seed, "deterministic": m == "herding",
+                         "coreset_size": 10, "select_seconds": 0.1, "selection_cached": False,
+                         "train_seconds": 1.0, "val_accuracy": acc, "test_accuracy": acc})
+    (tmp_path / "coreset_parts").mkdir()
+    (tmp_path / "coreset_parts" / "toy_mlp.json").write_text(json.dumps(
+        {"dataset": {"name": "toy", "n_pool": 100, "n_val": 20, "n_test": 30},
+         "trainer": "mlp", "runs": runs}))
+    res = cb.assemble(tmp_path)
+    g = next(g for g in res["tables"][0]["goals"] if g["split"] == "test")
+    assert g["best_peer"] == "herding" and not g["met"]
+    assert g["margin"] == pytest.approx(0.80 - 0.82)
+    assert g["margin_vs_random"] == pytest.approx(0.02)
+    assert g["one_std"] == pytest.approx(np.std([0.81, 0.82, 0.83]))
+    md = (tmp_path / "coreset.md").read_text()
+    assert "| desne | 80.00 ± 0.00 (n=3) |" in md and "herding" in md
