@@ -3,21 +3,29 @@
 
 See ``docs/rtl-embedding.md`` for the protocol, phases, memory map and cycle formula.
 
-Structure (one component per concern):
+Structure (one component per concern; each has its own simulator test in
+``tests/test_embedding_units.py``):
 
-* :class:`~nms.rtl.hash.Hash32` — counter hash for the initial coordinates and the negative
-  samples (one per pair unit);
-* :class:`~nms.rtl.recip.Recip1p` — ``1 / (1 + d2)`` through the reciprocal table;
-* :class:`PairUnit` — one pair (i, j) per cycle: difference, squared distance, kernel, force
-  term (attractive or repulsive, chosen per pair);
+* :class:`EmbeddingController` — configuration latch, list loading, the phase sequence
+  (init, pairs, divide, update per iteration, output) and the drain counters;
+* :class:`Initialiser` — the seed hashes and the initial coordinates;
+* :class:`PairLane` (one per pair unit) — :class:`PairSequencer` (issue order),
+  front end with :class:`PartnerIndex` (negative-sample partner), :class:`PairUnit` (difference,
+  squared distance, kernel, force term), :class:`PointAccumulator` (per-point sums, kernel sum)
+  and :class:`ScatterBank` (the opposite attraction ``F[j] -= f``);
+* :class:`~nms.rtl.hash.Hash32` — counter hash (one per lane; lane 0's is shared with the
+  initialisation) and :class:`~nms.rtl.recip.Recip1p` — ``1 / (1 + d2)``;
 * :class:`GainDivider` — the once-per-iteration repulsion normaliser ``(N << 32) // Wsum``;
-* :class:`EmbeddingEngine` — memories, sequencers, accumulators and the update datapath.
+* :class:`UpdateDatapath` — the velocity / position update, one point per cycle;
+* :class:`PerfCounters` — the ``perf`` port;
+* :class:`EmbeddingEngine` — the Y, V and list memories, the lanes' read ports, the gather of
+  the lanes' banks for the update, and the wiring.
 
 Why the accumulation is organised as it is: the model's sums are exact integers that never
-saturate before the final clip, so their order is free. Each pair unit owns the points
+saturate before the final clip, so their order is free. Each lane owns the points
 ``i = u, u + U, ...`` and sums their out-edge forces / sampled repulsions in a register (written
 once per point), while the equal-and-opposite attraction on the neighbour ``j`` is scattered by a
-read-modify-write into a per-unit bank (a one-cycle loop through a write-transparent read port,
+read-modify-write into a per-lane bank (a one-cycle loop through a write-transparent read port,
 so back-to-back updates of the same ``j`` need no hazard logic). The update phase adds the banks.
 """
 
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
@@ -35,7 +43,9 @@ from nms.rtl.hash import Hash32
 from nms.rtl.params import check_int
 from nms.rtl.recip import Recip1p
 
-__all__ = ["PairUnit", "GainDivider", "EmbeddingEngine"]
+__all__ = ["PairUnit", "GainDivider", "PairSequencer", "PartnerIndex", "PointAccumulator",
+           "ScatterBank", "PairLane", "UpdateDatapath", "Initialiser", "PerfCounters",
+           "EmbeddingController", "EmbeddingEngine", "ITER_BITS"]
 
 #: coordinate / velocity storage width: Q8.16 saturated to [-2**23, 2**23 - 1]
 Y_WIDTH = 24
@@ -45,7 +55,8 @@ D_WIDTH = Y_WIDTH + 1
 F_WIDTH = D_WIDTH + 1
 #: squared distance (Q.16): (2 * (2**24 - 1)**2) >> 16 < 2**33
 D2_WIDTH = 33
-#: runtime iteration counters (n_iter, exaggeration_iters, momentum_switch)
+#: runtime iteration counters (n_iter, exaggeration_iters, momentum_switch): the one place
+#: their width is set
 from nms.rtl.regmap import ITER_BITS  # noqa: E402  (declared with the ITER fields)
 #: |F| is saturated here before the learning-rate multiply; any lr >= 1 then still drives the
 #: velocity past the clip bound in the same direction, so the clipped result is unchanged
@@ -221,6 +232,831 @@ class GainDivider(wiring.Component):
 
 
 # ------------------------------------------------------------------------------------------------
+# pair lane: sequencer, partner index, accumulators, scatter bank
+# ------------------------------------------------------------------------------------------------
+
+class _LaneGeometry:
+    """Widths shared by the engine and its per-lane units (derived from the engine parameters)."""
+
+    def __init__(self, capacity, k, neg_samples, pair_units):
+        C, U, S = capacity, pair_units, neg_samples
+        self.capacity, self.k, self.neg_samples, self.pair_units = C, k, S, U
+        self.unit_shift = ceil_log2(U)
+        self.unit_depth = -(-C // U)                    # points owned by one lane
+        self.local_width = max(1, bits_for(self.unit_depth - 1))
+        self.index_width = bits_for(C - 1)
+        self.n_width = bits_for(C)
+        # attraction sums: at most C * k edge terms of |f| <= 2**24
+        self.fa_width = F_WIDTH + bits_for(C * k)
+        # repulsion sums: S terms per point
+        self.fr_width = F_WIDTH + bits_for(S)
+        # kernel sum over all N * S samples, each <= 65536
+        self.wsum_width = bits_for(C * S * (1 << 16))
+
+    def pair(self, width):
+        return data.StructLayout({"x": signed(width), "y": signed(width)})
+
+
+def _lane_geometry(capacity, k, neg_samples, pair_units):
+    check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
+    check_int("k", k, 1, 64, "1 to 64 neighbours")
+    check_int("neg_samples", neg_samples, 1, 64, "1 to 64 samples per point")
+    check_int("pair_units", pair_units, 1, 16, "a power of two from 1 to 16")
+    return _LaneGeometry(capacity, k, neg_samples, pair_units)
+
+
+class PairSequencer(wiring.Component):
+    """Issue order of one lane: every kNN edge of its points, then S negative samples of each.
+
+    Lane ``u`` of ``U`` owns the points ``i = u, u + U, ...`` (``< n``); its local address is
+    ``i // U``. After a ``start`` pulse it issues one pair per cycle with no gap: first
+    ``(i, e)`` for ``e < kk`` (attraction, ``knn_addr = i * k + e``), then ``(i, s)`` for
+    ``s < S`` (repulsion, sample counter ``iter_base + i * S + s``), and drops ``act`` after the
+    last one. A lane with no point (``n <= u``) issues nothing.
+
+    Attributes
+    ----------
+    start : In(1)
+    n, kk, iter_base : In
+        Points, list length and the sample counter of (point 0, sample 0) of this iteration.
+    issue : Out(1)
+        A pair is issued this cycle (``act`` and not ``start``).
+    act, mode, point, local, last, knn_addr, counter : Out
+        Sequencer state: active, 0 = attraction / 1 = repulsion, point, local address, last pair
+        of the point, list memory address, sample counter.
+    """
+
+    def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int):
+        geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
+        check_int("unit", unit, 0, pair_units - 1, f"0 to pair_units - 1 = {pair_units - 1}")
+        self.unit = unit
+        C, K = capacity, k
+        super().__init__({
+            "start": In(1),
+            "n": In(range(C + 1)), "kk": In(range(K + 1)), "iter_base": In(32),
+            "issue": Out(1), "act": Out(1), "mode": Out(1),
+            "point": Out(range(C)), "local": Out(geo.local_width), "last": Out(1),
+            "knn_addr": Out(range(C * K)), "counter": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, u = self.geometry, self.unit
+        K, S, U = geo.k, geo.neg_samples, geo.pair_units
+        act, mode, pi, pl, ctr = self.act, self.mode, self.point, self.local, self.counter
+        e = Signal(range(max(K, S)))
+        kbase = Signal(range(geo.capacity * K))
+        final_point = Signal()
+        m.d.comb += [
+            self.last.eq(Mux(mode, e == S - 1, e == self.kk - 1)),
+            final_point.eq(pi + U >= self.n),
+            self.knn_addr.eq(kbase + e),
+            self.issue.eq(act & ~self.start),
+        ]
+        with m.If(self.start):
+            m.d.sync += [act.eq(self.n > u), mode.eq(0), pi.eq(u), pl.eq(0), e.eq(0),
+                         kbase.eq(u * K), ctr.eq(self.iter_base + u * S)]
+        with m.Elif(act):
+            with m.If(~self.last):
+                m.d.sync += e.eq(e + 1)
+                with m.If(mode):
+                    m.d.sync += ctr.eq(ctr + 1)
+            with m.Else():
+                m.d.sync += [e.eq(0), pi.eq(pi + U), pl.eq(pl + 1), kbase.eq(kbase + U * K)]
+                with m.If(mode):
+                    # the lane's next point starts (U - 1) * S samples further on
+                    m.d.sync += ctr.eq(ctr + (U - 1) * S + 1)
+                with m.If(final_point):
+                    with m.If(mode):
+                        m.d.sync += act.eq(0)
+                    with m.Else():
+                        m.d.sync += [mode.eq(1), pi.eq(u), pl.eq(0)]
+        return m
+
+
+class PartnerIndex(wiring.Component):
+    """Negative-sample partner ``j = i + 1 + ((h & 0xFFFF) * (n - 1)) >> 16``, wrapped below n.
+
+    Exactly :func:`nms.verif.models.desne.negative_samples` for the hash ``h`` of the sample's
+    counter: never ``i`` itself. Two stages (product; sum and wrap); ``j`` is valid
+    :attr:`latency` cycles after ``h`` and ``i``.
+
+    Attributes
+    ----------
+    hash, point, nm1 : In
+        The sample's hash (its low 16 bits are used), the point, ``n - 1``.
+    n : In
+        The point count (the wrap bound).
+    j : Out(range(capacity))
+    """
+
+    latency = 2
+
+    def __init__(self, *, capacity: int):
+        check_int("capacity", capacity, 2, 1 << 16, "2 to 65536 points")
+        self.capacity = capacity
+        super().__init__({
+            "hash": In(32), "point": In(range(capacity)),
+            "n": In(range(capacity + 1)), "nm1": In(range(capacity)),
+            "j": Out(range(capacity)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C = self.capacity
+        prod = Signal(16 + bits_for(C))
+        point_d = Signal(range(C))
+        m.d.sync += [prod.eq(self.hash[:16] * self.nm1), point_d.eq(self.point)]
+        jr = Signal(range(2 * C + 1))
+        m.d.comb += jr.eq(point_d + 1 + (prod >> 16))
+        m.d.sync += self.j.eq(Mux(jr >= self.n, jr - self.n, jr))
+        return m
+
+
+class PointAccumulator(wiring.Component):
+    """Per-point force sums of one lane, and its kernel sum.
+
+    A register sums the force terms of the current point; on the point's ``last`` term the sum
+    is written once to the attraction bank (``mode = 0``) or the repulsion bank (``mode = 1``) at
+    the point's local address, and the register restarts. ``wsum`` adds the kernel value ``w``
+    of every repulsive term (``clear_wsum`` restarts it). The banks are read by the update phase
+    (``l_addr``/``r_addr`` -> ``l_data``/``r_data`` one cycle later).
+
+    Attributes
+    ----------
+    i : In(stream.Signature({fx, fy, w, mode, local, last}, always_ready=True))
+        The pair unit's output.
+    clear_wsum : In(1)
+    wsum : Out(wsum_width)
+    l_addr, r_addr : In(local_width)
+    l_data : Out({x, y: signed(fa_width)})
+    r_data : Out({x, y: signed(fr_width)})
+    """
+
+    def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
+        geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
+        self.in_layout = data.StructLayout({
+            "fx": signed(F_WIDTH), "fy": signed(F_WIDTH), "w": unsigned(fp.W_BITS),
+            "mode": unsigned(1), "local": unsigned(geo.local_width), "last": unsigned(1)})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout, always_ready=True)),
+            "clear_wsum": In(1),
+            "wsum": Out(geo.wsum_width),
+            "l_addr": In(geo.local_width), "r_addr": In(geo.local_width),
+            "l_data": Out(geo.pair(geo.fa_width)), "r_data": Out(geo.pair(geo.fr_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        m.submodules.lbank = lbank = Memory(shape=geo.pair(geo.fa_width), depth=geo.unit_depth,
+                                            init=[])
+        m.submodules.rbank = rbank = Memory(shape=geo.pair(geo.fr_width), depth=geo.unit_depth,
+                                            init=[])
+        l_wr, l_rd = lbank.write_port(), lbank.read_port()
+        r_wr, r_rd = rbank.write_port(), rbank.read_port()
+        m.d.comb += [l_rd.addr.eq(self.l_addr), r_rd.addr.eq(self.r_addr),
+                     self.l_data.eq(l_rd.data), self.r_data.eq(r_rd.data)]
+        x = self.i.payload
+        acc_x, acc_y = Signal(signed(geo.fa_width)), Signal(signed(geo.fa_width))
+        sum_x, sum_y = acc_x + x.fx, acc_y + x.fy
+        m.d.comb += [l_wr.addr.eq(x.local), r_wr.addr.eq(x.local),
+                     l_wr.data.x.eq(sum_x), l_wr.data.y.eq(sum_y),
+                     r_wr.data.x.eq(sum_x), r_wr.data.y.eq(sum_y)]
+        with m.If(self.i.valid):
+            with m.If(x.last):
+                m.d.sync += [acc_x.eq(0), acc_y.eq(0)]
+                m.d.comb += [l_wr.en.eq(~x.mode), r_wr.en.eq(x.mode)]
+            with m.Else():
+                m.d.sync += [acc_x.eq(sum_x), acc_y.eq(sum_y)]
+        with m.If(self.clear_wsum):
+            m.d.sync += self.wsum.eq(0)
+        with m.Elif(self.i.valid & x.mode):
+            m.d.sync += self.wsum.eq(self.wsum + x.w)
+        return m
+
+
+class ScatterBank(wiring.Component):
+    """``F[j] -= f`` for every attractive pair of a lane, by read-modify-write, without stalls.
+
+    Pair phase: the bank is read at the pair's ``j`` and written one cycle later with
+    ``read - f``; the read port is transparent to that write, so back-to-back updates of one
+    ``j`` see each other. Update phase (``update`` high): read at ``read_addr`` (data one cycle
+    later on ``data``), and ``clear`` zeroes an entry (the one just read) for the next iteration.
+
+    Attributes
+    ----------
+    scatter : In(stream.Signature({j, fx, fy}, always_ready=True))
+    update : In(1)
+    read_addr : In(range(capacity))
+    clear : In(stream.Signature(range(capacity), always_ready=True))
+    data : Out({x, y: signed(fa_width)})
+    """
+
+    def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
+        geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
+        C = capacity
+        self.scatter_layout = data.StructLayout({
+            "j": range(C), "fx": signed(F_WIDTH), "fy": signed(F_WIDTH)})
+        super().__init__({
+            "scatter": In(stream.Signature(self.scatter_layout, always_ready=True)),
+            "update": In(1),
+            "read_addr": In(range(C)),
+            "clear": In(stream.Signature(range(C), always_ready=True)),
+            "data": Out(geo.pair(geo.fa_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        m.submodules.sbank = sbank = Memory(shape=geo.pair(geo.fa_width), depth=geo.capacity,
+                                            init=[])
+        s_wr = sbank.write_port()
+        s_rd = sbank.read_port(transparent_for=(s_wr,))
+        m.d.comb += self.data.eq(s_rd.data)
+        sc_valid = Signal()
+        sc = Signal(self.scatter_layout)
+        m.d.sync += [sc_valid.eq(self.scatter.valid), sc.eq(self.scatter.payload)]
+        with m.If(self.update):
+            m.d.comb += [s_rd.addr.eq(self.read_addr),
+                         s_wr.addr.eq(self.clear.payload), s_wr.en.eq(self.clear.valid),
+                         s_wr.data.x.eq(0), s_wr.data.y.eq(0)]
+        with m.Else():
+            m.d.comb += [s_rd.addr.eq(self.scatter.payload.j),
+                         s_wr.addr.eq(sc.j), s_wr.en.eq(sc_valid),
+                         s_wr.data.x.eq(s_rd.data.x - sc.fx),
+                         s_wr.data.y.eq(s_rd.data.y - sc.fy)]
+        return m
+
+
+class PairLane(wiring.Component):
+    """One lane of the pair phase: sequencer, front end, :class:`PairUnit`, sums, scatter bank.
+
+    The front end aligns every issued pair to its memory reads: an attractive pair reads its
+    list entry ``(j, p)`` one cycle after the issue, a repulsive one hashes its sample counter
+    (the hash unit is outside the lane: lane 0's is shared with the initialisation) and finds
+    its partner with :class:`PartnerIndex`; both then read ``Y[i]`` and ``Y[j]``
+    ``front_latency`` cycles after the issue and enter the pair unit one cycle later. The pair
+    unit's output feeds the :class:`PointAccumulator` (own sums, kernel sum) and, for attractive
+    pairs, the :class:`ScatterBank` (``F[j] -= f``).
+
+    Attributes
+    ----------
+    start, n, kk, nm1, iter_base : In
+        Pair-phase start pulse and the iteration's values.
+    act, mode : Out(1)
+        The sequencer is active / in its repulsive part.
+    hash_req : Out(stream.Signature(32, always_ready=True))
+        Sample counter to hash (valid for issued repulsive pairs); ``hash_rsp`` is the hash
+        output, ``Hash32.latency`` cycles later.
+    knn_r, y_self, y_part : read ports of the list memory and (twice) of the Y memory.
+    clear_wsum : In(1); wsum : Out
+    update, update_addr, clear : In
+        Update phase: read address of the banks (point index), entry to clear.
+    fa_scatter, fa_own, fr_own : Out
+        Scatter-bank entry, own attraction and repulsion sums (one cycle after
+        ``update_addr``; the own sums are those of the lane's local address ``update_addr // U``).
+    """
+
+    def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int):
+        geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
+        self.unit = unit
+        self.params = dict(capacity=capacity, k=k, neg_samples=neg_samples, pair_units=pair_units)
+        C, K = capacity, k
+        self.hash_latency = Hash32.latency
+        self.front_latency = Hash32.latency + 3
+        knn_layout = data.StructLayout({"index": unsigned(geo.index_width),
+                                        "p": unsigned(fp.P_BITS)})
+        super().__init__({
+            "start": In(1),
+            "n": In(range(C + 1)), "kk": In(range(K + 1)), "nm1": In(range(C)),
+            "iter_base": In(32),
+            "act": Out(1), "mode": Out(1),
+            "hash_req": Out(stream.Signature(32, always_ready=True)),
+            "hash_rsp": In(32),
+            "knn_r": In(ReadPort.Signature(addr_width=ceil_log2(C * K), shape=knn_layout)),
+            "y_self": In(ReadPort.Signature(addr_width=ceil_log2(C), shape=coord_layout())),
+            "y_part": In(ReadPort.Signature(addr_width=ceil_log2(C), shape=coord_layout())),
+            "clear_wsum": In(1),
+            "wsum": Out(geo.wsum_width),
+            "update": In(1),
+            "update_addr": In(range(C)),
+            "clear": In(stream.Signature(range(C), always_ready=True)),
+            "fa_scatter": Out(geo.pair(geo.fa_width)),
+            "fa_own": Out(geo.pair(geo.fa_width)),
+            "fr_own": Out(geo.pair(geo.fr_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        H = self.hash_latency
+        jw, lw = geo.index_width, geo.local_width
+        m.submodules.sequencer = seq = PairSequencer(unit=self.unit, **self.params)
+        m.submodules.partner = partner = PartnerIndex(capacity=geo.capacity)
+        m.submodules.pair = pu = PairUnit(tag_width=jw + lw + 1)
+        m.submodules.sums = sums = PointAccumulator(**self.params)
+        m.submodules.scatter = scatter = ScatterBank(**self.params)
+        m.d.comb += [seq.start.eq(self.start), seq.n.eq(self.n), seq.kk.eq(self.kk),
+                     seq.iter_base.eq(self.iter_base),
+                     self.act.eq(seq.act), self.mode.eq(seq.mode),
+                     self.knn_r.addr.eq(seq.knn_addr),
+                     self.hash_req.payload.eq(seq.counter),
+                     self.hash_req.valid.eq(seq.issue & seq.mode)]
+
+        # front end: meta delayed to the Y read stage (F[H+2]) and one more to the pair input
+        v_t = _delay(m, seq.issue, H + 3, "fv")
+        m_t = _delay(m, seq.mode, H + 3, "fm")
+        i_t = _delay(m, seq.point, H + 2, "fi")
+        l_t = _delay(m, seq.local, H + 3, "fl")
+        z_t = _delay(m, seq.last, H + 3, "fz")
+        # attraction: (j, p) from the list memory at F[1], aligned to F[H+2]
+        kn_t = _delay(m, self.knn_r.data, H + 1, "kn")
+        # repulsion: the partner of the hashed sample, at F[H+2]
+        m.d.comb += [partner.hash.eq(self.hash_rsp), partner.point.eq(i_t[H]),
+                     partner.n.eq(self.n), partner.nm1.eq(self.nm1)]
+        j_sel = Signal(range(geo.capacity))
+        m.d.comb += [
+            j_sel.eq(Mux(m_t[H + 2], partner.j, kn_t[-1].index)),
+            self.y_self.addr.eq(i_t[H + 2]),
+            self.y_part.addr.eq(j_sel),
+        ]
+        j_in = Signal(jw)
+        p_in = Signal(fp.P_BITS)
+        m.d.sync += [j_in.eq(j_sel), p_in.eq(kn_t[-1].p)]
+        m.d.comb += [
+            pu.i.valid.eq(v_t[H + 3]),
+            pu.i.payload.a.eq(self.y_self.data),
+            pu.i.payload.b.eq(self.y_part.data),
+            pu.i.payload.p.eq(p_in),
+            pu.i.payload.mode.eq(m_t[H + 3]),
+            pu.i.payload.tag.eq(Cat(j_in, l_t[H + 3], z_t[H + 3])),
+        ]
+
+        # back end: own sums and kernel sum; the opposite attraction to the scatter bank
+        o = pu.o.payload
+        o_j, o_l, o_last = o.tag[:jw], o.tag[jw:jw + lw], o.tag[jw + lw]
+        m.d.comb += [
+            sums.i.valid.eq(pu.o.valid),
+            sums.i.payload.fx.eq(o.fx), sums.i.payload.fy.eq(o.fy), sums.i.payload.w.eq(o.w),
+            sums.i.payload.mode.eq(o.mode), sums.i.payload.local.eq(o_l),
+            sums.i.payload.last.eq(o_last),
+            sums.clear_wsum.eq(self.clear_wsum), self.wsum.eq(sums.wsum),
+            scatter.scatter.valid.eq(pu.o.valid & ~o.mode),
+            scatter.scatter.payload.j.eq(o_j),
+            scatter.scatter.payload.fx.eq(o.fx), scatter.scatter.payload.fy.eq(o.fy),
+            scatter.update.eq(self.update), scatter.read_addr.eq(self.update_addr),
+            scatter.clear.valid.eq(self.clear.valid), scatter.clear.payload.eq(self.clear.payload),
+            sums.l_addr.eq(self.update_addr >> geo.unit_shift),
+            sums.r_addr.eq(self.update_addr >> geo.unit_shift),
+            self.fa_scatter.eq(scatter.data), self.fa_own.eq(sums.l_data),
+            self.fr_own.eq(sums.r_data),
+        ]
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# update datapath
+# ------------------------------------------------------------------------------------------------
+
+class UpdateDatapath(wiring.Component):
+    """One point per cycle: gathered forces -> new velocity and position (model's update step).
+
+    ``att = Fa << shift`` while exaggerating, ``rep = (Fr * gain) >> 16``,
+    ``F = (att >> 1) + rep`` saturated to ±:data:`F_SAT` (with ``lr >= 1`` a saturated F still
+    drives V past the clip bound in the same direction, so no result changes),
+    ``V = clip(((momentum * V) >> 8) + ((lr * F) >> 8))``, ``Y = clip(Y + V)`` to
+    ``[Y_MIN, Y_MAX]`` — :func:`nms.verif.models.desne.embed` exactly.
+
+    The issue stage (``issue``: the point whose memories are read this cycle) is delayed one
+    cycle to ``stage1`` (when the read data are there; the engine gathers ``i`` from them);
+    stages 2..6 follow, and ``o`` carries the point's new ``Y``/``V`` :attr:`latency` cycles
+    after ``stage1``.
+
+    Attributes
+    ----------
+    issue : In(stream.Signature(range(C), always_ready=True))
+    stage1 : Out(stream.Signature(range(C), always_ready=True))
+    i : In({fa: {x, y: signed(fa_width)}, fr: {x, y: signed(fr_width)}, y: coord, v: coord})
+        The gathered values of ``stage1``'s point.
+    exaggerate, shift, momentum, learning_rate, gain : In
+        This iteration's constants.
+    o : Out(stream.Signature({point, y: coord, v: coord}, always_ready=True))
+    """
+
+    latency = 5
+
+    def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
+        geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
+        C = capacity
+        self.in_layout = data.StructLayout({
+            "fa": geo.pair(geo.fa_width), "fr": geo.pair(geo.fr_width),
+            "y": coord_layout(), "v": coord_layout()})
+        self.out_layout = data.StructLayout({
+            "point": range(C), "y": coord_layout(), "v": coord_layout()})
+        super().__init__({
+            "issue": In(stream.Signature(range(C), always_ready=True)),
+            "stage1": Out(stream.Signature(range(C), always_ready=True)),
+            "i": In(self.in_layout),
+            "exaggerate": In(1), "shift": In(3), "momentum": In(fp.MOMENTUM_FRAC_BITS),
+            "learning_rate": In(4 + fp.LR_FRAC_BITS), "gain": In(GAIN_BITS),
+            "o": Out(stream.Signature(self.out_layout, always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        C = geo.capacity
+        coord = coord_layout()
+        x = self.i
+        m.d.sync += [self.stage1.valid.eq(self.issue.valid),
+                     self.stage1.payload.eq(self.issue.payload)]
+        # stage 2: the gathered values
+        u2_valid, u2_i = Signal(), Signal(range(C))
+        u2 = Signal(self.in_layout)
+        m.d.sync += [u2_valid.eq(self.stage1.valid), u2_i.eq(self.stage1.payload), u2.eq(x)]
+        # stage 3: exaggerated attraction, normalised repulsion, momentum term
+        att_w = geo.fa_width + 7
+        rep_w = geo.fr_width + GAIN_BITS - 16 + 1
+        u3_valid, u3_i, u3_y = Signal(), Signal(range(C)), Signal(coord)
+        u3_att_x, u3_att_y = Signal(signed(att_w)), Signal(signed(att_w))
+        u3_rep_x, u3_rep_y = Signal(signed(rep_w)), Signal(signed(rep_w))
+        u3_mv_x, u3_mv_y = Signal(signed(Y_WIDTH + 8)), Signal(signed(Y_WIDTH + 8))
+        m.d.sync += [
+            u3_valid.eq(u2_valid), u3_i.eq(u2_i), u3_y.eq(u2.y),
+            u3_att_x.eq(Mux(self.exaggerate, u2.fa.x << self.shift, u2.fa.x)),
+            u3_att_y.eq(Mux(self.exaggerate, u2.fa.y << self.shift, u2.fa.y)),
+            u3_rep_x.eq((u2.fr.x * self.gain) >> 16),
+            u3_rep_y.eq((u2.fr.y * self.gain) >> 16),
+            u3_mv_x.eq(self.momentum * u2.v.x),
+            u3_mv_y.eq(self.momentum * u2.v.y),
+        ]
+        # stage 4: F = (att >> 1) + rep, saturated where that cannot change the clipped velocity
+        f_w = bits_for(F_SAT) + 1
+        u4_valid, u4_i, u4_y = Signal(), Signal(range(C)), Signal(coord)
+        u4_f_x, u4_f_y = Signal(signed(f_w)), Signal(signed(f_w))
+        u4_mv_x, u4_mv_y = Signal(signed(Y_WIDTH)), Signal(signed(Y_WIDTH))
+        m.d.sync += [
+            u4_valid.eq(u3_valid), u4_i.eq(u3_i), u4_y.eq(u3_y),
+            u4_f_x.eq(_clip((u3_att_x >> 1) + u3_rep_x, -F_SAT, F_SAT)),
+            u4_f_y.eq(_clip((u3_att_y >> 1) + u3_rep_y, -F_SAT, F_SAT)),
+            u4_mv_x.eq(u3_mv_x >> 8), u4_mv_y.eq(u3_mv_y >> 8),
+        ]
+        # stage 5: velocity before the clip
+        vs_w = f_w + 12
+        u5_valid, u5_i, u5_y = Signal(), Signal(range(C)), Signal(coord)
+        u5_vs_x, u5_vs_y = Signal(signed(vs_w)), Signal(signed(vs_w))
+        lr = self.learning_rate
+        m.d.sync += [
+            u5_valid.eq(u4_valid), u5_i.eq(u4_i), u5_y.eq(u4_y),
+            u5_vs_x.eq(((lr * u4_f_x) >> 8) + u4_mv_x),
+            u5_vs_y.eq(((lr * u4_f_y) >> 8) + u4_mv_y),
+        ]
+        # stage 6: clipped velocity; the position follows combinationally
+        u6_valid, u6_i, u6_y, u6_v = Signal(), Signal(range(C)), Signal(coord), Signal(coord)
+        m.d.sync += [
+            u6_valid.eq(u5_valid), u6_i.eq(u5_i), u6_y.eq(u5_y),
+            u6_v.x.eq(_clip(u5_vs_x, fp.Y_MIN, fp.Y_MAX)),
+            u6_v.y.eq(_clip(u5_vs_y, fp.Y_MIN, fp.Y_MAX)),
+        ]
+        m.d.comb += [
+            self.o.valid.eq(u6_valid), self.o.payload.point.eq(u6_i),
+            self.o.payload.v.eq(u6_v),
+            self.o.payload.y.x.eq(_clip(u6_y.x + u6_v.x, fp.Y_MIN, fp.Y_MAX)),
+            self.o.payload.y.y.eq(_clip(u6_y.y + u6_v.y, fp.Y_MIN, fp.Y_MAX)),
+        ]
+        return m
+
+
+# ------------------------------------------------------------------------------------------------
+# initialisation, counters, controller
+# ------------------------------------------------------------------------------------------------
+
+#: phase handshake, the controller's view: ``start`` pulse out, ``done`` (last cycle) back
+PHASE = wiring.Signature({"start": Out(1), "done": In(1)})
+
+
+class Initialiser(wiring.Component):
+    """Seed hashing and the initial coordinates (``desne._seed_bases``, ``init_embedding``).
+
+    After ``run.start`` (which latches the counter ``2 * seed``): SEED hashes ``2*seed`` and
+    ``2*seed + 1`` into ``base0`` and ``base1`` (``base1`` is handed out on ``base1`` for the
+    sample counters); INIT hashes ``base0 + 2i + axis`` for every point and writes
+    ``Y[i] = ((h & 0xFFFF) - 32768) >> INIT_SHIFT`` per axis and ``V[i] = 0``. ``run.done`` is
+    high in the cycle of the last coordinate's write. The hash unit is outside (shared with
+    pair lane 0).
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    seed, n : In
+    hash_req : Out(stream.Signature(32, always_ready=True))
+    hash_rsp : In(stream.Signature(32, always_ready=True))
+    base1 : Out(stream.Signature(32, always_ready=True))
+        One beat: the second seed hash.
+    y_w, v_w : write ports of the Y and V memories.
+    """
+
+    def __init__(self, *, capacity: int):
+        check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
+        self.capacity = capacity
+        C = capacity
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "seed": In(32), "n": In(range(C + 1)),
+            "hash_req": Out(stream.Signature(32, always_ready=True)),
+            "hash_rsp": In(stream.Signature(32, always_ready=True)),
+            "base1": Out(stream.Signature(32, always_ready=True)),
+            "y_w": In(WritePort.Signature(addr_width=ceil_log2(C), shape=coord_layout())),
+            "v_w": In(WritePort.Signature(addr_width=ceil_log2(C), shape=coord_layout())),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C = self.capacity
+        ctr = Signal(32)
+        left = Signal(range(2 * C + 3))      # hash inputs still to issue
+        got = Signal(range(2 * C + 3))       # hash outputs received
+        base0 = Signal(32)
+        x_tmp = Signal(signed(Y_WIDTH))
+        h = self.hash_rsp
+        hv = Signal(signed(17))
+        m.d.comb += hv.eq(h.payload[:16] - 32768)
+        init_val = hv >> fp.INIT_SHIFT
+        m.d.comb += [self.hash_req.payload.eq(ctr), self.base1.payload.eq(h.payload),
+                     self.y_w.addr.eq(got >> 1), self.v_w.addr.eq(got >> 1),
+                     self.y_w.data.x.eq(x_tmp), self.y_w.data.y.eq(init_val),
+                     self.v_w.data.eq(0)]
+
+        def issue():
+            m.d.comb += self.hash_req.valid.eq(left != 0)
+            with m.If(left != 0):
+                m.d.sync += [left.eq(left - 1), ctr.eq(ctr + 1)]
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run.start):
+                    m.d.sync += [ctr.eq(Cat(Const(0, 1), self.seed[:31])), left.eq(2), got.eq(0)]
+                    m.next = "SEED"
+            with m.State("SEED"):
+                issue()
+                with m.If(h.valid):
+                    m.d.sync += got.eq(1)
+                    with m.If(got == 0):
+                        m.d.sync += base0.eq(h.payload)
+                    with m.Else():
+                        m.d.comb += self.base1.valid.eq(1)
+                        m.d.sync += [got.eq(0), ctr.eq(base0), left.eq(self.n << 1)]
+                        m.next = "INIT"
+            with m.State("INIT"):
+                issue()
+                m.d.comb += [self.y_w.en.eq(h.valid & got[0]), self.v_w.en.eq(h.valid & got[0])]
+                with m.If(h.valid):
+                    m.d.sync += got.eq(got + 1)
+                    with m.If(~got[0]):
+                        m.d.sync += x_tmp.eq(init_val)
+                    with m.If(got == (self.n << 1) - 1):
+                        m.d.comb += self.run.done.eq(1)
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+def perf_layout():
+    """The engine's counters: ``{cycles, pair_cycles, pair_items, rep_cycles, rep_items}``."""
+    return data.StructLayout({
+        "cycles": unsigned(32), "pair_cycles": unsigned(32), "pair_items": unsigned(32),
+        "rep_cycles": unsigned(32), "rep_items": unsigned(32)})
+
+
+class PerfCounters(wiring.Component):
+    """The ``perf`` counters of a job (cleared by ``clear``).
+
+    ``cycles`` while ``busy``; while ``pairs`` (the pair phase after its start cycle):
+    ``pair_cycles`` +1 and ``pair_items`` + issued pairs of all lanes; if some lane issued a
+    repulsive pair, ``rep_cycles`` +1 and ``rep_items`` + those pairs.
+
+    Attributes
+    ----------
+    clear, busy, pairs : In(1)
+    issue, rep_issue : In(pair_units)
+        Per lane: a pair / a repulsive pair is issued.
+    perf : Out(perf_layout)
+    """
+
+    def __init__(self, *, pair_units: int):
+        check_int("pair_units", pair_units, 1, 16, "1 to 16 lanes")
+        self.pair_units = pair_units
+        super().__init__({
+            "clear": In(1), "busy": In(1), "pairs": In(1),
+            "issue": In(pair_units), "rep_issue": In(pair_units),
+            "perf": Out(perf_layout()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        U, perf = self.pair_units, self.perf
+        issue_count = Signal(range(U + 1))
+        rep_count = Signal(range(U + 1))
+        m.d.comb += [issue_count.eq(sum((self.issue[u] for u in range(U)), Const(0, range(U + 1)))),
+                     rep_count.eq(sum((self.rep_issue[u] for u in range(U)),
+                                      Const(0, range(U + 1))))]
+        with m.If(self.pairs):
+            m.d.sync += [perf.pair_cycles.eq(perf.pair_cycles + 1),
+                         perf.pair_items.eq(perf.pair_items + issue_count)]
+            with m.If(rep_count != 0):
+                m.d.sync += [perf.rep_cycles.eq(perf.rep_cycles + 1),
+                             perf.rep_items.eq(perf.rep_items + rep_count)]
+        with m.If(self.busy):
+            m.d.sync += perf.cycles.eq(perf.cycles + 1)
+        with m.If(self.clear):        # last: a config beat restarts every counter
+            m.d.sync += perf.eq(0)
+        return m
+
+
+class EmbeddingController(wiring.Component):
+    """Job sequencing of the engine: IDLE, LOAD, INIT, (PAIRS, DIVIDE, UPDATE) x n_iter, OUTPUT.
+
+    * IDLE accepts ``config`` and latches it (``n`` clamped to ``[2, C]``, ``kk`` to ``[1, k]``);
+    * LOAD writes the ``n * kk`` list beats to ``knn[i * k + e]``, then starts the
+      :class:`Initialiser` (``init``) and waits for it (the sample counter base comes on
+      ``init_base1``);
+    * PAIRS pulses ``start_pairs`` (and ``clear_wsum``) and waits until the lanes have been
+      idle for ``pair_drain`` cycles (``pairs_active`` low);
+    * DIVIDE starts the gain divider (``div_start``) and takes its result (``div_result``);
+    * UPDATE issues the points ``0 .. n-1`` on ``update_issue`` (one per cycle; the Y/V read
+      addresses) and waits ``update_latency + 1`` more cycles for the writes, then the next
+      iteration starts (the sample counters move on by ``n * S``) or OUTPUT;
+    * OUTPUT streams ``Y[0 .. n-1]`` from ``y_rd`` on ``coords`` (the read port's enable holds a
+      stalled beat stable).
+
+    ``exaggerate`` (``t < exaggeration_iters``) and ``momentum`` (early while
+    ``t < momentum_switch``) are this iteration's; ``busy`` is high from the config beat to the
+    last coordinate's handshake.
+    """
+
+    def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_drain: int,
+                 update_latency: int):
+        geo = self.geometry = _lane_geometry(capacity, k, neg_samples, 1)
+        check_int("pair_drain", pair_drain, 1, 256, "1 to 256 cycles")
+        check_int("update_latency", update_latency, 1, 64, "1 to 64 cycles")
+        self.pair_drain, self.update_latency = pair_drain, update_latency
+        C, K = capacity, k
+        self.config_layout = config_layout(geo)
+        self.knn_layout = data.StructLayout({"index": unsigned(geo.index_width),
+                                             "p": unsigned(fp.P_BITS)})
+        super().__init__({
+            "config": In(stream.Signature(self.config_layout)),
+            "knn": In(stream.Signature(self.knn_layout)),
+            "knn_w": In(WritePort.Signature(addr_width=ceil_log2(C * K), shape=self.knn_layout)),
+            "coords": Out(stream.Signature(coord_layout())),
+            "y_rd": In(ReadPort.Signature(addr_width=ceil_log2(C), shape=coord_layout())),
+            "busy": Out(1),
+            "n": Out(range(C + 1), init=2), "nm1": Out(range(C)), "kk": Out(range(K + 1), init=1),
+            "seed": Out(32), "iter_base": Out(32), "gain": Out(GAIN_BITS),
+            "exaggerate": Out(1), "shift": Out(3), "momentum": Out(fp.MOMENTUM_FRAC_BITS),
+            "learning_rate": Out(4 + fp.LR_FRAC_BITS),
+            "init": Out(PHASE),
+            "init_base1": In(stream.Signature(32, always_ready=True)),
+            "start_pairs": Out(1), "clear_wsum": Out(1), "in_pairs": Out(1),
+            "perf_pairs": Out(1), "pairs_active": In(1),
+            "div_start": Out(1),
+            "div_result": In(stream.Signature(GAIN_BITS)),
+            "in_update": Out(1),
+            "update_issue": Out(stream.Signature(range(C), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        C, K, S = geo.capacity, geo.k, geo.neg_samples
+        cfg = self.config.payload
+        n, kk = self.n, self.kk
+        n_iter, ex_iters, mom_switch = Signal(ITER_BITS), Signal(ITER_BITS), Signal(ITER_BITS)
+        mom_early = Signal(fp.MOMENTUM_FRAC_BITS)
+        mom_late = Signal(fp.MOMENTUM_FRAC_BITS)
+        t = Signal(ITER_BITS)            # current iteration
+        quiet = Signal(range(max(self.pair_drain, self.update_latency + 2) + 2))
+        upd_act = Signal()
+        upd_i = Signal(range(C))
+        out_ptr = Signal(range(C + 1))
+        out_fetch = Signal()
+        load_e = Signal(range(K))
+        load_i = Signal(range(C))
+        load_base = Signal(range(C * K))
+        m.d.comb += [
+            self.exaggerate.eq(t < ex_iters),
+            self.momentum.eq(Mux(t < mom_switch, mom_early, mom_late)),
+            self.knn_w.addr.eq(load_base + load_e), self.knn_w.data.eq(self.knn.payload),
+            self.y_rd.addr.eq(upd_i),
+            self.update_issue.valid.eq(upd_act & self.in_update),
+            self.update_issue.payload.eq(upd_i),
+            self.coords.payload.eq(self.y_rd.data),
+            self.perf_pairs.eq(self.in_pairs & ~self.start_pairs),
+            self.div_result.ready.eq(1),
+        ]
+        with m.If(self.init_base1.valid):
+            m.d.sync += self.iter_base.eq(self.init_base1.payload)
+
+        def iteration_or_output(last):
+            """After the initialisation or an update: the output if ``last``, else a pair phase."""
+            with m.If(last):
+                m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
+                m.next = "OUTPUT"
+            with m.Else():
+                m.d.comb += [self.start_pairs.eq(1), self.clear_wsum.eq(1)]
+                m.next = "PAIRS"
+
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                m.d.comb += self.config.ready.eq(1)
+                with m.If(self.config.valid):
+                    m.d.sync += [
+                        n.eq(_clip(cfg.n, 2, C)), self.nm1.eq(_clip(cfg.n, 2, C) - 1),
+                        kk.eq(_clip(cfg.kk, 1, K)),
+                        n_iter.eq(cfg.n_iter), ex_iters.eq(cfg.exaggeration_iters),
+                        self.shift.eq(cfg.exaggeration_shift),
+                        mom_early.eq(cfg.momentum_early), mom_late.eq(cfg.momentum_late),
+                        mom_switch.eq(cfg.momentum_switch),
+                        self.learning_rate.eq(cfg.learning_rate), self.seed.eq(cfg.seed),
+                        load_e.eq(0), load_i.eq(0), load_base.eq(0), self.busy.eq(1),
+                    ]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.knn.ready.eq(1)
+                with m.If(self.knn.valid):
+                    m.d.comb += self.knn_w.en.eq(1)
+                    with m.If(load_e == kk - 1):
+                        m.d.sync += [load_e.eq(0), load_i.eq(load_i + 1),
+                                     load_base.eq(load_base + K)]
+                        with m.If(load_i == n - 1):
+                            m.d.comb += self.init.start.eq(1)
+                            m.next = "INIT"
+                    with m.Else():
+                        m.d.sync += load_e.eq(load_e + 1)
+            with m.State("INIT"):
+                with m.If(self.init.done):
+                    m.d.sync += t.eq(0)
+                    iteration_or_output(n_iter == 0)
+            with m.State("PAIRS"):
+                m.d.comb += self.in_pairs.eq(1)
+                with m.If(self.pairs_active):
+                    m.d.sync += quiet.eq(0)
+                with m.Else():
+                    m.d.sync += quiet.eq(quiet + 1)
+                    with m.If(quiet == self.pair_drain):
+                        m.next = "DIVIDE"
+                        m.d.comb += self.div_start.eq(1)
+            with m.State("DIVIDE"):
+                with m.If(self.div_result.valid):
+                    m.d.sync += [self.gain.eq(self.div_result.payload), upd_act.eq(1),
+                                 upd_i.eq(0), quiet.eq(0)]
+                    m.next = "UPDATE"
+            with m.State("UPDATE"):
+                m.d.comb += self.in_update.eq(1)
+                with m.If(upd_act):
+                    m.d.sync += upd_i.eq(upd_i + 1)
+                    with m.If(upd_i == n - 1):
+                        # the next iteration's sample counters start N * S further on (set
+                        # here, not with start_pairs, which already reads the new value)
+                        m.d.sync += [upd_act.eq(0), self.iter_base.eq(self.iter_base + n * S)]
+                with m.Else():
+                    m.d.sync += quiet.eq(quiet + 1)
+                    with m.If(quiet == self.update_latency + 1):
+                        m.d.sync += [t.eq(t + 1), quiet.eq(0)]
+                        iteration_or_output(t + 1 == n_iter)
+            with m.State("OUTPUT"):
+                # the read port holds its data while disabled, so a stalled beat stays stable
+                m.d.comb += [out_fetch.eq(~self.coords.valid | self.coords.ready),
+                             self.y_rd.en.eq(out_fetch), self.y_rd.addr.eq(out_ptr)]
+                with m.If(out_fetch):
+                    with m.If(out_ptr != n):
+                        m.d.sync += [self.coords.valid.eq(1), out_ptr.eq(out_ptr + 1)]
+                    with m.Else():
+                        m.d.sync += [self.coords.valid.eq(0), self.busy.eq(0)]
+                        m.next = "IDLE"
+        return m
+
+
+def config_layout(geo):
+    """The engine's ``config`` beat (see :class:`EmbeddingEngine`)."""
+    return data.StructLayout({
+        "n": unsigned(geo.n_width),
+        "kk": unsigned(bits_for(geo.k)),
+        "n_iter": unsigned(ITER_BITS),
+        "exaggeration_iters": unsigned(ITER_BITS),
+        "exaggeration_shift": unsigned(3),
+        "momentum_early": unsigned(fp.MOMENTUM_FRAC_BITS),
+        "momentum_late": unsigned(fp.MOMENTUM_FRAC_BITS),
+        "momentum_switch": unsigned(ITER_BITS),
+        "learning_rate": unsigned(4 + fp.LR_FRAC_BITS),
+        "seed": unsigned(32),
+    })
+
+
+# ------------------------------------------------------------------------------------------------
 # the engine
 # ------------------------------------------------------------------------------------------------
 
@@ -286,44 +1122,27 @@ class EmbeddingEngine(wiring.Component):
         self.capacity, self.k, self.neg_samples, self.pair_units = (
             capacity, k, neg_samples, pair_units)
 
-        C, U, S = capacity, pair_units, neg_samples
-        self.unit_shift = ceil_log2(U)
-        self.unit_depth = -(-C // U)                    # points owned by one unit
-        self.index_width = bits_for(C - 1)
-        self.n_width = bits_for(C)
+        geo = self.geometry = _LaneGeometry(capacity, k, neg_samples, pair_units)
+        self.unit_shift = geo.unit_shift
+        self.unit_depth = geo.unit_depth                # points owned by one lane
+        self.index_width = geo.index_width
+        self.n_width = geo.n_width
         self.kk_width = bits_for(k)
-        # attraction sums: at most C * k edge terms of |f| <= 2**24
-        self.fa_width = F_WIDTH + bits_for(C * k)
-        # repulsion sums: S terms per point
-        self.fr_width = F_WIDTH + bits_for(S)
-        # kernel sum over all N * S samples, each <= 65536
-        self.wsum_width = bits_for(C * S * (1 << 16))
+        self.fa_width, self.fr_width, self.wsum_width = geo.fa_width, geo.fr_width, geo.wsum_width
         self.hash_latency = Hash32.latency
         # issue -> Y read address: hash (H) + j product + j wrap; Y data one cycle later
         self.front_latency = self.hash_latency + 3
         self.pair_latency = PairUnit.latency
         # after the last issue: front end + pair unit + scatter write, plus one spare cycle
         self.pair_drain = self.front_latency + self.pair_latency + 2
-        self.update_latency = 6
+        # issue, stage 1 (read data), then the datapath's stages
+        self.update_latency = 1 + UpdateDatapath.latency
 
-        self.config_layout = data.StructLayout({
-            "n": unsigned(self.n_width),
-            "kk": unsigned(self.kk_width),
-            "n_iter": unsigned(ITER_BITS),
-            "exaggeration_iters": unsigned(ITER_BITS),
-            "exaggeration_shift": unsigned(3),
-            "momentum_early": unsigned(fp.MOMENTUM_FRAC_BITS),
-            "momentum_late": unsigned(fp.MOMENTUM_FRAC_BITS),
-            "momentum_switch": unsigned(ITER_BITS),
-            "learning_rate": unsigned(4 + fp.LR_FRAC_BITS),
-            "seed": unsigned(32),
-        })
+        self.config_layout = config_layout(geo)
         self.knn_layout = data.StructLayout({
             "index": unsigned(self.index_width), "p": unsigned(fp.P_BITS)})
         self.coord_layout = coord_layout()
-        self.perf_layout = data.StructLayout({
-            "cycles": unsigned(32), "pair_cycles": unsigned(32), "pair_items": unsigned(32),
-            "rep_cycles": unsigned(32), "rep_items": unsigned(32)})
+        self.perf_layout = perf_layout()
         super().__init__({
             "config": In(stream.Signature(self.config_layout)),
             "knn": In(stream.Signature(self.knn_layout)),
@@ -356,33 +1175,16 @@ class EmbeddingEngine(wiring.Component):
         pairs = -(-n // U) * (kk + S)
         return pairs + self.pair_drain + 1 + (GAIN_BITS + 1) + n + self.update_latency + 2
 
-    # ------------------------------------------------------------------------------------------
+
     def elaborate(self, platform):
         m = Module()
-        C, K, S, U = self.capacity, self.k, self.neg_samples, self.pair_units
-        CU, LG = self.unit_depth, self.unit_shift
-        H = self.hash_latency
-        cfg = self.config.payload
-        coord = self.coord_layout
-        fa_pair = data.StructLayout({"x": signed(self.fa_width), "y": signed(self.fa_width)})
-        fr_pair = data.StructLayout({"x": signed(self.fr_width), "y": signed(self.fr_width)})
+        geo = self.geometry
+        C, K, U, LG = self.capacity, self.k, self.pair_units, self.unit_shift
+        params = dict(capacity=C, k=K, neg_samples=self.neg_samples, pair_units=U)
 
-        # ---- latched configuration -------------------------------------------------------------
-        n = Signal(range(C + 1), init=2)
-        kk = Signal(range(K + 1), init=1)
-        n_iter = Signal(ITER_BITS)
-        ex_iters = Signal(ITER_BITS)
-        ex_shift = Signal(3)
-        mom_early = Signal(8)
-        mom_late = Signal(8)
-        mom_switch = Signal(ITER_BITS)
-        lr = Signal(4 + fp.LR_FRAC_BITS)
-        seed = Signal(32)
-        nm1 = Signal(range(C))
-
-        # ---- memories ----------------------------------------------------------------------------
-        m.submodules.ymem = ymem = Memory(shape=coord, depth=C, init=[])
-        m.submodules.vmem = vmem = Memory(shape=coord, depth=C, init=[])
+        # ---- memories: Y and V (one write port each), the neighbour lists -------------------
+        m.submodules.ymem = ymem = Memory(shape=self.coord_layout, depth=C, init=[])
+        m.submodules.vmem = vmem = Memory(shape=self.coord_layout, depth=C, init=[])
         m.submodules.knnmem = knnmem = Memory(shape=self.knn_layout, depth=C * K, init=[])
         y_wr = ymem.write_port()
         y_upd = ymem.read_port()   # update phase and output
@@ -390,408 +1192,92 @@ class EmbeddingEngine(wiring.Component):
         v_rd = vmem.read_port()
         knn_wr = knnmem.write_port()
 
-        t = Signal(ITER_BITS)            # current iteration
-        iter_base = Signal(32)           # hash counter of (iteration t, point 0, sample 0)
-        base0 = Signal(32)
-        base1 = Signal(32)
-        gain = Signal(GAIN_BITS)
-
-        start_pairs = Signal()           # pulse: (re)start the unit sequencers
-        in_pairs = Signal()
-        in_update = Signal()
-        clear_wsum = Signal()
-
-        # ---- per pair unit: sequencer, front end, pair unit, accumulators -------------------
-        units = []
-        for u in range(U):
-            un = {}
-            m.submodules[f"hash{u}"] = hsh = Hash32()
-            jw = self.index_width
-            lw = max(1, bits_for(CU - 1))
-            m.submodules[f"pair{u}"] = pu = PairUnit(tag_width=jw + lw + 1)
-            y_self = ymem.read_port()
-            y_part = ymem.read_port()
-            knn_rd = knnmem.read_port()
-            m.submodules[f"sbank{u}"] = sbank = Memory(shape=fa_pair, depth=C, init=[])
-            s_wr = sbank.write_port()
-            s_rd = sbank.read_port(transparent_for=(s_wr,))
-            m.submodules[f"lbank{u}"] = lbank = Memory(shape=fa_pair, depth=CU, init=[])
-            l_wr = lbank.write_port()
-            l_rd = lbank.read_port()
-            m.submodules[f"rbank{u}"] = rbank = Memory(shape=fr_pair, depth=CU, init=[])
-            r_wr = rbank.write_port()
-            r_rd = rbank.read_port()
-            un.update(hash=hsh, s_rd=s_rd, s_wr=s_wr, l_rd=l_rd, r_rd=r_rd)
-
-            # sequencer: attraction over the unit's points, then repulsion over them
-            act = Signal(name=f"u{u}_act")
-            mode = Signal(name=f"u{u}_mode")
-            pi = Signal(range(C), name=f"u{u}_i")
-            pl = Signal(lw, name=f"u{u}_il")
-            e = Signal(range(max(K, S)), name=f"u{u}_e")
-            kbase = Signal(range(C * K), name=f"u{u}_kbase")
-            ctr = Signal(32, name=f"u{u}_ctr")
-            last = Signal(name=f"u{u}_last")
-            final_point = Signal(name=f"u{u}_final")
-            m.d.comb += [
-                last.eq(Mux(mode, e == S - 1, e == kk - 1)),
-                final_point.eq(pi + U >= n),
-                knn_rd.addr.eq(kbase + e),
-            ]
-            with m.If(start_pairs):
-                m.d.sync += [act.eq(n > u), mode.eq(0), pi.eq(u), pl.eq(0), e.eq(0),
-                             kbase.eq(u * K), ctr.eq(iter_base + u * S)]
-            with m.Elif(act):
-                with m.If(~last):
-                    m.d.sync += e.eq(e + 1)
-                    with m.If(mode):
-                        m.d.sync += ctr.eq(ctr + 1)
-                with m.Else():
-                    m.d.sync += [e.eq(0), pi.eq(pi + U), pl.eq(pl + 1), kbase.eq(kbase + U * K)]
-                    with m.If(mode):
-                        # the unit's next point starts (U - 1) * S samples further on
-                        m.d.sync += ctr.eq(ctr + (U - 1) * S + 1)
-                    with m.If(final_point):
-                        with m.If(mode):
-                            m.d.sync += act.eq(0)
-                        with m.Else():
-                            m.d.sync += [mode.eq(1), pi.eq(u), pl.eq(0)]
-            un["act"], un["mode"] = act, mode
-            issue = act & ~start_pairs
-            if u > 0:
-                m.d.comb += [hsh.i.payload.eq(ctr), hsh.i.valid.eq(issue & mode)]
-            else:
-                un["hash_seq"] = (ctr, issue & mode)
-
-            # front end: meta delayed to the Y read stage (F[H+2]) and one more to the pair input
-            v_t = _delay(m, issue, H + 3, f"u{u}_fv")
-            m_t = _delay(m, mode, H + 3, f"u{u}_fm")
-            i_t = _delay(m, pi, H + 3, f"u{u}_fi")
-            l_t = _delay(m, pl, H + 3, f"u{u}_fl")
-            z_t = _delay(m, last, H + 3, f"u{u}_fz")
-            # attraction: (j, p) from the list memory at F[1], aligned to F[H+2]
-            kn_t = _delay(m, knn_rd.data, H + 1, f"u{u}_kn")
-            # repulsion: j = i + 1 + ((h & 0xFFFF) * (n - 1)) >> 16, wrapped below n
-            prod = Signal(16 + self.n_width, name=f"u{u}_jprod")
-            m.d.sync += prod.eq(hsh.o.payload[:16] * nm1)
-            jr = Signal(range(2 * C + 1), name=f"u{u}_jraw")
-            m.d.comb += jr.eq(i_t[H + 1] + 1 + (prod >> 16))
-            jrep = Signal(range(C), name=f"u{u}_jrep")
-            m.d.sync += jrep.eq(Mux(jr >= n, jr - n, jr))
-            j_sel = Signal(range(C), name=f"u{u}_j")
-            m.d.comb += [
-                j_sel.eq(Mux(m_t[H + 2], jrep, kn_t[-1].index)),
-                y_self.addr.eq(i_t[H + 2]),
-                y_part.addr.eq(j_sel),
-            ]
-            j_in = Signal(jw, name=f"u{u}_jin")
-            p_in = Signal(fp.P_BITS, name=f"u{u}_pin")
-            m.d.sync += [j_in.eq(j_sel), p_in.eq(kn_t[-1].p)]
-            m.d.comb += [
-                pu.i.valid.eq(v_t[H + 3]),
-                pu.i.payload.a.eq(y_self.data),
-                pu.i.payload.b.eq(y_part.data),
-                pu.i.payload.p.eq(p_in),
-                pu.i.payload.mode.eq(m_t[H + 3]),
-                pu.i.payload.tag.eq(Cat(j_in, l_t[H + 3], z_t[H + 3])),
-            ]
-
-            # back end: per-point sums (written once per point) and the kernel sum
-            o = pu.o.payload
-            o_j, o_l, o_last = o.tag[:jw], o.tag[jw:jw + lw], o.tag[jw + lw]
-            acc_x = Signal(signed(self.fa_width), name=f"u{u}_accx")
-            acc_y = Signal(signed(self.fa_width), name=f"u{u}_accy")
-            sum_x = acc_x + o.fx
-            sum_y = acc_y + o.fy
-            m.d.comb += [l_wr.addr.eq(o_l), r_wr.addr.eq(o_l),
-                         l_wr.data.x.eq(sum_x), l_wr.data.y.eq(sum_y),
-                         r_wr.data.x.eq(sum_x), r_wr.data.y.eq(sum_y)]
-            with m.If(pu.o.valid):
-                with m.If(o_last):
-                    m.d.sync += [acc_x.eq(0), acc_y.eq(0)]
-                    m.d.comb += [l_wr.en.eq(~o.mode), r_wr.en.eq(o.mode)]
-                with m.Else():
-                    m.d.sync += [acc_x.eq(sum_x), acc_y.eq(sum_y)]
-            wsum = Signal(self.wsum_width, name=f"u{u}_wsum")
-            with m.If(clear_wsum):
-                m.d.sync += wsum.eq(0)
-            with m.Elif(pu.o.valid & o.mode):
-                m.d.sync += wsum.eq(wsum + o.w)
-            un["wsum"] = wsum
-
-            # scatter Fa[j] -= f: read at the pair output, write one cycle later; the read port
-            # is transparent to this write, so the next pair sees the updated value
-            sc_valid = Signal(name=f"u{u}_scv")
-            sc_j = Signal(range(C), name=f"u{u}_scj")
-            sc_fx = Signal(signed(F_WIDTH), name=f"u{u}_scfx")
-            sc_fy = Signal(signed(F_WIDTH), name=f"u{u}_scfy")
-            m.d.sync += [sc_valid.eq(pu.o.valid & ~o.mode), sc_j.eq(o_j),
-                         sc_fx.eq(o.fx), sc_fy.eq(o.fy)]
-            un["scatter"] = (sc_valid, sc_j, sc_fx, sc_fy, o_j)
-            units.append(un)
-
-        # ---- update-phase sequencer and datapath ---------------------------------------------
-        upd_act = Signal()
-        upd_i = Signal(range(C))
-        upd_issue = Signal()
-        m.d.comb += upd_issue.eq(upd_act & in_update)
-        u1_valid, u1_i = Signal(), Signal(range(C))
-        u1_sel = Signal(range(U)) if U > 1 else None
-        m.d.sync += [u1_valid.eq(upd_issue), u1_i.eq(upd_i)]
-        if U > 1:
-            m.d.sync += u1_sel.eq(upd_i[:LG])
-        for u, un in enumerate(units):
-            sc_valid, sc_j, sc_fx, sc_fy, o_j = un["scatter"]
-            s_rd, s_wr = un["s_rd"], un["s_wr"]
-            with m.If(in_update):
-                m.d.comb += [s_rd.addr.eq(upd_i),
-                             # clear the bank entry just read, for the next iteration
-                             s_wr.addr.eq(u1_i), s_wr.en.eq(u1_valid),
-                             s_wr.data.x.eq(0), s_wr.data.y.eq(0)]
-            with m.Else():
-                m.d.comb += [s_rd.addr.eq(o_j),
-                             s_wr.addr.eq(sc_j), s_wr.en.eq(sc_valid),
-                             s_wr.data.x.eq(s_rd.data.x - sc_fx),
-                             s_wr.data.y.eq(s_rd.data.y - sc_fy)]
-            m.d.comb += [un["l_rd"].addr.eq(upd_i >> LG), un["r_rd"].addr.eq(upd_i >> LG)]
-
-        # U1: gather Fa = own sum + all scatter banks, Fr from the owning unit
-        fa_x = sum((un["s_rd"].data.x for un in units), Const(0, signed(self.fa_width)))
-        fa_y = sum((un["s_rd"].data.y for un in units), Const(0, signed(self.fa_width)))
-        if U > 1:
-            own_l = Signal(fa_pair)
-            own_r = Signal(fr_pair)
-            with m.Switch(u1_sel):
-                for u, un in enumerate(units):
-                    with m.Case(u):
-                        m.d.comb += [own_l.eq(un["l_rd"].data), own_r.eq(un["r_rd"].data)]
-        else:
-            own_l, own_r = units[0]["l_rd"].data, units[0]["r_rd"].data
-        u2_valid, u2_i = Signal(), Signal(range(C))
-        u2_fa_x, u2_fa_y = Signal(signed(self.fa_width)), Signal(signed(self.fa_width))
-        u2_fr_x, u2_fr_y = Signal(signed(self.fr_width)), Signal(signed(self.fr_width))
-        u2_y, u2_v = Signal(coord), Signal(coord)
-        m.d.comb += [y_upd.addr.eq(upd_i), v_rd.addr.eq(upd_i)]
-        m.d.sync += [u2_valid.eq(u1_valid), u2_i.eq(u1_i),
-                     u2_fa_x.eq(fa_x + own_l.x), u2_fa_y.eq(fa_y + own_l.y),
-                     u2_fr_x.eq(own_r.x), u2_fr_y.eq(own_r.y),
-                     u2_y.eq(y_upd.data), u2_v.eq(v_rd.data)]
-        # U2: exaggerated attraction, normalised repulsion, momentum term
-        exaggerate = t < ex_iters
-        mom = Mux(t < mom_switch, mom_early, mom_late)
-        att_w = self.fa_width + 7
-        u3_valid, u3_i, u3_y = Signal(), Signal(range(C)), Signal(coord)
-        u3_att_x, u3_att_y = Signal(signed(att_w)), Signal(signed(att_w))
-        rep_w = self.fr_width + GAIN_BITS - 16 + 1
-        u3_rep_x, u3_rep_y = Signal(signed(rep_w)), Signal(signed(rep_w))
-        u3_mv_x, u3_mv_y = Signal(signed(Y_WIDTH + 8)), Signal(signed(Y_WIDTH + 8))
-        m.d.sync += [
-            u3_valid.eq(u2_valid), u3_i.eq(u2_i), u3_y.eq(u2_y),
-            u3_att_x.eq(Mux(exaggerate, u2_fa_x << ex_shift, u2_fa_x)),
-            u3_att_y.eq(Mux(exaggerate, u2_fa_y << ex_shift, u2_fa_y)),
-            u3_rep_x.eq((u2_fr_x * gain) >> 16),
-            u3_rep_y.eq((u2_fr_y * gain) >> 16),
-            u3_mv_x.eq(mom * u2_v.x),
-            u3_mv_y.eq(mom * u2_v.y),
-        ]
-        # U3: F = (att >> 1) + rep, saturated where that cannot change the clipped velocity
-        f_w = bits_for(F_SAT) + 1
-        u4_valid, u4_i, u4_y = Signal(), Signal(range(C)), Signal(coord)
-        u4_f_x, u4_f_y = Signal(signed(f_w)), Signal(signed(f_w))
-        u4_mv_x, u4_mv_y = Signal(signed(Y_WIDTH)), Signal(signed(Y_WIDTH))
-        m.d.sync += [
-            u4_valid.eq(u3_valid), u4_i.eq(u3_i), u4_y.eq(u3_y),
-            u4_f_x.eq(_clip((u3_att_x >> 1) + u3_rep_x, -F_SAT, F_SAT)),
-            u4_f_y.eq(_clip((u3_att_y >> 1) + u3_rep_y, -F_SAT, F_SAT)),
-            u4_mv_x.eq(u3_mv_x >> 8), u4_mv_y.eq(u3_mv_y >> 8),
-        ]
-        # U4: velocity before the clip
-        vs_w = f_w + 12
-        u5_valid, u5_i, u5_y = Signal(), Signal(range(C)), Signal(coord)
-        u5_vs_x, u5_vs_y = Signal(signed(vs_w)), Signal(signed(vs_w))
-        m.d.sync += [
-            u5_valid.eq(u4_valid), u5_i.eq(u4_i), u5_y.eq(u4_y),
-            u5_vs_x.eq(((lr * u4_f_x) >> 8) + u4_mv_x),
-            u5_vs_y.eq(((lr * u4_f_y) >> 8) + u4_mv_y),
-        ]
-        # U5: clipped velocity
-        u6_valid, u6_i, u6_y, u6_v = Signal(), Signal(range(C)), Signal(coord), Signal(coord)
-        m.d.sync += [
-            u6_valid.eq(u5_valid), u6_i.eq(u5_i), u6_y.eq(u5_y),
-            u6_v.x.eq(_clip(u5_vs_x, fp.Y_MIN, fp.Y_MAX)),
-            u6_v.y.eq(_clip(u5_vs_y, fp.Y_MIN, fp.Y_MAX)),
-        ]
-        # U6: position, written back together with the velocity
-        upd_y = Signal(coord)
-        m.d.comb += [upd_y.x.eq(_clip(u6_y.x + u6_v.x, fp.Y_MIN, fp.Y_MAX)),
-                     upd_y.y.eq(_clip(u6_y.y + u6_v.y, fp.Y_MIN, fp.Y_MAX))]
-
-        # ---- initialisation: hash bases, then the initial coordinates ----------------------
-        h0 = units[0]["hash"]
-        init_ctr = Signal(32)
-        init_issue = Signal()
-        init_left = Signal(range(2 * C + 3))      # hash inputs still to issue
-        init_got = Signal(range(2 * C + 3))       # hash outputs received
-        x_tmp = Signal(signed(Y_WIDTH))
-        hv = Signal(signed(17))
-        m.d.comb += hv.eq(h0.o.payload[:16] - 32768)
-        init_val = hv >> fp.INIT_SHIFT
-        seq_ctr, seq_valid = units[0]["hash_seq"]
-        with m.If(init_issue):
-            m.d.comb += [h0.i.payload.eq(init_ctr), h0.i.valid.eq(1)]
-        with m.Else():
-            m.d.comb += [h0.i.payload.eq(seq_ctr), h0.i.valid.eq(seq_valid)]
-
-        y_init_en = Signal()
+        # ---- controller, initialisation, divider, update, counters ---------------------------
+        m.submodules.controller = ctrl = EmbeddingController(
+            capacity=C, k=K, neg_samples=self.neg_samples, pair_drain=self.pair_drain,
+            update_latency=self.update_latency)
+        m.submodules.init = init = Initialiser(capacity=C)
+        m.submodules.divider = div = GainDivider(n_width=self.n_width,
+                                                 den_width=self.wsum_width)
+        m.submodules.update = upd = UpdateDatapath(**params)
+        m.submodules.counters = perf = PerfCounters(pair_units=U)
+        wiring.connect(m, wiring.flipped(self.config), ctrl.config)
+        wiring.connect(m, wiring.flipped(self.knn), ctrl.knn)
+        wiring.connect(m, ctrl.coords, wiring.flipped(self.coords))
+        wiring.connect(m, ctrl.knn_w, knn_wr)
+        wiring.connect(m, ctrl.y_rd, y_upd)
+        wiring.connect(m, ctrl.init, init.run)
+        wiring.connect(m, init.base1, ctrl.init_base1)
+        wiring.connect(m, div.o, ctrl.div_result)
+        wiring.connect(m, ctrl.update_issue, upd.issue)
         m.d.comb += [
-            y_wr.addr.eq(Mux(y_init_en, init_got >> 1, u6_i)),
-            v_wr.addr.eq(Mux(y_init_en, init_got >> 1, u6_i)),
+            self.busy.eq(ctrl.busy), self.perf.eq(perf.perf),
+            init.seed.eq(ctrl.seed), init.n.eq(ctrl.n),
+            v_rd.addr.eq(ctrl.update_issue.payload),
+            upd.exaggerate.eq(ctrl.exaggerate), upd.shift.eq(ctrl.shift),
+            upd.momentum.eq(ctrl.momentum), upd.learning_rate.eq(ctrl.learning_rate),
+            upd.gain.eq(ctrl.gain),
+            perf.clear.eq(ctrl.config.valid & ctrl.config.ready),
+            perf.busy.eq(ctrl.busy), perf.pairs.eq(ctrl.perf_pairs),
         ]
-        with m.If(y_init_en):
-            m.d.comb += [y_wr.data.x.eq(x_tmp), y_wr.data.y.eq(init_val),
-                         v_wr.data.eq(0), y_wr.en.eq(h0.o.valid & init_got[0]),
-                         v_wr.en.eq(h0.o.valid & init_got[0])]
+
+        # ---- pair lanes ------------------------------------------------------------------------
+        lanes = []
+        for u in range(U):
+            m.submodules[f"hash{u}"] = hsh = Hash32()
+            m.submodules[f"lane{u}"] = lane = PairLane(unit=u, **params)
+            for port in (lane.y_self, lane.y_part):
+                wiring.connect(m, port, ymem.read_port())
+            wiring.connect(m, lane.knn_r, knnmem.read_port())
+            m.d.comb += [
+                lane.start.eq(ctrl.start_pairs), lane.n.eq(ctrl.n), lane.kk.eq(ctrl.kk),
+                lane.nm1.eq(ctrl.nm1), lane.iter_base.eq(ctrl.iter_base),
+                lane.clear_wsum.eq(ctrl.clear_wsum),
+                lane.update.eq(ctrl.in_update), lane.update_addr.eq(ctrl.update_issue.payload),
+                # the update clears the scatter entry it has just read, for the next iteration
+                lane.clear.valid.eq(upd.stage1.valid), lane.clear.payload.eq(upd.stage1.payload),
+                lane.hash_rsp.eq(hsh.o.payload),
+                perf.issue[u].eq(lane.act), perf.rep_issue[u].eq(lane.act & lane.mode),
+            ]
+            if u == 0:     # the initialisation borrows lane 0's hash unit
+                wiring.connect(m, hsh.o, init.hash_rsp)
+                with m.If(init.hash_req.valid):
+                    m.d.comb += [hsh.i.payload.eq(init.hash_req.payload), hsh.i.valid.eq(1)]
+                with m.Else():
+                    m.d.comb += [hsh.i.payload.eq(lane.hash_req.payload),
+                                 hsh.i.valid.eq(lane.hash_req.valid)]
+            else:
+                wiring.connect(m, lane.hash_req, hsh.i)
+            lanes.append(lane)
+        m.d.comb += [
+            ctrl.pairs_active.eq(Cat(*(lane.act for lane in lanes)).any()),
+            div.i.payload.n.eq(ctrl.n),
+            div.i.payload.den.eq(sum((lane.wsum for lane in lanes), Const(0, self.wsum_width))),
+            div.i.valid.eq(ctrl.div_start),
+        ]
+
+        # ---- update: gather Fa = own sum + all scatter banks, Fr from the owning lane --------
+        fa_x = sum((lane.fa_scatter.x for lane in lanes), Const(0, signed(self.fa_width)))
+        fa_y = sum((lane.fa_scatter.y for lane in lanes), Const(0, signed(self.fa_width)))
+        if U > 1:
+            own_l = Signal(geo.pair(self.fa_width))
+            own_r = Signal(geo.pair(self.fr_width))
+            with m.Switch(upd.stage1.payload[:LG]):
+                for u, lane in enumerate(lanes):
+                    with m.Case(u):
+                        m.d.comb += [own_l.eq(lane.fa_own), own_r.eq(lane.fr_own)]
+        else:
+            own_l, own_r = lanes[0].fa_own, lanes[0].fr_own
+        m.d.comb += [upd.i.fa.x.eq(fa_x + own_l.x), upd.i.fa.y.eq(fa_y + own_l.y),
+                     upd.i.fr.eq(own_r), upd.i.y.eq(y_upd.data), upd.i.v.eq(v_rd.data)]
+
+        # ---- Y/V writes: the initial coordinates, or the update's results ----------------------
+        res = upd.o.payload
+        with m.If(init.y_w.en):
+            m.d.comb += [y_wr.addr.eq(init.y_w.addr), y_wr.data.eq(init.y_w.data),
+                         v_wr.addr.eq(init.v_w.addr), v_wr.data.eq(init.v_w.data)]
         with m.Else():
-            m.d.comb += [y_wr.data.eq(upd_y), v_wr.data.eq(u6_v),
-                         y_wr.en.eq(u6_valid), v_wr.en.eq(u6_valid)]
-
-        # ---- GainDivider ---------------------------------------------------------------------
-        m.submodules.divider = div = GainDivider(n_width=self.n_width, den_width=self.wsum_width)
-        wsum_total = sum((un["wsum"] for un in units), Const(0, self.wsum_width))
-        m.d.comb += [div.i.payload.n.eq(n), div.i.payload.den.eq(wsum_total),
-                     div.o.ready.eq(1)]
-
-        # ---- pair-phase drain detection ------------------------------------------------------
-        any_act = Signal()
-        m.d.comb += any_act.eq(Cat(*(un["act"] for un in units)).any())
-        quiet = Signal(range(max(self.pair_drain, self.update_latency + 2) + 2))
-
-        # ---- output --------------------------------------------------------------------------
-        out_ptr = Signal(range(C + 1))
-        out_fetch = Signal()
-        m.d.comb += self.coords.payload.eq(y_upd.data)
-
-        # ---- perf counters -------------------------------------------------------------------
-        perf = self.perf
-        issues = [un["act"] for un in units]
-        rep_issues = [un["act"] & un["mode"] for un in units]
-        issue_count = Signal(range(U + 1))
-        rep_count = Signal(range(U + 1))
-        m.d.comb += [issue_count.eq(sum(issues, Const(0, range(U + 1)))),
-                     rep_count.eq(sum(rep_issues, Const(0, range(U + 1))))]
-        with m.If(in_pairs & ~start_pairs):
-            m.d.sync += [perf.pair_cycles.eq(perf.pair_cycles + 1),
-                         perf.pair_items.eq(perf.pair_items + issue_count)]
-            with m.If(rep_count != 0):
-                m.d.sync += [perf.rep_cycles.eq(perf.rep_cycles + 1),
-                             perf.rep_items.eq(perf.rep_items + rep_count)]
-        with m.If(self.busy):
-            m.d.sync += perf.cycles.eq(perf.cycles + 1)
-
-        # ---- control FSM ---------------------------------------------------------------------
-        load_e = Signal(range(K))
-        load_i = Signal(range(C))
-        load_base = Signal(range(C * K))
-        m.d.comb += [knn_wr.addr.eq(load_base + load_e), knn_wr.data.eq(self.knn.payload)]
-
-        def iteration_or_output(last):
-            """After the initialisation or an update: the output if ``last``, else a pair phase."""
-            with m.If(last):
-                m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
-                m.next = "OUTPUT"
-            with m.Else():
-                m.d.comb += [start_pairs.eq(1), clear_wsum.eq(1)]
-                m.next = "PAIRS"
-
-        with m.FSM(name="ctrl"):
-            with m.State("IDLE"):
-                m.d.comb += self.config.ready.eq(1)
-                with m.If(self.config.valid):
-                    m.d.sync += [
-                        n.eq(_clip(cfg.n, 2, C)), nm1.eq(_clip(cfg.n, 2, C) - 1),
-                        kk.eq(_clip(cfg.kk, 1, K)),
-                        n_iter.eq(cfg.n_iter), ex_iters.eq(cfg.exaggeration_iters),
-                        ex_shift.eq(cfg.exaggeration_shift),
-                        mom_early.eq(cfg.momentum_early), mom_late.eq(cfg.momentum_late),
-                        mom_switch.eq(cfg.momentum_switch), lr.eq(cfg.learning_rate),
-                        seed.eq(cfg.seed),
-                        load_e.eq(0), load_i.eq(0), load_base.eq(0),
-                        perf.eq(0), self.busy.eq(1),
-                    ]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.comb += self.knn.ready.eq(1)
-                with m.If(self.knn.valid):
-                    m.d.comb += knn_wr.en.eq(1)
-                    with m.If(load_e == kk - 1):
-                        m.d.sync += [load_e.eq(0), load_i.eq(load_i + 1),
-                                     load_base.eq(load_base + K)]
-                        with m.If(load_i == n - 1):
-                            m.d.sync += [init_ctr.eq(Cat(Const(0, 1), seed[:31])),
-                                         init_left.eq(2), init_got.eq(0)]
-                            m.next = "SEED"
-                    with m.Else():
-                        m.d.sync += load_e.eq(load_e + 1)
-            with m.State("SEED"):
-                # hash 2*seed and 2*seed + 1 into the two counter bases (desne._seed_bases)
-                m.d.comb += init_issue.eq(init_left != 0)
-                with m.If(init_left != 0):
-                    m.d.sync += [init_left.eq(init_left - 1), init_ctr.eq(init_ctr + 1)]
-                with m.If(h0.o.valid):
-                    m.d.sync += init_got.eq(1)
-                    with m.If(init_got == 0):
-                        m.d.sync += base0.eq(h0.o.payload)
-                    with m.Else():
-                        m.d.sync += [base1.eq(h0.o.payload), iter_base.eq(h0.o.payload),
-                                     init_got.eq(0), init_ctr.eq(base0), init_left.eq(n << 1)]
-                        m.next = "INIT"
-            with m.State("INIT"):
-                # hash base0 + 2i + axis into the initial coordinates (desne.init_embedding)
-                m.d.comb += [init_issue.eq(init_left != 0), y_init_en.eq(1)]
-                with m.If(init_left != 0):
-                    m.d.sync += [init_left.eq(init_left - 1), init_ctr.eq(init_ctr + 1)]
-                with m.If(h0.o.valid):
-                    m.d.sync += init_got.eq(init_got + 1)
-                    with m.If(~init_got[0]):
-                        m.d.sync += x_tmp.eq(init_val)
-                    with m.If(init_got == (n << 1) - 1):
-                        m.d.sync += t.eq(0)
-                        iteration_or_output(n_iter == 0)
-            with m.State("PAIRS"):
-                m.d.comb += in_pairs.eq(1)
-                with m.If(any_act):
-                    m.d.sync += quiet.eq(0)
-                with m.Else():
-                    m.d.sync += quiet.eq(quiet + 1)
-                    with m.If(quiet == self.pair_drain):
-                        m.next = "DIVIDE"
-                        m.d.comb += div.i.valid.eq(1)
-            with m.State("DIVIDE"):
-                with m.If(div.o.valid):
-                    m.d.sync += [gain.eq(div.o.payload), upd_act.eq(1), upd_i.eq(0),
-                                 quiet.eq(0)]
-                    m.next = "UPDATE"
-            with m.State("UPDATE"):
-                m.d.comb += in_update.eq(1)
-                with m.If(upd_act):
-                    m.d.sync += upd_i.eq(upd_i + 1)
-                    with m.If(upd_i == n - 1):
-                        # the next iteration's sample counters start N * S further on (set
-                        # here, not with start_pairs, which already reads the new value)
-                        m.d.sync += [upd_act.eq(0), iter_base.eq(iter_base + n * S)]
-                with m.Else():
-                    m.d.sync += quiet.eq(quiet + 1)
-                    with m.If(quiet == self.update_latency + 1):
-                        m.d.sync += [t.eq(t + 1), quiet.eq(0)]
-                        iteration_or_output(t + 1 == n_iter)
-            with m.State("OUTPUT"):
-                # the read port holds its data while disabled, so a stalled beat stays stable
-                m.d.comb += [out_fetch.eq(~self.coords.valid | self.coords.ready),
-                             y_upd.en.eq(out_fetch), y_upd.addr.eq(out_ptr)]
-                with m.If(out_fetch):
-                    with m.If(out_ptr != n):
-                        m.d.sync += [self.coords.valid.eq(1), out_ptr.eq(out_ptr + 1)]
-                    with m.Else():
-                        m.d.sync += [self.coords.valid.eq(0), self.busy.eq(0)]
-                        m.next = "IDLE"
+            m.d.comb += [y_wr.addr.eq(res.point), y_wr.data.eq(res.y),
+                         v_wr.addr.eq(res.point), v_wr.data.eq(res.v)]
+        m.d.comb += [y_wr.en.eq(init.y_w.en | upd.o.valid), v_wr.en.eq(init.v_w.en | upd.o.valid)]
         return m

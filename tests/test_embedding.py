@@ -1,21 +1,18 @@
-"""Embedding engine: sub-units against the model (Amaranth simulator), parameter validation, and
-the whole engine under Verilator against ``nms.verif.models.desne.embed`` (two builds: 1 and 2 pair
-units)."""
+"""Embedding engine: parameter validation, and the whole engine under Verilator against
+``nms.verif.models.desne.embed`` (three builds: 1, 2 and 4 pair units), including the exact cycle
+formula ``EmbeddingEngine.iteration_cycles``. The units one by one are in
+``tests/test_embedding_units.py``."""
 
 from __future__ import annotations
 
+import json
 import random
 
-import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.embedding import EmbeddingEngine, GainDivider
-from nms.rtl.hash import Hash32
-from nms.rtl.recip import Recip1p
-from nms.verif.models.desne import recip1p
+from nms.rtl.embedding import EmbeddingEngine
 from nms.verif.sim.build import run_cocotb
 
 # Two builds shared by all engine tests: different pair-unit counts and sample counts.
@@ -42,68 +39,6 @@ def _cfg(n_iter, ex_iters, switch, lr=32, shift=2, early=128, late=204):
     return {"n_iter": n_iter, "exaggeration_iters": ex_iters, "momentum_switch": switch,
             "learning_rate": lr, "exaggeration_shift": shift, "momentum_early": early,
             "momentum_late": late}
-
-
-# ------------------------------------------------------------------------------------------------
-# sub-units in the Amaranth simulator (no build)
-# ------------------------------------------------------------------------------------------------
-
-def _pipeline(dut, inputs, cycles_after):
-    out = []
-
-    async def bench(ctx):
-        for c in range(len(inputs) + cycles_after):
-            if c < len(inputs):
-                ctx.set(dut.i.payload, inputs[c])
-            ctx.set(dut.i.valid, c < len(inputs))
-            if ctx.get(dut.o.valid):
-                out.append(ctx.get(dut.o.payload))
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return out
-
-
-def test_hash_unit_matches_hash32():
-    rng = random.Random(3)
-    xs = [rng.getrandbits(32) for _ in range(200)] + [0, 1, fp.MASK32, 0x8000_0000]
-    assert _pipeline(Hash32(), xs, Hash32.latency + 1) == [fp.hash32(x) for x in xs]
-
-
-def test_recip_unit_matches_recip1p():
-    rng = random.Random(4)
-    ds = [rng.getrandbits(rng.randrange(1, 34)) for _ in range(300)]
-    ds += [0, 1, 255, 256, 65535, 65536, (1 << 33) - 1]
-    exp = recip1p(np.array(ds, dtype=np.int64)).tolist()
-    assert _pipeline(Recip1p(d2_width=33), ds, Recip1p.latency + 1) == exp
-
-
-def test_gain_divider_exact_and_saturating():
-    dut = GainDivider(n_width=8, den_width=30)
-    rng = random.Random(5)
-    ops = [(n, rng.randrange(0, 1 << 30)) for n in (2, 17, 200) for _ in range(6)]
-    ops += [(64, 0), (64, 1), (64, 64), (64, 65), (2, (1 << 30) - 1)]
-    got = []
-
-    async def bench(ctx):
-        for n, den in ops:
-            ctx.set(dut.i.payload.n, n)
-            ctx.set(dut.i.payload.den, den)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-            ctx.set(dut.o.ready, 1)
-            *_, payload = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-            got.append(payload)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got == [min((n << 32) // max(den, 1), fp.REP_GAIN_MAX) for n, den in ops]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,6 +138,23 @@ def test_engine_digits_class():
     _run(ENGINE_U2, cases, idle=0.2, backpressure=0.2)
 
 
+@pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2], ids=["u1", "u2"])
+def test_engine_iteration_cycles_match_the_formula(engine, tmp_path):
+    """No stalls: jobs of 1 and 3 iterations differ by exactly 2 x ``iteration_cycles``."""
+    cases = []
+    for n, kk in ((23, 8), (64, 5)):
+        for iters in (1, 3):
+            cases.append({"kind": "lists", "name": f"n{n}_it{iters}", "n": n, "kk": kk,
+                          "seed": 1, "cfg": _cfg(iters, 1, 1)})
+    report = tmp_path / "cycles.json"
+    _run(engine, cases, idle=0.0, backpressure=0.0, report=report)
+    jobs = json.loads(report.read_text())
+    eng = EmbeddingEngine(**engine)
+    for one, three in zip(jobs[0::2], jobs[1::2]):
+        per_iter = (three["cycles_to_first_coord"] - one["cycles_to_first_coord"]) / 2
+        assert per_iter == eng.iteration_cycles(one["n"], one["kk"]), (one["name"], per_iter)
+
+
 def test_engine_saturation_reaches_the_bounds():
     """The saturation case really drives coordinates to the clip bounds (else it tests nothing)."""
     from nms.verif.models import desne
@@ -216,10 +168,19 @@ def test_engine_saturation_reaches_the_bounds():
     assert (Y == fp.Y_MAX).any() and (Y == fp.Y_MIN).any()
 
 
+#: ``verilator --lint-only -Wall`` waivers for what Amaranth's Verilog backend (Yosys) emits, each
+#: needed by the engine's Verilog: WIDTHEXPAND/WIDTHTRUNC (implicit extension/truncation),
+#: UNUSEDSIGNAL (unused bits of intermediate wires, read-port ``en`` defaults), PROCASSINIT (every
+#: ``reg`` has an initialiser and a process), DECLFILENAME (the units' modules share the top's
+#: file), CASEINCOMPLETE (one process per signal whose FSM case lists only the states that
+#: assign it, after a default assignment: no latch).
+LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-PROCASSINIT",
+                "-Wno-DECLFILENAME", "-Wno-CASEINCOMPLETE"]
+
+
 def test_generate_embedding_block_lints(tmp_path):
     """``nms generate --block embedding`` writes Verilog + metadata that passes verilator -Wall
     (with the project's documented Amaranth waivers)."""
-    import json
     import subprocess
 
     from nms.gen.toolchain import setup_simulation_env
@@ -233,11 +194,7 @@ def test_generate_embedding_block_lints(tmp_path):
     ports = {p["name"]: p for p in meta["ports"]}
     assert ports["coords__payload"]["width"] == 48 and ports["knn__payload"]["width"] == 7 + 17
     bindir = setup_simulation_env()
-    # the project's waivers, plus CASEINCOMPLETE: Yosys writes one process per signal whose
-    # FSM case lists only the states that assign it, after a default assignment (no latch)
-    waivers = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-PROCASSINIT",
-               "-Wno-DECLFILENAME", "-Wno-CASEINCOMPLETE"]
-    proc = subprocess.run([str(bindir / "verilator"), "--lint-only", "-Wall", *waivers,
+    proc = subprocess.run([str(bindir / "verilator"), "--lint-only", "-Wall", *LINT_WAIVERS,
                            "--top-module", "embedding", str(tmp_path / "embedding.v")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]

@@ -1,0 +1,623 @@
+"""The embedding engine's units one by one in the Amaranth simulator (no Verilator build), each
+against an independent expectation: the bit-exact model's arithmetic (``desne.recip1p``,
+``negative_samples``, ``init_embedding``, the update step of ``desne.embed``) or a direct Python
+enumeration. Units that work on memories run with real ``amaranth.lib.memory.Memory`` instances
+around them."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from nms.rtl import fixedpoint as fp
+from nms.rtl.embedding import (F_SAT, EmbeddingController, GainDivider, Initialiser, PairLane,
+                               PairSequencer, PairUnit, PartnerIndex, PerfCounters, PointAccumulator,
+                               ScatterBank, UpdateDatapath, coord_layout)
+from nms.rtl.hash import Hash32
+from nms.rtl.recip import Recip1p
+from nms.verif.models import desne
+from nms.verif.models.desne import recip1p
+
+
+def _simulate(dut, bench):
+    """Run ``bench(ctx)`` to its end (its loops have their own cycle limits)."""
+    finished = []
+
+    async def wrapped(ctx):
+        await bench(ctx)
+        finished.append(True)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(wrapped)
+    sim.run()
+    assert finished, "testbench did not run to its end"
+
+
+def _pipeline(dut, inputs, cycles_after):
+    """Feed one input per cycle to an always-ready ``i`` stream, collect every ``o`` beat."""
+    out = []
+
+    async def bench(ctx):
+        for c in range(len(inputs) + cycles_after):
+            if c < len(inputs):
+                ctx.set(dut.i.payload, inputs[c])
+            ctx.set(dut.i.valid, c < len(inputs))
+            if ctx.get(dut.o.valid):
+                out.append(ctx.get(dut.o.payload))
+            await ctx.tick()
+
+    _simulate(dut, bench)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# arithmetic units
+
+
+def test_hash_unit_matches_hash32():
+    rng = random.Random(3)
+    xs = [rng.getrandbits(32) for _ in range(200)] + [0, 1, fp.MASK32, 0x8000_0000]
+    assert _pipeline(Hash32(), xs, Hash32.latency + 1) == [fp.hash32(x) for x in xs]
+
+
+def test_recip_unit_matches_recip1p():
+    rng = random.Random(4)
+    ds = [rng.getrandbits(rng.randrange(1, 34)) for _ in range(300)]
+    ds += [0, 1, 255, 256, 65535, 65536, (1 << 33) - 1]
+    exp = recip1p(np.array(ds, dtype=np.int64)).tolist()
+    assert _pipeline(Recip1p(d2_width=33), ds, Recip1p.latency + 1) == exp
+
+
+def test_gain_divider_exact_and_saturating():
+    dut = GainDivider(n_width=8, den_width=30)
+    rng = random.Random(5)
+    ops = [(n, rng.randrange(0, 1 << 30)) for n in (2, 17, 200) for _ in range(6)]
+    ops += [(64, 0), (64, 1), (64, 64), (64, 65), (2, (1 << 30) - 1)]
+    got = []
+
+    async def bench(ctx):
+        for n, den in ops:
+            ctx.set(dut.i.payload.n, n)
+            ctx.set(dut.i.payload.den, den)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 1)
+            *_, payload = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+            got.append(payload)
+
+    _simulate(dut, bench)
+    assert got == [min((n << 32) // max(den, 1), fp.REP_GAIN_MAX) for n, den in ops]
+
+
+def test_partner_index_matches_negative_samples():
+    C = 200
+    dut = PartnerIndex(capacity=C)
+    cases = [(n, t, seed) for n, t, seed in ((2, 0, 1), (3, 5, 7), (57, 2, 99), (C, 1, 12345))]
+    for n, t, seed in cases:
+        S = 4
+        expected = desne.negative_samples(n, S, t, seed)
+        _, base = desne._seed_bases(seed)
+        beats = [(i, fp.hash32((base + (t * n + i) * S + s) & fp.MASK32))
+                 for i in range(n) for s in range(S)]
+        got = []
+
+        async def bench(ctx, n=n, beats=beats, got=got):
+            ctx.set(dut.n, n)
+            ctx.set(dut.nm1, n - 1)
+            for c in range(len(beats) + PartnerIndex.latency):
+                if c < len(beats):
+                    ctx.set(dut.point, beats[c][0])
+                    ctx.set(dut.hash, beats[c][1])
+                await ctx.tick()
+                if c + 1 >= PartnerIndex.latency:
+                    got.append(ctx.get(dut.j))
+
+        _simulate(dut, bench)
+        assert got[:len(beats)] == expected.ravel().tolist(), (n, t, seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# pair lane parts
+
+
+@pytest.mark.parametrize("U, u, n, kk", [(1, 0, 7, 3), (2, 1, 9, 4), (4, 3, 6, 2), (4, 2, 2, 1),
+                                         (2, 0, 4, 4)])
+def test_pair_sequencer_issue_order(U, u, n, kk):
+    K, S, C = 4, 3, 16
+    dut = PairSequencer(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U)
+    iter_base = 0xFFFF_FFF0                                  # the counter wraps at 2**32
+    own = list(range(u, n, U))
+    expected = [(0, i, i // U, int(e == kk - 1), i * K + e) for i in own for e in range(kk)]
+    expected += [(1, i, i // U, int(s == S - 1), (iter_base + i * S + s) & fp.MASK32)
+                 for i in own for s in range(S)]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.n, n)
+        ctx.set(dut.kk, kk)
+        ctx.set(dut.iter_base, iter_base)
+        ctx.set(dut.start, 1)
+        assert not ctx.get(dut.issue)          # nothing issues in the start cycle
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(len(expected) + 3):
+            if ctx.get(dut.issue):
+                mode = ctx.get(dut.mode)
+                got.append((mode, ctx.get(dut.point), ctx.get(dut.local), ctx.get(dut.last),
+                            ctx.get(dut.counter) if mode else ctx.get(dut.knn_addr)))
+            elif not got or len(got) < len(expected):
+                assert not expected or got, "the first pair must issue right after start"
+            await ctx.tick()
+        assert not ctx.get(dut.act)
+
+    _simulate(dut, bench)
+    assert got == expected
+
+
+def test_point_accumulator_sums_and_kernel_sum():
+    params = dict(capacity=16, k=4, neg_samples=3, pair_units=2)
+    dut = PointAccumulator(**params)
+    rng = random.Random(6)
+    locals_ = list(range(8))
+    terms, L, R, wsum = [], {}, {}, 0
+    for mode, count in ((0, 4), (1, 3)):
+        for loc in locals_:
+            for e in range(count):
+                fx, fy = rng.randrange(-(1 << 24), 1 << 24), rng.randrange(-(1 << 24), 1 << 24)
+                w = rng.randrange(0, 1 << 16 + 1)
+                terms.append({"fx": fx, "fy": fy, "w": w, "mode": mode, "local": loc,
+                              "last": int(e == count - 1)})
+                bank = R if mode else L
+                bx, by = bank.get(loc, (0, 0))
+                bank[loc] = (bx + fx, by + fy)
+                wsum += w if mode else 0
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.clear_wsum, 1)
+        await ctx.tick()
+        ctx.set(dut.clear_wsum, 0)
+        for term in terms:
+            while rng.random() < 0.3:                        # idle cycles between terms
+                ctx.set(dut.i.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, term)
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick()
+        got["wsum"] = ctx.get(dut.wsum)
+        got["L"], got["R"] = {}, {}
+        for loc in locals_:
+            ctx.set(dut.l_addr, loc)
+            ctx.set(dut.r_addr, loc)
+            await ctx.tick()
+            lx, rx = ctx.get(dut.l_data), ctx.get(dut.r_data)
+            got["L"][loc] = (lx["x"], lx["y"])
+            got["R"][loc] = (rx["x"], rx["y"])
+
+    _simulate(dut, bench)
+    assert got["wsum"] == wsum and got["L"] == L and got["R"] == R
+
+
+def test_scatter_bank_read_modify_write_back_to_back_then_clear():
+    C = 16
+    dut = ScatterBank(capacity=C, k=4, neg_samples=2, pair_units=1)
+    rng = random.Random(7)
+    seq = []
+    for _ in range(120):
+        j = rng.choice([3, 3, 3, 0, C - 1, rng.randrange(C)])  # runs of one j back to back
+        seq.append((j, rng.randrange(-(1 << 24), 1 << 24), rng.randrange(-(1 << 24), 1 << 24)))
+    expected = [(0, 0)] * C
+    for j, fx, fy in seq:
+        expected[j] = (expected[j][0] - fx, expected[j][1] - fy)
+    got = []
+
+    async def bench(ctx):
+        for j, fx, fy in seq:
+            if rng.random() < 0.2:
+                ctx.set(dut.scatter.valid, 0)
+                await ctx.tick()
+            ctx.set(dut.scatter.valid, 1)
+            ctx.set(dut.scatter.payload, {"j": j, "fx": fx, "fy": fy})
+            await ctx.tick()
+        ctx.set(dut.scatter.valid, 0)
+        await ctx.tick()
+        ctx.set(dut.update, 1)
+        for sweep in range(2):                    # read + clear behind, then read the zeros
+            values = []
+            for a in range(C + 1):
+                ctx.set(dut.read_addr, min(a, C - 1))
+                ctx.set(dut.clear.valid, 0 < a)
+                ctx.set(dut.clear.payload, a - 1)
+                await ctx.tick()
+                if a < C:
+                    d = ctx.get(dut.data)
+                    values.append((d["x"], d["y"]))
+            ctx.set(dut.clear.valid, 0)
+            got.append(values)
+
+    _simulate(dut, bench)
+    assert got[0] == expected and got[1] == [(0, 0)] * C
+
+
+class _LaneHarness(Elaboratable):
+    """A pair lane with its hash unit, a preloaded Y memory and neighbour-list memory."""
+
+    def __init__(self, lane, Y, lists):
+        self.lane, self.hash = lane, Hash32()
+        self.ymem = Memory(shape=coord_layout(), depth=len(Y), init=Y)
+        self.knnmem = Memory(shape=lane.knn_r.data.shape(), depth=len(lists), init=lists)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.lane, m.submodules.hash = self.lane, self.hash
+        m.submodules.ymem, m.submodules.knnmem = self.ymem, self.knnmem
+        wiring.connect(m, self.lane.y_self, self.ymem.read_port())
+        wiring.connect(m, self.lane.y_part, self.ymem.read_port())
+        wiring.connect(m, self.lane.knn_r, self.knnmem.read_port())
+        wiring.connect(m, self.lane.hash_req, self.hash.i)
+        m.d.comb += self.lane.hash_rsp.eq(self.hash.o.payload)
+        return m
+
+
+def _lane_expectation(Y, nbr, P, n, kk, S, U, u, iter_base):
+    """Own attraction / repulsion sums, scatter sums and kernel sum of lane u: the model's
+    arithmetic of one ``desne.embed`` iteration, restricted to the lane's points."""
+    Y = np.asarray(Y, dtype=np.int64)
+    C = len(Y)
+    L, R, scatter, wsum = {}, {}, np.zeros((C, 2), dtype=np.int64), 0
+    for i in range(u, n, U):
+        d = Y[nbr[i, :kk]] - Y[i]
+        d2 = (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) >> 16
+        pw = (P[i, :kk] * recip1p(d2)) >> 16
+        f = (pw[:, None] * d) >> 16
+        L[i // U] = tuple(f.sum(0).tolist())
+        np.subtract.at(scatter, nbr[i, :kk], f)
+        h = np.array([fp.hash32((iter_base + i * S + s) & fp.MASK32) for s in range(S)])
+        j = i + 1 + (((h & 0xFFFF) * (n - 1)) >> 16)
+        j = np.where(j >= n, j - n, j)
+        r = Y[i] - Y[j]
+        r2 = (r[:, 0] * r[:, 0] + r[:, 1] * r[:, 1]) >> 16
+        wr = recip1p(r2)
+        R[i // U] = tuple((((wr * wr) >> 16)[:, None] * r >> 16).sum(0).tolist())
+        wsum += int(wr.sum())
+    return L, R, [tuple(v) for v in scatter.tolist()], wsum
+
+
+@pytest.mark.parametrize("U, u, n, kk", [(1, 0, 12, 4), (2, 1, 11, 3), (4, 2, 16, 2)])
+def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk):
+    C, K, S = 16, 4, 3
+    rng = np.random.default_rng(8 + u)
+    Y = rng.integers(-(1 << 20), 1 << 20, size=(C, 2))
+    Y[1] = [fp.Y_MIN, fp.Y_MAX]                    # largest differences
+    Y[2] = Y[3]                                     # a zero distance
+    nbr = rng.integers(0, n, size=(C, K))
+    P = rng.integers(0, (1 << fp.P_FRAC_BITS) + 1, size=(C, K))
+    iter_base = int(rng.integers(0, 1 << 32))
+    lane = PairLane(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U)
+    harness = _LaneHarness(lane, [{"x": int(x), "y": int(y)} for x, y in Y],
+                           [{"index": int(nbr[i, e]), "p": int(P[i, e])}
+                            for i in range(C) for e in range(K)])
+    L, R, scatter, wsum = _lane_expectation(Y, nbr, P, n, kk, S, U, u, iter_base)
+    got = {}
+
+    async def bench(ctx):
+        for port, v in ((lane.n, n), (lane.kk, kk), (lane.nm1, n - 1), (lane.iter_base, iter_base)):
+            ctx.set(port, v)
+        ctx.set(lane.start, 1)
+        ctx.set(lane.clear_wsum, 1)
+        await ctx.tick()
+        ctx.set(lane.start, 0)
+        ctx.set(lane.clear_wsum, 0)
+        cycles = 0
+        while ctx.get(lane.act):
+            cycles += 1
+            assert cycles < 1000
+            await ctx.tick()
+        assert cycles == -(-(n - u) // U) * (kk + S)           # one pair per cycle, no gap
+        for _ in range(lane.front_latency + PairUnit.latency + 2):
+            await ctx.tick()                  # the drain: front end, pair unit, scatter write
+        got["wsum"] = ctx.get(lane.wsum)
+        ctx.set(lane.update, 1)
+        got["scatter"], got["L"], got["R"] = [], {}, {}
+        for a in range(C):
+            ctx.set(lane.update_addr, a)
+            await ctx.tick()
+            fs = ctx.get(lane.fa_scatter)
+            got["scatter"].append((fs["x"], fs["y"]))
+            if a % U == u and a < n:
+                fa, fr = ctx.get(lane.fa_own), ctx.get(lane.fr_own)
+                got["L"][a // U] = (fa["x"], fa["y"])
+                got["R"][a // U] = (fr["x"], fr["y"])
+
+    _simulate(harness, bench)
+    assert got["wsum"] == wsum
+    assert got["L"] == L and got["R"] == R
+    assert got["scatter"] == scatter
+
+
+# ------------------------------------------------------------------------------------------------
+# update datapath, initialisation, counters
+
+
+def _update_model(fa, fr, y, v, *, exaggerate, shift, momentum, lr, gain):
+    """One point of the model's update step (``desne.embed``), plain Python integers."""
+    out_y, out_v = [], []
+    for a in range(2):
+        rep = (fr[a] * gain) >> 16
+        att = fa[a] << shift if exaggerate else fa[a]
+        F = (att >> 1) + rep
+        nv = min(max(((momentum * v[a]) >> 8) + ((lr * F) >> 8), fp.Y_MIN), fp.Y_MAX)
+        out_v.append(nv)
+        out_y.append(min(max(y[a] + nv, fp.Y_MIN), fp.Y_MAX))
+    return out_y, out_v
+
+
+def test_update_datapath_matches_the_models_update_step():
+    C = 32
+    dut = UpdateDatapath(capacity=C, k=8, neg_samples=5, pair_units=2)
+    geo = dut.geometry
+    rng = random.Random(9)
+
+    def rnd(width, big):
+        return rng.randrange(-(1 << (width - 1)), 1 << (width - 1)) if big else \
+            rng.randrange(-(1 << 20), 1 << 20)
+
+    settings = [dict(exaggerate=1, shift=4, momentum=255, lr=4095, gain=fp.REP_GAIN_MAX),
+                dict(exaggerate=0, shift=2, momentum=128, lr=1, gain=1 << 16),
+                dict(exaggerate=1, shift=0, momentum=0, lr=200, gain=12345)]
+    for setting in settings:
+        points = []
+        for p in range(C):
+            big = p % 3 == 0          # some operands at the full width: F saturates at F_SAT
+            points.append(dict(fa=(rnd(geo.fa_width, big), rnd(geo.fa_width, big)),
+                               fr=(rnd(geo.fr_width, big), rnd(geo.fr_width, big)),
+                               y=(rng.randrange(fp.Y_MIN, fp.Y_MAX + 1),) * 2,
+                               v=(rng.randrange(fp.Y_MIN, fp.Y_MAX + 1), rnd(24, False))))
+        got = []
+
+        async def bench(ctx, setting=setting, points=points, got=got):
+            ctx.set(dut.exaggerate, setting["exaggerate"])
+            ctx.set(dut.shift, setting["shift"])
+            ctx.set(dut.momentum, setting["momentum"])
+            ctx.set(dut.learning_rate, setting["lr"])
+            ctx.set(dut.gain, setting["gain"])
+            stage1_cycle = {}
+            for c in range(C + UpdateDatapath.latency + 3):
+                ctx.set(dut.issue.valid, c < C)
+                ctx.set(dut.issue.payload, c % C)
+                if ctx.get(dut.stage1.valid):        # the memories' data of stage 1's point
+                    p = ctx.get(dut.stage1.payload)
+                    stage1_cycle[p] = c
+                    q = points[p]
+                    ctx.set(dut.i, {"fa": {"x": q["fa"][0], "y": q["fa"][1]},
+                                    "fr": {"x": q["fr"][0], "y": q["fr"][1]},
+                                    "y": {"x": q["y"][0], "y": q["y"][1]},
+                                    "v": {"x": q["v"][0], "y": q["v"][1]}})
+                if ctx.get(dut.o.valid):
+                    o = ctx.get(dut.o.payload)
+                    assert c - stage1_cycle[o["point"]] == UpdateDatapath.latency
+                    got.append((o["point"], (o["y"]["x"], o["y"]["y"]), (o["v"]["x"], o["v"]["y"])))
+                await ctx.tick()
+
+        _simulate(dut, bench)
+        expected = []
+        for p, q in enumerate(points):
+            ny, nv = _update_model(q["fa"], q["fr"], q["y"], q["v"], exaggerate=setting["exaggerate"],
+                                   shift=setting["shift"], momentum=setting["momentum"],
+                                   lr=setting["lr"], gain=setting["gain"])
+            expected.append((p, tuple(ny), tuple(nv)))
+        assert got == expected, setting
+    assert F_SAT < 1 << 40
+
+
+class _InitHarness(Elaboratable):
+    def __init__(self, C):
+        self.init, self.hash = Initialiser(capacity=C), Hash32()
+        self.ymem = Memory(shape=coord_layout(), depth=C, init=[])
+        # stale velocities of a previous job: the initialisation must zero them
+        self.vmem = Memory(shape=coord_layout(), depth=C, init=[{"x": -5, "y": 77}] * C)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.init, m.submodules.hash = self.init, self.hash
+        m.submodules.ymem, m.submodules.vmem = self.ymem, self.vmem
+        wiring.connect(m, self.init.hash_req, self.hash.i)
+        wiring.connect(m, self.hash.o, self.init.hash_rsp)
+        wiring.connect(m, self.init.y_w, self.ymem.write_port())
+        wiring.connect(m, self.init.v_w, self.vmem.write_port())
+        return m
+
+
+@pytest.mark.parametrize("n, seed", [(2, 0), (13, 0xDEADBEEF), (32, 7)])
+def test_initialiser_matches_init_embedding(n, seed):
+    C = 32
+    top = _InitHarness(C)
+    dut = top.init
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.n, n)
+        ctx.set(dut.seed, seed)
+        ctx.set(dut.run.start, 1)
+        await ctx.tick()
+        ctx.set(dut.run.start, 0)
+        cycles, bases = 0, []
+        while True:
+            cycles += 1
+            assert ctx.get(dut.busy) and cycles < 1000
+            if ctx.get(dut.base1.valid):
+                bases.append(ctx.get(dut.base1.payload))
+            if ctx.get(dut.run.done):
+                break
+            await ctx.tick()
+        await ctx.tick()
+        got["cycles"], got["bases"] = cycles, bases
+        got["Y"] = [ctx.get(top.ymem.data[i]) for i in range(n)]
+        got["V"] = [ctx.get(top.vmem.data[i]) for i in range(n)]
+
+    _simulate(top, bench)
+    assert [(y["x"], y["y"]) for y in got["Y"]] == [tuple(r) for r in
+                                                   desne.init_embedding(n, seed).tolist()]
+    assert all(v == {"x": 0, "y": 0} for v in got["V"])
+    assert got["bases"] == [desne._seed_bases(seed)[1]]
+    # two seed hashes, then 2n pipelined coordinate hashes
+    assert got["cycles"] == 2 * n + 2 * Hash32.latency + 2
+
+
+def test_perf_counters():
+    U = 3
+    dut = PerfCounters(pair_units=U)
+    rng = random.Random(10)
+    exp = {"cycles": 0, "pair_cycles": 0, "pair_items": 0, "rep_cycles": 0, "rep_items": 0}
+
+    async def bench(ctx):
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for _ in range(300):
+            busy, pairs = rng.random() < 0.9, rng.random() < 0.6
+            issue = [rng.random() < 0.7 for _ in range(U)]
+            rep = [a and rng.random() < 0.5 for a in issue]
+            ctx.set(dut.busy, busy)
+            ctx.set(dut.pairs, pairs)
+            ctx.set(dut.issue, sum(b << k for k, b in enumerate(issue)))
+            ctx.set(dut.rep_issue, sum(b << k for k, b in enumerate(rep)))
+            exp["cycles"] += busy
+            if pairs:
+                exp["pair_cycles"] += 1
+                exp["pair_items"] += sum(issue)
+                if any(rep):
+                    exp["rep_cycles"] += 1
+                    exp["rep_items"] += sum(rep)
+            await ctx.tick()
+        perf = ctx.get(dut.perf)
+        assert {name: perf[name] for name in exp} == exp
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        perf = ctx.get(dut.perf)
+        assert [perf[name] for name in exp] == [0] * len(exp)
+
+    _simulate(dut, bench)
+
+
+# ------------------------------------------------------------------------------------------------
+# controller
+
+
+class _ControllerHarness(Elaboratable):
+    def __init__(self, ctrl, C, K, Y):
+        self.ctrl = ctrl
+        self.knnmem = Memory(shape=ctrl.knn_layout, depth=C * K, init=[])
+        self.ymem = Memory(shape=coord_layout(), depth=C, init=Y)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ctrl, m.submodules.knnmem, m.submodules.ymem = (
+            self.ctrl, self.knnmem, self.ymem)
+        wiring.connect(m, self.ctrl.knn_w, self.knnmem.write_port())
+        wiring.connect(m, self.ctrl.y_rd, self.ymem.read_port())
+        return m
+
+
+def test_controller_phase_sequence_and_timing():
+    C, K, S, DRAIN, UPD = 16, 4, 3, 9, 6
+    ctrl = EmbeddingController(capacity=C, k=K, neg_samples=S, pair_drain=DRAIN,
+                               update_latency=UPD)
+    rng = random.Random(11)
+    Y = [{"x": rng.randrange(-1000, 1000), "y": rng.randrange(-1000, 1000)} for _ in range(C)]
+    top = _ControllerHarness(ctrl, C, K, Y)
+    n, kk, n_iter = 5, 3, 3
+    cfg = {"n": n, "kk": kk, "n_iter": n_iter, "exaggeration_iters": 1, "exaggeration_shift": 2,
+           "momentum_early": 11, "momentum_late": 22, "momentum_switch": 2,
+           "learning_rate": 300, "seed": 42}
+    lists = [{"index": rng.randrange(n), "p": rng.randrange(1 << 17)} for _ in range(n * kk)]
+    base1 = 0xFFFF_FFFE
+
+    async def wait_for(ctx, sig, limit=500):
+        cycles = 0
+        while not ctx.get(sig):
+            cycles += 1
+            assert cycles < limit, f"{sig} never came"
+            await ctx.tick()
+        return cycles
+
+    async def bench(ctx):
+        ctx.set(ctrl.config.payload, cfg)
+        ctx.set(ctrl.config.valid, 1)
+        assert ctx.get(ctrl.config.ready) and not ctx.get(ctrl.busy)
+        await ctx.tick()
+        ctx.set(ctrl.config.valid, 0)
+        assert ctx.get(ctrl.busy) and ctx.get(ctrl.n) == n and ctx.get(ctrl.nm1) == n - 1
+        for b, beat in enumerate(lists):                    # LOAD, with idle cycles
+            while rng.random() < 0.3:
+                ctx.set(ctrl.knn.valid, 0)
+                await ctx.tick()
+            ctx.set(ctrl.knn.valid, 1)
+            ctx.set(ctrl.knn.payload, beat)
+            assert ctx.get(ctrl.knn.ready) and ctx.get(ctrl.knn_w.en)
+            assert ctx.get(ctrl.knn_w.addr) == (b // kk) * K + b % kk
+            assert ctx.get(ctrl.init.start) == (b == len(lists) - 1)
+            await ctx.tick()
+        ctx.set(ctrl.knn.valid, 0)
+        assert not ctx.get(ctrl.knn.ready)
+        for _ in range(4):                                  # the initialiser works
+            await ctx.tick()
+        ctx.set(ctrl.init_base1.valid, 1)
+        ctx.set(ctrl.init_base1.payload, base1)
+        await ctx.tick()
+        ctx.set(ctrl.init_base1.valid, 0)
+        ctx.set(ctrl.init.done, 1)
+        for t in range(n_iter):
+            assert ctx.get(ctrl.start_pairs) and ctx.get(ctrl.clear_wsum)
+            assert ctx.get(ctrl.iter_base) == (base1 + t * n * S) & fp.MASK32
+            await ctx.tick()
+            ctx.set(ctrl.init.done, 0)
+            active = rng.randint(1, 20)                     # the lanes issue
+            ctx.set(ctrl.pairs_active, 1)
+            for _ in range(active):
+                assert ctx.get(ctrl.in_pairs) and not ctx.get(ctrl.div_start)
+                await ctx.tick()
+            ctx.set(ctrl.pairs_active, 0)
+            assert await wait_for(ctx, ctrl.div_start) == DRAIN    # drain, then the divider
+            await ctx.tick()
+            for _ in range(rng.randint(0, 33)):
+                await ctx.tick()
+            ctx.set(ctrl.div_result.valid, 1)
+            ctx.set(ctrl.div_result.payload, 1000 + t)
+            await ctx.tick()
+            ctx.set(ctrl.div_result.valid, 0)
+            assert ctx.get(ctrl.gain) == 1000 + t
+            for i in range(n):                              # UPDATE: one point per cycle
+                assert ctx.get(ctrl.in_update) and ctx.get(ctrl.update_issue.valid)
+                assert ctx.get(ctrl.update_issue.payload) == i
+                # this iteration's constants, while the update uses them
+                assert ctx.get(ctrl.exaggerate) == (t < 1)
+                assert ctx.get(ctrl.momentum) == (11 if t < 2 else 22)
+                await ctx.tick()
+            assert not ctx.get(ctrl.update_issue.valid)
+            if t + 1 < n_iter:
+                assert await wait_for(ctx, ctrl.start_pairs) == UPD + 1
+        # OUTPUT, with back-pressure
+        beats = []
+        for _ in range(200):
+            ready = rng.random() < 0.5
+            ctx.set(ctrl.coords.ready, ready)
+            if ctx.get(ctrl.coords.valid) and ready:
+                beats.append(ctx.get(ctrl.coords.payload))
+            await ctx.tick()
+            if not ctx.get(ctrl.busy):
+                break
+        assert beats == Y[:n]
+        assert ctx.get(ctrl.config.ready)
+
+    _simulate(top, bench)
