@@ -24,6 +24,8 @@ BENCHMARKS = {
     "adapt": "nms.bench.adapt",
     "timing": "nms.bench.timing",
     "sim": "nms.bench.sim",
+    "embedding": "nms.bench.embedding",
+    "grid": "nms.bench.grid",
 }
 
 

@@ -45,7 +45,7 @@ from nms.rtl.recip import Recip1p
 
 __all__ = ["PairUnit", "GainDivider", "PairSequencer", "PartnerIndex", "PointAccumulator",
            "ScatterBank", "PairLane", "UpdateDatapath", "Initialiser", "PerfCounters",
-           "EmbeddingController", "EmbeddingEngine", "ITER_BITS"]
+           "EmbeddingController", "EmbeddingEngine", "ITER_BITS", "iteration_cycles"]
 
 #: coordinate / velocity storage width: Q8.16 saturated to [-2**23, 2**23 - 1]
 Y_WIDTH = 24
@@ -1040,6 +1040,34 @@ class EmbeddingController(wiring.Component):
         return m
 
 
+#: the engine's fixed latencies: issue -> Y read address (hash + partner product + wrap), the
+#: pair unit, and the update pipeline (issue, read data, datapath stages)
+FRONT_LATENCY = Hash32.latency + 3
+PAIR_DRAIN = FRONT_LATENCY + PairUnit.latency + 2
+UPDATE_LATENCY = 1 + UpdateDatapath.latency
+
+
+def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int) -> int:
+    """Cycles of one embedding iteration without stalls (exact; asserted under Verilator).
+
+    Pair issue ``ceil(n / U) * (kk + S)`` + pair drain (:data:`PAIR_DRAIN`) + 1 + division
+    (``GAIN_BITS + 1`` = 33 cycles; 1 when the gain saturates, ``Wsum <= n``, which the count
+    does not assume) + ``n`` update issues + update drain (:data:`UPDATE_LATENCY` + 2).
+
+    Parameters
+    ----------
+    n, kk : int
+        Points and list length of the job (after the engine's clamps).
+    pair_units, neg_samples : int
+        U and S of the engine.
+    """
+    for name, value in (("n", n), ("kk", kk), ("pair_units", pair_units),
+                        ("neg_samples", neg_samples)):
+        check_int(name, value, 1, None, "a positive count")
+    pairs = -(-n // pair_units) * (kk + neg_samples)
+    return pairs + PAIR_DRAIN + 1 + (GAIN_BITS + 1) + n + UPDATE_LATENCY + 2
+
+
 def config_layout(geo):
     """The engine's ``config`` beat (see :class:`EmbeddingEngine`)."""
     return data.StructLayout({
@@ -1131,12 +1159,12 @@ class EmbeddingEngine(wiring.Component):
         self.fa_width, self.fr_width, self.wsum_width = geo.fa_width, geo.fr_width, geo.wsum_width
         self.hash_latency = Hash32.latency
         # issue -> Y read address: hash (H) + j product + j wrap; Y data one cycle later
-        self.front_latency = self.hash_latency + 3
+        self.front_latency = FRONT_LATENCY
         self.pair_latency = PairUnit.latency
         # after the last issue: front end + pair unit + scatter write, plus one spare cycle
-        self.pair_drain = self.front_latency + self.pair_latency + 2
+        self.pair_drain = PAIR_DRAIN
         # issue, stage 1 (read data), then the datapath's stages
-        self.update_latency = 1 + UpdateDatapath.latency
+        self.update_latency = UPDATE_LATENCY
 
         self.config_layout = config_layout(geo)
         self.knn_layout = data.StructLayout({
@@ -1168,12 +1196,8 @@ class EmbeddingEngine(wiring.Component):
                 "update_latency": self.update_latency, "iter_bits": ITER_BITS}
 
     def iteration_cycles(self, n: int, kk: int) -> int:
-        """Cycles of one iteration for ``n`` points and ``kk`` neighbours (measured exactly):
-        pair issue ``ceil(n / U) * (kk + S)`` + drain + division (33, or 1 when the gain
-        saturates: the count assumes it does not) + ``n`` update issues + update drain."""
-        U, S = self.pair_units, self.neg_samples
-        pairs = -(-n // U) * (kk + S)
-        return pairs + self.pair_drain + 1 + (GAIN_BITS + 1) + n + self.update_latency + 2
+        """:func:`iteration_cycles` of this engine's pair units and negative samples."""
+        return iteration_cycles(n, kk, pair_units=self.pair_units, neg_samples=self.neg_samples)
 
 
     def elaborate(self, platform):

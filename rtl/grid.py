@@ -114,6 +114,74 @@ class GridGeometry:
         """Per-slot best candidate ``{index, dist, valid}``."""
         return self.index_bits + DIST_BITS + 1
 
+    def run_cycles(self, *, level_cells: Sequence[Sequence[int]], budget: int,
+                   proportional: bool, max_quota: int, last_index: int) -> int:
+        """Cycles from the final point's acceptance to the final index's handshake, no stalls.
+
+        The formula of ``docs/rtl-grid.md``, phase by phase, for one run's statistics:
+
+        Parameters
+        ----------
+        level_cells : sequence of sequences of int
+            For each level tried, finest (``grid_bits``) first down to the chosen one, the cell
+            of every point in index order (any one-to-one cell numbering).
+        budget : int
+            M (after the clamp to ``1..N``).
+        proportional : bool
+            Allocation mode.
+        max_quota : int
+            R, the largest quota of the chosen level.
+        last_index : int
+            The largest chosen index.
+
+        Returns
+        -------
+        int
+            ``1`` (box) ``+ sum over levels (3 + 2 * points read + 2 * cells)`` ``+`` water
+            level (adaptive: one cycle per bit, ``K + 2`` more per tested bit) ``+`` quotas
+            (``1 + K`` adaptive, ``1 + K * (count_bits + 2)`` proportional) ``+ 1 +`` extra
+            units (``key_bits * (K + 3) + K + 3`` if any) ``+ R * (2N + K + 3)`` (rounds)
+            ``+ 1 + last_index + 1`` (emit).
+        """
+        if not level_cells or len(level_cells) > self.grid_bits + 1:
+            raise ValueError(f"level_cells must list 1 to {self.grid_bits + 1} levels, "
+                             f"not {len(level_cells)}")
+        n = len(level_cells[0])
+        if not 1 <= budget <= n:
+            raise ValueError(f"budget must be in [1, {n}], not {budget}")
+        cycles = 1                                            # box
+        for cells in level_cells:                             # level passes, finest first
+            seen, read = set(), 0
+            for cell in cells:
+                read += 1
+                if cell not in seen and len(seen) == budget:
+                    break                                     # the (M+1)-th cell: abort
+                seen.add(cell)
+            cycles += 3 + 2 * read + 2 * len(seen)
+        final = list(level_cells[-1])
+        counts = [final.count(c) for c in dict.fromkeys(final)]
+        K = len(counts)
+        if K > budget:
+            raise ValueError(f"the last level has {K} cells, more than budget={budget}")
+        if proportional:
+            cycles += 1 + K * (self.count_bits + 2)
+            extra = budget - sum(budget * c // n for c in counts)
+        else:
+            lvl = 0                                           # water level, bit by bit
+            for b in range(self.count_bits - 1, -1, -1):
+                cycles += 1
+                cand = lvl | (1 << b)
+                if cand <= max(counts):
+                    cycles += K + 2
+                    if sum(min(c, cand) for c in counts) <= budget:
+                        lvl = cand
+            cycles += 1 + K
+            extra = budget - sum(min(c, lvl) for c in counts)
+        cycles += 1 + (self.key_bits * (K + 3) + K + 3 if extra else 0)
+        cycles += max_quota * (2 * n + K + 3)                 # rounds
+        cycles += 1 + last_index + 1                          # emit
+        return cycles
+
 
 def _read(addr_width, width):
     """A unit's side of a memory read port (it drives ``addr``/``en``, receives ``data``)."""
@@ -984,73 +1052,9 @@ class GridSampler(wiring.Component):
                 "slot_bits": self.slot_bits, "divider_width": self.divider_width,
                 "key_bits": self.key_bits, "coord_bits": COORD_BITS, "dist_bits": DIST_BITS}
 
-    def run_cycles(self, *, level_cells: Sequence[Sequence[int]], budget: int,
-                   proportional: bool, max_quota: int, last_index: int) -> int:
-        """Cycles from the final point's acceptance to the final index's handshake, no stalls.
-
-        The formula of ``docs/rtl-grid.md``, phase by phase, for one run's statistics:
-
-        Parameters
-        ----------
-        level_cells : sequence of sequences of int
-            For each level tried, finest (``grid_bits``) first down to the chosen one, the cell
-            of every point in index order (any one-to-one cell numbering).
-        budget : int
-            M (after the clamp to ``1..N``).
-        proportional : bool
-            Allocation mode.
-        max_quota : int
-            R, the largest quota of the chosen level.
-        last_index : int
-            The largest chosen index.
-
-        Returns
-        -------
-        int
-            ``1`` (box) ``+ sum over levels (3 + 2 * points read + 2 * cells)`` ``+`` water
-            level (adaptive: one cycle per bit, ``K + 2`` more per tested bit) ``+`` quotas
-            (``1 + K`` adaptive, ``1 + K * (count_bits + 2)`` proportional) ``+ 1 +`` extra
-            units (``key_bits * (K + 3) + K + 3`` if any) ``+ R * (2N + K + 3)`` (rounds)
-            ``+ 1 + last_index + 1`` (emit).
-        """
-        if not level_cells or len(level_cells) > self.grid_bits + 1:
-            raise ValueError(f"level_cells must list 1 to {self.grid_bits + 1} levels, "
-                             f"not {len(level_cells)}")
-        n = len(level_cells[0])
-        if not 1 <= budget <= n:
-            raise ValueError(f"budget must be in [1, {n}], not {budget}")
-        cycles = 1                                            # box
-        for cells in level_cells:                             # level passes, finest first
-            seen, read = set(), 0
-            for cell in cells:
-                read += 1
-                if cell not in seen and len(seen) == budget:
-                    break                                     # the (M+1)-th cell: abort
-                seen.add(cell)
-            cycles += 3 + 2 * read + 2 * len(seen)
-        final = list(level_cells[-1])
-        counts = [final.count(c) for c in dict.fromkeys(final)]
-        K = len(counts)
-        if K > budget:
-            raise ValueError(f"the last level has {K} cells, more than budget={budget}")
-        if proportional:
-            cycles += 1 + K * (self.count_bits + 2)
-            extra = budget - sum(budget * c // n for c in counts)
-        else:
-            lvl = 0                                           # water level, bit by bit
-            for b in range(self.count_bits - 1, -1, -1):
-                cycles += 1
-                cand = lvl | (1 << b)
-                if cand <= max(counts):
-                    cycles += K + 2
-                    if sum(min(c, cand) for c in counts) <= budget:
-                        lvl = cand
-            cycles += 1 + K
-            extra = budget - sum(min(c, lvl) for c in counts)
-        cycles += 1 + (self.key_bits * (K + 3) + K + 3 if extra else 0)
-        cycles += max_quota * (2 * n + K + 3)                 # rounds
-        cycles += 1 + last_index + 1                          # emit
-        return cycles
+    def run_cycles(self, **statistics) -> int:
+        """:meth:`GridGeometry.run_cycles` of this sampler (the cycle formula of a run)."""
+        return self.geometry.run_cycles(**statistics)
 
     def elaborate(self, platform):
         m = Module()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.grid import GridSampler
+from nms.rtl.grid import GridGeometry, GridSampler
 from nms.verif.models import desne
 from nms.verif.models.grid_stats import grid_run_statistics
 from nms.verif.sim.build import run_cocotb
@@ -194,7 +194,7 @@ def test_cocotb_randomized_sweep():
 
 
 def test_cocotb_cycles_no_stall(tmp_path):
-    """Cycle counts without stalls at 10 %: exactly ``GridSampler.run_cycles`` of each run."""
+    """Cycle counts without stalls at 10 %: exactly ``GridGeometry.run_cycles`` of each run."""
     rng = np.random.default_rng(13)
     cases = []
     for n in (64, CAPACITY):
@@ -205,11 +205,11 @@ def test_cocotb_cycles_no_stall(tmp_path):
     _run(cases, seed=8, idle=None, backpressure=None, report=report)
     rows = json.loads(report.read_text())
     assert len(rows) == len(cases)
-    sampler = GridSampler(capacity=CAPACITY)
-    predicted = [sampler.run_cycles(**grid_run_statistics(c["Y"], c["budget"], c["allocation"]))
+    geometry = GridGeometry(CAPACITY)
+    predicted = [geometry.run_cycles(**grid_run_statistics(c["Y"], c["budget"], c["allocation"]))
                  for c in cases]
     assert [r["cycles"] for r in rows] == predicted, \
-        "cycle counts differ from GridSampler.run_cycles (the formula in docs/rtl-grid.md)"
+        "cycle counts differ from GridGeometry.run_cycles (the formula in docs/rtl-grid.md)"
     for row, kind in zip(rows, ["clustered"] * 2 + ["uniform"] * 2 + ["clustered"] * 2
                          + ["uniform"] * 2):
         print(f"grid N={row['n']} M={row['budget']} {row['allocation']:12s} {kind:9s}: "
