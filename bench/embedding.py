@@ -51,7 +51,7 @@ def measure_cycles(engine: dict, sizes, *, kk: int | None = None, work_dir=None)
     key = "_".join(f"{k}{v}" for k, v in sorted(engine.items()))
     text = verilog.convert(eng, name="top", emit_src=False)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        report = Path(tmp) / "report.json"
+        report = (Path(tmp) / "report.json").resolve()   # cocotb runs in the build folder
         xml = run_cocotb(f"embedding_{key}", text, "nms.verif.tb.embedding",
                          {"engine": engine, "cases": cases, "idle": 0.0, "backpressure": 0.0,
                           "report": str(report)})

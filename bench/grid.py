@@ -63,7 +63,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     text, meta = generate("grid", {"capacity": CAPACITY}, top="grid")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        report = Path(tmp) / "report.json"
+        report = (Path(tmp) / "report.json").resolve()   # cocotb runs in the build folder
         xml = run_cocotb(f"grid_c{CAPACITY}", text, "nms.verif.tb.grid",
                          {"sampler": {"capacity": CAPACITY}, "cases": cases, "seed": 1,
                           "idle": None, "backpressure": None, "report": str(report)},
