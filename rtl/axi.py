@@ -200,6 +200,9 @@ class AxiBurstReader(wiring.Component):
                          addr.eq(addr + (length << self.size_log2)), left.eq(left - length)]
             with m.If(left == length):
                 m.d.sync += splitting.eq(0)
+        with m.If(self.abort):
+            # the rest of the transfer is dropped; an AR already offered stays until taken
+            m.d.sync += splitting.eq(0)
 
         # ---- R: always ready (credits); data into the FIFO, dropped while aborting -----------
         m.d.comb += bus.rready.eq(1)
@@ -291,7 +294,6 @@ class AxiBurstWriter(wiring.Component):
 
         # buffered beats not yet claimed by an issued AW
         unclaimed = Signal(range(depth + 1))
-        w_left = Signal(range(depth + 1))        # beats of issued bursts not yet sent on W
         w_lens = SyncFIFOBuffered(width=9, depth=4)   # lengths of issued bursts, for wlast
         m.submodules.w_lens = w_lens
         outstanding = Signal(range(64))          # bursts whose B has not arrived
@@ -313,6 +315,8 @@ class AxiBurstWriter(wiring.Component):
                          addr.eq(addr + (length << self.size_log2)), left.eq(left - length)]
             with m.If(left == length):
                 m.d.sync += splitting.eq(0)
+        with m.If(self.abort):
+            m.d.sync += splitting.eq(0)     # bursts not yet issued are dropped
         m.d.comb += [w_lens.w_data.eq(length), w_lens.w_en.eq(issue)]
         m.d.sync += unclaimed.eq(unclaimed + pushed - Mux(issue, length, 0))
 
@@ -329,7 +333,6 @@ class AxiBurstWriter(wiring.Component):
         with m.If(w_fire):
             m.d.sync += beat.eq(Mux(bus.wlast, 0, beat + 1))
             m.d.comb += w_lens.r_en.eq(bus.wlast)
-        del w_left
 
         m.d.comb += bus.bready.eq(1)
         b_fire = bus.bvalid

@@ -371,12 +371,13 @@ class AxiVectorPort(wiring.Component):
             with m.If(vec_rem == need):
                 m.d.sync += [vec_rem.eq(vec_bytes), vecs_left.eq(vecs_left - 1)]
                 with m.If(vecs_left == 1):
-                    # the request's last byte: what is left of its final AXI beat is padding
-                    m.d.sync += [active.eq(0), have.eq(0)]
+                    # the request's last byte: what is left of its final AXI beat is padding;
+                    # the buffer is zeroed too (new beats are OR-ed in above the held bytes)
+                    m.d.sync += [active.eq(0), have.eq(0), buf.eq(0)]
             with m.Else():
                 m.d.sync += vec_rem.eq(vec_rem - need)
         with m.If(self.abort):
-            m.d.sync += [active.eq(0), have.eq(0)]
+            m.d.sync += [active.eq(0), have.eq(0), buf.eq(0)]
         m.d.comb += self.idle.eq(rd.idle)
         return m
 

@@ -30,8 +30,9 @@ HARNESS = Path(__file__).with_name("fastsim_harness.cpp")
 #: Verilator flags: C++ model only, no timing, Amaranth's width lint waived (see build.py)
 VERILATOR_FLAGS = ["--cc", "--build", "-O3", "--no-timing", "-Wno-fatal", "-Wno-WIDTHEXPAND",
                    "-Wno-WIDTHTRUNC", "--x-assign", "fast", "--x-initial", "fast",
-                   "-CFLAGS", "-fPIC -O2", "-MAKEFLAGS", "-j2"]
-CXX_FLAGS = ["-shared", "-fPIC", "-O2", "-std=gnu++17", "-pthread"]
+                   "-CFLAGS", "-fPIC -O3 -fno-semantic-interposition", "-MAKEFLAGS", "-j2"]
+#: -Bsymbolic: calls inside the model bind locally (no PLT indirection in the shared library)
+CXX_FLAGS = ["-shared", "-fPIC", "-O3", "-std=gnu++17", "-pthread", "-Wl,-Bsymbolic"]
 
 
 class FastSimError(RuntimeError):
