@@ -148,18 +148,19 @@ def test_pair_sequencer_issue_order(U, u, n, kk):
         assert not ctx.get(dut.issue)          # nothing issues in the start cycle
         await ctx.tick()
         ctx.set(dut.start, 0)
-        for _ in range(len(expected) + 3):
+        for cycle in range(len(expected) + 3):
             if ctx.get(dut.issue):
                 mode = ctx.get(dut.mode)
                 got.append((mode, ctx.get(dut.point), ctx.get(dut.local), ctx.get(dut.last),
                             ctx.get(dut.counter) if mode else ctx.get(dut.knn_addr)))
-            elif not got or len(got) < len(expected):
-                assert not expected or got, "the first pair must issue right after start"
+                cycles.append(cycle)
             await ctx.tick()
         assert not ctx.get(dut.act)
 
+    cycles = []
     _simulate(dut, bench)
     assert got == expected
+    assert cycles == list(range(len(expected)))    # from the cycle after start, no gap
 
 
 def test_point_accumulator_sums_and_kernel_sum():
