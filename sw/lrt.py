@@ -8,16 +8,22 @@ Two online trainers over the same quantised networks (:mod:`nms.sw.nn`), both ba
   ``mult <- mult * discount + B``; ``L~, R~ = grab()`` (optionally max-normed);
   ``eta = lr * mult**0.5``; ``dW = Q(eta L~ R~^T)``; the write is applied only if more than a
   fraction ``rho_min`` of the cells would change, then the SKS state and ``mult`` reset; otherwise
-  the state keeps accumulating (and ``mult`` keeps growing). Every applied write adds 1 to the
-  write counter of each cell whose stored value changed.
+  the state keeps accumulating (and ``mult`` keeps growing). Conv layers add a sample's pixel
+  terms as one block by default (``conv_mode="sample"``; ``"pixel"`` streams them one by one).
+* :class:`BatchedTrainer` — the same flush rule on the EXACT gradient sum of the B samples (a
+  full n x m accumulator): the full-rank batched baseline.
 * :class:`SGDTrainer` — the baseline: every sample writes ``dW = Q(lr * grad_W)`` into the same
   quantised weights (sub-half-LSB updates vanish). Write counting as in the authors' code: dense
   layers count cells whose quantised update is nonzero; conv layers count per output pixel (their
   ``count_version 2``: a cell is written at each pixel where both its input and its output error
-  are nonzero, i.e. hardware that writes every pixel's outer product). Counting only changed cells
-  for conv (``conv_count="nonzero"``) is available and is always reported as ``writes_nonzero``.
+  are nonzero, i.e. hardware that writes every pixel's outer product).
+* :class:`BiasOnlyTrainer` (biases and streaming-BN gamma/beta only) and
+  :class:`InferenceTrainer` (nothing learns) — the reference points of the adaptation scenarios.
 
-Biases (16-bit, high-endurance memory) are updated every sample in both and are not counted.
+Every trainer keeps two write counts per weight cell: ``writes`` (the paper's count: cells with a
+nonzero quantised increment per applied update; SGD conv layers per pixel) and
+``writes_changed`` (cells whose stored value changed). Biases and BN parameters (16-bit,
+high-endurance memory) are updated every sample and are not counted.
 :func:`train_sks` and :func:`train_sgd` are the driver-facing entry points and return the same
 dictionary shape.
 """
