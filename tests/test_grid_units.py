@@ -163,11 +163,10 @@ def test_centre_distance_is_the_models_distance_with_fixed_latency():
 # level search
 
 
-def _level_harness(geo, Y):
+def _level_harness(geo):
     unit = LevelSearch(capacity=geo.capacity)
-    pts = [(int(x) & MASK24) | ((int(y) & MASK24) << COORD_BITS) for x, y in Y]
     specs = {
-        "pts": (2 * COORD_BITS, geo.capacity, pts, unit.pts, None),
+        "pts": (2 * COORD_BITS, geo.capacity, [], unit.pts, None),
         "pslot": (geo.slot_bits, geo.capacity, [], None, unit.pslot),
         "pdist": (DIST_BITS, geo.capacity, [], None, unit.pdist),
         "cellid": (geo.cell_bits, geo.max_cells, [], unit.cellid_r, unit.cellid_w),
@@ -176,55 +175,61 @@ def _level_harness(geo, Y):
     return unit, _WithMemories(unit, specs)
 
 
-@pytest.mark.parametrize("seed", [5, 6])
-def test_level_search_finds_the_models_level_slots_counts_and_distances(seed):
+def _level_expectation(Y, budget):
+    """Level, slots (hardware cell ids in first-occurrence order), counts, each point's slot
+    and distance (from the model), and the cycles of the passes (docs/rtl-grid.md)."""
+    g = desne.grid_level(Y, budget)
+    _, det = desne.grid_select(Y, budget, details=True)
+    c, _, _ = desne.grid_cells(Y, g)
+    hw_cell = (c[:, 0] | (c[:, 1] << G)).tolist()
+    slots = list(dict.fromkeys(hw_cell))
+    cycles = 0
+    for lv in range(G, g - 1, -1):        # 3 + 2 * points read + 2 * cells per level tried
+        cl, _, _ = desne.grid_cells(Y, lv)
+        seen, read = set(), 0
+        for x in (cl[:, 1] * (1 << lv) + cl[:, 0]).tolist():
+            read += 1
+            if x not in seen and len(seen) == budget:
+                break
+            seen.add(x)
+        cycles += 3 + 2 * read + 2 * len(seen)
+    return {"g": g, "K": len(slots), "max": max(hw_cell.count(x) for x in slots),
+            "cellid": slots, "cnt": [hw_cell.count(x) for x in slots],
+            "pslot": [slots.index(x) for x in hw_cell], "pdist": det["dist"].tolist(),
+            "cycles": cycles}
+
+
+def test_level_search_finds_the_models_level_slots_counts_and_distances():
+    """All point sets and budgets back to back on one instance: the cell map must be all-zero
+    again after every search (stale entries would corrupt the next one)."""
     geo = GridGeometry(64)
-    rng = random.Random(seed)
-    for Y in _clouds(seed):
-        n = len(Y)
-        for budget in sorted({1, n, rng.randint(1, n), rng.randint(1, n)}):
-            unit, top = _level_harness(geo, Y)
-            result = {}
+    rng = random.Random(5)
+    runs = [(Y, budget) for seed in (5, 6) for Y in _clouds(seed)
+            for budget in sorted({1, len(Y), rng.randint(1, len(Y)), rng.randint(1, len(Y))})]
+    unit, top = _level_harness(geo)
+    got = []
 
-            async def bench(ctx, Y=Y, budget=budget, unit=unit, top=top, result=result):
-                _, lo, e = desne.grid_cells(Y, 0)
-                for port, v in ((unit.lo_x, lo[0]), (unit.lo_y, lo[1]), (unit.ex, e[0]),
-                                (unit.ey, e[1]), (unit.n_points, len(Y)), (unit.budget, budget)):
-                    ctx.set(port, int(v))
-                result["cycles"] = await _run_phase(ctx, unit)
-                for _ in range(CentreDistance.latency):    # the last distances land behind
-                    await ctx.tick()
-                result["g"], result["K"] = ctx.get(unit.level), ctx.get(unit.cells)
-                result["max"] = ctx.get(unit.max_count)
-                result["mem"] = {name: [ctx.get(top.mem[name].data[a]) for a in range(depth)]
-                                 for name, (_, depth, _, _, _) in top.specs.items()}
+    async def bench(ctx):
+        for Y, budget in runs:
+            n = len(Y)
+            for a, (x, y) in enumerate(Y.tolist()):
+                ctx.set(top.mem["pts"].data[a], (x & MASK24) | ((y & MASK24) << COORD_BITS))
+            _, lo, e = desne.grid_cells(Y, 0)
+            for port, v in ((unit.lo_x, lo[0]), (unit.lo_y, lo[1]), (unit.ex, e[0]),
+                            (unit.ey, e[1]), (unit.n_points, n), (unit.budget, budget)):
+                ctx.set(port, int(v))
+            cycles = await _run_phase(ctx, unit)
+            for _ in range(CentreDistance.latency):    # the last distances land behind
+                await ctx.tick()
+            K = ctx.get(unit.cells)
+            mem = {name: [ctx.get(top.mem[name].data[a]) for a in range(depth)]
+                   for name, depth in (("cellid", K), ("cnt", K), ("pslot", n), ("pdist", n))}
+            got.append({"g": ctx.get(unit.level), "K": K, "max": ctx.get(unit.max_count),
+                        "cycles": cycles, **mem})
 
-            _simulate(top, _finishing(bench))
-            g = desne.grid_level(Y, budget)
-            chosen, det = desne.grid_select(Y, budget, details=True)
-            c, _, _ = desne.grid_cells(Y, g)
-            hw_cell = (c[:, 0] | (c[:, 1] << G)).tolist()
-            slots = list(dict.fromkeys(hw_cell))             # first occurrence order
-            counts = [hw_cell.count(x) for x in slots]
-            mem = result["mem"]
-            assert result["g"] == g == det["g"]
-            assert result["K"] == len(slots) and result["max"] == max(counts)
-            assert mem["cellid"][:len(slots)] == slots
-            assert mem["cnt"][:len(slots)] == counts
-            assert mem["pslot"][:n] == [slots.index(x) for x in hw_cell]
-            assert mem["pdist"][:n] == det["dist"].tolist()
-            # cycles: 3 + 2 * points read + 2 * cells per level tried (docs/rtl-grid.md)
-            expect = 0
-            for lv in range(G, g - 1, -1):
-                cl, _, _ = desne.grid_cells(Y, lv)
-                ids, seen, read = (cl[:, 1] * (1 << lv) + cl[:, 0]).tolist(), set(), 0
-                for x in ids:
-                    read += 1
-                    if x not in seen and len(seen) == budget:
-                        break
-                    seen.add(x)
-                expect += 3 + 2 * read + 2 * len(seen)
-            assert result["cycles"] == expect
+    _simulate(top, _finishing(bench))
+    for (Y, budget), result in zip(runs, got, strict=True):
+        assert result == _level_expectation(Y, budget), (len(Y), budget)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,33 +257,36 @@ def test_allocation_matches_the_models_quotas(allocation):
     rng = random.Random(7 if allocation == "adaptive" else 8)
     problems = [_alloc_problem(rng, g, K, allocation, geo.capacity)
                 for g, K in ((0, 1), (1, 3), (2, 4), (3, 12), (G, 20), (G, 1), (4, 16), (G, 64))]
-    for hw_cells, counts, n, budget, quota in problems:
-        unit = Allocation(capacity=geo.capacity)
-        K = len(counts)
-        specs = {
-            "cnt": (geo.count_bits, geo.max_cells, counts, unit.cnt_r, None),
-            "cellid": (geo.cell_bits, geo.max_cells, hw_cells, unit.cellid_r, None),
-            "quota": (geo.count_bits, geo.max_cells, [], unit.quota_r, unit.quota_w),
-            # stale best entries of a previous run: the quota pass must clear them
-            "best": (geo.best_bits, geo.max_cells, [(1 << geo.best_bits) - 1] * geo.max_cells,
-                     None, unit.best_w),
-        }
-        top = _WithMemories(unit, specs)
-        got = {}
+    unit = Allocation(capacity=geo.capacity)
+    specs = {
+        "cnt": (geo.count_bits, geo.max_cells, [], unit.cnt_r, None),
+        "cellid": (geo.cell_bits, geo.max_cells, [], unit.cellid_r, None),
+        "quota": (geo.count_bits, geo.max_cells, [], unit.quota_r, unit.quota_w),
+        "best": (geo.best_bits, geo.max_cells, [], None, unit.best_w),
+    }
+    top = _WithMemories(unit, specs)
+    got = []
 
-        async def bench(ctx, unit=unit, top=top, got=got, K=K, n=n, budget=budget,
-                        counts=counts):
+    async def bench(ctx):
+        ctx.set(unit.proportional, int(allocation == "proportional"))
+        for hw_cells, counts, n, budget, _ in problems:
+            K = len(counts)
+            for a in range(K):
+                ctx.set(top.mem["cnt"].data[a], counts[a])
+                ctx.set(top.mem["cellid"].data[a], hw_cells[a])
+                # a stale best entry of a previous run: the quota pass must clear it
+                ctx.set(top.mem["best"].data[a], (1 << geo.best_bits) - 1)
             for port, v in ((unit.cells, K), (unit.max_count, max(counts)), (unit.n_points, n),
-                            (unit.budget, budget),
-                            (unit.proportional, int(allocation == "proportional"))):
+                            (unit.budget, budget)):
                 ctx.set(port, v)
             await _run_phase(ctx, unit)
-            got["quota"] = [ctx.get(top.mem["quota"].data[a]) for a in range(K)]
-            got["best"] = [ctx.get(top.mem["best"].data[a]) for a in range(K)]
+            got.append(([ctx.get(top.mem["quota"].data[a]) for a in range(K)],
+                        [ctx.get(top.mem["best"].data[a]) for a in range(K)]))
 
-        _simulate(top, _finishing(bench))
-        assert got["quota"] == quota, (counts, budget)
-        assert sum(got["quota"]) == budget and got["best"] == [0] * K
+    _simulate(top, _finishing(bench))
+    for (_, counts, _, budget, quota), (q, best) in zip(problems, got, strict=True):
+        assert q == quota, (counts, budget)
+        assert sum(q) == budget and best == [0] * len(counts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -286,9 +294,12 @@ def test_allocation_matches_the_models_quotas(allocation):
 
 
 def test_selection_rounds_pick_the_quota_nearest_members():
+    """Six problems back to back: ``picked`` is cleared in between (the emitter's job), while
+    the unit itself must leave every quota and best entry at 0."""
     geo = GridGeometry(64)
     rng = random.Random(9)
-    for trial in range(6):
+    problems = []
+    for _ in range(6):
         K = rng.randint(1, 8)
         n = rng.randint(K, 50)
         slot = list(range(K)) + [rng.randrange(K) for _ in range(n - K)]
@@ -299,29 +310,40 @@ def test_selection_rounds_pick_the_quota_nearest_members():
         quota = [rng.randint(1 if s == 0 else 0, len(members[s])) for s in range(K)]
         expected = sorted(i for s in range(K)
                           for i in sorted(members[s], key=lambda i: (dist[i], i))[:quota[s]])
-        unit = SelectionRounds(capacity=geo.capacity)
-        specs = {
-            "pslot": (geo.slot_bits, geo.capacity, slot, unit.pslot_r, None),
-            "pdist": (DIST_BITS, geo.capacity, dist, unit.pdist_r, None),
-            "picked": (1, geo.capacity, [], unit.picked_r, unit.picked_w),
-            "quota": (geo.count_bits, geo.max_cells, quota, unit.quota_r, unit.quota_w),
-            "best": (geo.best_bits, geo.max_cells, [], unit.best_r, unit.best_w),
-        }
-        top = _WithMemories(unit, specs)
-        got = {}
+        problems.append((K, n, slot, dist, quota, expected))
+    unit = SelectionRounds(capacity=geo.capacity)
+    specs = {
+        "pslot": (geo.slot_bits, geo.capacity, [], unit.pslot_r, None),
+        "pdist": (DIST_BITS, geo.capacity, [], unit.pdist_r, None),
+        "picked": (1, geo.capacity, [], unit.picked_r, unit.picked_w),
+        "quota": (geo.count_bits, geo.max_cells, [], unit.quota_r, unit.quota_w),
+        "best": (geo.best_bits, geo.max_cells, [], unit.best_r, unit.best_w),
+    }
+    top = _WithMemories(unit, specs)
+    got = []
 
-        async def bench(ctx, unit=unit, top=top, got=got, K=K, n=n):
+    async def bench(ctx):
+        for K, n, slot, dist, quota, _ in problems:
+            for a in range(n):
+                ctx.set(top.mem["pslot"].data[a], slot[a])
+                ctx.set(top.mem["pdist"].data[a], dist[a])
+            for a in range(K):
+                ctx.set(top.mem["quota"].data[a], quota[a])
             ctx.set(unit.cells, K)
             ctx.set(unit.n_points, n)
-            got["cycles"] = await _run_phase(ctx, unit)
-            got["picked"] = [a for a in range(geo.capacity) if ctx.get(top.mem["picked"].data[a])]
-            got["quota"] = [ctx.get(top.mem["quota"].data[a]) for a in range(K)]
-            got["best"] = [ctx.get(top.mem["best"].data[a]) for a in range(K)]
+            cycles = await _run_phase(ctx, unit)
+            picked = [a for a in range(geo.capacity) if ctx.get(top.mem["picked"].data[a])]
+            got.append((cycles, picked, [ctx.get(top.mem["quota"].data[a]) for a in range(K)],
+                        [ctx.get(top.mem["best"].data[a]) for a in range(K)]))
+            for a in picked:
+                ctx.set(top.mem["picked"].data[a], 0)
 
-        _simulate(top, _finishing(bench))
-        assert got["picked"] == expected, trial
-        assert got["quota"] == [0] * K and got["best"] == [0] * K
-        assert got["cycles"] == max(quota) * (2 * n + K + 3)
+    _simulate(top, _finishing(bench))
+    for (K, n, _, _, quota, expected), (cycles, picked, q, best) in zip(problems, got,
+                                                                         strict=True):
+        assert picked == expected
+        assert q == [0] * K and best == [0] * K
+        assert cycles == max(quota) * (2 * n + K + 3)
 
 
 def test_emitter_streams_the_bitmap_under_backpressure_and_clears_it():
