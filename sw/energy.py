@@ -10,7 +10,15 @@ and only the selected coreset (plus its indices) crosses the link, once per epoc
 On the training side, NVM weight cells cost ``e_nvm_write`` per bit written and ``e_nvm_read`` per
 bit read, so the write counts from :mod:`nms.sw.lrt` convert to energy with :func:`nvm_energy_pj`.
 Measured hardware counters (near-memory bytes read) can replace the modelled near bytes.
-Compute energy of the DE-SNE engine itself is NOT modelled here.
+
+The **selection** itself (issue 11) is priced term by term by :func:`selection_energy` from the
+counts of :func:`nms.sw.dataflow.chunk_counts` / ``dataset_counts``: near-memory DDR bytes,
+bits read and written in every on-chip memory (per memory, at a per-bit energy that grows with
+the memory's size), multiplies and adds by operand width per stage (the 8-bit distance MACs,
+the affinity and embedding arithmetic), and :func:`training_comparison` adds the PCB traffic
+of the epochs and the break-even epoch. Every figure is an :class:`EnergyParams` field with its
+source; ``--energy-param NAME=VALUE`` (:func:`parse_energy_params`) overrides any of them.
+See ``docs/energy.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from nms.verif.models.budget import budget as selection_budget
 from nms.verif.models.budget import validate_ratio
 
 __all__ = ["EnergyParams", "Traffic", "full_training_traffic", "nms_traffic", "link_energy_pj",
-           "nvm_energy_pj", "compare_training"]
+           "nvm_energy_pj", "compare_training", "sram_pj_per_bit", "mult_pj", "add_pj",
+           "selection_energy", "training_comparison", "cumulative_energy",
+           "parse_energy_params", "add_energy_arguments"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,24 @@ class EnergyParams:
         NVM (RRAM) weight read. Default 1.76 pJ/bit, same source.
     weight_bits : int
         Bits per weight cell (8, the NVM weight format of the trainers).
+    e_sram_8k : float
+        On-chip SRAM access per bit for memories up to 8 KB: 0.156 pJ/bit = 5 pJ per 32-bit
+        read of an 8 kB SRAM (Horowitz 2014; research note soc-and-sim.md section 6).
+    e_sram_32k, e_sram_1m : float
+        The same for 32 KB and 1 MB: 20 pJ and 100 pJ per 64-bit access = 0.3125 and
+        1.5625 pJ/bit (Horowitz 2014, the same table's cache rows; not in the research note).
+        Between the points the per-bit energy is interpolated linearly in log2(size);
+        beyond 1 MB it is extrapolated on the 32 KB-1 MB slope; below 8 KB it is the 8 KB figure
+        (no cheaper register-file figure is assumed).
+    sram_write_factor : float
+        Energy of a written bit relative to a read bit (1.0: no separate figure is quoted).
+    e_add8, e_add32 : float
+        8-bit and 32-bit integer add, 0.03 and 0.1 pJ (Horowitz 2014, research note). An add of
+        w bits costs the straight line through these two points.
+    e_mult8, e_mult32 : float
+        8x8 and 32x32 integer multiply, 0.2 pJ (research note) and 3.1 pJ (Horowitz 2014, not
+        in the research note). An a x b multiply costs the straight line through these two
+        points in the product a*b (array multipliers grow with the partial-product count).
     """
 
     e_pcb: float = 20.0
@@ -55,16 +83,29 @@ class EnergyParams:
     e_nvm_write: float = 10.9
     e_nvm_read: float = 1.76
     weight_bits: int = 8
+    e_sram_8k: float = 5.0 / 32
+    e_sram_32k: float = 20.0 / 64
+    e_sram_1m: float = 100.0 / 64
+    sram_write_factor: float = 1.0
+    e_add8: float = 0.03
+    e_add32: float = 0.1
+    e_mult8: float = 0.2
+    e_mult32: float = 3.1
 
     #: which defaults are placeholders rather than quoted measurements
-    PLACEHOLDERS = ("e_near",)
+    PLACEHOLDERS = ("e_near", "sram_write_factor")
 
     def __post_init__(self):
-        for name in ("e_pcb", "e_near", "e_nvm_write", "e_nvm_read"):
+        for name in ("e_pcb", "e_near", "e_nvm_write", "e_nvm_read", "e_sram_8k", "e_sram_32k",
+                     "e_sram_1m", "sram_write_factor", "e_add8", "e_add32", "e_mult8",
+                     "e_mult32"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 \
                     or not math.isfinite(v):
                 raise ValueError(f"EnergyParams.{name} must be a finite number >= 0 pJ/bit, got {v!r}")
+        if not self.e_sram_8k <= self.e_sram_32k <= self.e_sram_1m:
+            raise ValueError("EnergyParams: e_sram_8k <= e_sram_32k <= e_sram_1m is required, got "
+                             f"{self.e_sram_8k}, {self.e_sram_32k}, {self.e_sram_1m}")
         if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, numbers.Integral) \
                 or self.weight_bits < 1:
             raise ValueError(f"EnergyParams.weight_bits must be an integer >= 1, got {self.weight_bits!r}")
@@ -200,3 +241,132 @@ def compare_training(*, n_samples: int, bytes_per_sample: int, epochs: int,
         "params": p.as_dict(),
         "placeholders": list(EnergyParams.PLACEHOLDERS),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# the selection, term by term (issue 11)
+
+
+def sram_pj_per_bit(size_bytes: int, params: EnergyParams | None = None) -> float:
+    """Per-bit access energy of an on-chip memory of ``size_bytes`` (see :class:`EnergyParams`)."""
+    p = params or EnergyParams()
+    size = _count("size_bytes", size_bytes, 1)
+    x = math.log2(size / 8192)
+    if x <= 0:
+        return p.e_sram_8k
+    if x <= 2:   # 8 KB .. 32 KB
+        return p.e_sram_8k + (p.e_sram_32k - p.e_sram_8k) * x / 2
+    return p.e_sram_32k + (p.e_sram_1m - p.e_sram_32k) * (x - 2) / 5   # 32 KB .. 1 MB (5 octaves)
+
+
+def add_pj(width: int, params: EnergyParams | None = None) -> float:
+    """One ``width``-bit add: the line through (8, e_add8) and (32, e_add32)."""
+    p = params or EnergyParams()
+    w = _count("width", width, 1)
+    return max(0.0, p.e_add8 + (p.e_add32 - p.e_add8) * (w - 8) / 24)
+
+
+def mult_pj(a: int, b: int, params: EnergyParams | None = None) -> float:
+    """One ``a x b``-bit multiply: the line through (64, e_mult8) and (1024, e_mult32) in a*b."""
+    p = params or EnergyParams()
+    ab = _count("a", a, 1) * _count("b", b, 1)
+    return max(0.0, p.e_mult8 + (p.e_mult32 - p.e_mult8) * (ab - 64) / 960)
+
+
+def selection_energy(counts: dict, params: EnergyParams | None = None) -> dict:
+    """Energy of a selection in pJ, per term, from :func:`nms.sw.dataflow.chunk_counts` or
+    ``dataset_counts``.
+
+    Returns
+    -------
+    dict
+        ``terms``: ``ddr_read``, ``ddr_write``, ``sram:<memory>`` (reads + writes of that
+        memory), ``ops:<stage>`` (that stage's multiplies and adds); ``groups``: ``ddr``,
+        ``onchip_memory``, ``compute``; ``total``.
+    """
+    p = params or EnergyParams()
+    terms = {"ddr_read": 8.0 * p.e_near * counts["ddr"]["read_bytes"],
+             "ddr_write": 8.0 * p.e_near * counts["ddr"]["write_bytes"]}
+    for name, m in sorted(counts["sram"].items()):
+        e = sram_pj_per_bit(m["size_bytes"], p)
+        terms[f"sram:{name}"] = e * (m["read_bits"] + p.sram_write_factor * m["write_bits"])
+    for stage, o in counts["ops"].items():
+        e = sum(cnt * mult_pj(*map(int, k.split("x")), p) for k, cnt in o["mult"].items())
+        e += sum(cnt * add_pj(int(w), p) for w, cnt in o["add"].items())
+        terms[f"ops:{stage}"] = e
+    groups = {"ddr": terms["ddr_read"] + terms["ddr_write"],
+              "onchip_memory": sum(v for k, v in terms.items() if k.startswith("sram:")),
+              "compute": sum(v for k, v in terms.items() if k.startswith("ops:"))}
+    return {"terms": terms, "groups": groups, "total": sum(groups.values())}
+
+
+def training_comparison(*, n_samples: int, n_selected: int, bytes_per_sample: int,
+                        selection_pj: float, epochs: int, index_bytes: int = 4,
+                        params: EnergyParams | None = None) -> dict:
+    """Full-data training vs NMS, with the selection's whole energy (not only its link bytes).
+
+    ``E_full(e) = e·N·B·8·e_pcb``; ``E_nms(e) = selection + (e·M·B + M·index_bytes)·8·e_pcb``.
+    Returns both at ``epochs``, the saving, the selection in units of one full-data epoch of
+    PCB traffic, and the break-even epoch ``(selection + M·index_bytes·8·e_pcb) /
+    ((N - M)·B·8·e_pcb)``.
+    """
+    p = params or EnergyParams()
+    n = _count("n_samples", n_samples, 1)
+    m = _count("n_selected", n_selected, 1)
+    if m > n:
+        raise ValueError(f"n_selected must be <= n_samples={n}, got {m}")
+    b = _count("bytes_per_sample", bytes_per_sample, 1)
+    e = _count("epochs", epochs, 1)
+    ib = _count("index_bytes", index_bytes, 0)
+    if not (isinstance(selection_pj, numbers.Real) and selection_pj >= 0 and math.isfinite(selection_pj)):
+        raise ValueError(f"selection_pj must be a finite number >= 0, got {selection_pj!r}")
+    epoch_pj = 8.0 * p.e_pcb * n * b
+    once = float(selection_pj) + 8.0 * p.e_pcb * m * ib
+    per_epoch_saving = 8.0 * p.e_pcb * (n - m) * b
+    e_full = e * epoch_pj
+    e_nms = once + e * 8.0 * p.e_pcb * m * b
+    return {"epochs": e, "full_pj": e_full, "nms_pj": e_nms,
+            "saving_fraction": 1.0 - e_nms / e_full,
+            "selection_pj": float(selection_pj), "full_epoch_pj": epoch_pj,
+            "selection_in_epochs": float(selection_pj) / epoch_pj,
+            "breakeven_epoch": once / per_epoch_saving if per_epoch_saving > 0 else math.inf}
+
+
+def cumulative_energy(*, n_samples: int, n_selected: int, bytes_per_sample: int,
+                      selection_pj: float, epochs: int, index_bytes: int = 4,
+                      params: EnergyParams | None = None) -> dict:
+    """Cumulative energy after 0..epochs epochs for full-data training and NMS (lists, pJ)."""
+    rows = [training_comparison(n_samples=n_samples, n_selected=n_selected,
+                                bytes_per_sample=bytes_per_sample, selection_pj=selection_pj,
+                                epochs=e, index_bytes=index_bytes, params=params)
+            for e in range(1, _count("epochs", epochs, 1) + 1)]
+    once = rows[0]["nms_pj"] - rows[0]["full_epoch_pj"] * n_selected / n_samples
+    return {"epoch": list(range(0, epochs + 1)),
+            "full_pj": [0.0] + [r["full_pj"] for r in rows],
+            "nms_pj": [once] + [r["nms_pj"] for r in rows]}
+
+
+def parse_energy_params(items, base: EnergyParams | None = None) -> EnergyParams:
+    """``["NAME=VALUE", ...]`` -> :class:`EnergyParams` with those fields overridden; an unknown
+    name or a bad value raises ``ValueError`` naming it."""
+    base = base or EnergyParams()
+    fields = base.as_dict()
+    changes = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"--energy-param {item!r}: expected NAME=VALUE with NAME one of "
+                             f"{sorted(fields)}")
+        try:
+            changes[name] = int(value) if name == "weight_bits" else float(value)
+        except ValueError:
+            raise ValueError(f"--energy-param {name}: {value!r} is not a number") from None
+    return EnergyParams(**{**fields, **changes})
+
+
+def add_energy_arguments(parser) -> None:
+    """``--energy-param NAME=VALUE`` (repeatable) on an argparse parser."""
+    parser.add_argument("--energy-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override an energy figure of nms.sw.energy.EnergyParams "
+                             "(pJ/bit or pJ/op), e.g. e_near=2.5; repeatable")

@@ -1,0 +1,316 @@
+"""``nms bench dataflow``: the measured design-space sweep of issue 11 — energy AND coreset
+accuracy of each dataflow on Fashion-MNIST at 10 %.
+
+Two sides, joined per row:
+
+* **accuracy** depends only on what the DE-SNE job computes: the chunk capacity C, the
+  D-reduction in front of the kNN (``nms.sw.dataflow.REDUCTIONS``) and the embedding schedule
+  (iterations, negative samples). Each such *algorithm point* runs the bit-exact model
+  (:func:`nms.sw.dataflow.select_flow`) on a stratified half of the harness's selection pool
+  (``nms.sw.harness.prepare``: training split minus the 15 % validation split), selection seeds
+  0 and 1, and trains the harness's fixed MLP (1000 steps) on each coreset. The choice is made
+  on the **validation** split; the test split is scored only for the chosen row and the
+  baseline, after the choice.
+* **energy** (:mod:`nms.sw.energy` over :func:`nms.sw.dataflow.dataset_counts`) of the whole
+  Fashion-MNIST training split (60 000 images) at 10 % for every dataflow (stream vs chunk
+  buffer, query tile T, candidate tile P) on each algorithm point, with the ECP5-85F block
+  budget (:func:`nms.sw.dataflow.memory_plan`).
+
+Choice rule (fixed before the run): among rows that fit on chip, whose validation accuracy is
+no worse than the baseline's (mean over seeds >= baseline mean - the larger seed std of the
+two), pick the lowest selection energy; ties to fewer blocks.
+
+Accuracy runs are cached in ``<out>/dataflow_parts/accuracy.json`` (one entry per algorithm
+point and seed, written after each run) so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: (capacity, reduce, n_iter, neg_samples); the first is the current default ("before")
+ALGORITHM_POINTS = (
+    (1024, "none", 300, 8),
+    (1024, "pool2", 300, 8),
+    (1024, "pool4", 300, 8),
+    (512, "pool2", 300, 8),
+    (256, "none", 300, 8),
+    (256, "pool2", 300, 8),
+    (1024, "pool2", 150, 8),
+    (1024, "pool2", 100, 8),
+    (1024, "pool4", 100, 8),
+    (1024, "pool2", 100, 4),
+    (1024, "pool4", 150, 8),
+    (1024, "pool4", 50, 8),
+    (1024, "pool2", 50, 8),
+)
+QUICK_POINTS = ALGORITHM_POINTS[:2]
+SEEDS = (0, 1)
+RATIO = 0.1
+#: dataflow knobs swept on the energy side for every algorithm point
+#: (buffer, T, P, hold_self); the first is the current RTL
+FLOWS = ((False, 4, 1, False), (True, 4, 1, False), (True, 16, 1, False), (True, 64, 1, False),
+         (True, 16, 4, False), (True, 8, 8, False), (True, 16, 4, True), (True, 8, 8, True),
+         (True, 64, 1, True), (True, 32, 2, True))
+#: most 8-bit squared-difference units the distance array may have on an ECP5-85F (an area
+#: estimate: ~80 LUT4 per unit with its adder-tree share, about half the device's 84 k LUTs)
+MAX_DIST_UNITS = 512
+SUBSET_SEED = 11
+
+
+def _fashion():
+    from nms.bench.coreset import _fashion_dir
+    from nms.sw.datasets import load_dataset
+
+    fdir = _fashion_dir()
+    if fdir is None:
+        raise ValueError("Fashion-MNIST not found (set NMS_FASHION_DIR or keep it in "
+                         "../shared/datasets/fashion-mnist)")
+    return load_dataset(fdir)
+
+
+def _config(n_iter: int, neg: int):
+    """DesneConfig with the schedule scaled to ``n_iter`` (exaggeration and momentum switch
+    stay at a third of the iterations, as in the default 100 of 300)."""
+    from nms.verif.models import desne as dm
+
+    third = max(1, round(n_iter / 3))
+    return dm.DesneConfig(n_iter=n_iter, exaggeration_iters=third, momentum_switch=third,
+                          neg_samples=neg)
+
+
+def _key(point) -> str:
+    c, r, i, s = point
+    return f"C{c}-{r}-I{i}-S{s}"
+
+
+def _subset(y, fraction=0.5):
+    """Stratified ``fraction`` of the pool rows (fixed seed), ascending."""
+    rng = np.random.default_rng(SUBSET_SEED)
+    keep = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        keep.append(np.sort(rng.choice(members, size=int(round(fraction * members.size)),
+                                       replace=False)))
+    return np.sort(np.concatenate(keep))
+
+
+def run_accuracy(out_dir: Path, points=ALGORITHM_POINTS, seeds=SEEDS, *, log=print) -> dict:
+    """Validation accuracy of every algorithm point (resumable, see the module docstring)."""
+    from nms.sw.dataflow import select_flow
+    from nms.sw.harness import prepare, score_coreset
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parts = out_dir / "dataflow_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    path = parts / "accuracy.json"
+    done = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    data = prepare(_fashion())
+    sub = _subset(data.y)
+    X, y = data.X[sub], data.y[sub]
+    done["protocol"] = {"pool": int(data.pool.size), "subset": int(sub.size),
+                        "subset_seed": SUBSET_SEED, "val": int(data.val.size), "ratio": RATIO,
+                        "trainer": "mlp", "steps": 1000}
+    for point in points:
+        c, reduce, n_iter, neg = point
+        cfg = _config(n_iter, neg).replace(capacity=c)
+        for seed in seeds:
+            key = f"{_key(point)}/s{seed}"
+            if key in done["runs"]:
+                continue
+            t0 = time.perf_counter()
+            sel = select_flow(X, y, RATIO, cfg, reduce=reduce, seed=seed)
+            t_sel = time.perf_counter() - t0
+            acc = score_coreset(data, sub[sel["indices"]], trainer="mlp", seed=seed,
+                                splits=("val",))
+            done["runs"][key] = {"point": list(point), "seed": seed, "val": acc["val"],
+                                 "n_selected": int(sel["indices"].size),
+                                 "select_seconds": t_sel,
+                                 "indices": sub[sel["indices"]].tolist()}
+            log(f"[dataflow] {key}: val {100 * acc['val']:.2f} % ({t_sel:.0f} s)")
+            path.write_text(json.dumps(done))
+    return done
+
+
+def _flow(point, flow_knobs, dim):
+    from nms.sw.dataflow import Dataflow
+
+    c, reduce, _, neg = point
+    buffer, T, P, hold = flow_knobs
+    return Dataflow(buffer=buffer, tile=T, cand_tile=P, capacity=c, reduce=reduce,
+                    neg_samples=neg, hold_self=hold, max_dim=dim)
+
+
+def energy_row(point, flow_knobs, y_full, dim, params, epochs=10) -> dict:
+    """Energy, traffic and on-chip fit of one (algorithm point, dataflow) on the whole set."""
+    from nms.sw.dataflow import dataset_counts, memory_plan
+    from nms.sw.energy import selection_energy, training_comparison
+
+    flow = _flow(point, flow_knobs, dim)
+    counts = dataset_counts(y_full, dim=dim, ratio=RATIO, flow=flow, n_iter=point[2])
+    e = selection_energy(counts, params)
+    m = counts["rtl"]["bytes_written"] // 4
+    cmp = training_comparison(n_samples=len(y_full), n_selected=m, bytes_per_sample=dim,
+                              selection_pj=e["total"], epochs=epochs, params=params)
+    plan = memory_plan(flow)
+    units = flow.tile * flow.lanes * flow.cand_tile
+    return {"point": _key(point), "flow": flow.as_dict(), "flow_label": flow.label,
+            "n_iter": point[2], "blocks": plan["blocks"], "dist_units": units,
+            "fits": bool(plan["fits"] and units <= MAX_DIST_UNITS),
+            "chunk_buffer_bytes": plan["chunk_buffer_bytes"],
+            "ddr_read_bytes": counts["ddr"]["read_bytes"],
+            "ddr_vs_dataset": counts["ddr"]["read_bytes"] / (len(y_full) * dim),
+            "selection_pj": e["total"], "groups_pj": e["groups"], "terms_pj": e["terms"],
+            "selection_in_epochs": cmp["selection_in_epochs"],
+            "saving_at_10": cmp["saving_fraction"], "breakeven_epoch": cmp["breakeven_epoch"],
+            "n_selected": int(m)}
+
+
+def _acc_table(acc_runs, points):
+    out = {}
+    for point in points:
+        vals = [r["val"] for k, r in acc_runs.items() if k.split("/")[0] == _key(point)]
+        if vals:
+            out[_key(point)] = {"val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)),
+                                "n": len(vals), "point": list(point)}
+    return out
+
+
+def choose(rows, acc) -> dict | None:
+    """The choice rule of the module docstring; ``None`` if no row qualifies."""
+    base = acc.get(_key(ALGORITHM_POINTS[0]))
+    if base is None:
+        raise ValueError("the baseline algorithm point has no accuracy runs")
+    ok = []
+    for r in rows:
+        a = acc.get(r["point"])
+        r["val_mean"] = a["val_mean"] if a else None
+        r["val_std"] = a["val_std"] if a else None
+        r["accuracy_ok"] = bool(a and a["val_mean"] >= base["val_mean"]
+                                - max(base["val_std"], a["val_std"]))
+        if r["fits"] and r["accuracy_ok"]:
+            ok.append(r)
+    return min(ok, key=lambda r: (r["selection_pj"], r["blocks"])) if ok else None
+
+
+def run(out_dir: Path, quick: bool = False) -> dict:
+    from nms.sw.energy import EnergyParams
+    from nms.sw.harness import prepare, score_coreset
+
+    out_dir = Path(out_dir)
+    points = QUICK_POINTS if quick else ALGORITHM_POINTS
+    seeds = SEEDS[:1] if quick else SEEDS
+    acc_done = run_accuracy(out_dir, points, seeds)
+    acc = _acc_table(acc_done["runs"], points)
+    ds = _fashion()
+    y_full, dim = ds.y_train, int(np.prod(ds.X_train.shape[1:]))
+    params = EnergyParams()
+    rows = [energy_row(pt, fk, y_full, dim, params) for pt in points for fk in FLOWS]
+    best = choose(rows, acc)
+    baseline = rows[0]
+    # the test split, read only now: the chosen row and the baseline
+    data = prepare(ds)
+    final = {}
+    for name, row in (("baseline", baseline), ("chosen", best)):
+        if row is None:
+            continue
+        tests = []
+        for seed in seeds:
+            run_ = acc_done["runs"][f"{row['point']}/s{seed}"]
+            tests.append(score_coreset(data, run_["indices"], trainer="mlp", seed=seed,
+                                       splits=("val", "test")))
+        final[name] = {"point": row["point"], "flow": row["flow_label"],
+                       "val": [t["val"] for t in tests], "test": [t["test"] for t in tests],
+                       "test_mean": float(np.mean([t["test"] for t in tests])),
+                       "test_std": float(np.std([t["test"] for t in tests]))}
+    res = {"benchmark": "dataflow", "quick": quick, "ratio": RATIO,
+           "protocol": acc_done["protocol"], "seeds": list(seeds),
+           "choice_rule": "fits on the ECP5-85F (blocks and distance units) and validation "
+                          "accuracy >= baseline mean - the larger seed std; lowest selection "
+                          "energy, ties to fewer blocks",
+           "max_dist_units": MAX_DIST_UNITS, "energy_params": params.as_dict(),
+           "accuracy": acc, "rows": rows, "chosen": best, "baseline": baseline,
+           "final": final,
+           "environment": {"python": platform.python_version(), "numpy": np.__version__}}
+    (out_dir / "dataflow.json").write_text(json.dumps(res, indent=1))
+    (out_dir / "dataflow.md").write_text(_markdown(res))
+    return res
+
+
+def _mj(pj):
+    return f"{pj / 1e9:.2f}"
+
+
+def _markdown(res) -> str:
+    acc, rows, best, base = res["accuracy"], res["rows"], res["chosen"], res["baseline"]
+    pr = res["protocol"]
+    lines = ["# Dataflow design-space sweep (issue 11): energy and coreset accuracy, "
+             f"Fashion-MNIST at {100 * res['ratio']:.0f} %", "",
+             f"Accuracy: bit-exact DE-SNE model with the dataflow's kNN input "
+             f"(`nms.sw.dataflow.select_flow`) on a stratified half of the harness's selection "
+             f"pool ({pr['subset']} of {pr['pool']} images, subset seed {pr['subset_seed']}), "
+             f"selection seeds {res['seeds']}, fixed MLP ({pr['steps']} steps) scored on the "
+             f"validation split ({pr['val']} images). Energy: `nms.sw.energy.selection_energy` "
+             "of `nms.sw.dataflow.dataset_counts` over the whole training split (60 000 images), "
+             "default `EnergyParams` (docs/energy.md). 'epochs' = selection energy in units of "
+             "one full-data epoch of PCB traffic; saving = 1 - (selection + 10 coreset epochs) / "
+             "(10 full epochs).", "",
+             f"Choice rule: {res['choice_rule']}.", "",
+             "## Accuracy per algorithm point (validation)", "",
+             "| point (C, reduction, iterations, neg. samples) | val accuracy (%) | n |",
+             "|---|---:|---:|"]
+    for k, a in acc.items():
+        lines.append(f"| {k} | {100 * a['val_mean']:.2f} ± {100 * a['val_std']:.2f} | {a['n']} |")
+    lines += ["", "## Energy and fit, every row", "",
+              "| point | dataflow | blocks | dist units | fits | DDR / data set | selection (mJ) "
+              "| epochs | saving @10 | break-even epoch | accuracy ok | |",
+              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in sorted(rows, key=lambda r: r["selection_pj"]):
+        mark = "**chosen**" if best is not None and r is best else (
+            "baseline" if r is base else "")
+        lines.append(f"| {r['point']} | {r['flow_label']} | {r['blocks']} | {r['dist_units']} | "
+                     f"{'yes' if r['fits'] else 'no'} | {r['ddr_vs_dataset']:.2f} | "
+                     f"{_mj(r['selection_pj'])} | {r['selection_in_epochs']:.2f} | "
+                     f"{100 * r['saving_at_10']:.1f} % | {r['breakeven_epoch']:.2f} | "
+                     f"{'yes' if r['accuracy_ok'] else 'no'} | {mark} |")
+    lines += ["", "## Chosen default vs before (test split read only for these two rows)", "",
+              "| | point | dataflow | val (%) | test (%) | selection (epochs) | saving @10 | "
+              "DDR / data set |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for name, row in (("before", base), ("chosen", best)):
+        f = res["final"].get("baseline" if name == "before" else "chosen")
+        if row is None or f is None:
+            lines.append(f"| {name} | — | no row qualifies | | | | | |")
+            continue
+        lines.append(f"| {name} | {row['point']} | {row['flow_label']} | "
+                     f"{100 * np.mean(f['val']):.2f} | {100 * f['test_mean']:.2f} ± "
+                     f"{100 * f['test_std']:.2f} | {row['selection_in_epochs']:.2f} | "
+                     f"{100 * row['saving_at_10']:.1f} % | {row['ddr_vs_dataset']:.2f} |")
+    if best is not None:
+        g = best["groups_pj"]
+        lines += ["", f"Chosen row's selection: DDR {_mj(g['ddr'])} mJ, on-chip memory "
+                  f"{_mj(g['onchip_memory'])} mJ, compute {_mj(g['compute'])} mJ; "
+                  f"{best['blocks']} of 208 DP16KD blocks, chunk buffer "
+                  f"{best['chunk_buffer_bytes']} bytes."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("stage", choices=("accuracy",))
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    a = p.parse_args(argv)
+    run_accuracy(a.out, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
