@@ -253,8 +253,11 @@ def _search_markdown(res) -> str:
     dsets = list(dict.fromkeys(r["dataset"] for r in res["rows"]))
     ratios = res["ratios"]
     lines = ["# DE-SNE variant search (validation accuracy, MLP)", "",
-             f"Seeds {res['seeds']}; Fashion-MNIST pool subset {res['fashion_pool_per_class']} "
-             "images per class, whole validation split; digits whole pool. Validation accuracy "
+             f"Seeds: digits {res['seeds']}, Fashion-MNIST {res.get('fashion_seeds', res['seeds'])} "
+             f"(the compute budget of the shared 2-core machine); Fashion-MNIST pool subset "
+             f"{res['fashion_pool_per_class']} images per class (stratified, fixed seed), whole "
+             "validation split (9 000); digits whole pool (1 146), validation 201. Validation "
+             "accuracy "
              "mean ± std over seeds (%); the test split is not read. Winner = largest worst-case "
              "margin to the best peer over every (data set, ratio).", "",
              "| variant | direction | min margin | mean margin | cells ≥ best peer |",
@@ -330,8 +333,45 @@ def desne_shared(X, y, ratio, cfg, *, seed, cache):
     return {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
 
 
+def _emb_file(cache_dir, dataset, seed):
+    from nms.verif.models import desne as dm
+    import hashlib
+    tag = hashlib.sha1(repr(dm.PRESETS["v0"]).encode()).hexdigest()[:12]  # stages 1-3 settings
+    return Path(cache_dir) / f"emb_{dataset}_{seed}_{tag}.npz"
+
+
+def _load_embeddings(cache_dir, dataset, seed):
+    """Per-chunk (nbr, P, Y) of one seed saved by an earlier piece (bit-exact model output)."""
+    f = _emb_file(cache_dir, dataset, seed)
+    if not f.exists():
+        return {}
+    z = np.load(f, allow_pickle=False)
+    keys = z["keys"]
+    out = {}
+    for i, k in enumerate(keys):
+        key = (int(k[0]), int(k[1]), int(k[2]), tuple(json.loads(str(z["stage_cfg"]))))
+        out[key] = (z[f"nbr{i}"], z[f"P{i}"], z[f"Y{i}"])
+    return out
+
+
+def _save_embeddings(cache_dir, dataset, seed, emb):
+    keys = list(emb)
+    if len({k[3] for k in keys}) != 1:
+        return  # mixed stage settings: keep in memory only
+    arrays = {"keys": np.array([k[:3] for k in keys], dtype=np.int64),
+              "stage_cfg": np.array(json.dumps(list(keys[0][3])))}
+    for i, k in enumerate(keys):
+        nbr, P, Y = emb[k]
+        arrays.update({f"nbr{i}": nbr, f"P{i}": P, f"Y{i}": Y})
+    f = _emb_file(cache_dir, dataset, seed)
+    tmp = f.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(f)
+
+
 def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_METHODS,
-                    seeds=FINAL_SEEDS, ratios=RATIOS, cache_dir: Path | None = None, log=print):
+                    seeds=FINAL_SEEDS, ratios=RATIOS, cache_dir: Path | None = None,
+                    part_suffix: str = "", log=print):
     """One (data set, trainer) piece of the final table, resumable: runs already in
     ``<out>/coreset_parts/<dataset>_<trainer>.json`` are kept, new ones appended after each run.
     Selections are cached (``cache_dir``, default ``reports/coreset_cache``) so the MLP and
@@ -343,7 +383,7 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
     parts.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir or "reports/coreset_cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    part = parts / f"{dataset}_{trainer}.json"
+    part = parts / f"{dataset}_{trainer}{part_suffix}.json"  # one file per process
     runs = json.loads(part.read_text())["runs"] if part.exists() else []
     done = {(r["method"], r["ratio"], r["seed"]) for r in runs}
     data = _final_data(dataset)
@@ -369,9 +409,14 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
                     if method.startswith("desne"):
                         for old in [s for s in desne_cache if s != sel_seed]:
                             del desne_cache[old]  # one seed's embeddings at a time
+                        if sel_seed not in desne_cache:
+                            desne_cache[sel_seed] = _load_embeddings(cache_dir, dataset, sel_seed)
+                        emb = desne_cache[sel_seed]
+                        before = len(emb)
                         res = desne_shared(data.X, data.y, ratio, _desne_config(method),
-                                           seed=sel_seed,
-                                           cache=desne_cache.setdefault(sel_seed, {}))
+                                           seed=sel_seed, cache=emb)
+                        if len(emb) > before:
+                            _save_embeddings(cache_dir, dataset, sel_seed, emb)
                     else:
                         res = fn(data.X, data.y, ratio, seed=sel_seed)
                     t_sel, reused = time.perf_counter() - t0, False
@@ -397,9 +442,15 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
 def assemble(out_dir: Path) -> dict:
     """``coreset.json`` / ``coreset.md`` from every finished piece, with the goal checks."""
     out_dir = Path(out_dir)
-    pieces = []
+    merged = {}
     for f in sorted((out_dir / "coreset_parts").glob("*.json")):
-        pieces.append(json.loads(f.read_text()))
+        pc = json.loads(f.read_text())
+        key = (pc["dataset"]["name"], pc["trainer"])
+        if key in merged:
+            merged[key]["runs"] += pc["runs"]
+        else:
+            merged[key] = pc
+    pieces = [merged[k] for k in sorted(merged)]
     tables = []
     for pc in pieces:
         groups = {}
@@ -436,7 +487,10 @@ def assemble(out_dir: Path) -> dict:
                 goals.append(g)
         tables.append({"dataset": pc["dataset"], "trainer": pc["trainer"], "rows": rows,
                        "goals": goals})
+    timing_file = out_dir / "coreset_timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else None
     result = {"stage": "final", "ratios": list(RATIOS), "planned_seeds": list(FINAL_SEEDS),
+              "timing": timing,
               "methods": list(FINAL_METHODS), "tables": tables,
               "desne_config": _selection_tag("desne"),
               "machine": {"python": platform.python_version(), "numpy": np.__version__}}
@@ -454,6 +508,12 @@ def _final_markdown(res) -> str:
              "previous default (nearest cell centre, water-filling). Deterministic selectors "
              "(spread = classifier only): herding, kcenter, maxherding.", "",
              f"DE-SNE configuration: `{res['desne_config']}`", ""]
+    tm = res.get("timing")
+    if tm:
+        lines += [f"Bit-exact model, this configuration, {tm['dataset']} {tm['n']} images at "
+                  f"{100 * tm['ratio']:g} %: {tm['cpu_seconds']} s CPU ({tm['wall_seconds']} s "
+                  f"wall on the shared machine), of which the coverage stage "
+                  f"{tm['stage4_cpu_seconds']} s CPU; limit {tm['limit_seconds']} s.", ""]
     for t in res["tables"]:
         ds = t["dataset"]
         ratios = sorted({r["ratio"] for r in t["rows"]})
@@ -487,6 +547,42 @@ def _final_markdown(res) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_timing(out_dir: Path, *, log=print) -> dict:
+    """Bit-exact model, ``PRESETS["desne"]``, the whole Fashion-MNIST training split (60 000) at
+    10 %: wall and CPU time of one :func:`select` call, and the coverage stage's share (timed
+    on the same chunks' stage-4 inputs). Writes ``coreset_timing.json``."""
+    from nms.verif.models import desne as dm
+
+    fdir = _fashion_dir()
+    ds = load_dataset(fdir) if fdir is not None else load_dataset("digits")
+    X, y = ds.train_flat(), ds.y_train
+    cfg = dm.PRESETS["desne"]
+    stage4 = [0.0]
+    real_stage = dm.exemplar_stage
+
+    def timed_stage(*args, **kw):
+        t0 = time.process_time()
+        out = real_stage(*args, **kw)
+        stage4[0] += time.process_time() - t0
+        return out
+
+    dm.exemplar_stage = timed_stage  # measure stage 4 inside the real call
+    try:
+        w0, c0 = time.perf_counter(), time.process_time()
+        res = dm.select(X, y, 0.1, cfg, seed=0)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    finally:
+        dm.exemplar_stage = real_stage
+    out = {"dataset": ds.name, "n": int(len(y)), "ratio": 0.1, "config": repr(cfg),
+           "selected": int(res["indices"].size), "wall_seconds": round(wall, 2),
+           "cpu_seconds": round(cpu, 2), "stage4_cpu_seconds": round(stage4[0], 2),
+           "limit_seconds": 60, "note": "wall time on the shared 2-core machine; CPU time is "
+           "this process's alone (single-threaded BLAS)"}
+    (Path(out_dir) / "coreset_timing.json").write_text(json.dumps(out, indent=1) + "\n")
+    log(f"[timing] {out}")
+    return out
+
+
 def run(out_dir: Path, quick: bool = False) -> dict:
     """``nms bench coreset``: the search (if its report is missing) and every final piece
     (resuming finished runs), then both reports."""
@@ -498,12 +594,14 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     for ds in FINAL_DATASETS:
         for tr in FINAL_TRAINERS:
             run_final_piece(out_dir, ds, tr)
+    if not (out_dir / "coreset_timing.json").exists():
+        run_timing(out_dir)
     return assemble(out_dir)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nms.bench.coreset")
-    p.add_argument("stage", choices=["search", "final", "report"])
+    p.add_argument("stage", choices=["search", "final", "timing", "report"])
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--fashion-seeds", nargs="+", type=int, default=None,
@@ -514,11 +612,17 @@ def main(argv=None) -> int:
     p.add_argument("--trainer", default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=list(FINAL_SEEDS))
     p.add_argument("--methods", nargs="+", default=list(FINAL_METHODS))
+    p.add_argument("--part-suffix", default="",
+                   help="final: checkpoint file suffix, so parallel processes never share one")
     a = p.parse_args(argv)
     if a.stage == "search":
         run_search(a.out, a.quick, extra=a.extra, fashion_seeds=a.fashion_seeds)
     elif a.stage == "final":
-        run_final_piece(a.out, a.dataset, a.trainer, methods=a.methods, seeds=a.seeds)
+        run_final_piece(a.out, a.dataset, a.trainer, methods=a.methods, seeds=a.seeds,
+                        part_suffix=a.part_suffix)
+        assemble(a.out)
+    elif a.stage == "timing":
+        run_timing(a.out)
         assemble(a.out)
     else:
         assemble(a.out)
