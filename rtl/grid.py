@@ -14,7 +14,8 @@ Structure (one component per concern; each has its own simulator test in
 * :class:`LevelSearch` — the finest-first level passes that build the cell map, and the slot
   sweep that copies the counts out of it (with :class:`CentreDistance`, the write-behind pipeline
   of each point's squared distance to its cell centre);
-* :class:`Allocation` — water level (adaptive) or proportional quotas, then the extra units;
+* :class:`Allocation` — the quotas: :class:`WaterLevel` (adaptive) or a divider
+  (proportional), then :class:`ExtraUnits` for what is left of the budget;
 * :class:`SelectionRounds` — rounds of "nearest unpicked member per cell with quota left";
 * :class:`Emitter` — the picked bitmap in index order onto ``indices``, clearing it behind;
 * :class:`GridSampler` — the memories shared between phases, their port multiplexers, wiring.
@@ -42,7 +43,8 @@ from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 
 __all__ = ["GridGeometry", "GridController", "BoundingBox", "CentreDistance", "LevelSearch",
-           "Allocation", "SelectionRounds", "Emitter", "GridSampler", "PHASE"]
+           "WaterLevel", "ExtraUnits", "Allocation", "SelectionRounds", "Emitter", "GridSampler",
+           "PHASE"]
 
 #: signed width of one embedding coordinate (Q8.16 in [-2**23, 2**23 - 1])
 COORD_BITS = 24
@@ -594,21 +596,190 @@ class LevelSearch(wiring.Component):
 # allocation
 # ------------------------------------------------------------------------------------------------
 
+class WaterLevel(wiring.Component):
+    """Adaptive allocation's water level: the largest ``L <= max_count`` with
+    ``sum(min(count, L)) <= budget``.
+
+    The sum is monotone in L, so L is found bit by bit from the top bit of ``count_bits``: a
+    candidate above the largest count is rejected in its cycle; any other costs one pipelined
+    scan of the K counts (``K + 2`` cycles). Cycles: ``count_bits + sum over scanned bits
+    (K + 2)``.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    budget, cells, max_count : In
+        M, K and the largest count.
+    cnt_r : read port of the per-slot counts.
+    level : Out(count_bits)
+        L (valid after ``done``).
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        CW = geo.count_bits
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "budget": In(unsigned(CW)),
+            "cells": In(range(geo.max_cells + 1)),
+            "max_count": In(unsigned(CW)),
+            "cnt_r": _read(geo.slot_bits, CW),
+            "level": Out(unsigned(CW)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        CW = self.geometry.count_bits
+        scan = _SlotScan(m, self.geometry, self.cells)
+        m.d.comb += self.cnt_r.addr.eq(scan.s)
+        lvl = self.level
+        bit = Signal(range(CW))         # bit under test
+        cand = Signal(CW)
+        acc = Signal(CW + 1)            # sum(min(count, cand)) <= N <= C < 2**CW
+        count = self.cnt_r.data
+
+        def next_bit():
+            with m.If(bit == 0):
+                m.d.comb += self.run.done.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.d.sync += bit.eq(bit - 1)
+                m.next = "L_BIT"
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run.start):
+                    m.d.sync += [lvl.eq(0), bit.eq(CW - 1)]
+                    m.next = "L_BIT"
+            with m.State("L_BIT"):
+                trial = (lvl | (Const(1, CW) << bit))[:CW]
+                m.d.sync += cand.eq(trial)
+                with m.If(trial <= self.max_count):
+                    scan.start()
+                    m.d.sync += acc.eq(0)
+                    m.next = "L_SCAN"
+                with m.Else():
+                    next_bit()
+            with m.State("L_SCAN"):
+                done = scan.step()
+                with m.If(scan.v_d):
+                    m.d.sync += acc.eq(acc + Mux(count < cand, count, cand))
+                with m.If(done):
+                    with m.If(acc <= self.budget):
+                        m.d.sync += lvl.eq(cand)
+                    next_bit()
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+class ExtraUnits(wiring.Component):
+    """The units left after the quotas (``budget - quota_sum``): +1 for the cells with the
+    largest keys ``(primary, ~cell)``.
+
+    The threshold T = the extra-th largest key (keys are unique; the complement orders ties to
+    the lower row-major cell) is found bit by bit by counting the keys >= each candidate, one
+    slot scan per bit; then a last scan adds 1 to every quota whose key is >= T — the model's
+    "largest first, ties to the lower cell" (a primary of 0 never qualifies). Cycles: ``1`` when
+    nothing is left, else ``1 + key_bits * (K + 3) + K + 3``.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    budget, quota_sum, cells : In
+    cellid_r, prim_r, quota_r : read ports of the slot memories (one shared address);
+    quota_w : write port.
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        SW, CW = geo.slot_bits, geo.count_bits
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "budget": In(unsigned(CW)),
+            "quota_sum": In(unsigned(CW + 1)),
+            "cells": In(range(geo.max_cells + 1)),
+            "cellid_r": _read(SW, geo.cell_bits),
+            "prim_r": _read(SW, CW),
+            "quota_r": _read(SW, CW),
+            "quota_w": _write(SW, CW),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        CW, KB = geo.count_bits, geo.key_bits
+        cell_mask = (1 << geo.cell_bits) - 1
+        scan = _SlotScan(m, geo, self.cells)
+        for rp in (self.cellid_r, self.prim_r, self.quota_r):
+            m.d.comb += rp.addr.eq(scan.s)
+        bit = Signal(range(KB))
+        cand = Signal(KB)
+        acc = Signal(CW + 1)
+        remaining = Signal(CW)         # units to hand out
+        thr = Signal(KB)               # threshold key
+        # primary (remainder or count) first, then the lower cell index wins
+        key = Cat(self.cellid_r.data ^ cell_mask, self.prim_r.data)
+
+        def scan_start():
+            scan.start()
+            m.d.sync += acc.eq(0)
+
+        with m.FSM() as fsm:
+            _phase_unit(m, self, "X_START")
+            with m.State("X_START"):
+                m.d.sync += [remaining.eq(self.budget - self.quota_sum), thr.eq(0),
+                             bit.eq(KB - 1)]
+                with m.If(self.budget == self.quota_sum):
+                    m.d.comb += self.run.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "X_BIT"
+            with m.State("X_BIT"):
+                m.d.sync += cand.eq(thr | (Const(1, KB) << bit)[:KB])
+                scan_start()
+                m.next = "X_SCAN"
+            with m.State("X_SCAN"):
+                done = scan.step()
+                with m.If(scan.v_d & (key >= cand)):
+                    m.d.sync += acc.eq(acc + 1)
+                with m.If(done):
+                    with m.If(acc >= remaining):
+                        m.d.sync += thr.eq(cand)
+                    with m.If(bit == 0):
+                        m.next = "APPLY_PRIME"
+                    with m.Else():
+                        m.d.sync += bit.eq(bit - 1)
+                        m.next = "X_BIT"
+            with m.State("APPLY_PRIME"):
+                scan_start()
+                m.next = "APPLY"
+            with m.State("APPLY"):
+                done = scan.step()
+                with m.If(scan.v_d):
+                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(scan.s_d),
+                                 self.quota_w.data.eq(self.quota_r.data + (key >= thr))]
+                with m.If(done):
+                    m.d.comb += self.run.done.eq(1)
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
 class Allocation(wiring.Component):
     """Quota per slot: exactly ``budget`` in total, never more than the cell's count.
 
-    * adaptive: the water level L (largest L <= max count with ``sum(min(count, L)) <= budget``,
-      a monotone predicate) is found bit by bit, one slot scan per bit whose candidate does not
-      exceed the maximum count; quota ``min(count, L)``, primary key ``count`` if ``count > L``
-      else 0;
+    * adaptive: the :class:`WaterLevel` L, then quota ``min(count, L)`` and primary key
+      ``count`` if ``count > L`` else 0;
     * proportional: quota ``budget * count // N`` and primary key ``budget * count % N`` from a
       restoring :class:`~nms.rtl.divider.Divider` (``count_bits`` cycles per slot).
 
-    Then the extra units (``budget - sum(quota)``, if any): the threshold T = the extra-th
-    largest key ``(primary, ~cell)`` (keys are unique; the complement orders ties to the lower
-    row-major cell) is found bit by bit by counting keys >= candidate; every slot with key >= T
-    gets +1 — the model's "largest first, ties to the lower cell" (a primary of 0 never
-    qualifies). The quota pass also clears each slot's best candidate for the rounds.
+    The quota pass (``1 + K`` cycles adaptive, ``1 + K * (count_bits + 2)`` proportional) also
+    clears each slot's best candidate for the rounds; then :class:`ExtraUnits` hands out what
+    is left of the budget.
 
     Attributes
     ----------
@@ -618,8 +789,7 @@ class Allocation(wiring.Component):
         Job values.
     cells, max_count : In
         K and the largest count (from the level search).
-    cnt_r, cellid_r, quota_r : read ports of the slot memories (one shared address);
-    quota_w, best_w : write ports.
+    cnt_r, cellid_r, quota_r : read ports of the slot memories; quota_w, best_w : write ports.
     """
 
     def __init__(self, *, capacity: int):
@@ -643,44 +813,30 @@ class Allocation(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo = self.geometry
-        CW, KB = geo.count_bits, geo.key_bits
-        cell_mask = (1 << geo.cell_bits) - 1
+        CW = geo.count_bits
         budget = self.budget
         m.submodules.prim = prim = Memory(shape=unsigned(CW), depth=geo.max_cells, init=[])
-        prim_r, prim_w = prim.read_port(), prim.write_port()
+        prim_w = prim.write_port()
         # budget * count // N <= budget <= C < 2**CW: CW quotient bits, one per cycle
         m.submodules.divider = div = Divider(dividend_width=geo.divider_width,
                                              divisor_width=CW, quotient_width=CW)
-
-        scan = _SlotScan(m, geo, self.cells)
-        s, s_d, v_d = scan.s, scan.s_d, scan.v_d
-        slot_addr = Signal(geo.slot_bits)
-        m.d.comb += slot_addr.eq(s)
-        for rp in (self.cnt_r, self.cellid_r, self.quota_r, prim_r):
-            m.d.comb += rp.addr.eq(slot_addr)
-
-        lvl = Signal(CW)               # water level L (adaptive)
-        bit = Signal(range(KB))        # bit under test in the bitwise searches
-        cand = Signal(KB)
-        acc = Signal(CW + 1)
+        m.submodules.water = water = WaterLevel(capacity=geo.capacity)
+        m.submodules.extra = extra = ExtraUnits(capacity=geo.capacity)
         qsum = Signal(CW + 1)
-        extra = Signal(CW)
-        thr = Signal(KB)               # threshold key of the extra units
+        m.d.comb += [water.budget.eq(budget), water.cells.eq(self.cells),
+                     water.max_count.eq(self.max_count),
+                     extra.budget.eq(budget), extra.quota_sum.eq(qsum),
+                     extra.cells.eq(self.cells)]
+        wiring.connect(m, extra.prim_r, prim.read_port())
+        wiring.connect(m, extra.cellid_r, wiring.flipped(self.cellid_r))
+        wiring.connect(m, extra.quota_r, wiring.flipped(self.quota_r))
+
+        s = Signal(range(geo.max_cells + 1))    # slot of the quota pass
+        slot_addr = Signal(geo.slot_bits)
+        m.d.comb += [slot_addr.eq(s), water.cnt_r.data.eq(self.cnt_r.data),
+                     self.cnt_r.addr.eq(Mux(water.busy, water.cnt_r.addr, slot_addr))]
+        lvl = water.level
         count = self.cnt_r.data
-        # extra-unit key: primary (remainder or count) first, then the lower cell index wins
-        key = Cat(self.cellid_r.data ^ cell_mask, prim_r.data)
-        one_at_bit = (Const(1, KB) << bit)[:KB]
-
-        def scan_start():
-            scan.start()
-            m.d.sync += acc.eq(0)
-
-        def next_bit(done_state, again_state):
-            with m.If(bit == 0):
-                m.next = done_state
-            with m.Else():
-                m.d.sync += bit.eq(bit - 1)
-                m.next = again_state
 
         def write_quota(q, primary):
             m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s), self.quota_w.data.eq(q),
@@ -688,7 +844,8 @@ class Allocation(wiring.Component):
                          self.best_w.en.eq(1), self.best_w.addr.eq(s), self.best_w.data.eq(0)]
             m.d.sync += qsum.eq(qsum + q)
             with m.If(s == self.cells - 1):
-                m.next = "X_START"
+                m.d.comb += extra.run.start.eq(1)
+                m.next = "EXTRA"
             with m.Else():
                 m.d.comb += slot_addr.eq(s + 1)
                 m.d.sync += s.eq(s + 1)
@@ -700,25 +857,11 @@ class Allocation(wiring.Component):
                     with m.If(self.proportional):
                         m.next = "Q_PRIME"
                     with m.Else():
-                        m.d.sync += [lvl.eq(0), bit.eq(CW - 1)]
-                        m.next = "L_BIT"
-            # adaptive: water level, bit by bit (the sum is monotone in L)
-            with m.State("L_BIT"):
-                trial = (lvl | one_at_bit)[:CW]
-                m.d.sync += cand.eq(trial)
-                with m.If(trial <= self.max_count):
-                    scan_start()
-                    m.next = "L_SCAN"
-                with m.Else():
-                    next_bit("Q_PRIME", "L_BIT")
-            with m.State("L_SCAN"):
-                done = scan.step()
-                with m.If(v_d):
-                    m.d.sync += acc.eq(acc + Mux(count < cand[:CW], count, cand[:CW]))
-                with m.If(done):
-                    with m.If(acc <= budget):
-                        m.d.sync += lvl.eq(cand[:CW])
-                    next_bit("Q_PRIME", "L_BIT")
+                        m.d.comb += water.run.start.eq(1)
+                        m.next = "WATER"
+            with m.State("WATER"):
+                with m.If(water.run.done):
+                    m.next = "Q_PRIME"
             # quotas: adaptive min(count, L); proportional budget * count // N
             with m.State("Q_PRIME"):
                 m.d.comb += slot_addr.eq(0)
@@ -737,38 +880,14 @@ class Allocation(wiring.Component):
                 m.d.comb += div.quotient.ready.eq(1)
                 with m.If(div.quotient.valid):
                     write_quota(div.quotient.payload, div.remainder)
-            # extra units: threshold = the extra-th largest key, found bit by bit by counting
-            # keys >= candidate; then every key >= threshold gets +1
-            with m.State("X_START"):
-                m.d.sync += [extra.eq(budget - qsum), thr.eq(0), bit.eq(KB - 1)]
-                with m.If(budget == qsum):
+            with m.State("EXTRA"):
+                with m.If(extra.run.done):
                     m.d.comb += self.run.done.eq(1)
                     m.next = "IDLE"
-                with m.Else():
-                    m.next = "X_BIT"
-            with m.State("X_BIT"):
-                m.d.sync += cand.eq(thr | one_at_bit)
-                scan_start()
-                m.next = "X_SCAN"
-            with m.State("X_SCAN"):
-                done = scan.step()
-                with m.If(v_d & (key >= cand)):
-                    m.d.sync += acc.eq(acc + 1)
-                with m.If(done):
-                    with m.If(acc >= extra):
-                        m.d.sync += thr.eq(cand)
-                    next_bit("APPLY_PRIME", "X_BIT")
-            with m.State("APPLY_PRIME"):
-                scan_start()
-                m.next = "APPLY"
-            with m.State("APPLY"):
-                done = scan.step()
-                with m.If(v_d):
-                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s_d),
-                                 self.quota_w.data.eq(self.quota_r.data + (key >= thr))]
-                with m.If(done):
-                    m.d.comb += self.run.done.eq(1)
-                    m.next = "IDLE"
+        # the extra units' +1 pass writes the quotas too (never in a cycle of the quota pass)
+        with m.If(extra.quota_w.en):
+            m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(extra.quota_w.addr),
+                         self.quota_w.data.eq(extra.quota_w.data)]
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -1112,7 +1231,7 @@ class GridSampler(wiring.Component):
                            (best_r, rounds.best_r)):
             wiring.connect(m, user, port)
 
-        # memories shared between phases: the busy unit addresses the read port (the first
+        # memories shared between phases: the busy unit addresses the read port (the last
         # listed when none is), and the writers never write in the same cycle
         def share_read(port, users):
             addr = users[-1][1].addr

@@ -17,7 +17,8 @@ from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.grid import (COORD_BITS, DIST_BITS, Allocation, BoundingBox, CentreDistance,
-                          Emitter, GridController, GridGeometry, LevelSearch, SelectionRounds)
+                          Emitter, ExtraUnits, GridController, GridGeometry, LevelSearch,
+                          SelectionRounds, WaterLevel)
 from nms.verif.models import desne
 
 G = fp.GRID_BITS_MAX
@@ -287,6 +288,78 @@ def test_allocation_matches_the_models_quotas(allocation):
     for (_, counts, _, budget, quota), (q, best) in zip(problems, got, strict=True):
         assert q == quota, (counts, budget)
         assert sum(q) == budget and best == [0] * len(counts)
+
+
+def test_water_level_and_extra_units_alone():
+    """The two searches of the allocation on their own: the water level equals the model's
+    water-filling loop, and the extra units go to the largest (primary, lower cell) keys."""
+    geo = GridGeometry(64)
+    rng = random.Random(12)
+    water, extra = WaterLevel(capacity=64), ExtraUnits(capacity=64)
+    cases = []
+    for _ in range(8):
+        K = rng.randint(1, 20)
+        counts = [rng.randint(1, 3 * 64 // K) for _ in range(K)][:K]
+        while sum(counts) > 64:
+            counts[counts.index(max(counts))] -= 1
+        cases.append((counts, rng.randint(K, sum(counts))))
+    wtop = _WithMemories(water, {"cnt": (geo.count_bits, geo.max_cells, [], water.cnt_r, None)})
+    levels = []
+
+    async def wbench(ctx):
+        for counts, budget in cases:
+            for a, c in enumerate(counts):
+                ctx.set(wtop.mem["cnt"].data[a], c)
+            ctx.set(water.cells, len(counts))
+            ctx.set(water.max_count, max(counts))
+            ctx.set(water.budget, budget)
+            await _run_phase(ctx, water)
+            levels.append(ctx.get(water.level))
+
+    _simulate(wtop, _finishing(wbench))
+    for (counts, budget), got in zip(cases, levels, strict=True):
+        c = np.array(counts)
+        level = 0                          # desne.allocate's water-filling loop
+        while np.minimum(c, level + 1).sum() <= budget and level < c.max():
+            level += 1
+        assert got == level, (counts, budget)
+
+    xcases = []
+    for _ in range(6):
+        K = rng.randint(1, 30)
+        cells = rng.sample(range(1 << geo.cell_bits), K)
+        prim = [rng.choice([0, 0, 1, 2, 2, 7, 40]) for _ in range(K)]
+        quota = [rng.randint(0, 3) for _ in range(K)]
+        left = rng.randint(0, sum(p > 0 for p in prim))
+        xcases.append((cells, prim, quota, left))
+    xtop = _WithMemories(extra, {
+        "cellid": (geo.cell_bits, geo.max_cells, [], extra.cellid_r, None),
+        "prim": (geo.count_bits, geo.max_cells, [], extra.prim_r, None),
+        "quota": (geo.count_bits, geo.max_cells, [], extra.quota_r, extra.quota_w)})
+    results = []
+
+    async def xbench(ctx):
+        for cells, prim, quota, left in xcases:
+            for a in range(len(cells)):
+                ctx.set(xtop.mem["cellid"].data[a], cells[a])
+                ctx.set(xtop.mem["prim"].data[a], prim[a])
+                ctx.set(xtop.mem["quota"].data[a], quota[a])
+            ctx.set(extra.cells, len(cells))
+            ctx.set(extra.quota_sum, sum(quota))
+            ctx.set(extra.budget, sum(quota) + left)
+            cycles = await _run_phase(ctx, extra)
+            results.append(([ctx.get(xtop.mem["quota"].data[a]) for a in range(len(cells))],
+                            cycles))
+
+    _simulate(xtop, _finishing(xbench))
+    for (cells, prim, quota, left), (got, cycles) in zip(xcases, results, strict=True):
+        order = sorted(range(len(cells)), key=lambda a: (-prim[a], cells[a]))
+        expected = list(quota)
+        for a in order[:left]:
+            expected[a] += 1
+        assert got == expected
+        K = len(cells)
+        assert cycles == (1 + geo.key_bits * (K + 3) + K + 3 if left else 1)
 
 
 # ------------------------------------------------------------------------------------------------
