@@ -32,7 +32,8 @@ from nms.verif.models.budget import validate_ratio
 
 __all__ = ["EnergyParams", "Traffic", "full_training_traffic", "nms_traffic", "link_energy_pj",
            "nvm_energy_pj", "compare_training", "sram_pj_per_bit", "mult_pj", "add_pj",
-           "selection_energy", "training_comparison", "cumulative_energy",
+           "selection_energy", "training_comparison", "cumulative_energy", "selection_report",
+           "selection_markdown",
            "parse_energy_params", "add_energy_arguments"]
 
 
@@ -370,3 +371,58 @@ def add_energy_arguments(parser) -> None:
     parser.add_argument("--energy-param", action="append", default=[], metavar="NAME=VALUE",
                         help="override an energy figure of nms.sw.energy.EnergyParams "
                              "(pJ/bit or pJ/op), e.g. e_near=2.5; repeatable")
+
+
+def selection_report(y, *, dim: int, ratio: float, config, hardware=None, flow=None,
+                     epochs: int, measured_near_bytes: int | None = None,
+                     params: EnergyParams | None = None) -> dict:
+    """The selection's energy per term and the comparison with full-data training, for a
+    selection of labels ``y`` at ``ratio`` run with ``config`` (a ``DesneConfig``).
+
+    ``flow`` is the :class:`nms.sw.dataflow.Dataflow` the device implements; by default the
+    current RTL's (stream, ``BASELINE``) with the generator parameters of ``hardware`` (a
+    transport: ``tile``, ``k``, ``neg_samples``, ``capacity``, ``max_dim``). ``measured_near_bytes`` (the
+    job counters' sum) is recorded beside the formula and must equal it.
+    """
+    from nms.sw import dataflow as dfl
+
+    p = params or EnergyParams()
+    if flow is None:
+        hw = {name: getattr(hardware, name) for name in ("tile", "k", "neg_samples", "capacity",
+                                                         "max_dim")
+              if hardware is not None and hasattr(hardware, name)}
+        hw.setdefault("max_dim", max(dim, dfl.BASELINE.max_dim))
+        flow = dfl.BASELINE.replace(**hw)
+    counts = dfl.dataset_counts(y, dim=dim, ratio=ratio, flow=flow, n_iter=config.n_iter,
+                                search=config.search)
+    if measured_near_bytes is not None and int(measured_near_bytes) != counts["ddr"]["read_bytes"]:
+        raise ValueError(f"measured near-memory bytes {measured_near_bytes} differ from the "
+                         f"dataflow formula {counts['ddr']['read_bytes']} ({flow.label})")
+    e = selection_energy(counts, p)
+    m = counts["rtl"]["bytes_written"] // 4
+    cmp = training_comparison(n_samples=len(y), n_selected=int(m), bytes_per_sample=dim,
+                              selection_pj=e["total"], epochs=epochs, params=p)
+    return {"flow": flow.as_dict(), "flow_label": flow.label, "n_iter": config.n_iter,
+            "chunks": counts["chunks"], "ddr_read_bytes": counts["ddr"]["read_bytes"],
+            "measured_near_bytes": measured_near_bytes, "energy": e, "comparison": cmp,
+            "params": p.as_dict()}
+
+
+def selection_markdown(rep: dict | None) -> list[str]:
+    """Markdown lines (a section) of a :func:`selection_report`."""
+    if not rep:
+        return []
+    e, c = rep["energy"], rep["comparison"]
+    lines = ["## Selection energy, term by term (nms.sw.energy.selection_energy)", "",
+             f"Dataflow {rep['flow_label']}, {rep['n_iter']} iterations, {rep['chunks']} chunks; "
+             f"DDR bytes read {rep['ddr_read_bytes']} (equal to the job counters). Selection = "
+             f"{e['total'] / 1e6:.1f} µJ = {c['selection_in_epochs']:.2f} full-data epochs of PCB "
+             f"traffic; at {c['epochs']} epochs NMS saves {100 * c['saving_fraction']:.1f} % of "
+             f"link + selection energy; break-even after {c['breakeven_epoch']:.2f} epochs.", "",
+             "| term | µJ |", "|---|---:|"]
+    for name, v in sorted(e["terms"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {v / 1e6:.2f} |")
+    for g, v in e["groups"].items():
+        lines.append(f"| **{g}** | {v / 1e6:.2f} |")
+    lines += ["", "Figures and formulas: docs/energy.md.", ""]
+    return lines

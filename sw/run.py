@@ -250,6 +250,9 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
                                       epochs=epochs, n_selected=int(idx.size),
                                       near_bytes=int(sel["counters"]["near_bytes_read"]))
     params = energy.EnergyParams()
+    selection_energy = energy.selection_report(  # every term of the selection, docs/energy.md
+        ytr, dim=bytes_per_sample, ratio=ratio, config=cfg, hardware=transport, epochs=epochs,
+        measured_near_bytes=int(sel["counters"]["near_bytes_read"]), params=params)
     writes = {k: r["writes"] for k, r in runs.items()}
     nvm = {k: energy.nvm_energy_pj(weight_writes=int(w["total"]), params=params) for k, w in writes.items()}
     sks_w, sgd_w = writes["sks_desne"], writes["sgd_desne"]
@@ -283,6 +286,7 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
                  "met": bool(acc["sks_desne"] >= acc["sgd_desne"] - 0.01 and goal_ratio >= 100)},
         "nvm_write_energy_pj": nvm,
         "traffic": traffic,
+        "selection_energy": selection_energy,
         "environment": {"python": platform.python_version(), "numpy": np.__version__},
         "_ddr_X": Xtr, "_ddr_y": ytr,  # for the embedding plot; not written to the JSON
     }
@@ -353,7 +357,8 @@ def _markdown(rep: dict) -> str:
               f"Energy parameters (pJ/bit): e_pcb {t['params']['e_pcb']}, e_near {t['params']['e_near']}, "
               f"e_nvm_write {t['params']['e_nvm_write']} "
               f"— placeholders: {', '.join(t['placeholders'])} (see `nms.sw.energy.EnergyParams`). "
-              "DE-SNE compute energy is not modelled.", ""]
+              "The selection's own energy (DDR, on-chip memory, compute): next section.", ""]
+    lines += energy.selection_markdown(rep.get("selection_energy"))
     return "\n".join(lines)
 
 

@@ -328,6 +328,19 @@ def test_model_backend_counters_equal_the_formula():
     want = dfl.dataset_counts(y, dim=64, ratio=0.1, flow=flow, n_iter=6)
     assert got["near_bytes_read"] == want["rtl"]["bytes_read"]
     assert got["near_bytes_written"] == want["rtl"]["bytes_written"]
+    # the report nms run writes: built from the formula, checked against the counters
+    from nms.sw.energy import selection_markdown, selection_report
+
+    dev = drv.t
+    rep = selection_report(y, dim=64, ratio=0.1, config=cfg, hardware=dev, epochs=10,
+                           measured_near_bytes=got["near_bytes_read"])
+    assert rep["ddr_read_bytes"] == got["near_bytes_read"]
+    assert rep["energy"]["total"] == pytest.approx(selection_energy(want)["total"])
+    assert rep["flow"]["capacity"] == 64 and rep["flow"]["k"] == 8
+    assert any("break-even" in line for line in selection_markdown(rep))
+    with pytest.raises(ValueError, match="differ from the dataflow formula"):
+        selection_report(y, dim=64, ratio=0.1, config=cfg, hardware=dev, epochs=10,
+                         measured_near_bytes=got["near_bytes_read"] + 1)
 
 
 def test_recorded_datapath_counters_equal_the_formula():
