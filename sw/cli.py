@@ -22,6 +22,7 @@ COMMANDS = {
     "run": ("nms.sw.run", "main job: near-memory DE-SNE selection, then SKS low-rank training"),
     "adapt": ("nms.sw.adapt", "online adaptation of a pre-trained CNN under shift/drift: SKS vs SGD"),
     "bench": ("nms.bench", "benchmarks that write JSON + Markdown reports"),
+    "serve": ("nms.sw.serve", "serve the simulated board (Verilated job top) on a TCP port for the fpga backend"),
 }
 
 

@@ -286,7 +286,14 @@ def _rtl_transport(**kwargs):
     return RtlTransport(**kwargs)
 
 
-TRANSPORTS = {"model": ModelDevice, "rtl": _rtl_transport}
+def _fpga_transport(**kwargs):
+    """A job board over a serial line, uartbone frames (``nms.sw.transport_serial``; on use)."""
+    from nms.sw.transport_serial import SerialTransport
+
+    return SerialTransport(**kwargs)
+
+
+TRANSPORTS = {"model": ModelDevice, "rtl": _rtl_transport, "fpga": _fpga_transport}
 
 
 @dataclass

@@ -72,6 +72,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ratio", type=ratio_arg, default=0.1, help="coreset fraction in (0, 1] (default 0.1)")
     parser.add_argument("--backend", choices=sorted(TRANSPORTS), default="model",
                         help="accelerator backend (default: model = the bit-exact model)")
+    parser.add_argument("--port", default=None,
+                        help="--backend fpga: serial device or pyserial URL of the board "
+                             "(/dev/ttyUSB0, socket://127.0.0.1:5555 for nms serve --sim)")
     parser.add_argument("--capacity", type=positive_int_arg, default=1024,
                         help="on-chip capacity C of the accelerator (points per chunk, default 1024)")
     parser.add_argument("--perplexity", type=float, default=None,
@@ -171,7 +174,7 @@ def select_learning_rates(net0, X, y, Xval, yval, *, epochs, seed, rank, ratio, 
 
 def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.DesneConfig | None = None,
             model="lrt-cnn", rank=4, epochs=10, seed=0, skip_full=False, progress=True,
-            shift="BG+WN", n_train=None, pretrain_epochs=None, sweep=False) -> dict:
+            shift="BG+WN", n_train=None, pretrain_epochs=None, sweep=False, port=None) -> dict:
     """The whole job on a loaded :class:`~nms.sw.datasets.Dataset`; returns the report dict."""
     ratio = validate_ratio(ratio)
     if model not in _NETS:
@@ -215,7 +218,7 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
         bar = lambda jobs: tqdm(jobs, desc="DE-SNE chunks", unit="chunk")  # noqa: E731
 
     # 3. near-memory selection through the driver
-    transport = TRANSPORTS[backend](capacity=capacity)
+    transport = TRANSPORTS[backend](capacity=capacity, **({"port": port} if port else {}))
     cfg = (config or desne.DesneConfig()).replace(capacity=capacity, k=transport.k,
                                                   neg_samples=transport.neg_samples)
     drv = Driver(transport, cfg)
@@ -435,7 +438,8 @@ def main(args) -> int:
     rep = run_job(ds, ratio=args.ratio, backend=args.backend, capacity=args.capacity, config=cfg,
                   model=args.model, rank=args.rank, epochs=args.epochs, seed=args.seed,
                   skip_full=args.skip_full, progress=not args.no_progress, shift=args.shift,
-                  n_train=args.n_train, pretrain_epochs=args.pretrain_epochs, sweep=args.sweep)
+                  n_train=args.n_train, pretrain_epochs=args.pretrain_epochs, sweep=args.sweep,
+                  port=args.port)
     rep["seconds_total"] = time.perf_counter() - t0
     write_reports(rep, args.out)
     rep["plots"] = _plots(rep, ds, args.out, args.seed)
