@@ -359,9 +359,11 @@ def plot(rep: dict, path: Path) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for m, r in rep["results"].items():
         xs = [p["samples"] for p in r["curve"]]
-        a1.plot(xs, [p["accuracy"] for p in r["curve"]], label=NAMES[m])
+        colour = f"C{METHODS.index(m)}"  # one colour per method in both panels
+        a1.plot(xs, [p["accuracy"] for p in r["curve"]], label=NAMES[m], color=colour)
         if r["writes"]["max"] > 0:
-            a2.plot(xs, [max(p["writes_max"], 0.5) for p in r["curve"]], label=NAMES[m])
+            a2.plot(xs, [max(p["writes_max"], 0.5) for p in r["curve"]], label=NAMES[m],
+                    color=colour)
     if rep["scenario"] == "shift":
         for a, b, name in rep["blocks"][1:]:
             a1.axvline(a, color="0.85", lw=0.8)
