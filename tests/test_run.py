@@ -81,7 +81,7 @@ def test_cli_writes_reports(tmp_path, capsys):
     (["--ratio", "1.5"], "ratio"),
     (["--ratio", "0"], "ratio"),
     (["--epochs", "0"], "must be >= 1"),
-    (["--backend", "fpga"], "invalid choice"),
+    (["--backend", "gpu"], "invalid choice"),
     (["--shift", "XX"], "invalid choice"),
     (["--model", "resnet"], "invalid choice"),
 ])
