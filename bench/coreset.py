@@ -204,6 +204,8 @@ def run_search(out_dir: Path, quick: bool = False, *, extra: bool = False, fashi
     result["fashion_seeds"] = list(fashion_seeds or seeds)
     (out_dir / "coreset_search.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / "coreset_search.md").write_text(_search_markdown(result))
+    if not quick:
+        partial.unlink(missing_ok=True)
     return result
 
 
