@@ -231,11 +231,13 @@ class _SlotScan:
 class GridController(wiring.Component):
     """Point loading and phase sequencing.
 
-    LOAD takes one point per cycle into the point memory (and hands it to the bounding box), and
-    with the final point (``last``, or the C-th) latches ``N``, ``budget`` clamped to ``1..N``
+    LOAD takes one point per cycle into the point memory (and hands it to the bounding box),
+    zeroes the point's picked bit (so the bitmap starts every job zeroed, whatever an abort or
+    reset left in it), and with the final point (``last``, or the C-th) latches ``N``, ``budget`` clamped to ``1..N``
     and ``proportional``. BOX (1 cycle) finishes the box and starts the level search; then each
     phase's ``done`` starts the next: level search, allocation, rounds, emission, and back to
-    LOAD.
+    LOAD. ``points`` is not ready while ``clearing`` (the level search's cell-map sweep after a
+    reset).
 
     Parameters
     ----------
@@ -248,7 +250,9 @@ class GridController(wiring.Component):
         The sampler's point stream (ready only in LOAD).
     budget_in, proportional_in : In
         The sampler's ``budget`` / ``proportional``, sampled with the final point.
-    pts_w : write port of the point memory ``Cat(x, y)``.
+    clearing : In(1)
+        The cell map is being cleared: hold the load off.
+    pts_w, picked_w : write ports of the point memory ``Cat(x, y)`` and of the picked bitmap.
     box : Out(stream.Signature({x, y, first}, always_ready=True))
         Every accepted point (``first`` on point 0); ``box_finish`` pulses in BOX.
     n_points, budget, proportional : Out
@@ -268,7 +272,9 @@ class GridController(wiring.Component):
             "points": In(stream.Signature(self.point_layout)),
             "budget_in": In(unsigned(geo.count_bits)),
             "proportional_in": In(1),
+            "clearing": In(1),
             "pts_w": _write(geo.index_bits, 2 * COORD_BITS),
+            "picked_w": _write(geo.index_bits, 1),
             "box": Out(stream.Signature(self.box_layout, always_ready=True)),
             "box_finish": Out(1),
             "n_points": Out(range(capacity + 1)),
@@ -290,10 +296,12 @@ class GridController(wiring.Component):
                      self.box.payload.first.eq(n == 0), self.busy.eq(1)]
         with m.FSM(init="LOAD"):
             with m.State("LOAD"):
-                m.d.comb += [self.busy.eq(0), self.points.ready.eq(1)]
-                with m.If(self.points.valid):
+                m.d.comb += [self.busy.eq(0), self.points.ready.eq(~self.clearing)]
+                with m.If(self.points.valid & ~self.clearing):
                     m.d.comb += [self.pts_w.en.eq(1), self.pts_w.addr.eq(n),
-                                 self.pts_w.data.eq(Cat(pay.x, pay.y)), self.box.valid.eq(1)]
+                                 self.pts_w.data.eq(Cat(pay.x, pay.y)), self.box.valid.eq(1),
+                                 self.picked_w.en.eq(1), self.picked_w.addr.eq(n),
+                                 self.picked_w.data.eq(0)]
                     m.d.sync += n.eq(n + 1)
                     with m.If(pay.last | (n == C - 1)):
                         b = self.budget_in
@@ -439,6 +447,11 @@ class LevelSearch(wiring.Component):
     (also after an aborted pass, before the next coarser level). Cycles per level:
     ``3 + 2 * points read + 2 * cells``.
 
+    A run leaves the cell map all-zero, but a reset in the middle of one does not: so the unit
+    leaves reset in CLEAR, a sweep that zeroes all ``4**G`` cell-map entries (one per cycle,
+    ``clearing`` high), and only then goes idle. A reset (power-up, or the device's abort) is
+    the only way to leave a run unfinished, so the map is zero at every run's start.
+
     Timing: the pass reads each point one ahead and registers its offsets (``y - lo``); the
     cell is then one right shift of the registered offset by the per-pass constant
     ``e + G - g`` (``((d << G) >> (e + G - g)) == (d << g) >> e``), straight into the cell map's
@@ -448,6 +461,9 @@ class LevelSearch(wiring.Component):
     ----------
     run : In(PHASE)
     busy : Out(1)
+        In a run (not idle, not clearing).
+    clearing : Out(1)
+        The cell-map sweep after a reset (``4**G`` cycles); ``run.start`` must wait for its end.
     n_points, budget : In
         N and M of the job.
     lo_x, lo_y, ex, ey : In
@@ -468,6 +484,7 @@ class LevelSearch(wiring.Component):
         super().__init__({
             "run": In(PHASE),
             "busy": Out(1),
+            "clearing": Out(1),
             "n_points": In(range(capacity + 1)),
             "budget": In(unsigned(CW)),
             "lo_x": In(signed(COORD_BITS)), "lo_y": In(signed(COORD_BITS)),
@@ -522,7 +539,13 @@ class LevelSearch(wiring.Component):
         cm_slot1 = cmap_r.data[:S1W]
         cm_count = cmap_r.data[S1W:]
 
-        with m.FSM() as fsm:
+        clr = Signal(CELLW)                     # cell-map entry of the reset sweep
+        with m.FSM(init="CLEAR") as fsm:
+            with m.State("CLEAR"):
+                m.d.comb += [cmap_w.en.eq(1), cmap_w.addr.eq(clr), cmap_w.data.eq(0)]
+                m.d.sync += clr.eq(clr + 1)
+                with m.If(clr == (1 << CELLW) - 1):
+                    m.next = "IDLE"
             with m.State("IDLE"):
                 with m.If(self.run.start):
                     m.d.sync += g.eq(G)
@@ -588,7 +611,8 @@ class LevelSearch(wiring.Component):
                     m.d.comb += self.cellid_r.addr.eq(s + 1)
                     m.d.sync += s.eq(s + 1)
                     m.next = "SW_A"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += [self.clearing.eq(fsm.ongoing("CLEAR")),
+                     self.busy.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("CLEAR"))]
         return m
 
 
@@ -1212,6 +1236,7 @@ class GridSampler(wiring.Component):
         m.d.comb += [
             ctrl.budget_in.eq(self.budget), ctrl.proportional_in.eq(self.proportional),
             self.busy.eq(ctrl.busy), self.level.eq(levels.level), box.finish.eq(ctrl.box_finish),
+            ctrl.clearing.eq(levels.clearing),
             levels.lo_x.eq(box.lo_x), levels.lo_y.eq(box.lo_y),
             levels.ex.eq(box.ex), levels.ey.eq(box.ey),
             alloc.proportional.eq(ctrl.proportional),
@@ -1253,5 +1278,5 @@ class GridSampler(wiring.Component):
         share_read(picked_r, [(rounds.busy, rounds.picked_r), (emit.busy, emit.picked_r)])
         share_write(quota_w, [alloc.quota_w, rounds.quota_w])
         share_write(best_w, [alloc.best_w, rounds.best_w])
-        share_write(picked_w, [rounds.picked_w, emit.picked_w])
+        share_write(picked_w, [ctrl.picked_w, rounds.picked_w, emit.picked_w])
         return m

@@ -10,25 +10,30 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module, unsigned
+from amaranth import Elaboratable, Module, Signal, unsigned
+from amaranth.hdl import ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.grid import (COORD_BITS, DIST_BITS, Allocation, BoundingBox, CentreDistance,
-                          Emitter, ExtraUnits, GridController, GridGeometry, LevelSearch,
-                          SelectionRounds, WaterLevel)
+                          Emitter, ExtraUnits, GridController, GridGeometry, GridSampler,
+                          LevelSearch, SelectionRounds, WaterLevel)
 from nms.verif.models import desne
+from nms.verif.models.grid_stats import grid_run_statistics
 
 G = fp.GRID_BITS_MAX
 MASK24 = (1 << COORD_BITS) - 1
+#: cycles of the level search's cell-map sweep after a reset (one per entry)
+CELL_MAP_CLEAR = 1 << (2 * G)
 
 
-def _simulate(dut, bench):
+def _simulate(dut, bench, *, reset=None):
     """Run the async testbench ``bench(ctx)`` against ``dut`` to its end (every wait loop in
-    the testbenches has its own cycle limit, so nothing hangs)."""
-    sim = Simulator(dut)
+    the testbenches has its own cycle limit, so nothing hangs). With ``reset`` (a signal the
+    testbench drives), ``dut`` is simulated behind ``ResetInserter(reset)``."""
+    sim = Simulator(dut if reset is None else ResetInserter(reset)(dut))
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
@@ -64,6 +69,18 @@ class _WithMemories(Elaboratable):
             if wr is not None:
                 wiring.connect(m, wr, mem.write_port())
         return m
+
+
+async def _wait_cell_map_clear(ctx, unit):
+    """After a reset: the level search sweeps its cell map for exactly ``4**G`` cycles (not
+    busy, ``run.start`` must wait); returns that count."""
+    cycles = 0
+    while ctx.get(unit.clearing):
+        assert not ctx.get(unit.busy), "busy while clearing the cell map"
+        cycles += 1
+        assert cycles <= CELL_MAP_CLEAR, "the cell-map sweep does not end"
+        await ctx.tick()
+    return cycles
 
 
 async def _run_phase(ctx, unit, *, limit=100_000):
@@ -211,26 +228,71 @@ def test_level_search_finds_the_models_level_slots_counts_and_distances():
     got = []
 
     async def bench(ctx):
+        assert await _wait_cell_map_clear(ctx, unit) == CELL_MAP_CLEAR
         for Y, budget in runs:
-            n = len(Y)
-            for a, (x, y) in enumerate(Y.tolist()):
-                ctx.set(top.mem["pts"].data[a], (x & MASK24) | ((y & MASK24) << COORD_BITS))
-            _, lo, e = desne.grid_cells(Y, 0)
-            for port, v in ((unit.lo_x, lo[0]), (unit.lo_y, lo[1]), (unit.ex, e[0]),
-                            (unit.ey, e[1]), (unit.n_points, n), (unit.budget, budget)):
-                ctx.set(port, int(v))
-            cycles = await _run_phase(ctx, unit)
-            for _ in range(CentreDistance.latency):    # the last distances land behind
-                await ctx.tick()
-            K = ctx.get(unit.cells)
-            mem = {name: [ctx.get(top.mem[name].data[a]) for a in range(depth)]
-                   for name, depth in (("cellid", K), ("cnt", K), ("pslot", n), ("pdist", n))}
-            got.append({"g": ctx.get(unit.level), "K": K, "max": ctx.get(unit.max_count),
-                        "cycles": cycles, **mem})
+            got.append(await _level_run(ctx, unit, top, Y, budget))
 
     _simulate(top, _finishing(bench))
     for (Y, budget), result in zip(runs, got, strict=True):
         assert result == _level_expectation(Y, budget), (len(Y), budget)
+
+
+def _level_inputs(ctx, unit, top, Y, budget):
+    """Preload the point memory with ``Y`` and drive the box and job values of a search."""
+    for a, (x, y) in enumerate(Y.tolist()):
+        ctx.set(top.mem["pts"].data[a], (x & MASK24) | ((y & MASK24) << COORD_BITS))
+    _, lo, e = desne.grid_cells(Y, 0)
+    for port, v in ((unit.lo_x, lo[0]), (unit.lo_y, lo[1]), (unit.ex, e[0]),
+                    (unit.ey, e[1]), (unit.n_points, len(Y)), (unit.budget, budget)):
+        ctx.set(port, int(v))
+
+
+async def _level_run(ctx, unit, top, Y, budget):
+    """One whole search; its results read back out of the unit and the memories."""
+    n = len(Y)
+    _level_inputs(ctx, unit, top, Y, budget)
+    cycles = await _run_phase(ctx, unit)
+    for _ in range(CentreDistance.latency):    # the last distances land behind
+        await ctx.tick()
+    K = ctx.get(unit.cells)
+    mem = {name: [ctx.get(top.mem[name].data[a]) for a in range(depth)]
+           for name, depth in (("cellid", K), ("cnt", K), ("pslot", n), ("pdist", n))}
+    return {"g": ctx.get(unit.level), "K": K, "max": ctx.get(unit.max_count),
+            "cycles": cycles, **mem}
+
+
+def test_level_search_reset_mid_pass_then_the_next_search_is_exact():
+    """A reset in the middle of a level pass leaves the cell map half built (a run clears it
+    only at its end): the sweep after the reset must zero it, so the next search is exact."""
+    geo = GridGeometry(64)
+    # the same points before and after the reset: the stale entries sit in the very cells the
+    # clean search looks up
+    Y_dirty = Y_clean = _clouds(8)[1]                # 3 clusters of 15 points
+    rst = Signal()
+    unit, top = _level_harness(geo)
+    got = []
+
+    async def bench(ctx):
+        await _wait_cell_map_clear(ctx, unit)
+        for cut in (13, 57):                         # inside the g = 6 pass (~110 cycles)
+            _level_inputs(ctx, unit, top, Y_dirty, len(Y_dirty))
+            ctx.set(unit.run.start, 1)
+            await ctx.tick()
+            ctx.set(unit.run.start, 0)
+            for _ in range(cut):
+                assert ctx.get(unit.busy) and not ctx.get(unit.run.done)
+                await ctx.tick()
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            assert ctx.get(unit.clearing) and not ctx.get(unit.busy)
+            assert await _wait_cell_map_clear(ctx, unit) == CELL_MAP_CLEAR
+            got.append(await _level_run(ctx, unit, top, Y_clean, 3))
+            got.append(await _level_run(ctx, unit, top, Y_clean, len(Y_clean)))
+
+    _simulate(top, _finishing(bench), reset=rst)
+    want = [_level_expectation(Y_clean, 3), _level_expectation(Y_clean, len(Y_clean))] * 2
+    assert got == want
 
 
 # ------------------------------------------------------------------------------------------------
@@ -474,6 +536,15 @@ def test_controller_loads_points_and_sequences_the_phases():
 
     async def bench(ctx):
         phases = [ctrl.level, ctrl.allocation, ctrl.rounds, ctrl.emit]
+        # while the cell map is being cleared no point is taken
+        ctx.set(ctrl.clearing, 1)
+        ctx.set(ctrl.points.valid, 1)
+        for _ in range(3):
+            assert not ctx.get(ctrl.points.ready) and not ctx.get(ctrl.busy)
+            assert not ctx.get(ctrl.pts_w.en) and not ctx.get(ctrl.picked_w.en)
+            await ctx.tick()
+        ctx.set(ctrl.clearing, 0)
+        ctx.set(ctrl.points.valid, 0)
         for n, budget, prop, with_last in jobs:
             ctx.set(ctrl.budget_in, budget)
             ctx.set(ctrl.proportional_in, prop)
@@ -487,12 +558,15 @@ def test_controller_loads_points_and_sequences_the_phases():
                 assert ctx.get(ctrl.points.ready) and not ctx.get(ctrl.busy)
                 if valid:
                     assert ctx.get(ctrl.pts_w.en) and ctx.get(ctrl.box.valid)
+                    # the point's picked bit is zeroed as it loads (the bitmap starts clean)
+                    assert (ctx.get(ctrl.picked_w.en), ctx.get(ctrl.picked_w.addr),
+                            ctx.get(ctrl.picked_w.data)) == (1, k, 0)
                     assert ctx.get(ctrl.box.payload.first) == (k == 0)
                     writes.append((ctx.get(ctrl.pts_w.addr), ctx.get(ctrl.pts_w.data)))
                     assert writes[-1] == (k, (x & MASK24) | ((y & MASK24) << COORD_BITS))
                     k += 1
                 else:
-                    assert not ctx.get(ctrl.pts_w.en)
+                    assert not ctx.get(ctrl.pts_w.en) and not ctx.get(ctrl.picked_w.en)
                 await ctx.tick()
             ctx.set(ctrl.points.valid, 1)                    # the next job's point must wait
             assert ctx.get(ctrl.busy) and not ctx.get(ctrl.points.ready)
@@ -516,3 +590,81 @@ def test_controller_loads_points_and_sequences_the_phases():
 
     _simulate(ctrl, _finishing(bench))
     assert log == [n for n, *_ in jobs]
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole sampler: a reset in the middle of a run, then the next run
+
+
+def test_sampler_reset_mid_run_then_next_run_is_bit_exact():
+    """Reset the sampler in the middle of a level pass (cell map half built), of the rounds
+    (picked bits set, best entries filled) and of the emission (bitmap half cleared); after
+    each, a clean run must equal ``grid_select`` index for index, and its cycles from the
+    final point must still be exactly ``run_cycles``. Points are accepted only after the
+    cell-map sweep (``4**G`` cycles from the reset)."""
+    C = 64
+    dut = GridSampler(capacity=C)
+    rst = Signal()
+    rng = np.random.default_rng(31)
+    dirty = np.clip(rng.integers(-(1 << 22), 1 << 22, size=(C, 2)), fp.Y_MIN, fp.Y_MAX)
+    clean = _clouds(9)[1]                                  # 45 points in 3 clusters
+    runs = [(clean, 9, "adaptive"), (clean, 20, "proportional")]
+    stats = grid_run_statistics(dirty, 40, "proportional")
+    total = dut.run_cycles(**stats)
+    emit = 1 + stats["last_index"] + 1
+    rounds = stats["max_quota"] * (2 * C + 8)              # upper part of the rounds
+    # (points, budget, proportional, reset cycle after the final point): a level pass over
+    # the clean run's own points (the stale cell-map entries lie in the cells it looks up),
+    # then the middle of the rounds and of the emission of a full uniform set
+    cuts = [(clean, len(clean), False, 20), (dirty, 40, True, total - emit - rounds // 2),
+            (dirty, 40, True, total - emit // 2)]
+    log = []
+
+    async def load(ctx, Y, budget, proportional):
+        """Send the points; returns the cycle count from the reset/idle to the first point."""
+        ctx.set(dut.budget, budget)
+        ctx.set(dut.proportional, int(proportional))
+        waited = 0
+        for k, (x, y) in enumerate(Y.tolist()):
+            ctx.set(dut.points.payload, {"x": x, "y": y, "last": int(k == len(Y) - 1)})
+            ctx.set(dut.points.valid, 1)
+            while not ctx.get(dut.points.ready):
+                waited += 1
+                assert waited <= CELL_MAP_CLEAR + 10, "points never accepted"
+                await ctx.tick()
+            await ctx.tick()
+        ctx.set(dut.points.valid, 0)
+        return waited
+
+    async def bench(ctx):
+        ctx.set(dut.indices.ready, 1)
+        for Y_dirty, budget_dirty, proportional_dirty, cut in cuts:
+            await load(ctx, Y_dirty, budget_dirty, proportional_dirty)
+            for _ in range(cut):
+                assert ctx.get(dut.busy), "the dirty run ended before the reset"
+                await ctx.tick()
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            waited = await load(ctx, *runs[0][:2], runs[0][2] == "proportional")
+            assert waited == CELL_MAP_CLEAR
+            for r, (Y, budget, allocation) in enumerate(runs):
+                if r:
+                    assert await load(ctx, Y, budget, allocation == "proportional") == 0
+                out, cycles = [], 0
+                while True:
+                    cycles += 1
+                    assert cycles < 50_000, "the run never ended"
+                    if ctx.get(dut.indices.valid):
+                        out.append(ctx.get(dut.indices.payload.index))
+                        if ctx.get(dut.indices.payload.last):
+                            await ctx.tick()
+                            break
+                    await ctx.tick()
+                log.append((out, cycles))
+
+    _simulate(dut, _finishing(bench), reset=rst)
+    want = [(desne.grid_select(Y, budget, allocation).tolist(),
+             dut.run_cycles(**grid_run_statistics(Y, budget, allocation)))
+            for Y, budget, allocation in runs] * len(cuts)
+    assert log == want
