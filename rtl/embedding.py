@@ -442,7 +442,9 @@ class ScatterBank(wiring.Component):
     Pair phase: the bank is read at the pair's ``j`` and written one cycle later with
     ``read - f``; the read port is transparent to that write, so back-to-back updates of one
     ``j`` see each other. Update phase (``update`` high): read at ``read_addr`` (data one cycle
-    later on ``data``), and ``clear`` zeroes an entry (the one just read) for the next iteration.
+    later on ``data``). ``clear`` zeroes an entry whenever it is valid: in the update phase the
+    one just read, for the next iteration; before the first pair phase of a job, the job-start
+    sweep of :class:`EmbeddingController` (``clear`` and ``scatter`` are never valid together).
 
     Attributes
     ----------
@@ -477,13 +479,12 @@ class ScatterBank(wiring.Component):
         sc_valid = Signal()
         sc = Signal(self.scatter_layout)
         m.d.sync += [sc_valid.eq(self.scatter.valid), sc.eq(self.scatter.payload)]
-        with m.If(self.update):
-            m.d.comb += [s_rd.addr.eq(self.read_addr),
-                         s_wr.addr.eq(self.clear.payload), s_wr.en.eq(self.clear.valid),
+        m.d.comb += s_rd.addr.eq(Mux(self.update, self.read_addr, self.scatter.payload.j))
+        with m.If(self.clear.valid):
+            m.d.comb += [s_wr.addr.eq(self.clear.payload), s_wr.en.eq(1),
                          s_wr.data.x.eq(0), s_wr.data.y.eq(0)]
         with m.Else():
-            m.d.comb += [s_rd.addr.eq(self.scatter.payload.j),
-                         s_wr.addr.eq(sc.j), s_wr.en.eq(sc_valid),
+            m.d.comb += [s_wr.addr.eq(sc.j), s_wr.en.eq(sc_valid),
                          s_wr.data.x.eq(s_rd.data.x - sc.fx),
                          s_wr.data.y.eq(s_rd.data.y - sc.fy)]
         return m
@@ -512,7 +513,8 @@ class PairLane(wiring.Component):
     knn_r, y_self, y_part : read ports of the list memory and (twice) of the Y memory.
     clear_wsum : In(1); wsum : Out
     update, update_addr, clear : In
-        Update phase: read address of the banks (point index), entry to clear.
+        Update phase: read address of the banks (point index); scatter-bank entry to clear
+        (the update's, or the job-start sweep's).
     fa_scatter, fa_own, fr_own : Out
         Scatter-bank entry, own attraction and repulsion sums (one cycle after
         ``update_addr``; the own sums are those of the lane's local address ``update_addr // U``).
@@ -880,6 +882,11 @@ class EmbeddingController(wiring.Component):
     """Job sequencing of the engine: IDLE, LOAD, INIT, (PAIRS, DIVIDE, UPDATE) x n_iter, OUTPUT.
 
     * IDLE accepts ``config`` and latches it (``n`` clamped to ``[2, C]``, ``kk`` to ``[1, k]``);
+      from the next cycle on, ``sweep`` issues the scatter-bank entries ``0 .. n-1`` to clear,
+      one per cycle, so the banks start every job zeroed whatever an abort or reset left in
+      them (entries ``>= n`` are never read in this job). The sweep runs during LOAD and ends
+      no later than the final list beat (``n <= n * kk`` beats of one cycle at least); the
+      final beat is refused until the sweep ends (an interlock that never stalls);
     * LOAD writes the ``n * kk`` list beats to ``knn[i * k + e]``, then starts the
       :class:`Initialiser` (``init``) and waits for it (the sample counter base comes on
       ``init_base1``);
@@ -926,12 +933,21 @@ class EmbeddingController(wiring.Component):
             "div_result": In(stream.Signature(GAIN_BITS)),
             "in_update": Out(1),
             "update_issue": Out(stream.Signature(range(C), always_ready=True)),
+            "sweep": Out(stream.Signature(range(C), always_ready=True)),
         })
 
     def elaborate(self, platform):
         m = Module()
         geo = self.geometry
         C, K, S = geo.capacity, geo.k, geo.neg_samples
+        # job-start clear sweep of the scatter banks (entries 0 .. n-1, one per cycle)
+        sweep_act = self.sweep.valid
+        sweep_i = self.sweep.payload
+        sweep_ends = ~sweep_act | (sweep_i == self.n - 1)      # finished, or finishing now
+        with m.If(sweep_act):
+            m.d.sync += sweep_i.eq(sweep_i + 1)
+            with m.If(sweep_i == self.n - 1):
+                m.d.sync += sweep_act.eq(0)
         cfg = self.config.payload
         n, kk = self.n, self.kk
         n_iter, ex_iters, mom_switch = Signal(ITER_BITS), Signal(ITER_BITS), Signal(ITER_BITS)
@@ -982,11 +998,14 @@ class EmbeddingController(wiring.Component):
                         mom_switch.eq(cfg.momentum_switch),
                         self.learning_rate.eq(cfg.learning_rate), self.seed.eq(cfg.seed),
                         load_e.eq(0), load_i.eq(0), load_base.eq(0), self.busy.eq(1),
+                        sweep_act.eq(1), sweep_i.eq(0),
                     ]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += self.knn.ready.eq(1)
-                with m.If(self.knn.valid):
+                # interlock: the lanes must not see the banks before the sweep has ended
+                final_beat = (load_e == kk - 1) & (load_i == n - 1)
+                m.d.comb += self.knn.ready.eq(~final_beat | sweep_ends)
+                with m.If(self.knn.valid & self.knn.ready):
                     m.d.comb += self.knn_w.en.eq(1)
                     with m.If(load_e == kk - 1):
                         m.d.sync += [load_e.eq(0), load_i.eq(load_i + 1),
@@ -1259,7 +1278,10 @@ class EmbeddingEngine(wiring.Component):
                 lane.clear_wsum.eq(ctrl.clear_wsum),
                 lane.update.eq(ctrl.in_update), lane.update_addr.eq(ctrl.update_issue.payload),
                 # the update clears the scatter entry it has just read, for the next iteration
-                lane.clear.valid.eq(upd.stage1.valid), lane.clear.payload.eq(upd.stage1.payload),
+                # and the job-start sweep clears entries 0 .. n-1 during LOAD (never together)
+                lane.clear.valid.eq(upd.stage1.valid | ctrl.sweep.valid),
+                lane.clear.payload.eq(Mux(ctrl.sweep.valid, ctrl.sweep.payload,
+                                          upd.stage1.payload)),
                 lane.hash_rsp.eq(hsh.o.payload),
                 perf.issue[u].eq(lane.act), perf.rep_issue[u].eq(lane.act & lane.mode),
             ]

@@ -10,13 +10,15 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module
+from amaranth import Elaboratable, Module, Signal
+from amaranth.hdl import ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.embedding import (F_SAT, EmbeddingController, GainDivider, Initialiser, PairLane,
+from nms.rtl.embedding import (F_SAT, EmbeddingController, EmbeddingEngine, GainDivider,
+                               Initialiser, PairLane,
                                PairSequencer, PairUnit, PartnerIndex, PerfCounters, PointAccumulator,
                                ScatterBank, UpdateDatapath, coord_layout)
 from nms.rtl.hash import Hash32
@@ -25,15 +27,16 @@ from nms.verif.models import desne
 from nms.verif.models.desne import recip1p
 
 
-def _simulate(dut, bench):
-    """Run ``bench(ctx)`` to its end (its loops have their own cycle limits)."""
+def _simulate(dut, bench, *, reset=None):
+    """Run ``bench(ctx)`` to its end (its loops have their own cycle limits). With ``reset`` (a
+    signal the testbench drives), ``dut`` is simulated behind ``ResetInserter(reset)``."""
     finished = []
 
     async def wrapped(ctx):
         await bench(ctx)
         finished.append(True)
 
-    sim = Simulator(dut)
+    sim = Simulator(dut if reset is None else ResetInserter(reset)(dut))
     sim.add_clock(1e-6)
     sim.add_testbench(wrapped)
     sim.run()
@@ -245,9 +248,30 @@ def test_scatter_bank_read_modify_write_back_to_back_then_clear():
                     values.append((d["x"], d["y"]))
             ctx.set(dut.clear.valid, 0)
             got.append(values)
+        ctx.set(dut.update, 0)
+        # dirty again, then the job-start sweep: ``clear`` outside the update phase
+        for j in range(C):
+            ctx.set(dut.scatter.valid, 1)
+            ctx.set(dut.scatter.payload, {"j": j, "fx": j + 1, "fy": -j})
+            await ctx.tick()
+        ctx.set(dut.scatter.valid, 0)
+        await ctx.tick()
+        for a in range(C):
+            ctx.set(dut.clear.valid, 1)
+            ctx.set(dut.clear.payload, a)
+            await ctx.tick()
+        ctx.set(dut.clear.valid, 0)
+        ctx.set(dut.update, 1)
+        values = []
+        for a in range(C):
+            ctx.set(dut.read_addr, a)
+            await ctx.tick()
+            d = ctx.get(dut.data)
+            values.append((d["x"], d["y"]))
+        got.append(values)
 
     _simulate(dut, bench)
-    assert got[0] == expected and got[1] == [(0, 0)] * C
+    assert got[0] == expected and got[1] == [(0, 0)] * C and got[2] == [(0, 0)] * C
 
 
 class _LaneHarness(Elaboratable):
@@ -556,20 +580,35 @@ def test_controller_phase_sequence_and_timing():
         ctx.set(ctrl.config.payload, cfg)
         ctx.set(ctrl.config.valid, 1)
         assert ctx.get(ctrl.config.ready) and not ctx.get(ctrl.busy)
+        assert not ctx.get(ctrl.sweep.valid)
         await ctx.tick()
         ctx.set(ctrl.config.valid, 0)
         assert ctx.get(ctrl.busy) and ctx.get(ctrl.n) == n and ctx.get(ctrl.nm1) == n - 1
+        cycle = 0                                           # cycles since the config beat
+
+        def check_sweep():
+            # the job-start sweep: scatter entries 0 .. n-1, one per cycle from the config beat
+            # on, so over before the final list beat can come (no beat is ever refused)
+            assert ctx.get(ctrl.sweep.valid) == (cycle < n)
+            if cycle < n:
+                assert ctx.get(ctrl.sweep.payload) == cycle
+
         for b, beat in enumerate(lists):                    # LOAD, with idle cycles
             while rng.random() < 0.3:
                 ctx.set(ctrl.knn.valid, 0)
+                check_sweep()
                 await ctx.tick()
+                cycle += 1
+            check_sweep()
             ctx.set(ctrl.knn.valid, 1)
             ctx.set(ctrl.knn.payload, beat)
             assert ctx.get(ctrl.knn.ready) and ctx.get(ctrl.knn_w.en)
             assert ctx.get(ctrl.knn_w.addr) == (b // kk) * K + b % kk
             assert ctx.get(ctrl.init.start) == (b == len(lists) - 1)
             await ctx.tick()
+            cycle += 1
         ctx.set(ctrl.knn.valid, 0)
+        assert not ctx.get(ctrl.sweep.valid)
         assert not ctx.get(ctrl.knn.ready)
         for _ in range(4):                                  # the initialiser works
             await ctx.tick()
@@ -622,3 +661,93 @@ def test_controller_phase_sequence_and_timing():
         assert ctx.get(ctrl.config.ready)
 
     _simulate(top, bench)
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole engine: a reset in the middle of a job, then the next job
+
+
+@pytest.mark.parametrize("pair_units", [1, 2])
+def test_engine_reset_mid_job_then_next_job_is_bit_exact(pair_units):
+    """Reset the engine in the middle of a pair phase (the scatter banks hold partial sums) and
+    in the middle of an update (half of them cleared behind); the job after each reset, on the
+    same lists (so it reads the very entries left dirty), must equal ``desne.embed`` bit for
+    bit: the job-start sweep zeroes the banks. A clean job first and last shows the engine
+    also works with no reset in between."""
+    C, K, S = 16, 3, 2
+    dut = EmbeddingEngine(capacity=C, k=K, neg_samples=S, pair_units=pair_units)
+    rst = Signal()
+    rng = np.random.default_rng(40 + pair_units)
+    n, kk = 14, K
+    nbr = rng.integers(0, n, size=(n, kk))
+    P = rng.integers(0, (1 << fp.P_FRAC_BITS) + 1, size=(n, kk))
+    cfg = desne.DesneConfig(k=K, perplexity=2.0, neg_samples=S, capacity=C, n_iter=4, exaggeration_iters=2,
+                            exaggeration_shift=2, momentum_early=128, momentum_late=200,
+                            momentum_switch=1, learning_rate=200)
+    per_iter = n * (kk + S)
+    # (pair items issued, then cycles to wait) before the reset: the second iteration's
+    # attraction half done; its update in progress (drain + 1 + divide = 51 cycles after the
+    # last pair, then n update cycles)
+    cuts = [(per_iter + n * kk // 2, 0), (2 * per_iter, 51 + n // 2)]
+    seeds = [7, 8, 9, 10]
+    got = []
+
+    def beat(seed):
+        return {"n": n, "kk": kk, "n_iter": cfg.n_iter,
+                "exaggeration_iters": cfg.exaggeration_iters,
+                "exaggeration_shift": cfg.exaggeration_shift,
+                "momentum_early": cfg.momentum_early, "momentum_late": cfg.momentum_late,
+                "momentum_switch": cfg.momentum_switch, "learning_rate": cfg.learning_rate,
+                "seed": seed}
+
+    async def start(ctx, seed):
+        ctx.set(dut.config.payload, beat(seed))
+        ctx.set(dut.config.valid, 1)
+        assert ctx.get(dut.config.ready), "the engine is not idle"
+        await ctx.tick()
+        ctx.set(dut.config.valid, 0)
+        for j, p in zip(nbr.ravel().tolist(), P.ravel().tolist()):
+            ctx.set(dut.knn.payload, {"index": j, "p": p})
+            ctx.set(dut.knn.valid, 1)
+            await ctx.tick()
+            assert ctx.get(dut.busy)
+        ctx.set(dut.knn.valid, 0)
+
+    async def finish(ctx):
+        coords, cycles = [], 0
+        ctx.set(dut.coords.ready, 1)
+        while len(coords) < n:
+            cycles += 1
+            assert cycles < 20_000, "the job never ended"
+            if ctx.get(dut.coords.valid):
+                c = ctx.get(dut.coords.payload)
+                coords.append((c["x"], c["y"]))
+            await ctx.tick()
+        got.append(coords)
+
+    async def bench(ctx):
+        await start(ctx, seeds[0])
+        await finish(ctx)
+        for (items, wait), seed in zip(cuts, seeds[1:]):
+            await start(ctx, 99)                         # the job to be cut short
+            cycles = 0
+            while ctx.get(dut.perf.pair_items) < items:
+                cycles += 1
+                assert cycles < 20_000, "the pair phase never got there"
+                await ctx.tick()
+            for _ in range(wait):
+                await ctx.tick()
+            assert ctx.get(dut.busy), "the job ended before the reset"
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            assert not ctx.get(dut.busy)
+            await start(ctx, seed)
+            await finish(ctx)
+        await start(ctx, seeds[-1])
+        await finish(ctx)
+
+    _simulate(dut, bench, reset=rst)
+    want = [[tuple(int(v) for v in row) for row in desne.embed(nbr, P, cfg, seed)]
+            for seed in seeds]
+    assert got == want
