@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import threading
 import time
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
+from nms.sw.transport import DeviceBusyError, DeviceError, JobRefusedError, Transport
 from nms.verif.models import desne
 
 __all__ = ["DeviceError", "DeviceBusyError", "JobRefusedError", "Transport", "ModelDevice",
@@ -35,70 +35,6 @@ __all__ = ["DeviceError", "DeviceBusyError", "JobRefusedError", "Transport", "Mo
 
 _STATUS = regmap.REGMAP["STATUS"]
 _CTRL = regmap.REGMAP["CTRL"]
-
-
-class DeviceError(RuntimeError):
-    """The device reported an error (``STATUS.error``) or did not finish."""
-
-
-class DeviceBusyError(DeviceError):
-    """A job was started while the device was busy; the running job is left untouched."""
-
-
-class JobRefusedError(DeviceError):
-    """The device refused a job: ``cause`` (a :class:`nms.rtl.regmap.Cause`), ``field`` (the
-    qualified register field, or ``None``) and ``value`` (what the host programmed there)."""
-
-    def __init__(self, message: str, cause: regmap.Cause, field: str | None, value: int | None):
-        super().__init__(message)
-        self.cause, self.field, self.value = cause, field, value
-
-
-class Transport(ABC):
-    """Register + memory access to one accelerator instance."""
-
-    name = "abstract"
-    #: device parameters the driver must respect (fixed when the hardware is generated)
-    capacity: int
-    max_dim: int
-    k: int
-    neg_samples: int
-    tile: int
-    #: True if CYCLES_* count real clock cycles (RTL simulation, FPGA)
-    has_cycle_counter = False
-    #: longest a single job may take on this backend before :meth:`wait` gives up
-    job_timeout_s = 60.0
-
-    @property
-    def params(self) -> dict[str, int]:
-        """The generator parameters the declared job ranges refer to (and the others)."""
-        return {"capacity": self.capacity, "max_dim": self.max_dim, "k": self.k,
-                "neg_samples": self.neg_samples, "tile": self.tile}
-
-    @abstractmethod
-    def read_reg(self, name: str) -> int: ...
-
-    @abstractmethod
-    def write_reg(self, name: str, value: int) -> None: ...
-
-    @abstractmethod
-    def write_mem(self, addr: int, data: bytes) -> None: ...
-
-    @abstractmethod
-    def read_mem(self, addr: int, size: int) -> bytes: ...
-
-    def wait(self, timeout_s: float | None = None) -> None:
-        """Poll STATUS until the job is no longer busy (at most ``timeout_s``, default
-        :attr:`job_timeout_s`)."""
-        timeout_s = self.job_timeout_s if timeout_s is None else timeout_s
-        t0 = time.monotonic()
-        pause = 1e-4
-        while _STATUS.unpack(self.read_reg("STATUS"))["busy"]:
-            if time.monotonic() - t0 > timeout_s:
-                raise DeviceError(f"{self.name}: job still busy after {timeout_s:g} s "
-                                  f"(STATUS={_STATUS.unpack(self.read_reg('STATUS'))})")
-            time.sleep(pause)
-            pause = min(2 * pause, 0.01)
 
 
 class ModelDevice(Transport):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from nms.rtl.top import effective_registers
-from nms.sw.driver import DeviceError, Transport
+from nms.sw.transport import DeviceError, Transport
 from nms.verif.sim.fastsim import FastSim, FastSimError
 
 __all__ = ["RtlTransport", "DEFAULT_HW"]

@@ -22,7 +22,7 @@ import time
 from nms.fpga.board_top import BOARD_CONFIGS, CSR_BASE, BoardConfig, get_config
 from nms.rtl.top import effective_registers
 from nms.rtl.uartbone import CMD_READ_INCR, CMD_WRITE_INCR, MAX_WORDS
-from nms.sw.driver import DeviceError, Transport
+from nms.sw.transport import DeviceError, Transport
 
 __all__ = ["SerialTransport", "encode_write", "encode_read", "WRITE_FRAME_WORDS"]
 
