@@ -23,7 +23,8 @@ driver places the data set at 0 and the result words after it (4 KiB aligned), s
 of digits (1797 x 64 B = 112 KiB + 7 KiB of results). The serial transport refuses a transfer
 outside the window with an error naming the address.
 
-LEDs: 0 = ``STATUS.busy``, 1 = ``STATUS.done``, 2 = ``STATUS.error``.
+LEDs: ``STATUS.busy`` / ``.done`` / ``.error`` on ULX3S LEDs 0 / 1 / 2; on iCEBreaker the
+break-off board's centre LED / the green / the red LED.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class BoardConfig:
     #: the bridge drops an unfinished frame after this long without a byte (LiteX: 100 ms)
     idle_timeout_s: float = 0.1
     pll: dict = field(default_factory=dict)
+    #: ``led`` resource numbers of busy, done, error
+    leds: tuple = (0, 1, 2)
 
     @property
     def divisor(self) -> int:
@@ -83,7 +86,9 @@ BOARD_CONFIGS = {
         board="icebreaker", hw=_ICEBREAKER_HW, clock_hz=24e6, mem_size=128 * 1024,
         mem_backend="spram",
         # 12 MHz * (DIVF + 1) / (DIVR + 1) = 768 MHz VCO (533..1066), / 2**DIVQ = 24 MHz
-        pll={"DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1}),
+        pll={"DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1},
+        # busy: the break-off board's centre LED; done: green; error: red (main board)
+        leds=(2, 1, 0)),
 }
 
 
@@ -120,6 +125,16 @@ class BoardJobTop(Elaboratable):
             params["hw"] = {**params["hw"], **hw}
         self.core = BoardCore(**params)
 
+    def summary(self) -> dict:
+        """What the build report records about this top."""
+        cfg = self.config
+        return {"kind": "job top (nms.fpga.board_top.BoardJobTop)", "clock_mhz": cfg.clock_hz / 1e6,
+                "pll": dict(cfg.pll), "memory": {"backend": cfg.mem_backend,
+                                                 "bytes": cfg.mem_size},
+                "uart": {"baud": cfg.baud, "divisor": cfg.divisor,
+                         "idle_timeout_cycles": cfg.idle_timeout},
+                "csr_base": CSR_BASE, "leds": ["busy", "done", "error"]}
+
     def elaborate(self, platform):
         if platform is None:
             raise TypeError("BoardJobTop needs a platform; simulate nms.rtl.board.BoardCore")
@@ -127,29 +142,33 @@ class BoardJobTop(Elaboratable):
         cfg = self.config
         m.domains.sync = ClockDomain("sync")
         locked = Signal()
+        clk = Signal()                    # the PLL output; the constraint needs a Signal
         if cfg.board == "ulx3s-85f":
-            self._ecp5_pll(m, platform, locked)
+            self._ecp5_pll(m, platform, clk, locked)
         else:
-            self._ice40_pll(m, platform, locked)
+            self._ice40_pll(m, platform, clk, locked)
+        m.d.comb += ClockSignal("sync").eq(clk)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
-        platform.add_clock_constraint(ClockSignal("sync"), cfg.clock_hz)
+        platform.add_clock_constraint(clk, cfg.clock_hz)
 
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [core.uart_rx.eq(rx.i), tx.o.eq(core.uart_tx)]
-        for i, value in enumerate((core.led_busy, core.led_done, core.led_error)):
+        if cfg.board == "icebreaker":
+            platform.add_resources(platform.break_off_pmod)
+        for i, value in zip(cfg.leds, (core.led_busy, core.led_done, core.led_error)):
             m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
             m.d.comb += led.o.eq(value)
         return m
 
-    def _ecp5_pll(self, m, platform, locked):
+    def _ecp5_pll(self, m, platform, clk, locked):
         p = self.config.pll
         m.submodules.clk_in = clk_in = io.Buffer("i", platform.request("clk25", 0, dir="-"))
         m.submodules.pll = Instance(
             "EHXPLLL",
-            i_CLKI=clk_in.i, o_CLKOP=ClockSignal("sync"), i_CLKFB=ClockSignal("sync"),
+            i_CLKI=clk_in.i, o_CLKOP=clk, i_CLKFB=clk,
             o_LOCK=locked, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1,
             i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
             p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
@@ -159,12 +178,12 @@ class BoardJobTop(Elaboratable):
             a_FREQUENCY_PIN_CLKI=str(p["in_mhz"]), a_FREQUENCY_PIN_CLKOP=str(p["out_mhz"]),
             a_ICP_CURRENT="12", a_LPF_RESISTOR="8")
 
-    def _ice40_pll(self, m, platform, locked):
+    def _ice40_pll(self, m, platform, clk, locked):
         p = self.config.pll
         clk12 = platform.request("clk12", 0, dir="-")
         m.submodules.pll = Instance(
             "SB_PLL40_PAD",
-            io_PACKAGEPIN=clk12.io, o_PLLOUTGLOBAL=ClockSignal("sync"), o_LOCK=locked,
+            io_PACKAGEPIN=clk12.io, o_PLLOUTGLOBAL=clk, o_LOCK=locked,
             i_RESETB=1, i_BYPASS=0,
             p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
             p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],

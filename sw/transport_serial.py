@@ -116,6 +116,10 @@ class SerialTransport(Transport):
         #: bytes sent / received on the line so far
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: read frames so far (each one a round trip: the host waits for its reply), and those
+        #: of them that were STATUS polls inside :meth:`wait`
+        self.read_frames = 0
+        self.poll_frames = 0
 
     # -- the wire ---------------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -148,6 +152,7 @@ class SerialTransport(Transport):
         for i in range(0, count, MAX_WORDS):
             n = min(MAX_WORDS, count - i)
             self._send(encode_read((addr >> 2) + i, n))
+            self.read_frames += 1
             out += struct.unpack(f">{n}I", self._receive(4 * n))
         return out
 
@@ -197,6 +202,14 @@ class SerialTransport(Transport):
         words = self.read_words(start, (end - start) // 4)
         raw = struct.pack(f"<{len(words)}I", *words)
         return raw[addr - start:addr - start + size]
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Poll STATUS until the job ends (counting the polls in :attr:`poll_frames`)."""
+        before = self.read_frames
+        try:
+            super().wait(timeout_s)
+        finally:
+            self.poll_frames += self.read_frames - before
 
     def close(self) -> None:
         self.serial.close()

@@ -273,3 +273,31 @@ def test_serve_refuses_icebreaker_sim():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "SPRAM" in proc.stderr
+
+
+def test_spram_backend_instantiates_four_sprams():
+    """The iCEBreaker memory: 128 KiB = 2 banks x 2 halves of SB_SPRAM256KA, no inferred RAM."""
+    from amaranth.back import rtlil
+
+    from nms.rtl.boardmem import SPRAM_BYTES, BoardMemory
+
+    text = rtlil.convert(BoardMemory(size=SPRAM_BYTES, data_width=32, backend="spram"))
+    assert text.count("cell \\SB_SPRAM256KA") == 4
+    assert "$mem" not in text
+    half = rtlil.convert(BoardMemory(size=SPRAM_BYTES // 2, data_width=32, backend="spram"))
+    assert half.count("cell \\SB_SPRAM256KA") == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"size": 3000}, "not a power of two"),
+    ({"size": 16}, "size=16 is out of range"),
+    ({"size": 4096, "data_width": 128}, "not 32 or 64"),
+    ({"size": 4096, "backend": "sdram"}, "backend='sdram'"),
+    ({"size": 4096, "backend": "spram"}, "takes size="),
+    ({"size": 65536, "data_width": 64, "backend": "spram"}, "data_width=32"),
+])
+def test_board_memory_parameter_checks(kwargs, match):
+    from nms.rtl.boardmem import BoardMemory
+
+    with pytest.raises(ValueError, match=match):
+        BoardMemory(**kwargs)

@@ -172,8 +172,14 @@ class BoardSim:
     def cycle(self) -> int:
         return self._lib.board_counter(self._h, 0)
 
+    @property
+    def last_active(self) -> int:
+        """The last cycle a bit was on either line (or ``STATUS.busy`` was high)."""
+        return self._lib.board_counter(self._h, 7)
+
     def counters(self) -> dict:
-        names = ("cycle", "bytes_in", "bytes_out", "frame_errors", "busy", "done", "error")
+        names = ("cycle", "bytes_in", "bytes_out", "frame_errors", "busy", "done", "error",
+                 "last_active")
         return {n: self._lib.board_counter(self._h, i) for i, n in enumerate(names)}
 
 

@@ -37,6 +37,7 @@ struct Board {
     uint64_t tx_idle = 0;   // cycles the tx line has been idle (high, no frame in progress)
     uint64_t rx_idle = 0;   // cycles since the last byte was shifted in
     uint64_t frame_errors = 0, bytes_in = 0, bytes_out = 0;
+    uint64_t last_active = 0;  // last cycle with a bit on either line or STATUS.busy high
 
     explicit Board(uint32_t div) : divisor(div) {
         top = new Vboard(&ctx);
@@ -128,6 +129,7 @@ uint64_t board_run(void* h, uint64_t max_cycles) {
         b->line_in();
         b->step();
         b->line_out();
+        if (b->rx_bit >= 0 || b->tx_bit >= 0 || b->top->led_busy) b->last_active = b->cycle;
         ++n;
     }
     return n;
@@ -149,6 +151,7 @@ uint64_t board_counter(void* h, int which) {
         case 4: return b->top->led_busy;
         case 5: return b->top->led_done;
         case 6: return b->top->led_error;
+        case 7: return b->last_active;
         default: return 0;
     }
 }
