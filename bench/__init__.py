@@ -26,6 +26,8 @@ BENCHMARKS = {
     "sim": "nms.bench.sim",
     "embedding": "nms.bench.embedding",
     "grid": "nms.bench.grid",
+    "link": "nms.bench.link",
+    "boardtop": "nms.bench.boardtop",
 }
 
 

@@ -164,12 +164,19 @@ def build(*, board: str, block: str = DEFAULT_BLOCK, params: dict | None = None,
         A tool failed; the message quotes its errors and names the log.
     """
     board_spec = get_board(board)
-    params, component = make_block(block, params)
     out_dir = Path(out_dir) if out_dir is not None else Path("build/fpga") / f"{board}-{block}"
+    if block == "top":
+        # the job-running board top (nms.fpga.board_top): accelerator + memory + UART bridge + PLL
+        from nms.fpga.board_top import BoardJobTop
 
-    from nms.fpga.top import BoardTop
+        top = BoardJobTop(board, hw=params)
+        component, params = top.core.accelerator, dict(top.core.hw)
+    else:
+        params, component = make_block(block, params)
 
-    top = BoardTop(component, led=board_spec.led)
+        from nms.fpga.top import BoardTop
+
+        top = BoardTop(component, led=board_spec.led)
     setup_fpga_env()
     platform = board_spec.platform()
     _check_tools(platform)
@@ -208,7 +215,7 @@ def build(*, board: str, block: str = DEFAULT_BLOCK, params: dict | None = None,
     candidates = [c for c in pnr["clocks"] if "cd_sync" in c] or list(pnr["clocks"])
     main_clock = min(candidates, key=lambda c: pnr["clocks"][c]["fmax_mhz"])
     payload = bitstream.read_bytes()
-    exerciser = top.exerciser
+    exerciser = getattr(top, "exerciser", None)
     report = {
         "board": board_spec.name,
         "device": board_spec.device,
@@ -216,14 +223,15 @@ def build(*, board: str, block: str = DEFAULT_BLOCK, params: dict | None = None,
         "block": block,
         "block_class": f"{type(component).__module__}.{type(component).__qualname__}",
         "params": params,
-        "top": {"input_bits": exerciser.input_width, "output_bits": exerciser.output_width,
-                "fold_stages": exerciser.fold_stages, "inputs": exerciser.input_names,
-                "outputs": exerciser.output_names},
+        "top": ({"input_bits": exerciser.input_width, "output_bits": exerciser.output_width,
+                 "fold_stages": exerciser.fold_stages, "inputs": exerciser.input_names,
+                 "outputs": exerciser.output_names} if exerciser is not None
+                else top.summary()),
         "utilisation": summarise_utilisation(board_spec.family, pnr, synth),
         "cells": pnr["utilisation"],
         "yosys_cells": synth["cells"],
         "fmax_mhz": pnr["clocks"][main_clock]["fmax_mhz"],
-        "target_mhz": board_spec.clock_hz / 1e6,
+        "target_mhz": (top.config.clock_hz if exerciser is None else board_spec.clock_hz) / 1e6,
         "timing_met": all(c["pass"] for c in pnr["clocks"].values()),
         "clocks": pnr["clocks"],
         "tools": _tool_versions(board_spec, synth),
