@@ -301,3 +301,15 @@ def test_board_memory_parameter_checks(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         BoardMemory(**kwargs)
+
+
+def test_build_top_checks_parameters_before_any_tool(tmp_path):
+    """``nms build --block top`` builds the job top; a bad accelerator parameter is refused
+    while the top is constructed, before Yosys runs."""
+    from nms.fpga.build import build
+
+    with pytest.raises(TypeError, match="bogus"):
+        build(board="icebreaker", block="top", params={"bogus": 1}, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="capacity=2"):
+        build(board="icebreaker", block="top", params={"capacity": 2}, out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
