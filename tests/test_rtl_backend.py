@@ -96,6 +96,6 @@ def test_abort_then_clean_job(rtl):
 def test_build_is_cached(rtl):
     from nms.verif.sim.fastsim import build
 
-    lib, info = build(HW)
+    lib, info = build(rtl.hw)           # the transport's configuration (defaults filled in)
     assert info["cached"] and info["build_seconds"] == 0.0
     assert lib.resolve() == rtl.sim.lib_path.resolve()
