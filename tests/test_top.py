@@ -139,12 +139,10 @@ def test_abort_and_reset_mid_job_then_bit_exact():
     _run("test_abort", {"jobs": [job], "aborts": aborts, "seed": 23, "stall": 0.3})
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: the embedding's scatter banks and the grid "
-                   "sampler's cell map / picked bitmap are zeroed only by a clean job end, not at "
-                   "job start, so an abort or reset in those stages leaves state that changes the "
-                   "next job (needs a clear sweep at job start in rtl/embedding.py and "
-                   "rtl/grid.py; see docs/device.md)")
 def test_abort_in_embedding_and_grid_then_bit_exact():
+    """Aborts and a reset in the embedding and grid stages, each followed by a clean job (the
+    stages clear their memories themselves: embedding sweep from the config beat, grid cell map
+    on leaving reset, picked bits as points load)."""
     job = _jobs()[0]
     aborts = [("abort", 12000), ("reset", 17000), ("abort", 21500)]
     _run("test_abort", {"jobs": [job], "aborts": aborts, "seed": 24, "stall": 0.3})
