@@ -28,6 +28,7 @@ BENCHMARKS = {
     "grid": "nms.bench.grid",
     "link": "nms.bench.link",
     "boardtop": "nms.bench.boardtop",
+    "energy": "nms.bench.energy", "dataflow": "nms.bench.dataflow",
 }
 
 

@@ -8,7 +8,7 @@ Two sides, joined per row:
   (iterations, negative samples). Each such *algorithm point* runs the bit-exact model
   (:func:`nms.sw.dataflow.select_flow`) on a stratified half of the harness's selection pool
   (``nms.sw.harness.prepare``: training split minus the 15 % validation split), selection seeds
-  0 and 1, and trains the harness's fixed MLP (1000 steps) on each coreset. The choice is made
+  0-3, and trains the harness's fixed MLP (1000 steps) on each coreset. The choice is made
   on the **validation** split; the test split is scored only for the chosen row and the
   baseline, after the choice.
 * **energy** (:mod:`nms.sw.energy` over :func:`nms.sw.dataflow.dataset_counts`) of the whole
@@ -40,18 +40,20 @@ ALGORITHM_POINTS = (
     (1024, "pool2", 300, 8),
     (1024, "pool4", 300, 8),
     (512, "pool2", 300, 8),
-    (256, "none", 300, 8),
-    (256, "pool2", 300, 8),
-    (1024, "pool2", 150, 8),
-    (1024, "pool2", 100, 8),
     (1024, "pool4", 100, 8),
-    (1024, "pool2", 100, 4),
-    (1024, "pool4", 150, 8),
     (1024, "pool4", 50, 8),
+    (512, "pool4", 100, 8),
+    (512, "pool4", 50, 8),
+    (1024, "pool2", 100, 8),
     (1024, "pool2", 50, 8),
+    (256, "pool4", 50, 8),
+    (256, "pool4", 100, 8),
+    (1024, "pool4", 150, 8),
+    (1024, "pool2", 100, 4),
+    (256, "none", 300, 8),
 )
 QUICK_POINTS = ALGORITHM_POINTS[:2]
-SEEDS = (0, 1)
+SEEDS = (0, 1, 2, 3)
 RATIO = 0.1
 #: dataflow knobs swept on the energy side for every algorithm point
 #: (buffer, T, P, hold_self); the first is the current RTL

@@ -184,7 +184,7 @@ BASELINE = Dataflow()
 #: holds these equal to the recorded choice) and the DE-SNE schedule it runs with
 CHOSEN = Dataflow(buffer=True, tile=16, cand_tile=4, capacity=1024, reduce="pool4",
                   hold_self=True)
-CHOSEN_SCHEDULE = {"n_iter": 100, "neg_samples": 8}
+CHOSEN_SCHEDULE = {"n_iter": 50, "neg_samples": 8}   # exaggeration and momentum switch at 17
 
 
 # ------------------------------------------------------------------------------------------------
