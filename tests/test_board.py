@@ -172,6 +172,7 @@ class _LiteXTransport(SerialTransport):
         self.neg_samples, self.tile = hw["neg_samples"], hw["tile"]
         self.mem_size = config.mem_size
         self.job_timeout_s = 600.0
+        self.read_frames = self.poll_frames = 0
         from nms.rtl.top import effective_registers
 
         regs = effective_registers()
@@ -187,6 +188,7 @@ class _LiteXTransport(SerialTransport):
         out = []
         for i in range(0, count, 255):
             n = min(255, count - i)
+            self.read_frames += 1
             got = self.client.read(addr + 4 * i, length=n)
             out += list(got)
         return out
