@@ -45,7 +45,7 @@ ROBUST_COARSE_STEP = fp.ROBUST_COARSE_STEP
 ROBUST_REFINE_STEPS = fp.ROBUST_REFINE_STEPS
 BISECT_STEPS = fp.BISECT_STEPS
 ALLOCATIONS = tuple(regmap.ALLOCATION_CODES)  # declared with OPT.allocation
-#: exemplar rules (docs/algorithm.md §8.4/§8.5): nearest the cell centre, greedy kNN-graph
+#: exemplar rules (docs/algorithm.md §8.4 / §11a.3): nearest the cell centre, greedy kNN-graph
 #: coverage inside the grid's cell quotas, or the same coverage without the grid
 EXEMPLARS = ("centre", "cover", "cover-nogrid")
 COVER_STARTS = ("gain", "mean")
@@ -134,8 +134,8 @@ _REGISTER_FIELDS = ("n_iter", "exaggeration_iters", "exaggeration_shift", "learn
 #: Named configurations. ``v0`` = the default the RTL is verified against (nearest cell centre,
 #: water-filling); ``nms`` = the NMS-style plain grid (nearest cell centre, proportional quotas);
 #: ``desne`` = the winner of the validation search of issue 9 (``bench/results/
-#: coreset_search.md``): greedy kNN-graph coverage inside the grid's quotas, see §8.5 of
-#: docs/algorithm.md. The default stays ``v0`` until the RTL implements the coverage stage.
+#: coreset_search.md``): greedy kNN-graph coverage inside the grid's quotas, specified in
+#: §11a.3 of docs/algorithm.md. The default stays ``v0`` until the RTL implements that stage.
 PRESETS = {
     "v0": DesneConfig(),
     "nms": DesneConfig(allocation="proportional"),
