@@ -28,7 +28,8 @@ BENCHMARKS = {
     "grid": "nms.bench.grid",
     "link": "nms.bench.link",
     "boardtop": "nms.bench.boardtop",
-    "energy": "nms.bench.energy", "dataflow": "nms.bench.dataflow",
+    "energy": "nms.bench.energy",
+    "dataflow": "nms.bench.dataflow",
 }
 
 
