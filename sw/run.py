@@ -46,7 +46,7 @@ __all__ = ["add_arguments", "main", "run_job", "write_reports", "TRAIN_OPTS", "S
            "LR_GRID", "select_learning_rates"]
 
 #: learning rates of the adaptation (chosen on the validation split by ``nms run --sweep``,
-#: recorded in bench/results/run_sweep_digits.md; the same for every coreset)
+#: recorded in bench/results/run_digits.md; the same for every coreset)
 TRAIN_OPTS = {
     "sks": {"lr": 0.01, "maxnorm": True, "batch_fc": 10, "batch_conv": 10},
     "sgd": {"lr": 0.1},
