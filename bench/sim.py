@@ -38,6 +38,12 @@ SMALL_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 4, "capa
             "max_burst": 16}
 SHORT = {"n_iter": 30, "exaggeration_iters": 10, "momentum_switch": 10, "perplexity": 3.0}
 CLOCK_HZ = 100e6
+
+def _cxxrtl_flags_shown() -> list[str]:
+    """The optimisation flags of the CXXRTL build, as named in the report."""
+    from nms.verif.sim.fastsim import CXXRTL_CXX_FLAGS
+
+    return [f for f in CXXRTL_CXX_FLAGS if f.startswith(("-O", "-f", "-DCXXRTL_STEP"))]
 STAGES = ("dist_cycles", "knn_cycles", "aff_cycles", "embed_cycles", "embed_run_cycles",
           "grid_cycles", "mem_beats", "mem_wait", "pair_items", "rep_items")
 
@@ -50,12 +56,12 @@ def _build_seconds(info: dict) -> dict:
             "link_seconds": recorded.get("link_seconds"), "hash": info["hash"]}
 
 
-def _fast_job(hw: dict, n: int, dim: int, cfg, seed: int) -> dict:
+def _fast_job(hw: dict, n: int, dim: int, cfg, seed: int, engine: str = "verilator") -> dict:
     from nms.sw.driver import Driver
     from nms.sw.transport_rtl import RtlTransport
     from nms.verif.models import desne
 
-    t = RtlTransport(hw=hw, latency=20)
+    t = RtlTransport(hw=hw, latency=20, engine=engine)
     drv = Driver(t, cfg)
     rng = np.random.default_rng(seed)
     X = rng.integers(0, 256, size=(n, dim))
@@ -74,7 +80,8 @@ def _fast_job(hw: dict, n: int, dim: int, cfg, seed: int) -> dict:
            "wall_seconds": wall, "cycles_per_second": cycles / wall,
            "cpu_seconds": cpu, "cycles_per_cpu_second": cycles / max(cpu, 1e-9),
            "run_until_irq_cycles_per_second": t.sim_cycles / max(t.sim_seconds, 1e-9),
-           "bit_exact": got == want, "build": _build_seconds(t.sim.build_info)}
+           "bit_exact": got == want, "build": _build_seconds(t.sim.build_info),
+           "engine": engine, "unconverged_edges": t.sim.counters()["unconverged_edges"]}
     t.close()
     return out
 
@@ -114,7 +121,8 @@ def _cocotb_speed(hw: dict, n: int, dim: int, cfg_dict: dict, seed: int) -> dict
             "passed": case.find("failure") is None and case.find("error") is None}
 
 
-def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
+def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int,
+            engine: str = "verilator") -> dict:
     from nms.sw.datasets import load_digits
     from nms.sw.driver import Driver, JobCounters, ModelDevice
     from nms.sw.transport_rtl import RtlTransport
@@ -123,7 +131,7 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
     ds = load_digits()
     X = ds.X_train.reshape(len(ds.X_train), -1).astype(np.int64)
     y = ds.y_train
-    t = RtlTransport(hw=hw, latency=20)
+    t = RtlTransport(hw=hw, latency=20, engine=engine)
     cfg = desne.DesneConfig(k=t.k, neg_samples=t.neg_samples, capacity=t.capacity, **cfg_extra)
     drv = Driver(t, cfg)
     # the chunks exactly as Driver.select plans them, per-stage counters read after each job
@@ -153,7 +161,7 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int) -> dict:
     model = Driver(ModelDevice(capacity=cfg.capacity, max_dim=t.max_dim, k=t.k,
                                neg_samples=t.neg_samples, tile=t.tile), cfg)
     ref = model.select(X, y, ratio, seed=seed)["indices"]
-    return {"n_train": len(y), "ratio": ratio, "chunks": counters.chunks, "n_iter": cfg.n_iter,
+    return {"engine": engine, "n_train": len(y), "ratio": ratio, "chunks": counters.chunks, "n_iter": cfg.n_iter,
             "job_cycles": counters.cycles, "simulated_cycles_incl_csr": sim_cycles,
             "wall_seconds": wall, "cycles_per_second": sim_cycles / wall,
             "cpu_seconds": cpu, "cycles_per_cpu_second": sim_cycles / max(cpu, 1e-9),
@@ -176,10 +184,15 @@ def run(out_dir: Path, quick: bool) -> dict:
     cfg_small = desne.DesneConfig(k=SMALL_HW["k"], neg_samples=SMALL_HW["neg_samples"],
                                   capacity=SMALL_HW["capacity"], **SHORT)
     res["fast_small"] = {"hw": SMALL_HW, **_fast_job(SMALL_HW, 64, 64, cfg_small, 3)}
+    res["fast_small_cxxrtl"] = {"hw": SMALL_HW, **_fast_job(SMALL_HW, 64, 64, cfg_small, 3,
+                                                            "cxxrtl")}
     res["cocotb_small"] = {"hw": SMALL_HW, **_cocotb_speed(SMALL_HW, 64, 64, SHORT, 3)}
     res["speedup_fast_vs_cocotb"] = (res["fast_small"]["cycles_per_second"]
                                      / res["cocotb_small"]["cycles_per_second"])
+    res["speedup_cxxrtl_vs_cocotb"] = (res["fast_small_cxxrtl"]["cycles_per_second"]
+                                       / res["cocotb_small"]["cycles_per_second"])
     res["digits_small"] = {"hw": SMALL_HW, **_digits(SMALL_HW, SHORT, 0.1, 0)}
+    res["digits_small_cxxrtl"] = {"hw": SMALL_HW, **_digits(SMALL_HW, SHORT, 0.1, 0, "cxxrtl")}
     if not quick:
         cfg_def = desne.DesneConfig(k=DEFAULT_HW["k"], neg_samples=DEFAULT_HW["neg_samples"],
                                     capacity=DEFAULT_HW["capacity"], n_iter=60,
@@ -202,9 +215,11 @@ def _markdown(r: dict) -> str:
              "| configuration | method | job | simulated cycles | wall s | cycles/s (wall) | "
              "cycles per CPU s | build |",
              "|---|---|---|---|---|---|---|---|"]
-    for key, method in (("fast_small", "fast sim (C++ memory + CSR master, ctypes)"),
+    for key, method in (("fast_small", "fast sim, Verilator (C++ memory + CSR master, ctypes)"),
+                        ("fast_small_cxxrtl", "fast sim, CXXRTL (same harness)"),
                         ("cocotb_small", "cocotb + cocotbext-axi testbench"),
-                        ("fast_default", "fast sim (C++ memory + CSR master, ctypes)")):
+                        ("fast_default", "fast sim, Verilator (C++ memory + CSR master, ctypes)"),
+                        ("fast_default_cxxrtl", "fast sim, CXXRTL (same harness)")):
         if key not in r:
             continue
         e = r[key]
@@ -230,13 +245,22 @@ def _markdown(r: dict) -> str:
               f"second (cocotb's CPU includes its process start-up). Bit-exact against `desne.run_chunk`: "
               f"{r['fast_small']['bit_exact']}"
               + (f" / {r['fast_default']['bit_exact']}" if "fast_default" in r else "") + ".", ""]
-    for key in ("digits_small", "digits_default"):
+    if "fast_small_cxxrtl" in r:
+        c = r["fast_small_cxxrtl"]
+        lines += [f"CXXRTL engine (`FastSim(..., engine=\"cxxrtl\")`, Yosys `write_cxxrtl` via "
+                  f"`amaranth.back.cxxrtl`, g++ {' '.join(_cxxrtl_flags_shown())}): "
+                  f"**{r['speedup_cxxrtl_vs_cocotb']:.0f}x** the cocotb testbench in wall time, "
+                  f"{c['cycles_per_cpu_second'] / r['fast_small']['cycles_per_cpu_second']:.1f}x "
+                  f"the Verilator engine per CPU second; bit-exact against `desne.run_chunk`: "
+                  f"{c['bit_exact']}; clock edges where one eval() did not converge: "
+                  f"{c['unconverged_edges']}.", ""]
+    for key in ("digits_small", "digits_small_cxxrtl", "digits_default"):
         if key not in r:
             continue
         d = r[key]
         hw = d["hw"]
         lines += [f"## Digits through `Driver(RtlTransport)` (C={hw['capacity']}, K={hw['k']}, "
-                  f"n_iter={d['n_iter']})", "",
+                  f"n_iter={d['n_iter']}, {d.get('engine', 'verilator')})", "",
                   f"{d['n_train']} training images, {100 * d['ratio']:g} %: {d['chunks']} chunk "
                   f"jobs, {d['n_selected']} indices, equal to the model backend: "
                   f"**{d['equal_to_model_backend']}**. Job cycles {d['job_cycles']} "

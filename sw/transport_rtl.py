@@ -43,6 +43,8 @@ class RtlTransport(Transport):
         Clock used to convert cycles to job time in reports. Default 100 MHz.
     max_cycles : int
         A job that does not raise ``irq`` within this many cycles is reported as hung.
+    engine : {"verilator", "cxxrtl"}
+        Simulator of the top (see :class:`~nms.verif.sim.fastsim.FastSim`).
     """
 
     name = "rtl"
@@ -51,7 +53,8 @@ class RtlTransport(Transport):
     def __init__(self, *, capacity: int | None = None, max_dim: int | None = None,
                  k: int | None = None, neg_samples: int | None = None, tile: int | None = None,
                  hw: dict | None = None, mem_size: int = 1 << 26, latency: int = 20,
-                 clock_hz: float = 100e6, max_cycles: int = 2_000_000_000):
+                 clock_hz: float = 100e6, max_cycles: int = 2_000_000_000,
+                 engine: str = "verilator"):
         cfg = {**DEFAULT_HW, **(hw or {})}
         for name, value in (("capacity", capacity), ("max_dim", max_dim), ("k", k),
                             ("neg_samples", neg_samples), ("tile", tile)):
@@ -67,7 +70,7 @@ class RtlTransport(Transport):
         regs = effective_registers()
         self._regs = {r.name: r for r in regs}
         self._addr = {r.name: 4 * i for i, r in enumerate(regs)}
-        self.sim = FastSim(cfg, mem_size=mem_size, latency=latency)
+        self.sim = FastSim(cfg, mem_size=mem_size, latency=latency, engine=engine)
         self.sim.csr_write(self._addr["IRQ_ENABLE"],
                            self._regs["IRQ_ENABLE"].pack(done=1, error=1))
         #: simulated cycles and wall seconds spent in wait() (all jobs so far)

