@@ -43,7 +43,8 @@ def _cxxrtl_flags_shown() -> list[str]:
     """The optimisation flags of the CXXRTL build, as named in the report."""
     from nms.verif.sim.fastsim import CXXRTL_CXX_FLAGS
 
-    return [f for f in CXXRTL_CXX_FLAGS if f.startswith(("-O", "-f", "-DCXXRTL_STEP"))]
+    return [f for f in CXXRTL_CXX_FLAGS
+            if f.startswith(("-O", "-f", "-DCXXRTL_STEP")) and f != "-fPIC"]
 STAGES = ("dist_cycles", "knn_cycles", "aff_cycles", "embed_cycles", "embed_run_cycles",
           "grid_cycles", "mem_beats", "mem_wait", "pair_items", "rep_items")
 
