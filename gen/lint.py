@@ -32,14 +32,16 @@ class LintError(RuntimeError):
     """Verilator reported a warning outside the waiver list (or failed)."""
 
 
-def lint_verilog(path: Path, top: str, *, timeout: float = 600) -> None:
-    """Lint ``path`` with ``-Wall`` minus :data:`AMARANTH_LINT_WAIVERS`; raise on any warning."""
+def lint_verilog(path: Path, top: str, *, extra_sources=(), extra_waivers=(),
+                 timeout: float = 600) -> None:
+    """Lint ``path`` (and ``extra_sources``) with ``-Wall`` minus :data:`AMARANTH_LINT_WAIVERS`
+    and the caller's ``extra_waivers``; raise on any warning."""
     from nms.gen.toolchain import setup_simulation_env
 
     bindir = setup_simulation_env()
-    waivers = [f"-Wno-{w}" for w in AMARANTH_LINT_WAIVERS]
+    waivers = [f"-Wno-{w}" for w in (*AMARANTH_LINT_WAIVERS, *extra_waivers)]
     proc = subprocess.run([str(bindir / "verilator"), "--lint-only", "-Wall", *waivers,
-                           "--top-module", top, str(path)],
+                           "--top-module", top, str(path), *map(str, extra_sources)],
                           capture_output=True, text=True, timeout=timeout)
     found = sorted(set(re.findall(r"%(?:Warning|Error)-?(\w*)", proc.stderr)))
     if proc.returncode != 0 or found:

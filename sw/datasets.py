@@ -41,6 +41,15 @@ class DatasetError(ValueError):
     """A dataset file or array is malformed; the message names the file and the problem."""
 
 
+
+def _portable(source: str | None) -> str | None:
+    """A file-system source relative to the working directory (reports carry no machine paths)."""
+    import os
+
+    if source and os.path.isabs(source):
+        return os.path.relpath(source)
+    return source
+
 @dataclass(frozen=True)
 class Dataset:
     """A labelled image dataset with an optional test split.
@@ -135,7 +144,7 @@ class Dataset:
         """JSON-able description (sizes, shape, per-class counts)."""
         labels, counts = np.unique(self.y_train, return_counts=True)
         return {
-            "name": self.name, "source": self.source, "image_shape": list(self.image_shape),
+            "name": self.name, "source": _portable(self.source), "image_shape": list(self.image_shape),
             "n_train": int(len(self.y_train)),
             "n_test": int(len(self.y_test)) if self.y_test is not None else 0,
             "max_value": self.max_value,

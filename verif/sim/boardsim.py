@@ -55,7 +55,7 @@ def build(core_params: dict, *, log=None) -> tuple[Path, dict]:
                                     *CXX_FLAGS]).encode()).hexdigest()[:16]
     out = build_dir_root() / "boardsim" / key
     lib = out / "libnmsboard.so"
-    info = {"hash": key, "dir": str(out), "cached": lib.exists(), "build_seconds": 0.0}
+    info = {"hash": key, "dir": os.path.relpath(out), "cached": lib.exists(), "build_seconds": 0.0}
     if lib.exists():
         return lib, info
     tmp = out.with_name(key + f".tmp{os.getpid()}")
