@@ -45,26 +45,9 @@ def config_layout() -> data.StructLayout:
 
 
 def perf_layout() -> data.StructLayout:
-    """Counters of the current / last job (cleared by an accepted start); see the docs page."""
-    c32 = unsigned(32)
-    return data.StructLayout({
-        "cycles": unsigned(48),          # start accepted -> final index handshake
-        "bytes_read": unsigned(48),      # near-memory bytes (vector elements) read
-        "mem_beats": c32,                # response beats taken
-        "mem_wait": c32,                 # a memory command at the queue head, no beat offered
-        "dist_cycles": c32,              # first query beat -> final candidate beat taken
-        "dist_beats": c32,               # query + candidate beats taken by the engine
-        "dist_stall": c32,               # engine result offered but refused (kNN back-pressure)
-        "knn_cycles": c32,               # first distance result -> final kNN row beat taken
-        "aff_cycles": c32,               # first kNN row beat -> final affinity beat taken
-        "embed_cycles": c32,             # embedding busy (load, init, iterations, output)
-        "embed_run_cycles": c32,         # final affinity beat taken -> first coordinate out
-        "pair_cycles": c32,              # embedding pair phases
-        "pair_items": c32,               # pairs issued, all units
-        "rep_cycles": c32,               # cycles with a repulsive pair issued
-        "rep_items": c32,                # repulsive pairs issued, all units
-        "grid_cycles": c32,              # first point -> final index taken
-    })
+    """Counters of the current / last job (cleared by an accepted start): the counters declared
+    in ``nms.rtl.regmap.PERF_COUNTERS``, in its order (meanings: the docs page)."""
+    return data.StructLayout({c.name: unsigned(c.width) for c in regmap.PERF_COUNTERS})
 
 
 class JobController(wiring.Component):

@@ -33,7 +33,8 @@ from nms.rtl import fixedpoint as fp
 
 __all__ = [
     "DATA_WIDTH", "CAUSE_BITS", "ITER_BITS", "ID_MAGIC", "Ref", "Field", "Register", "Param",
-    "Cause", "Refusal", "JobRefused", "REGISTERS", "REGMAP", "ADDR", "FIELDS", "JOB_FIELDS",
+    "Cause", "Refusal", "JobRefused", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
+    "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS",
     "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
     "job_layout", "pack_job", "unpack_job", "refusal", "refusal_conditions", "validate",
     "check_params", "check_code", "explain", "host_constants", "markdown",
@@ -219,8 +220,14 @@ class Register:
     role: str = "job"
     lo: Any = ()
     hi: Any = ()
+    #: a counter that depends on clock-cycle timing (memory latency, back-pressure, stage
+    #: overlap): only a cycle-accurate backend (RTL simulation, FPGA) has it; the model backend
+    #: reads it as 0. Every other readable register must agree exactly between backends.
+    timed: bool = False
 
     def __post_init__(self):
+        if self.timed and self.role != "counter":
+            raise ValueError(f"register {self.name}: only a counter can be timed")
         if self.access not in ACCESS_MODES:
             raise ValueError(f"register {self.name}: access must be one of {ACCESS_MODES}, "
                              f"not {self.access!r}")
@@ -269,6 +276,70 @@ class Register:
         return {f.name: (word >> f.lsb) & ((1 << f.width) - 1) for f in self.fields}
 
 
+@dataclass(frozen=True)
+class PerfCounter:
+    """One counter of the datapath's ``perf`` output (``nms.rtl.datapath.perf_layout`` is
+    derived from :data:`PERF_COUNTERS`; meanings in ``docs/rtl-datapath.md``).
+
+    ``timed``: depends on clock-cycle timing (see :attr:`Register.timed`). ``register``: the
+    device register(s) that expose it — default ``PERF_<NAME>`` (``_LO``/``_HI`` if wider than
+    32 bits); ``None`` if another register already reports it.
+    """
+
+    name: str
+    width: int
+    doc: str
+    timed: bool = False
+    register: str | None = ""
+
+    def __post_init__(self):
+        if self.register == "":
+            object.__setattr__(self, "register", f"PERF_{self.name.upper()}")
+        if not 1 <= self.width <= 2 * DATA_WIDTH:
+            raise ValueError(f"counter {self.name}: width {self.width} is not 1..{2 * DATA_WIDTH}")
+
+
+#: the datapath's counters, in ``perf`` order. Untimed ones are exact functions of the job and
+#: the generator parameters (the model backend computes them by the formulas of
+#: ``docs/rtl-datapath.md``); timed ones exist only on cycle-accurate backends.
+PERF_COUNTERS: tuple[PerfCounter, ...] = (
+    PerfCounter("cycles", 48, "datapath busy: start accepted -> final index handshake",
+                timed=True, register=None),      # the device reports its own CYCLES_*
+    PerfCounter("bytes_read", 48, "near-memory bytes (vector elements) read",
+                register=None),                  # = BYTES_READ_*
+    PerfCounter("mem_beats", 32, "memory response beats taken (lane beats)"),
+    PerfCounter("mem_wait", 32, "cycles with a memory command at the fetch queue's head and no "
+                "beat offered", timed=True),
+    PerfCounter("dist_cycles", 32, "first query beat -> final candidate beat taken", timed=True),
+    PerfCounter("dist_beats", 32, "query + candidate beats taken by the distance engine"),
+    PerfCounter("dist_stall", 32, "distance result offered but refused (kNN back-pressure)",
+                timed=True),
+    PerfCounter("knn_cycles", 32, "first distance result -> final kNN row beat taken",
+                timed=True),
+    PerfCounter("aff_cycles", 32, "first kNN row beat -> final affinity beat taken", timed=True),
+    PerfCounter("embed_cycles", 32, "embedding busy (load, init, iterations, output)",
+                timed=True),
+    PerfCounter("embed_run_cycles", 32, "final affinity beat taken -> first coordinate out",
+                timed=True),
+    PerfCounter("pair_cycles", 32, "embedding pair-phase cycles", timed=True),
+    PerfCounter("pair_items", 32, "embedding pairs issued, all units (attractive + repulsive)"),
+    PerfCounter("rep_cycles", 32, "cycles with a repulsive pair issued", timed=True),
+    PerfCounter("rep_items", 32, "repulsive pairs issued, all units"),
+    PerfCounter("grid_cycles", 32, "grid sampler: first point -> final index taken",
+                timed=True),
+)
+
+
+def _counter_registers(name: str, width: int, doc: str, *, timed: bool) -> tuple[Register, ...]:
+    """One 32-bit counter register, or a ``_LO``/``_HI`` pair for a wider counter."""
+    if width <= DATA_WIDTH:
+        return (Register(name, "r", doc, role="counter", timed=timed),)
+    return (Register(f"{name}_LO", "r", f"{doc}, low word", role="counter", timed=timed),
+            Register(f"{name}_HI", "r", f"{doc}, high word", role="counter", timed=timed))
+
+
+_IRQ_FIELDS = (Field("done", 1, "the last job ended cleanly"),
+               Field("error", 1, "the last job was refused, failed or aborted"))
 _ITER = Field("n_iter", ITER_BITS, "embedding iterations")
 REGISTERS: tuple[Register, ...] = (
     Register("ID", "r", "magic 0x4E4D5331 ('NMS1')", role="id"),
@@ -311,17 +382,35 @@ REGISTERS: tuple[Register, ...] = (
     )),
     Register("SEED", "rw", "seed of the initialisation and negative-sampling hash"),
     Register("RESULT_COUNT", "r", "indices written by the last job", role="result"),
-    Register("CYCLES_LO", "r", "clock cycles of the last job, low word", role="counter"),
-    Register("CYCLES_HI", "r", "clock cycles of the last job, high word", role="counter"),
-    Register("BYTES_READ_LO", "r", "near-memory bytes read by the last job, low word",
-             role="counter"),
+    Register("CYCLES_LO", "r", "clock cycles of the last job (start to the last write "
+             "response), low word", role="counter", timed=True),
+    Register("CYCLES_HI", "r", "clock cycles of the last job, high word", role="counter",
+             timed=True),
+    Register("BYTES_READ_LO", "r", "near-memory bytes read by the last job (vector elements, "
+             "the documented dataflow), low word", role="counter"),
     Register("BYTES_READ_HI", "r", "near-memory bytes read by the last job, high word",
              role="counter"),
     Register("BYTES_WRITTEN", "r", "near-memory bytes written by the last job", role="counter"),
-)
+    Register("IRQ_ENABLE", "rw", "interrupt enables: irq = |(IRQ_STATUS & IRQ_ENABLE)",
+             _IRQ_FIELDS, role="control"),
+    Register("IRQ_STATUS", "w1c", "interrupt status: set when a job ends (done: cleanly, "
+             "error: refused, failed or aborted); write 1 to clear", _IRQ_FIELDS, role="status"),
+    Register("AXI_BYTES_READ_LO", "r", "AXI bytes read (whole bus beats), low word",
+             role="counter"),
+    Register("AXI_BYTES_READ_HI", "r", "AXI bytes read (whole bus beats), high word",
+             role="counter"),
+    Register("AXI_BYTES_WRITTEN", "r", "AXI bytes written (strobed bytes)", role="counter"),
+) + tuple(reg for c in PERF_COUNTERS if c.register is not None
+          for reg in _counter_registers(c.register, c.width, f"datapath counter perf.{c.name}: "
+                                        f"{c.doc}", timed=c.timed))
 
 #: name -> Register; ADDR: name -> byte address (derived)
 REGMAP = {r.name: r for r in REGISTERS}
+#: readable registers every backend reports alike (exactly); the rest of the counters are timed
+CONTRACT_REGISTERS = tuple(r.name for r in REGISTERS
+                           if r.access in ("r", "rw", "w1c") and not r.timed)
+#: counters only a cycle-accurate backend has
+TIMED_REGISTERS = tuple(r.name for r in REGISTERS if r.timed)
 ADDR = {r.name: 4 * i for i, r in enumerate(REGISTERS)}
 #: qualified field name -> Field
 FIELDS = {f.qualname: f for r in REGISTERS for f in r.fields}
@@ -682,6 +771,8 @@ def markdown() -> str:
             else:
                 allowed = "any" if r.access == "rw" else "—"
             doc = r.doc if r.whole else f.doc
+            if r.timed:
+                doc += " — *timed: cycle-accurate backends only*"
             head = (f"0x{ADDR[r.name]:02X}", f"`{r.name}`", r.access) if i == 0 else ("", "", "")
             out.append(f"| {head[0]} | {head[1]} | {head[2]} | {bits} | "
                        f"{'—' if r.whole else f'`{f.name}`'} | {allowed} | {doc} |")
@@ -709,5 +800,14 @@ def markdown() -> str:
             "- **Parameter registers** are latched at an accepted start: writing them while a "
             "job runs changes only the next job.",
             "- Values are never truncated: a whole-register field (`N`, `DIM`, `BUDGET`, "
-            "`H_TARGET`) is compared with all 32 bits.", ""]
+            "`H_TARGET`) is compared with all 32 bits.",
+            "- **Interrupt.** When a job ends, `IRQ_STATUS.done` (clean end) or "
+            "`IRQ_STATUS.error` (refused, failed or aborted) is set; the host clears a bit by "
+            "writing 1 to it. The level `irq` output is `|(IRQ_STATUS & IRQ_ENABLE)`.",
+            "- **Counters** are cleared by a start while idle and hold the last job's values. "
+            "Every readable register not marked *timed* is an exact function of the job and the "
+            "generator parameters and reads the same on every backend (model, RTL simulation, "
+            "FPGA); *timed* counters depend on clock-cycle timing (memory latency, "
+            "back-pressure) and exist only on cycle-accurate backends (the model backend reads "
+            "them as 0).", ""]
     return "\n".join(out)

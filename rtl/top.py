@@ -19,10 +19,9 @@
   per burst the abort completes within ``fifo_depth + max_burst + L * bursts + 4`` cycles.
 * **counters** in CSRs: every datapath counter plus the job's cycles and AXI bytes.
 
-The registers the declaration does not (yet) hold but the device needs are appended after it in
-:data:`DEVICE_REGISTERS` (addresses keep being derived by position, so every register the
-declaration has keeps its address); :attr:`NmsAccelerator.registers` is the effective map that
-the generator's metadata, the C header and every transport use.
+The register map is the one declaration, ``nms.rtl.regmap.REGISTERS`` (job, status, interrupt,
+AXI and datapath counters alike); :attr:`NmsAccelerator.registers` is that map, and the
+generator's metadata, the C header and every transport use it.
 """
 
 from __future__ import annotations
@@ -35,12 +34,11 @@ from amaranth.lib.wiring import In, Out
 from nms.rtl import regmap
 from nms.rtl.axi import RESP_DECERR, AxiBurstWriter, axi4_signature, check_data_width
 from nms.rtl.csr import BUSES, CsrBlock
-from nms.rtl.datapath import DesneDatapath, config_layout, perf_layout
+from nms.rtl.datapath import DesneDatapath, config_layout
 from nms.rtl.memport import AxiVectorPort, ResultPacker
 from nms.rtl.params import check_int
 
-__all__ = ["NmsAccelerator", "DEVICE_REGISTERS", "ERROR_CAUSES", "ABORT_TAIL_CYCLES",
-           "effective_registers"]
+__all__ = ["NmsAccelerator", "ERROR_CAUSES", "ABORT_TAIL_CYCLES", "effective_registers"]
 
 #: cycles from the last outstanding R/B response of an aborted job to ``STATUS.busy`` low
 ABORT_TAIL_CYCLES = 3
@@ -48,31 +46,10 @@ ABORT_TAIL_CYCLES = 3
 #: ``STATUS.cause`` codes, from the declaration (the model backend reports the same ones)
 ERROR_CAUSES = {c.name: c.code for c in regmap.CAUSES}
 
-_F = regmap.Field
-
-
-#: registers the device needs beyond the declaration (appended only if it lacks them)
-DEVICE_REGISTERS = (
-    regmap.Register("IRQ_ENABLE", "rw", "interrupt enables", (_F("done", 1), _F("error", 1)),
-                    role="control"),
-    regmap.Register("IRQ_STATUS", "w1c", "interrupt status: set when a job ends (done: cleanly, "
-                    "error: refused, failed or aborted); write 1 to clear",
-                    (_F("done", 1), _F("error", 1)), role="status"),
-    regmap.Register("AXI_BYTES_READ_LO", "r", "AXI bytes read (whole beats), low word",
-                    role="counter"),
-    regmap.Register("AXI_BYTES_READ_HI", "r", "AXI bytes read (whole beats), high word",
-                    role="counter"),
-    regmap.Register("AXI_BYTES_WRITTEN", "r", "AXI bytes written (strobed bytes)", role="counter"),
-) + tuple(regmap.Register(f"PERF_{name.upper()}", "r", f"datapath counter perf.{name} "
-                          "(docs/rtl-datapath.md)", role="counter")
-          for name in perf_layout().members if name not in ("cycles", "bytes_read"))
-
-
-def effective_registers(declaration=None) -> tuple:
-    """The declaration followed by the device registers it does not declare."""
-    decl = tuple(regmap.REGISTERS if declaration is None else declaration)
-    names = {r.name for r in decl}
-    return decl + tuple(r for r in DEVICE_REGISTERS if r.name not in names)
+def effective_registers() -> tuple:
+    """The device's register map: the declaration itself (kept for callers of the time when
+    the device appended registers of its own)."""
+    return regmap.REGISTERS
 
 
 def _prefixed(signature, prefix):
@@ -100,7 +77,7 @@ class NmsAccelerator(wiring.Component):
     Attributes
     ----------
     m_axi_* : the AXI4 master port; s_axil_* / wb_* : the CSR slave port; irq : Out(1).
-    registers : tuple of regmap.Register — the effective register map.
+    registers : tuple of regmap.Register — the register map (``regmap.REGISTERS``).
     """
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
@@ -125,7 +102,7 @@ class NmsAccelerator(wiring.Component):
                                      max_burst=max_burst)
         self.packer = ResultPacker(index_layout=dp.index_layout, addr_width=addr_width,
                                    data_width=data_width)
-        self.registers = effective_registers()
+        self.registers = regmap.REGISTERS
         self.csr = CsrBlock(bus=bus, registers=self.registers)
         self.data_width, self.addr_width, self.bus = data_width, addr_width, bus
         self.max_burst = self.writer.max_burst
@@ -270,8 +247,9 @@ class NmsAccelerator(wiring.Component):
         sources = {"ID": C(regmap.ID_MAGIC, 32), "RESULT_COUNT": count, "CYCLES": cycles,
                    "BYTES_READ": dp.perf.bytes_read, "BYTES_WRITTEN": count * 4,
                    "AXI_BYTES_READ": axi_read, "AXI_BYTES_WRITTEN": count * 4}
-        for name in perf_layout().members:
-            sources.setdefault(f"PERF_{name.upper()}", getattr(dp.perf, name))
+        for counter in regmap.PERF_COUNTERS:
+            if counter.register is not None:
+                sources[counter.register] = getattr(dp.perf, counter.name)
         for reg in self.registers:
             if reg.access != "r":
                 continue
@@ -300,33 +278,11 @@ class NmsAccelerator(wiring.Component):
 
 
 def host_files(metadata: dict) -> dict:
-    """``<top>_regs.h`` (C constants) and ``<top>_registers.md`` (the register table), rendered
-    from the effective register map recorded in ``nms generate``'s metadata."""
+    """``<top>_regs.h`` (the C constants) and ``<top>_registers.md`` (the register table): the
+    declaration's own renderings (:func:`nms.rtl.regmap.host_constants`,
+    :func:`nms.rtl.regmap.markdown`), so the files next to the Verilog are the committed ones."""
     top = metadata["top"]
-    regs = metadata["derived"]["registers"]
-    guard = f"{top.upper()}_REGS_H"
-    lines = [f"/* {top}: NMS accelerator register map (generated from nms.rtl.regmap) */",
-             f"#ifndef {guard}", f"#define {guard}", f"#define NMS_ID_MAGIC 0x{regmap.ID_MAGIC:08X}u"]
-    md = [f"# `{top}` registers", "",
-          "Generated from `nms.rtl.regmap` (+ `nms.rtl.top.DEVICE_REGISTERS`). Byte addresses; "
-          "every register is one 32-bit word.", "",
-          "| addr | name | access | fields (lsb:width) | description |", "|---|---|---|---|---|"]
-    for reg in regs:
-        lines.append(f"#define NMS_{reg['name']}_ADDR 0x{reg['addr']:02X}u  "
-                     f"/* {reg['access']}: {reg['doc']} */")
-        if len(reg["fields"]) > 1:
-            for fld in reg["fields"]:
-                name, lsb, width = fld["name"].upper(), fld["lsb"], fld["width"]
-                lines.append(f"#define NMS_{reg['name']}_{name}_SHIFT {lsb}u")
-                lines.append(f"#define NMS_{reg['name']}_{name}_MASK "
-                             f"0x{((1 << width) - 1) << lsb:08X}u")
-        fields = ", ".join(f"{d['name']} ({d['lsb']}:{d['width']})" for d in reg["fields"])
-        md.append(f"| 0x{reg['addr']:02X} | {reg['name']} | {reg['access']} | {fields} | "
-                  f"{reg['doc']} |")
-    causes = metadata["derived"]["error_causes"]
-    for cause, code in causes.items():
-        lines.append(f"#define NMS_CAUSE_{cause} 0x{code:02X}u")
-    md += ["", "Error causes (`STATUS.cause`): "
-           + ", ".join(f"0x{code:02X} = {cause}" for cause, code in causes.items()) + "."]
-    lines.append(f"#endif /* {guard} */")
-    return {f"{top}_regs.h": "\n".join(lines) + "\n", f"{top}_registers.md": "\n".join(md) + "\n"}
+    if [r["name"] for r in metadata["derived"]["registers"]] != [r.name for r in regmap.REGISTERS]:
+        raise ValueError(f"{top}: the metadata's register map is not the declaration's")
+    return {f"{top}_regs.h": regmap.host_constants("c"),
+            f"{top}_registers.md": regmap.markdown()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from nms.rtl.top import effective_registers
+from nms.rtl import regmap
 from nms.sw.transport import DeviceError, Transport
 from nms.verif.sim.fastsim import FastSim, FastSimError
 
@@ -67,9 +67,7 @@ class RtlTransport(Transport):
         self.neg_samples, self.tile = cfg["neg_samples"], cfg["tile"]
         self.clock_hz = float(clock_hz)
         self.max_cycles = int(max_cycles)
-        regs = effective_registers()
-        self._regs = {r.name: r for r in regs}
-        self._addr = {r.name: 4 * i for i, r in enumerate(regs)}
+        self._regs, self._addr = regmap.REGMAP, regmap.ADDR
         self.sim = FastSim(cfg, mem_size=mem_size, latency=latency, engine=engine)
         self.sim.csr_write(self._addr["IRQ_ENABLE"],
                            self._regs["IRQ_ENABLE"].pack(done=1, error=1))

@@ -15,7 +15,7 @@ import pytest
 from amaranth.back import verilog
 
 from nms.rtl import regmap
-from nms.rtl.top import DEVICE_REGISTERS, NmsAccelerator, effective_registers
+from nms.rtl.top import NmsAccelerator, effective_registers
 from nms.verif.sim.build import run_cocotb
 
 #: the simulated build: small on-chip state, a 64-bit bus and 16-beat bursts (many bursts,
@@ -67,16 +67,22 @@ def test_bad_parameters_are_named(kwargs, match):
         NmsAccelerator(**{**HW, **kwargs})
 
 
-def test_register_map_is_the_declaration_plus_device_registers():
+def test_register_map_is_the_one_declaration():
+    """The device registers (interrupt, AXI and datapath counters) are part of the declaration,
+    at the addresses they had when the top appended them (0x4C on)."""
     regs = effective_registers()
-    # every declared register keeps its derived address
-    assert [r.name for r in regs[:len(regmap.REGISTERS)]] == [r.name for r in regmap.REGISTERS]
+    assert regs is regmap.REGISTERS
+    assert NmsAccelerator(**HW).registers == regmap.REGISTERS
     names = [r.name for r in regs]
     assert len(names) == len(set(names))
-    assert {"IRQ_ENABLE", "IRQ_STATUS", "PERF_DIST_CYCLES", "PERF_EMBED_CYCLES",
-            "PERF_PAIR_ITEMS"} <= set(names)
-    assert all(r.name not in regmap.REGMAP for r in DEVICE_REGISTERS) or \
-        len(regs) < len(regmap.REGISTERS) + len(DEVICE_REGISTERS)
+    assert regmap.ADDR["IRQ_ENABLE"] == 0x4C and regmap.ADDR["IRQ_STATUS"] == 0x50
+    assert regmap.ADDR["AXI_BYTES_READ_LO"] == 0x54 and regmap.ADDR["PERF_MEM_BEATS"] == 0x60
+    # every datapath counter is reported by one register (or the CYCLES / BYTES_READ pair)
+    perf = [c for c in regmap.PERF_COUNTERS if c.register is not None]
+    assert [f"PERF_{c.name.upper()}" for c in perf] == [n for n in names if n.startswith("PERF_")]
+    assert {c.name for c in regmap.PERF_COUNTERS if c.register is None} == {"cycles", "bytes_read"}
+    from nms.rtl.datapath import perf_layout
+    assert list(perf_layout().members) == [c.name for c in regmap.PERF_COUNTERS]
 
 
 def test_generate_top_block(tmp_path):
@@ -96,8 +102,10 @@ def test_generate_top_block(tmp_path):
     assert meta["derived"]["error_causes"]["ABORTED"] == regmap.CAUSE["ABORTED"].code
     header = (out / "top_regs.h").read_text()
     assert f"#define NMS_STATUS_ADDR 0x{regmap.ADDR['STATUS']:02X}u" in header
-    assert "#define NMS_IRQ_STATUS_ADDR" in header
-    assert "| IRQ_STATUS | w1c |" in (out / "top_registers.md").read_text()
+    assert header == regmap.host_constants("c")
+    assert f"#define NMS_IRQ_STATUS_ADDR 0x{regmap.ADDR['IRQ_STATUS']:02X}u" in header
+    assert (out / "top_registers.md").read_text() == regmap.markdown()
+    assert "| `IRQ_STATUS` | w1c |" in regmap.markdown()
     from nms.gen.lint import lint_verilog
     lint_verilog(out / "top.v", "top")
     # integration: a plain Verilog SoC shell instantiates the generated module by the
