@@ -39,6 +39,8 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.verif.models import desne
+# the pooling is part of the bit-exact model (the RTL's pooling unit is checked against it)
+from nms.verif.models.pool import reduce_vectors
 
 __all__ = ["REDUCTIONS", "Dataflow", "BASELINE", "CHOSEN", "CHOSEN_SCHEDULE", "reduced_dim", "reduce_vectors",
            "chunk_counts", "dataset_counts", "memory_plan", "bram_blocks", "run_chunk_flow",
@@ -161,21 +163,6 @@ def reduced_dim(dim: int, reduce: str) -> int:
         raise ValueError(f"reduce={reduce!r} needs a square image whose side is a multiple of "
                          f"{w}; dim={dim} is not")
     return (side // w) ** 2
-
-
-def reduce_vectors(X, reduce: str) -> np.ndarray:
-    """The vectors the kNN sees: ``X`` (n, D) uint8-valued, pooled by floor mean over w×w
-    windows (the hardware's adder tree and shift: ``sum >> log2(w²)``), row-major (n, D')."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n, D), got shape {X.shape}")
-    d2 = reduced_dim(X.shape[1], reduce)
-    w = REDUCTIONS[reduce]
-    if w == 1:
-        return X
-    n, side = X.shape[0], math.isqrt(X.shape[1])
-    s = X.astype(np.int64).reshape(n, side // w, w, side // w, w).sum(axis=(2, 4))
-    return (s >> (2 * int(math.log2(w)))).reshape(n, d2)
 
 
 #: the current RTL's dataflow at its default generator parameters
@@ -438,14 +425,10 @@ def memory_plan(flow: Dataflow) -> dict:
 
 def run_chunk_flow(X, budget: int, cfg: desne.DesneConfig, seed: int = 0, *,
                    reduce: str = "none", target: int | None = None) -> dict:
-    """:func:`nms.verif.models.desne.run_chunk` with the kNN (and the exemplar stage's vector
-    view) on :func:`reduce_vectors` of ``X``; ``reduce="none"`` is ``run_chunk`` itself."""
-    Xk = reduce_vectors(np.asarray(X), reduce)
-    nbr, dist = desne.knn(Xk, cfg.k)
-    aff = desne.affinities(dist, cfg.perplexity, cfg.search, target=target)
-    Y = desne.embed(nbr, aff["P"], cfg, seed)
-    selected = desne.exemplar_stage(Xk, nbr, aff["P"], Y, budget, cfg)
-    return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected}
+    """:func:`nms.verif.models.desne.run_chunk` with ``cfg.pool = reduce`` (the kNN and the
+    exemplar stage's vector view on :func:`reduce_vectors` of ``X``); ``reduce="none"`` is
+    ``run_chunk`` itself."""
+    return desne.run_chunk(np.asarray(X), budget, cfg.replace(pool=reduce), seed, target=target)
 
 
 def select_flow(X, y, ratio, config: desne.DesneConfig | None = None, *, reduce: str = "none",

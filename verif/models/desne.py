@@ -26,6 +26,7 @@ import numpy as np
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
 from nms.verif.models.budget import class_budgets, largest_remainder
+from nms.verif.models.pool import POOL_NAMES, check_image, pool_vectors
 
 __all__ = [
     "DesneConfig", "squared_distances", "knn", "affinity_eval", "affinities", "recip1p",
@@ -85,6 +86,11 @@ class DesneConfig:
         Budget allocation over grid cells: ``proportional`` = NMS-style plain grid (quota by
         occupancy, largest remainder); ``adaptive`` = entropy-maximising water-filling (every
         occupied cell first, then the fullest cells).
+    pool : {"none", "pool2", "pool4"}
+        What the kNN sees (``OPT.pool``, ``docs/energy.md`` §6.1): the raw vectors, or their
+        floor-mean 2×2 / 4×4 pooling (:func:`nms.verif.models.pool.pool_vectors`; square images
+        whose side the window divides). The kNN, the affinities and the exemplar stage's vector
+        view use the pooled vectors; the embedding and the grid are unchanged.
     """
 
     k: int = 16
@@ -102,6 +108,7 @@ class DesneConfig:
     allocation: str = "adaptive"
     exemplar: str = "centre"
     cover_start: str = "gain"
+    pool: str = "none"
 
     def __post_init__(self):
         # the generator parameters and the register fields are checked against the one
@@ -118,6 +125,8 @@ class DesneConfig:
         regmap.check_code("OPT.allocation", self.allocation, owner="DesneConfig")
         if self.exemplar not in EXEMPLARS:
             raise ValueError(f"DesneConfig.exemplar must be one of {EXEMPLARS}, not {self.exemplar!r}")
+        if self.pool not in POOL_NAMES:
+            raise ValueError(f"DesneConfig.pool must be one of {tuple(POOL_NAMES)}, not {self.pool!r}")
         if self.cover_start not in COVER_STARTS:
             raise ValueError(f"DesneConfig.cover_start must be one of {COVER_STARTS}, "
                              f"not {self.cover_start!r}")
@@ -525,15 +534,18 @@ def chunk_bounds(n: int, capacity: int) -> list[tuple[int, int]]:
 
 
 def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0, *,
-              target: int | None = None) -> dict:
+              target: int | None = None, img_w: int | None = None) -> dict:
     """All four stages on one on-chip chunk; ``selected`` are local indices, ascending.
     ``target``: the Q8.16 entropy target as the H_TARGET register holds it (default: from
-    ``cfg.perplexity``)."""
-    nbr, dist = knn(X, cfg.k)
+    ``cfg.perplexity``). With ``cfg.pool`` the kNN (and the exemplar stage's vector view) run on
+    the pooled vectors of the ``img_w``-wide images (default ``isqrt(D)``); ``"Xk"`` is what the
+    kNN saw."""
+    Xk = pool_vectors(X, cfg.pool, img_w)
+    nbr, dist = knn(Xk, cfg.k)
     aff = affinities(dist, cfg.perplexity, cfg.search, target=target)
     Y = embed(nbr, aff["P"], cfg, seed)
-    selected = exemplar_stage(X, nbr, aff["P"], Y, budget, cfg)
-    return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected}
+    selected = exemplar_stage(Xk, nbr, aff["P"], Y, budget, cfg)
+    return {"nbr": nbr, "dist": dist, **aff, "Y": Y, "selected": selected, "Xk": Xk}
 
 
 def _check_data(X, y):
@@ -589,6 +601,7 @@ def select_with(run_chunk_fn, X, y, ratio, config: DesneConfig | None = None, *,
     shared body of :func:`select` and the float reference's ``select``."""
     cfg = config or DesneConfig()
     X, y = _check_data(X, y)
+    check_image(X.shape[1], cfg.pool)   # a pooled job on unpoolable images fails before any chunk
     picked, chunks = [], []
     for ch in plan_chunks(y, ratio, cfg.capacity):
         if ch.budget == 0:

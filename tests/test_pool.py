@@ -1,0 +1,70 @@
+"""Pooling in front of the kNN (issue 11, docs/energy.md §6.1): the bit-exact model
+(``nms.verif.models.pool``) against an explicit loop, its refusals, and DE-SNE with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nms.verif.models import desne
+from nms.verif.models.pool import check_image, pool_code, pool_vectors, pooled_dim
+
+
+def _loop_pool(img, w):
+    side = img.shape[0] // w
+    return [sum(int(img[r * w + a, c * w + b]) for a in range(w) for b in range(w)) // (w * w)
+            for r in range(side) for c in range(side)]
+
+
+@pytest.mark.parametrize("side, code, w", [(28, 1, 2), (28, 2, 4), (8, 1, 2), (8, 2, 4),
+                                           (12, 2, 4), (2, 1, 2)])
+def test_pool_vectors_equal_an_explicit_loop(side, code, w):
+    rng = np.random.default_rng(side * 10 + code)
+    X = rng.integers(0, 256, size=(4, side * side))
+    X[0] = 255                                   # the largest sums: no saturation, 255 out
+    got = pool_vectors(X, code)
+    assert got.shape == (4, (side // w) ** 2) == (4, pooled_dim(side * side, code))
+    for i in range(4):
+        assert got[i].tolist() == _loop_pool(X[i].reshape(side, side), w)
+    assert (got[0] == 255).all()
+    assert pool_vectors(X, 0) is X and pooled_dim(45, 0) == 45
+
+
+@pytest.mark.parametrize("dim, pool, img_w, match", [
+    (100, 2, None, "side divisible by 4; img_w=10"),
+    (45, 1, None, "square image: img_w=6 but dim=45"),
+    (64, 1, 7, "square image: img_w=7 but dim=64"),
+    (36, 2, 6, "side divisible by 4; img_w=6"),
+    (64, 3, None, "pool must be a code"),
+    (64, "pool8", None, "pool must be one of"),
+])
+def test_unpoolable_images_are_refused(dim, pool, img_w, match):
+    with pytest.raises(ValueError, match=match):
+        check_image(dim, pool, img_w)
+    if pool in (1, 2):
+        with pytest.raises(ValueError, match=match):
+            pool_vectors(np.zeros((2, dim), dtype=np.int64), pool, img_w)
+
+
+def test_names_and_codes():
+    assert [pool_code(n) for n in ("none", "pool2", "pool4")] == [0, 1, 2]
+    with pytest.raises(ValueError, match="True"):
+        pool_code(True)
+
+
+def test_run_chunk_with_pooling_uses_pooled_vectors():
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, size=(30, 64))
+    cfg = desne.DesneConfig(k=8, perplexity=5.0, n_iter=10, exaggeration_iters=3,
+                            momentum_switch=3, capacity=64)
+    for pool, code in (("pool2", 1), ("pool4", 2)):
+        res = desne.run_chunk(X, 4, cfg.replace(pool=pool), 3)
+        nbr, dist = desne.knn(pool_vectors(X, code), cfg.k)
+        assert np.array_equal(res["nbr"], nbr) and np.array_equal(res["dist"], dist)
+    plain = desne.run_chunk(X, 4, cfg, 3)
+    assert np.array_equal(plain["nbr"], desne.knn(X, cfg.k)[0])
+    with pytest.raises(ValueError, match="DesneConfig.pool"):
+        cfg.replace(pool="pca")
+    y = np.repeat([0, 1], 15)
+    with pytest.raises(ValueError, match="side divisible by 4"):
+        desne.select(rng.integers(0, 256, size=(30, 36)), y, 0.2, cfg.replace(pool="pool4"))
