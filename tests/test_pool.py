@@ -68,3 +68,51 @@ def test_run_chunk_with_pooling_uses_pooled_vectors():
     y = np.repeat([0, 1], 15)
     with pytest.raises(ValueError, match="side divisible by 4"):
         desne.select(rng.integers(0, 256, size=(30, 36)), y, 0.2, cfg.replace(pool="pool4"))
+
+
+# ------------------------------------------------------------------------------------------------
+# the pooling unit (rtl/pool.py)
+
+from amaranth.back import verilog
+
+from nms.rtl.pool import PoolUnit
+from nms.verif.sim.build import run_cocotb
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    ({"lanes": 6}, ValueError, "lanes=6 is not a power of two"),
+    ({"lanes": 0}, ValueError, "lanes=0"),
+    ({"elem_width": 17}, ValueError, "elem_width=17"),
+    ({"max_dim": 0}, ValueError, "max_dim=0"),
+    ({"max_dim": 784.0}, TypeError, "max_dim must be an int"),
+])
+def test_pool_unit_bad_parameters_are_named(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        PoolUnit(**kwargs)
+
+
+def test_pool_unit_sizes():
+    u = PoolUnit(lanes=8, max_dim=784)
+    assert (u.max_side, u.sums, u.sum_width) == (28, 14, 12)
+    assert u.parameters == {"lanes": 8, "elem_width": 8, "max_dim": 784}
+
+
+def test_pool_unit_bit_exact_under_stalls():
+    """Fashion-MNIST-sized and digits-sized images, both windows, the pass-through, the smallest
+    images and saturated pixels, back to back, random idle cycles and back-pressure."""
+    rng = np.random.default_rng(7)
+    jobs = []
+    for dim, pool, side, n in ((784, 2, 28, 4), (784, 1, 28, 3), (64, 1, 8, 6), (64, 2, 8, 6),
+                               (45, 0, 0, 5), (784, 0, 0, 2), (16, 2, 4, 5), (4, 1, 2, 5),
+                               (144, 2, 12, 3)):
+        X = rng.integers(0, 256, size=(n, dim))
+        X[0] = 255
+        jobs.append({"X": X.tolist(), "pool": pool, "img_w": side})
+    from nms.sw.datasets import load_digits
+
+    d = load_digits().X_train.reshape(-1, 64)[:12]
+    jobs.append({"X": d.tolist(), "pool": 1, "img_w": 8})
+    v = verilog.convert(PoolUnit(lanes=8, max_dim=784), name="top", emit_src=False)
+    run_cocotb("pool_l8_d784", v, "nms.verif.tb.pool",
+               {"unit": {"lanes": 8, "max_dim": 784}, "jobs": jobs, "idle": 0.3,
+                "backpressure": 0.4, "seed": 3})
