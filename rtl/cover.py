@@ -1,0 +1,531 @@
+"""Coverage exemplars on the kNN graph (DE-SNE stage 4b, ``PRESETS["desne"]``).
+
+Bit-exact with :func:`nms.verif.models.desne.cover_select` / ``grid_cover_select`` (the pick
+order included) and :func:`~nms.verif.models.desne.mean_nearest`, as ``docs/algorithm.md``
+§11a.3 specifies them in integers; see ``docs/rtl-cover.md`` for the phases, memories and cycles.
+
+* :class:`MeanNearest` — the start point, from the distance engine's results as they pass:
+  ``argmin_i Σ_j d(i, j)`` (ties to the lower index). Since ``Σ_j ‖x_i − x_j‖² = n‖x_i‖² −
+  2⟨x_i, S⟩ + Σ_j ‖x_j‖²``, this is the same order as §11a.3's ``n·‖x_i‖² − 2⟨x_i, S⟩`` and as
+  the model's ``‖n·x_i − S‖²`` — without an extra pass over the vectors or a multiplier.
+* :class:`CoverSelector` — stores the kNN lists and affinities, builds the reverse-kNN lists
+  (in-degree count, prefix sum, scatter) and the initial gains, takes the cell of every point
+  and the quota of every cell, then runs the greedy: one argmax scan per pick (ties to the lower
+  index) and the incremental gain update of §11a.3 step 4; finally the picks in index order.
+
+Every memory has one synchronous read port and one write port (block-RAM friendly); a
+read-modify-write takes two cycles and never overlaps another access to the same address.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
+
+from nms.rtl import fixedpoint as fp
+from nms.rtl.params import check_int
+
+__all__ = ["MeanNearest", "CoverSelector", "cover_cycles", "build_cycles"]
+
+#: the self-cover value K[i][i] = 1.0 in Q1.16
+ONE = 1 << fp.P_FRAC_BITS
+#: width of P and of a cover value (0 .. 2^16)
+P_BITS = fp.P_BITS
+
+
+class MeanNearest(wiring.Component):
+    """The member nearest the chunk mean, from the distance results of every tile.
+
+    Watches the distance engine's result beats (``dist`` = one per candidate, ``T`` distances,
+    ``last`` on the pass's final candidate) without driving ``ready``: per resident query it sums
+    the distances to all N candidates; at each pass's ``last`` beat the T sums of the real
+    queries (``base + t < n``; padding queries are skipped) are compared with the best so far,
+    ``<`` strictly, so ties keep the lower index (tiles come in index order). After the final
+    tile ``start`` offers the index.
+
+    Parameters
+    ----------
+    tile : int
+        T, queries per pass.
+    dist_width : int
+        Width of one squared distance (the engine's ``acc_width``).
+    capacity : int
+        C, the most points (candidates per pass).
+
+    Attributes
+    ----------
+    clear : In(1)
+        A new job: ``n`` is sampled, the sums and the best are reset.
+    n : In(count)
+        Points of the job (sampled with ``clear``).
+    dist : In(stream.Signature({dist: ArrayLayout(dist_width, T), last}))
+        The engine's result stream (observed: this unit never drives its ``ready``).
+    dist_ready : In(1)
+        The consumer's ``ready`` of that stream (a beat counts when ``valid & ready``).
+    start : Out(stream.Signature({index}))
+        The start point, offered once per job after the final tile.
+    sum_width : int
+        ``dist_width + bits_for(C)``: a row sum never overflows.
+    """
+
+    def __init__(self, *, tile: int, dist_width: int, capacity: int):
+        check_int("tile", tile, 1, 64, "1 to 64 queries per pass")
+        check_int("dist_width", dist_width, 1, 64, "1 to 64 bits per distance")
+        check_int("capacity", capacity, 2, 1 << 16, "2 to 65536 points")
+        self.tile, self.dist_width, self.capacity = tile, dist_width, capacity
+        self.index_width = max(1, ceil_log2(capacity))
+        self.count_width = bits_for(capacity)
+        self.sum_width = dist_width + bits_for(capacity)
+        self.dist_layout = data.StructLayout({
+            "dist": data.ArrayLayout(unsigned(dist_width), tile), "last": unsigned(1)})
+        self.start_layout = data.StructLayout({"index": unsigned(self.index_width)})
+        super().__init__({
+            "clear": In(1),
+            "n": In(self.count_width),
+            "dist": In(stream.Signature(self.dist_layout)),
+            "dist_ready": In(1),
+            "start": Out(stream.Signature(self.start_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        T, SW = self.tile, self.sum_width
+        n = Signal(self.count_width)
+        base = Signal(self.count_width + 7)     # first query of the current pass
+        sums = [Signal(SW, name=f"sum{t}") for t in range(T)]
+        best = Signal(SW)
+        best_idx = Signal(self.index_width)
+        found = Signal()
+        beat = self.dist.payload
+        fire = self.dist.valid & self.dist_ready
+
+        # the pass's best query: lower t wins ties (chain from the highest t down)
+        cand, cand_t, cand_ok = sums[T - 1] + beat.dist[T - 1], Const(T - 1, range(T)), base + T - 1 < n
+        for t in reversed(range(T - 1)):
+            s_t = sums[t] + beat.dist[t]
+            ok_t = base + t < n
+            take = ok_t & (~cand_ok | (s_t <= cand))
+            cand = Mux(take, s_t, cand)
+            cand_t = Mux(take, t, cand_t)
+            cand_ok = ok_t | cand_ok
+
+        with m.If(self.start.ready):
+            m.d.sync += self.start.valid.eq(0)
+        m.d.comb += self.start.payload.index.eq(best_idx)
+        with m.If(self.clear):
+            m.d.sync += [n.eq(self.n), base.eq(0), found.eq(0), self.start.valid.eq(0)]
+            m.d.sync += [s.eq(0) for s in sums]
+        with m.Elif(fire):
+            with m.If(beat.last):
+                m.d.sync += [s.eq(0) for s in sums]
+                m.d.sync += base.eq(base + T)
+                with m.If(cand_ok & (~found | (cand < best))):
+                    m.d.sync += [best.eq(cand), best_idx.eq(base + cand_t), found.eq(1)]
+                with m.If(base + T >= n):
+                    m.d.sync += self.start.valid.eq(1)
+            with m.Else():
+                m.d.sync += [s.eq(s + beat.dist[t]) for t, s in enumerate(sums)]
+        return m
+
+
+def cover_cycles(*, n: int, kk: int, start_checked: bool, start_taken: bool, in_degree,
+                 covered_rows, last_index: int) -> int:
+    """Cycles of :class:`CoverSelector` from the final ``cells`` beat's acceptance to the final
+    index's handshake, without back-pressure (the formula of ``docs/rtl-cover.md``).
+
+    ``in_degree[t]`` = reverse-list length of the t-th pick, ``covered_rows[t]`` = rows whose
+    cover rose at that pick (at most ``1 + in_degree[t]``), ``start_checked`` = a start point
+    was offered, ``start_taken`` = it was the first pick, ``last_index`` = the largest pick.
+    """
+    cyc = 3 if start_checked else 0
+    for t, (deg, rows) in enumerate(zip(in_degree, covered_rows)):
+        if not (t == 0 and start_taken):
+            cyc += n + 4                                    # argmax scan
+        cyc += 3 + 2 * (1 + deg) + deg                      # commit, row checks, list reads
+        cyc += rows * 2 * (kk + 1)                          # gain read-modify-writes
+    return cyc + 1 + last_index + 1                         # emission
+
+
+def build_cycles(*, n: int, kk: int) -> int:
+    """Cycles of the build (clear, in-degree + gains, prefix sum, scatter) after the final row
+    beat, before the ``start`` beat is taken; the rows themselves load at one beat per cycle."""
+    return 2 * n * kk + 2 * n + 1 + 2 * n * kk + 1
+
+
+class CoverSelector(wiring.Component):
+    """Greedy kNN-graph coverage inside cell quotas: ``budget`` picks, emitted ascending.
+
+    Protocol, one job at a time (``busy`` high from the ``job`` beat to the final index):
+
+    1. ``job`` beat ``{n, kk, budget}`` (2 <= n <= C, 1 <= kk <= min(K, n-1), 1 <= budget <= n).
+    2. ``rows``: the n·kk kNN beats ``{index, p}`` in row order (the affinity unit's result
+       order; ``p`` in Q1.16). Beats are counted, ``last`` is not needed.
+       Then the unit builds the reverse lists and the initial gains (no input taken).
+    3. ``start`` beat ``{index, use}``: the start point (``use`` = 0: none).
+    4. ``cells``: n beats ``{value}`` = the cell (slot) of each point, then one beat per slot =
+       its quota, ``last`` on the final quota. Σ quota must be ``budget`` (the grid's
+       allocation guarantees it); for coverage without the grid send one slot of quota
+       ``budget``.
+    5. The greedy runs; each pick is shown on ``pick_valid``/``pick_index`` (one cycle, in pick order), then the
+       picks leave on ``indices`` ascending, ``last`` on the ``budget``-th.
+
+    Parameters
+    ----------
+    capacity : int
+        C, most points, 4..65536.
+    k : int
+        K, the longest kNN list, 1..64 (``k < capacity``).
+    max_cells : int
+        Depth of the per-slot quota memory, 1..C (the grid's ``max_cells``). Default C.
+
+    Attributes
+    ----------
+    job, rows, start, cells : In(stream)
+    indices : Out(stream.Signature({index, last}))
+    pick_valid, pick_index : Out
+        High for one cycle per pick, with its index, in pick order (for verification and
+        counters).
+    busy : Out(1)
+    gain_width, edge_width : int
+        Width of a gain (``17 + bits_for(C)``) and of an edge address (``ceil_log2(C·K)``).
+    """
+
+    def __init__(self, *, capacity: int, k: int, max_cells: int | None = None):
+        check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
+        check_int("k", k, 1, 64, "1 to 64 neighbours per point")
+        if k >= capacity:
+            raise ValueError(f"k={k} must be smaller than capacity={capacity}")
+        if max_cells is None:
+            max_cells = capacity
+        check_int("max_cells", max_cells, 1, capacity, f"1 to capacity={capacity} slots")
+        self.capacity, self.k, self.max_cells = capacity, k, max_cells
+        C = capacity
+        self.index_width = IW = max(1, ceil_log2(C))
+        self.count_width = CW = bits_for(C)
+        self.slot_width = max(1, ceil_log2(max_cells))
+        self.edges = C * k
+        self.edge_width = max(1, ceil_log2(self.edges))
+        # gain_j <= 2^16 * (1 + in-degree) <= 2^16 * C
+        self.gain_width = P_BITS + bits_for(C)
+        self.offset_width = bits_for(self.edges)
+        self.job_layout = data.StructLayout({
+            "n": unsigned(CW), "kk": unsigned(bits_for(k)), "budget": unsigned(CW)})
+        self.row_layout = data.StructLayout({"index": unsigned(IW), "p": unsigned(P_BITS)})
+        self.start_layout = data.StructLayout({"index": unsigned(IW), "use": unsigned(1)})
+        self.cell_layout = data.StructLayout({"value": unsigned(max(CW, self.slot_width)),
+                                              "last": unsigned(1)})
+        self.index_layout = data.StructLayout({"index": unsigned(IW), "last": unsigned(1)})
+        super().__init__({
+            "job": In(stream.Signature(self.job_layout)),
+            "rows": In(stream.Signature(self.row_layout)),
+            "start": In(stream.Signature(self.start_layout)),
+            "cells": In(stream.Signature(self.cell_layout)),
+            "indices": Out(stream.Signature(self.index_layout)),
+            "pick_valid": Out(1),
+            "pick_index": Out(IW),
+            "busy": Out(1),
+        })
+
+    @property
+    def parameters(self) -> dict:
+        return {"capacity": self.capacity, "k": self.k, "max_cells": self.max_cells}
+
+    @property
+    def derived(self) -> dict:
+        return {"index_width": self.index_width, "gain_width": self.gain_width,
+                "edge_width": self.edge_width, "offset_width": self.offset_width,
+                "slot_width": self.slot_width}
+
+    def elaborate(self, platform):
+        m = Module()
+        C, K = self.capacity, self.k
+        IW, CW, SW, EW, GW, OW = (self.index_width, self.count_width, self.slot_width,
+                                  self.edge_width, self.gain_width, self.offset_width)
+
+        def mem(name, width, depth):
+            mm = Memory(shape=unsigned(width), depth=depth, init=[])
+            m.submodules[name] = mm
+            r, w = mm.read_port(), mm.write_port()
+            m.d.comb += w.en.eq(0)
+            return r, w
+
+        nbr_r, nbr_w = mem("nbr", IW, self.edges)           # kNN index of edge i*K + t
+        pv_r, pv_w = mem("pv", P_BITS, self.edges)           # P of that edge
+        rev_r, rev_w = mem("rev", IW + P_BITS, self.edges)   # reverse lists {i, P[i][t]}
+        off_r, off_w = mem("off", OW, C)                     # in-degree, then list ends
+        gain_r, gain_w = mem("gain", GW, C)
+        cov_r, cov_w = mem("covered", P_BITS, C)
+        pk_r, pk_w = mem("picked", 1, C)
+        cell_r, cell_w = mem("cell", SW, C)
+        left_r, left_w = mem("left", CW, self.max_cells)
+
+        n = Signal(CW)
+        kk = Signal(bits_for(K))
+        budget = Signal(CW)
+        i = Signal(CW)                 # point / row counter
+        t = Signal(bits_for(K))        # position in a row
+        e = Signal(EW + 1)             # edge address
+        e_row = Signal(EW + 1)         # i * K
+        acc = Signal(OW)               # prefix sum
+        j_l = Signal(IW)               # latched candidate / target
+        p_l = Signal(P_BITS)           # latched P / cover candidate value
+        s_idx = Signal(IW)
+        s_use = Signal()
+        picks = Signal(CW)             # picks done
+        p = Signal(IW)                 # current pick
+        slot_p = Signal(SW)
+        r = Signal(OW)                 # reverse-list pointer
+        r_end = Signal(OW)
+        row_i = Signal(IW)             # row whose cover rises
+        c_new = Signal(P_BITS)
+        a_old = Signal(P_BITS)
+        self_cand = Signal()           # the row's own candidate (j = i, K = 2^16) is next
+        delta = Signal(P_BITS + 1)
+        # scan pipeline
+        sj = Signal(CW + 1)
+        v1, v2 = Signal(), Signal()
+        j1, j2 = Signal(IW), Signal(IW)
+        g2 = Signal(GW)
+        pk2 = Signal()
+        best = Signal(GW)
+        best_j = Signal(IW)
+        found = Signal()
+        emitted = Signal(CW)
+
+        job, rows, cells, start = self.job.payload, self.rows.payload, self.cells.payload, \
+            self.start.payload
+        m.d.comb += self.pick_index.eq(p)
+
+        with m.FSM(name="cover") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.job.ready.eq(1)
+                with m.If(self.job.valid):
+                    m.d.sync += [n.eq(job.n), kk.eq(job.kk), budget.eq(job.budget), i.eq(0)]
+                    m.next = "CLEAR"
+            with m.State("CLEAR"):
+                # per point: no in-edges yet, gain = K[j][j], not covered, not picked
+                for w, v in ((off_w, 0), (gain_w, ONE), (cov_w, 0), (pk_w, 0)):
+                    m.d.comb += [w.en.eq(1), w.addr.eq(i), w.data.eq(v)]
+                m.d.sync += i.eq(i + 1)
+                with m.If(i == n - 1):
+                    m.d.sync += [i.eq(0), t.eq(0), e.eq(0), e_row.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.rows.ready.eq(1)
+                with m.If(self.rows.valid):
+                    m.d.comb += [nbr_w.en.eq(1), nbr_w.addr.eq(e), nbr_w.data.eq(rows.index),
+                                 pv_w.en.eq(1), pv_w.addr.eq(e), pv_w.data.eq(rows.p)]
+                    with m.If(t == kk - 1):
+                        m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
+                        with m.If(i == n - 1):
+                            m.d.sync += [i.eq(0), e.eq(0), e_row.eq(0)]
+                            m.next = "DEG_A"
+                    with m.Else():
+                        m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
+
+            def edge_walk(state_a, state_b, after, on_a, on_b):
+                """Two cycles per edge (i, t): A has nbr/pv of edge e on the read ports, B the
+                data of the addresses A presented; B presents the next edge."""
+                with m.State(state_a):
+                    m.d.sync += [j_l.eq(nbr_r.data), p_l.eq(pv_r.data)]
+                    on_a(nbr_r.data)
+                    m.next = state_b
+                with m.State(state_b):
+                    on_b()
+                    nxt = Mux(t == kk - 1, e_row + K, e + 1)
+                    m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
+                    with m.If(t == kk - 1):
+                        m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
+                        with m.If(i == n - 1):
+                            m.d.comb += [nbr_r.addr.eq(0), pv_r.addr.eq(0)]
+                            m.d.sync += [i.eq(0), e.eq(0), e_row.eq(0), acc.eq(0)]
+                            m.next = after
+                        with m.Else():
+                            m.next = state_a
+                    with m.Else():
+                        m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
+                        m.next = state_a
+
+            # ---- in-degree and initial gain: gain[j] = 2^16 + Σ P over the edges into j
+            # (DEG_A is entered with edge 0's address presented: LOAD's last cycle leaves the
+            # read ports at address 0, their default)
+            def deg_a(j):
+                m.d.comb += [off_r.addr.eq(j), gain_r.addr.eq(j)]
+
+            def deg_b():
+                m.d.comb += [off_w.en.eq(1), off_w.addr.eq(j_l), off_w.data.eq(off_r.data + 1),
+                             gain_w.en.eq(1), gain_w.addr.eq(j_l),
+                             gain_w.data.eq(gain_r.data + p_l)]
+
+            edge_walk("DEG_A", "DEG_B", "PRE_A", deg_a, deg_b)
+
+            # ---- prefix sum: off[j] = first slot of j's reverse list
+            with m.State("PRE_A"):
+                m.d.comb += off_r.addr.eq(i)
+                m.next = "PRE_B"
+            with m.State("PRE_B"):
+                m.d.comb += [off_w.en.eq(1), off_w.addr.eq(i), off_w.data.eq(acc)]
+                m.d.sync += [acc.eq(acc + off_r.data), i.eq(i + 1)]
+                with m.If(i == n - 1):
+                    m.d.sync += i.eq(0)
+                    m.next = "SCAT_P"
+                with m.Else():
+                    m.next = "PRE_A"
+            with m.State("SCAT_P"):
+                m.d.comb += [nbr_r.addr.eq(0), pv_r.addr.eq(0)]
+                m.next = "SCAT_A"
+
+            # ---- scatter: rev[off[j]++] = {i, P[i][t]}; afterwards off[j] = end of j's list
+            def scat_a(j):
+                m.d.comb += off_r.addr.eq(j)
+
+            def scat_b():
+                m.d.comb += [rev_w.en.eq(1), rev_w.addr.eq(off_r.data),
+                             rev_w.data.eq(Cat(i[:IW], p_l)),
+                             off_w.en.eq(1), off_w.addr.eq(j_l), off_w.data.eq(off_r.data + 1)]
+
+            edge_walk("SCAT_A", "SCAT_B", "START", scat_a, scat_b)
+
+            with m.State("START"):
+                m.d.comb += self.start.ready.eq(1)
+                with m.If(self.start.valid):
+                    m.d.sync += [s_idx.eq(start.index), s_use.eq(start.use), i.eq(0)]
+                    m.next = "CELLS"
+            with m.State("CELLS"):
+                m.d.comb += self.cells.ready.eq(1)
+                with m.If(self.cells.valid):
+                    with m.If(i < n):
+                        m.d.comb += [cell_w.en.eq(1), cell_w.addr.eq(i),
+                                     cell_w.data.eq(cells.value)]
+                    with m.Else():
+                        m.d.comb += [left_w.en.eq(1), left_w.addr.eq(i - n),
+                                     left_w.data.eq(cells.value)]
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(cells.last):
+                        m.d.sync += picks.eq(0)
+                        with m.If(s_use):
+                            m.next = "ST_A"
+                        with m.Else():
+                            m.next = "SCAN_INIT"
+
+            # ---- the start point, if its cell has quota
+            with m.State("ST_A"):
+                m.d.comb += cell_r.addr.eq(s_idx)
+                m.next = "ST_B"
+            with m.State("ST_B"):
+                m.d.comb += left_r.addr.eq(cell_r.data)
+                m.next = "ST_C"
+            with m.State("ST_C"):
+                with m.If(left_r.data != 0):
+                    m.d.sync += p.eq(s_idx)
+                    m.next = "COMMIT"
+                with m.Else():
+                    m.next = "SCAN_INIT"
+
+            # ---- argmax over the allowed points (not picked, cell quota left), ties to the lower
+            # index: stage 0 reads gain/picked/cell of sj, stage 1 reads left of its cell,
+            # stage 2 compares
+            with m.State("SCAN_INIT"):
+                m.d.sync += [sj.eq(0), v1.eq(0), v2.eq(0), found.eq(0)]
+                m.next = "SCAN"
+            with m.State("SCAN"):
+                for rp in (gain_r, pk_r, cell_r):
+                    m.d.comb += rp.addr.eq(sj)
+                m.d.comb += left_r.addr.eq(cell_r.data)
+                m.d.sync += [v1.eq(sj < n), j1.eq(sj), v2.eq(v1), j2.eq(j1),
+                             g2.eq(gain_r.data), pk2.eq(pk_r.data)]
+                with m.If(sj < n):
+                    m.d.sync += sj.eq(sj + 1)
+                ok = v2 & ~pk2 & (left_r.data != 0)
+                with m.If(ok & (~found | (g2 > best))):
+                    m.d.sync += [best.eq(g2), best_j.eq(j2), found.eq(1)]
+                with m.If((sj == n) & ~v1 & ~v2):
+                    m.d.sync += p.eq(best_j)
+                    m.next = "COMMIT"
+
+            # ---- commit pick p: picked, left[cell[p]] -= 1, its reverse list [off[p-1], off[p])
+            with m.State("COMMIT"):
+                m.d.comb += [self.pick_valid.eq(1), pk_w.en.eq(1), pk_w.addr.eq(p),
+                             pk_w.data.eq(1), cell_r.addr.eq(p), off_r.addr.eq(p - 1)]
+                m.next = "CM_B"
+            with m.State("CM_B"):
+                m.d.comb += [left_r.addr.eq(cell_r.data), off_r.addr.eq(p)]
+                m.d.sync += [slot_p.eq(cell_r.data), r.eq(Mux(p == 0, 0, off_r.data))]
+                m.next = "CM_C"
+            with m.State("CM_C"):
+                m.d.comb += [left_w.en.eq(1), left_w.addr.eq(slot_p),
+                             left_w.data.eq(left_r.data - 1), cov_r.addr.eq(p)]
+                m.d.sync += [r_end.eq(off_r.data), row_i.eq(p), c_new.eq(ONE)]
+                m.next = "ROW"
+            # the row row_i's cover (on the read port) may rise to c_new
+            with m.State("ROW"):
+                a = cov_r.data
+                with m.If(c_new > a):
+                    m.d.comb += [cov_w.en.eq(1), cov_w.addr.eq(row_i), cov_w.data.eq(c_new)]
+                    m.d.sync += [a_old.eq(a), self_cand.eq(1), t.eq(0), e.eq(row_i * K)]
+                    m.next = "UP_A"
+                with m.Else():
+                    m.next = "NEXT_ROW"
+            with m.State("NEXT_ROW"):
+                m.d.comb += rev_r.addr.eq(r)
+                with m.If(r != r_end):
+                    m.d.sync += r.eq(r + 1)
+                    m.next = "REV"
+                with m.Else():
+                    m.d.sync += picks.eq(picks + 1)
+                    with m.If(picks == budget - 1):
+                        m.d.sync += i.eq(0)
+                        m.next = "EM_PRIME"
+                    with m.Else():
+                        m.next = "SCAN_INIT"
+            with m.State("REV"):
+                ri, rp_ = rev_r.data[:IW], rev_r.data[IW:]
+                m.d.comb += cov_r.addr.eq(ri)
+                m.d.sync += [row_i.eq(ri), c_new.eq(rp_)]
+                m.next = "ROW"
+            # gain[j] -= max(K_ij - a, 0) - max(K_ij - c, 0) for j = i, then j = nbr[i][t]
+            with m.State("UP_A"):
+                jj = Mux(self_cand, row_i, nbr_r.data)
+                kv = Mux(self_cand, ONE, pv_r.data)
+                d_a = Mux(kv > a_old, kv - a_old, 0)
+                d_c = Mux(kv > c_new, kv - c_new, 0)
+                m.d.comb += gain_r.addr.eq(jj)
+                m.d.sync += [j_l.eq(jj), delta.eq(d_a - d_c)]
+                m.next = "UP_B"
+            with m.State("UP_B"):
+                m.d.comb += [gain_w.en.eq(1), gain_w.addr.eq(j_l),
+                             gain_w.data.eq(gain_r.data - delta)]
+                m.d.sync += self_cand.eq(0)
+                with m.If(~self_cand & (t == kk - 1)):
+                    m.next = "NEXT_ROW"
+                with m.Else():
+                    nxt = Mux(self_cand, e, e + 1)
+                    m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
+                    with m.If(~self_cand):
+                        m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
+                    m.next = "UP_A"
+
+            # ---- the picks in index order, clearing the bitmap behind
+            with m.State("EM_PRIME"):
+                m.d.comb += pk_r.addr.eq(0)
+                m.d.sync += [i.eq(0), emitted.eq(0)]
+                m.next = "EM"
+            with m.State("EM"):
+                picked = pk_r.data
+                is_last = emitted == budget - 1
+                m.d.comb += [pk_r.addr.eq(i), self.indices.valid.eq(picked),
+                             self.indices.payload.index.eq(i[:IW]),
+                             self.indices.payload.last.eq(is_last)]
+                with m.If(~picked | self.indices.ready):
+                    m.d.comb += [pk_w.en.eq(1), pk_w.addr.eq(i), pk_w.data.eq(0),
+                                 pk_r.addr.eq(i + 1)]
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(picked):
+                        m.d.sync += emitted.eq(emitted + 1)
+                    with m.If((picked & is_last) | (i == n - 1)):
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

@@ -1,0 +1,193 @@
+"""CoverSelector / MeanNearest (rtl/cover.py): parameters, lint, and cocotb/Verilator runs
+compared pick by pick (order included) with the bit-exact model ``desne.cover_select`` /
+``grid_cover_select`` (random idle cycles on every input stream, random back-pressure on the
+indices). One Verilator build (C = 128, K = 8) is shared by the runs."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+
+from nms.rtl.cover import CoverSelector, MeanNearest, build_cycles, cover_cycles
+from nms.verif.models import desne
+from nms.verif.sim.build import run_cocotb
+
+CAPACITY, K = 128, 8
+
+
+@pytest.mark.parametrize("kwargs, exc, message", [
+    ({"capacity": 3, "k": 2}, ValueError, "capacity=3"),
+    ({"capacity": 64, "k": 64}, ValueError, "k=64"),
+    ({"capacity": 64, "k": 0}, ValueError, "k=0"),
+    ({"capacity": 64.0, "k": 4}, TypeError, "capacity"),
+    ({"capacity": 64, "k": 4, "max_cells": 65}, ValueError, "max_cells=65"),
+])
+def test_selector_rejects_bad_parameters(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        CoverSelector(**kwargs)
+
+
+def test_mean_nearest_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="tile=0"):
+        MeanNearest(tile=0, dist_width=26, capacity=64)
+    with pytest.raises(TypeError, match="dist_width"):
+        MeanNearest(tile=4, dist_width="26", capacity=64)
+
+
+def test_widths():
+    s = CoverSelector(capacity=1024, k=16, max_cells=1024)
+    assert s.gain_width == 17 + 11 and (1 << s.gain_width) > (1 << 16) * 1024
+    assert (1 << s.edge_width) >= 1024 * 16 and (1 << s.offset_width) > 1024 * 16
+
+
+def test_lint(tmp_path):
+    from amaranth.back import verilog
+
+    from nms.gen.lint import lint_verilog
+
+    for name, comp in (("cover", CoverSelector(capacity=100, k=6, max_cells=50)),
+                       ("mean_nearest", MeanNearest(tile=4, dist_width=26, capacity=100))):
+        f = tmp_path / f"{name}.v"
+        f.write_text(verilog.convert(comp, name=name, emit_src=False))
+        lint_verilog(f, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# cases
+
+
+def _slots(cell):
+    """Cells renumbered in order of first occurrence (the grid sampler's slots)."""
+    _, first, inv = np.unique(cell, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(first.size)
+    return rank[inv], np.argsort(first)
+
+
+def _chunk(rng, n, k, dim=10, dup=True):
+    X = rng.integers(0, 256, (n, dim))
+    if dup:   # duplicates: distance-0 neighbours and equal gains
+        X[rng.integers(0, n, max(1, n // 8))] = X[0]
+    nbr, dist = desne.knn(X, k)
+    kk = nbr.shape[1]
+    aff = desne.affinities(dist, min(5.0, kk - 0.5) if kk > 1 else 1.5)
+    return X, nbr, aff["P"]
+
+
+def _case(X, nbr, P, budget, *, Y=None, allocation="proportional", start="mean", cells=None):
+    n = nbr.shape[0]
+    if Y is not None:     # the grid's cells and quotas, as grid_cover_select computes them
+        _, info = desne.grid_cover_select(Y, nbr, P, budget, allocation, details=True)
+        slot, order = _slots(info["cell"])
+        cells_of_slot = np.unique(info["cell"])[order]
+        cell, quota = slot, info["quota"][cells_of_slot]
+    elif cells is not None:
+        slot, order = _slots(cells)
+        counts = np.bincount(slot)
+        cell, quota = slot, desne.allocate(counts, budget, allocation)
+    else:                 # coverage without the grid: one slot holding the whole budget
+        cell, quota = np.zeros(n, dtype=np.int64), np.array([budget])
+    s = desne.mean_nearest(X) if start == "mean" else start
+    return {"nbr": nbr.tolist(), "P": P.tolist(), "cell": [int(v) for v in cell],
+            "quota": [int(v) for v in quota], "start": None if s is None else int(s),
+            "budget": int(budget)}
+
+
+@functools.lru_cache(maxsize=1)
+def _verilog():
+    from amaranth.back import verilog
+
+    return verilog.convert(CoverSelector(capacity=CAPACITY, k=K, max_cells=CAPACITY),
+                           name="cover", emit_src=False)
+
+
+def _run(cases, *, seed=1, idle=0.3, backpressure=0.4, report=None):
+    params = {"selector": {"capacity": CAPACITY, "k": K, "max_cells": CAPACITY},
+              "cases": cases, "seed": seed, "idle": idle, "backpressure": backpressure}
+    if report is not None:
+        params["report"] = str(report)
+    run_cocotb(f"cover_c{CAPACITY}_k{K}", _verilog(), "nms.verif.tb.cover", params,
+               toplevel="cover")
+
+
+def test_cocotb_grid_quotas_and_start():
+    """Real chunks (model kNN + affinities), cells and quotas from the grid over an embedding
+    and over random cells, with and without the chunk-mean start."""
+    rng = np.random.default_rng(5)
+    cases = []
+    X, nbr, P = _chunk(rng, 100, K)
+    Y = rng.integers(-(1 << 20), 1 << 20, (100, 2))
+    for budget in (1, 5, 10, 20):
+        cases.append(_case(X, nbr, P, budget, Y=Y))
+    cases.append(_case(X, nbr, P, 10, Y=Y, allocation="adaptive", start=None))
+    X, nbr, P = _chunk(rng, 60, 5)               # kk = 5 < K
+    cases.append(_case(X, nbr, P, 12, cells=rng.integers(0, 7, 60)))
+    cases.append(_case(X, nbr, P, 12, cells=rng.integers(0, 7, 60), start=None))
+    _run(cases, seed=3)
+
+
+def test_cocotb_edge_cases():
+    """No grid, budget = n, n = 2, kk = 1, a start in a cell of quota 0, identical points."""
+    rng = np.random.default_rng(6)
+    cases = []
+    X, nbr, P = _chunk(rng, 40, K)
+    cases.append(_case(X, nbr, P, 7))                       # one slot (cover without the grid)
+    cases.append(_case(X, nbr, P, 40, start=None))          # budget = n
+    cells = np.zeros(40, dtype=np.int64)
+    cells[:3] = 1
+    s = 1                                                   # its cell gets quota 0 at budget 2
+    c = _case(X, nbr, P, 2, cells=cells, start=s)
+    assert c["quota"][c["cell"][s]] == 0
+    cases.append(c)
+    X2, nbr2, P2 = _chunk(rng, 2, K)                        # n = 2: kk = 1
+    cases.append(_case(X2, nbr2, P2, 1))
+    cases.append(_case(X2, nbr2, P2, 2))
+    same = np.full((20, 4), 9)                              # all equal: every gain ties
+    nbr3, dist3 = desne.knn(same, K)
+    P3 = desne.affinities(dist3, 5.0)["P"]
+    cases.append(_case(same, nbr3, P3, 6, cells=np.arange(20) % 3))
+    X4, nbr4, P4 = _chunk(rng, CAPACITY, K)                 # n = C
+    cases.append(_case(X4, nbr4, P4, 13, Y=rng.integers(-999, 999, (CAPACITY, 2))))
+    _run(cases, seed=4, idle=0.5, backpressure=0.6)
+
+
+def _statistics(case):
+    """What the cycle formula needs, from the model's pick order (independent of the RTL)."""
+    nbr = np.asarray(case["nbr"])
+    P = np.asarray(case["P"])
+    cell, quota = np.asarray(case["cell"]), np.asarray(case["quota"])
+    n, kk = nbr.shape
+    start = case["start"]
+    checked = start is not None
+    if start is not None and quota[cell[start]] == 0:
+        start = None
+    chosen, info = desne.cover_select(nbr, P, case["budget"], cell=cell, quota=quota,
+                                      start=start, details=True)
+    indeg = np.bincount(nbr.ravel(), minlength=n)
+    cover = np.zeros(n, dtype=np.int64)
+    covered = []
+    for p in info["order"]:
+        rows = [(p, 1 << 16)] + [(i, P[i, t]) for i, t in zip(*np.nonzero(nbr == p))]
+        covered.append(sum(int(v > cover[i]) for i, v in rows))
+        for i, v in rows:
+            cover[i] = max(cover[i], v)
+    return {"n": n, "kk": kk, "start_checked": checked, "start_taken": start is not None,
+            "in_degree": [int(indeg[p]) for p in info["order"]], "covered_rows": covered,
+            "last_index": int(chosen.max())}
+
+
+def test_cocotb_cycles_no_stall(tmp_path):
+    """Without stalls every run takes exactly ``cover_cycles`` (and the build ``build_cycles``)."""
+    rng = np.random.default_rng(7)
+    X, nbr, P = _chunk(rng, CAPACITY, K, dim=16, dup=False)
+    Y = rng.integers(-(1 << 20), 1 << 20, (CAPACITY, 2))
+    cases = [_case(X, nbr, P, b, Y=Y) for b in (1, 6, 13, 26)]
+    cases.append(_case(X, nbr, P, 13, Y=Y, start=None))
+    report = tmp_path / "cover_cycles.json"
+    _run(cases, seed=8, idle=None, backpressure=None, report=report)
+    rows = json.loads(report.read_text())
+    assert [r["cycles"] for r in rows] == [cover_cycles(**_statistics(c)) for c in cases]
+    assert [r["build_cycles"] for r in rows] == [build_cycles(n=CAPACITY, kk=K)] * len(cases)
