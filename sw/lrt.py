@@ -195,8 +195,8 @@ class _Trainer:
         qw = self.q["w"]
         dq = qw.round(dW)
         written = dq != 0
-        new = layer.W.copy()
-        new[written] = qw(qw(layer.W[written]) - dq[written])
+        # one vectorised pass over the whole matrix (the read value Qw(W) is cached by the layer)
+        new = np.where(written, qw(layer.read_W() - dq), layer.W)
         return new, written, new != layer.W
 
     def _learn(self) -> None:
@@ -595,7 +595,9 @@ class SGDTrainer(_Trainer):
             if layer.name.startswith("conv") and self.conv_count == "pixel":
                 # One write per pixel whose outer product touches the cell (counted before
                 # quantisation, as hardware writing every pixel's update would).
-                self.writes[i] += (dz != 0).T.astype(np.int64) @ (a != 0).astype(np.int64)
+                # (a float matmul: BLAS, and exact for counts < 2^53; an int64 one is not BLAS)
+                self.writes[i] += ((dz != 0).T.astype(np.float64)
+                                   @ (a != 0).astype(np.float64)).astype(np.int64)
             else:
                 self.writes[i] += written
         self._norm_step()

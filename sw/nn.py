@@ -34,7 +34,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["Quantizer", "QuantConfig", "Dense", "Conv2d", "ReLU", "MaxPool2", "Flatten",
            "StreamingBatchNorm", "Network", "build_model", "softmax_xent_grad"]
@@ -67,16 +66,18 @@ class Quantizer:
             self.step = 2.0 ** (math.ceil(math.log2(clip)) + int(signed) - bits)
             self.hi = self.clip - self.step
             self.lo = -self.clip if signed else 0.0
+            self._inv = 1.0 / self.step
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.bits is None:
             return x
         # In-place ufuncs on one temporary (this runs ~50 times per online sample); x / step is
         # exact as x * (1 / step) because the step is a power of two.
-        y = np.multiply(x, 1.0 / self.step)
+        y = np.multiply(x, self._inv)
         y += 0.5
         np.floor(y, out=y)
         y *= self.step
+        # two ufuncs rather than np.clip, whose Python wrapper costs more than a pass here
         np.maximum(y, self.lo, out=y)
         np.minimum(y, self.hi, out=y)
         return y
@@ -152,6 +153,28 @@ class _WeightLayer:
         self.dz_terms = self.a_terms = self.grad_b = None
         self.input_grad = True  # the Network clears it for its first layer
 
+    # W is a property so that every assignment (a write, a drift step, pre-training) drops the
+    # cached read value; code that mutates W in place must assign it back (``layer.W = W``).
+    @property
+    def W(self) -> np.ndarray:
+        """Stored NVM weights (n_out x n_in); off the grid only after analog drift."""
+        return self._W
+
+    @W.setter
+    def W(self, value: np.ndarray) -> None:
+        self._W = value
+        self._Wr = None
+
+    def read_W(self) -> np.ndarray:
+        """The read value ``Qw(W)`` (cached until ``W`` is assigned again).
+
+        Quantising the whole matrix twice per sample (forward and backward) was a large part of
+        the per-sample cost; the stored value only changes on a write or a drift step.
+        """
+        if self._Wr is None:
+            self._Wr = self.q["w"](self._W)
+        return self._Wr
+
     @property
     def shape(self) -> tuple[int, int]:
         return self.W.shape
@@ -159,7 +182,7 @@ class _WeightLayer:
     def _affine(self, cols: np.ndarray) -> np.ndarray:
         qb = self.q["b"]
         # The read value Qw(W): the stored value itself unless analog drift moved it off the grid.
-        return qb(qb(self.alpha * (cols @ self.q["w"](self.W).T)) + qb(self.b))
+        return qb(qb(self.alpha * (cols @ self.read_W().T)) + qb(self.b))
 
     def grad_W(self) -> np.ndarray:
         """Exact weight gradient of the last backward pass, ``sum_p dz_p a_p^T``."""
@@ -196,7 +219,7 @@ class Dense(_WeightLayer):
         self.dz_terms = self.alpha * dz
         self.a_terms = self._a
         self.grad_b = dz.sum(axis=0)
-        return self.alpha * (dz @ self.q["w"](self.W)) if self.input_grad else None
+        return self.alpha * (dz @ self.read_W()) if self.input_grad else None
 
 
 class Conv2d(_WeightLayer):
@@ -221,13 +244,30 @@ class Conv2d(_WeightLayer):
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         return (h - self.k) // self.stride + 1, (w - self.k) // self.stride + 1
 
+    def _index(self, c: int, h: int, w: int) -> np.ndarray:
+        """im2col gather index (Ho*Wo, C*k*k) into one flattened (C, H, W) sample (cached).
+
+        One fancy-index gather builds the column matrix (forward) and one ``bincount`` with the
+        same index scatters the column gradients back (col2im), instead of a strided window view
+        plus a transposing copy and a k*k loop of slice additions.
+        """
+        key = (c, h, w)
+        if getattr(self, "_idx_key", None) != key:
+            ho, wo = self.out_hw(h, w)
+            s, k = self.stride, self.k
+            ci, ki, kj = np.meshgrid(np.arange(c), np.arange(k), np.arange(k), indexing="ij")
+            oi, oj = np.meshgrid(np.arange(ho) * s, np.arange(wo) * s, indexing="ij")
+            # column order (c, kh, kw) = W's column order; row order (ho, wo)
+            idx = (ci.ravel()[None, :] * (h * w) + (oi.ravel()[:, None] + ki.ravel()[None, :]) * w
+                   + oj.ravel()[:, None] + kj.ravel()[None, :])
+            self._idx, self._idx_key = idx.astype(np.intp), key
+        return self._idx
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         n, c, h, w = x.shape
         ho, wo = self.out_hw(h, w)
-        s = self.stride
-        win = sliding_window_view(x, (self.k, self.k), axis=(2, 3))[:, :, ::s, ::s][:, :, :ho, :wo]
-        # (N, C, Ho, Wo, k, k) -> (N, Ho*Wo, C*k*k), column order (c, kh, kw) = W's column order.
-        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n, ho * wo, c * self.k * self.k)
+        idx = self._index(c, h, w)
+        cols = x.reshape(n, c * h * w)[:, idx]  # (N, Ho*Wo, C*k*k)
         if train:
             self._cols, self._xshape = cols, x.shape
         z = self._affine(cols)
@@ -242,15 +282,15 @@ class Conv2d(_WeightLayer):
         self.grad_b = dzc.sum(axis=(0, 1))
         if not self.input_grad:
             return None  # first layer: nobody needs the gradient w.r.t. the network input
-        dcols = (self.alpha * (dzc @ self.q["w"](self.W))).reshape(n, ho, wo, c, self.k, self.k)
-        # one contiguous copy in (n, c, kh, kw, ho, wo) order makes each col2im slice contiguous
-        dct = np.ascontiguousarray(dcols.transpose(0, 3, 4, 5, 1, 2))
-        dx = np.zeros(self._xshape)
-        s = self.stride
-        for i in range(self.k):
-            for j in range(self.k):
-                dx[:, :, i:i + s * ho:s, j:j + s * wo:s] += dct[:, :, i, j]
-        return dx
+        dcols = self.alpha * (dzc @ self.read_W())  # (N, P, C*k*k)
+        size = c * h * w
+        idx = self._index(c, h, w)
+        if n > 1:
+            idx = idx[None] + (np.arange(n) * size)[:, None, None]
+        # col2im: every column entry adds into its input pixel. The terms are products of
+        # values on power-of-two grids, so the sums are exact in any order.
+        dx = np.bincount(idx.ravel(), weights=dcols.ravel(), minlength=n * size)
+        return dx.reshape(self._xshape)
 
 
 class ReLU:
@@ -288,8 +328,8 @@ class MaxPool2:
     def backward(self, dy: np.ndarray) -> np.ndarray:
         n, c, h, w = self._xshape
         h2, w2 = dy.shape[2], dy.shape[3]
-        blocks = np.zeros((n, c, h2, w2, 4))
-        np.put_along_axis(blocks, self._arg[..., None], dy[..., None], axis=-1)
+        blocks = np.zeros((n * c * h2 * w2, 4))
+        blocks[np.arange(blocks.shape[0]), self._arg.ravel()] = dy.ravel()
         dx = np.zeros(self._xshape)
         dx[:, :, :2 * h2, :2 * w2] = (blocks.reshape(n, c, h2, w2, 2, 2)
                                       .transpose(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h2, 2 * w2))

@@ -26,6 +26,8 @@ unbiased too. It replaces P sequential rank-(r+1) SVDs by one small SVD per samp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["SKS", "ok_mixing", "ok_reduce", "quantize_dynamic"]
@@ -75,7 +77,9 @@ def ok_mixing(sigma: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     r = q - 1
     # m = smallest i with (q-1-i) sigma_i <= sum_{j>=i} sigma_j; i = q-2 always satisfies it,
     # so k = q-1-m >= 1 and the Householder block below is never empty. q is tiny (r + 1), so
-    # plain Python floats beat NumPy call overhead here.
+    # the whole construction runs on plain Python floats (the same IEEE operations, element by
+    # element, as the array form) and builds Qx with one array call: NumPy's per-call overhead
+    # was most of this function's cost, and it runs ~16 times per sample for a CNN.
     sig = sigma.tolist()
     tails = [0.0] * q
     acc = 0.0
@@ -85,23 +89,30 @@ def ok_mixing(sigma: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, 
     m = next(i for i in range(q) if (r - i) * sig[i] <= tails[i] * (1 + 1e-12))
     k = r - m
     s1 = tails[m]
-    x0 = np.sqrt(np.maximum(1.0 - (k / s1) * sigma[m:], 0.0))  # unit vector, length k+1
-    # Householder H = I + v v^T / v_0 with v = x0 - e0 maps e0 to x0; its other k columns are an
-    # orthonormal basis of x0's complement (X X^T = I - x0 x0^T), built without a QR.
-    v = x0
+    ks = k / s1
+    # x0 = sqrt(1 - k sigma / s1), a unit vector of length k+1; v = x0 - e0. Householder
+    # H = I + v v^T / v_0 maps e0 to x0; its other k columns are an orthonormal basis of x0's
+    # complement (X X^T = I - x0 x0^T), built without a QR.
+    v = [math.sqrt(max(1.0 - ks * x, 0.0)) for x in sig[m:]]
     v[0] -= 1.0
-    signs = np.where(rng.random(k + 1) < 0.5, -1.0, 1.0)
-    Qx = np.zeros((q, r))
-    diag = np.arange(m)
-    Qx[diag, diag] = 1.0
-    block = Qx[m:, m:]  # view, (k+1) x k
-    block[...] = v[:, None] * (v[1:] / v[0])[None, :]
-    sub = np.arange(k)
-    block[sub + 1, sub] += 1.0
-    block *= signs[:, None]
-    cx = np.empty(r)
-    cx[:m] = sigma[:m]
-    cx[m:] = s1 / k
+    v0 = v[0]
+    w = [x / v0 for x in v[1:]]
+    signs = (rng.random(k + 1) < 0.5).tolist()
+    rows = []
+    for i in range(m):
+        row = [0.0] * r
+        row[i] = 1.0
+        rows.append(row)
+    for i in range(k + 1):
+        vi = v[i]
+        blk = [vi * wj for wj in w]
+        if i:
+            blk[i - 1] += 1.0
+        if signs[i]:
+            blk = [-x for x in blk]
+        rows.append([0.0] * m + blk)
+    Qx = np.array(rows)
+    cx = np.array(sig[:m] + [s1 / k] * k)
     return Qx, cx
 
 
