@@ -30,6 +30,7 @@ BENCHMARKS = {
     "boardtop": "nms.bench.boardtop",
     "energy": "nms.bench.energy",
     "dataflow": "nms.bench.dataflow",
+    "area": "nms.bench.area",
 }
 
 
