@@ -43,7 +43,8 @@ from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 
 __all__ = ["GridGeometry", "GridController", "BoundingBox", "CentreDistance", "LevelSearch",
-           "WaterLevel", "ExtraUnits", "Allocation", "SelectionRounds", "Emitter", "GridSampler",
+           "WaterLevel", "ExtraUnits", "Allocation", "SelectionRounds", "Emitter", "CellExport",
+           "GridSampler",
            "PHASE"]
 
 #: signed width of one embedding coordinate (Q8.16 in [-2**23, 2**23 - 1])
@@ -117,7 +118,8 @@ class GridGeometry:
         return self.index_bits + DIST_BITS + 1
 
     def run_cycles(self, *, level_cells: Sequence[Sequence[int]], budget: int,
-                   proportional: bool, max_quota: int, last_index: int) -> int:
+                   proportional: bool, max_quota: int, last_index: int,
+                   cover: bool = False) -> int:
         """Cycles from the final point's acceptance to the final index's handshake, no stalls.
 
         The formula of ``docs/rtl-grid.md``, phase by phase, for one run's statistics:
@@ -135,6 +137,10 @@ class GridGeometry:
             R, the largest quota of the chosen level.
         last_index : int
             The largest chosen index.
+        cover : bool
+            Coverage mode: the rounds and the emission are replaced by the cell export
+            (``1 + N + 1 + K`` cycles to the final ``cells`` beat; ``max_quota`` and
+            ``last_index`` are then unused).
 
         Returns
         -------
@@ -180,6 +186,8 @@ class GridGeometry:
             cycles += 1 + K
             extra = budget - sum(min(c, lvl) for c in counts)
         cycles += 1 + (self.key_bits * (K + 3) + K + 3 if extra else 0)
+        if cover:
+            return cycles + 1 + n + 1 + K                     # cell export
         cycles += max_quota * (2 * n + K + 3)                 # rounds
         cycles += 1 + last_index + 1                          # emit
         return cycles
@@ -248,17 +256,18 @@ class GridController(wiring.Component):
     ----------
     points : In(stream.Signature({x, y, last}))
         The sampler's point stream (ready only in LOAD).
-    budget_in, proportional_in : In
-        The sampler's ``budget`` / ``proportional``, sampled with the final point.
+    budget_in, proportional_in, cover_in : In
+        The sampler's ``budget`` / ``proportional`` / ``cover``, sampled with the final point.
     clearing : In(1)
         The cell map is being cleared: hold the load off.
     pts_w, picked_w : write ports of the point memory ``Cat(x, y)`` and of the picked bitmap.
     box : Out(stream.Signature({x, y, first}, always_ready=True))
         Every accepted point (``first`` on point 0); ``box_finish`` pulses in BOX.
-    n_points, budget, proportional : Out
+    n_points, budget, proportional, cover : Out
         The latched job values.
-    level, allocation, rounds, emit : Out(PHASE)
-        Start/done of the four phase units.
+    level, allocation, rounds, emit, export : Out(PHASE)
+        Start/done of the phase units (``export`` replaces rounds and emission in coverage
+        mode).
     busy : Out(1)
         Everywhere but LOAD.
     """
@@ -272,6 +281,7 @@ class GridController(wiring.Component):
             "points": In(stream.Signature(self.point_layout)),
             "budget_in": In(unsigned(geo.count_bits)),
             "proportional_in": In(1),
+            "cover_in": In(1),
             "clearing": In(1),
             "pts_w": _write(geo.index_bits, 2 * COORD_BITS),
             "picked_w": _write(geo.index_bits, 1),
@@ -280,10 +290,12 @@ class GridController(wiring.Component):
             "n_points": Out(range(capacity + 1)),
             "budget": Out(unsigned(geo.count_bits)),
             "proportional": Out(1),
+            "cover": Out(1),
             "level": Out(PHASE),
             "allocation": Out(PHASE),
             "rounds": Out(PHASE),
             "emit": Out(PHASE),
+            "export": Out(PHASE),
             "busy": Out(1),
         })
 
@@ -307,6 +319,7 @@ class GridController(wiring.Component):
                         b = self.budget_in
                         m.d.sync += [self.n_points.eq(n + 1), n.eq(0),
                                      self.proportional.eq(self.proportional_in),
+                                     self.cover.eq(self.cover_in),
                                      self.budget.eq(Mux(b == 0, 1, Mux(b > n + 1, n + 1, b)))]
                         m.next = "BOX"
             with m.State("BOX"):
@@ -314,14 +327,23 @@ class GridController(wiring.Component):
                 m.next = "LEVEL"
             for state, phase, nxt, following in (
                     ("LEVEL", self.level, "ALLOCATION", self.allocation),
-                    ("ALLOCATION", self.allocation, "ROUNDS", self.rounds),
                     ("ROUNDS", self.rounds, "EMIT", self.emit),
-                    ("EMIT", self.emit, "LOAD", None)):
+                    ("EMIT", self.emit, "LOAD", None),
+                    ("EXPORT", self.export, "LOAD", None)):
                 with m.State(state):
                     with m.If(phase.done):
                         if following is not None:
                             m.d.comb += following.start.eq(1)
                         m.next = nxt
+            with m.State("ALLOCATION"):
+                # coverage mode: the cells and quotas go out to the cover unit instead
+                with m.If(self.allocation.done):
+                    with m.If(self.cover):
+                        m.d.comb += self.export.start.eq(1)
+                        m.next = "EXPORT"
+                    with m.Else():
+                        m.d.comb += self.rounds.start.eq(1)
+                        m.next = "ROUNDS"
         return m
 
 
@@ -1091,6 +1113,73 @@ class Emitter(wiring.Component):
         return m
 
 
+class CellExport(wiring.Component):
+    """Coverage mode: every point's slot, then every slot's quota, onto ``cells``.
+
+    N beats ``{value: slot of point i}`` in index order, then K beats ``{value: quota of slot
+    s}``, ``last`` on the final one — what :class:`nms.rtl.cover.CoverSelector` takes (slots are
+    the occupied cells in order of first occurrence, one-to-one with the model's cells). One beat
+    per cycle while ``cells`` is ready. Cycles without back-pressure: ``1 + N + 1 + K``.
+
+    Attributes
+    ----------
+    run : In(PHASE)
+    busy : Out(1)
+    n_points, cells_n : In
+        N and K.
+    pslot_r, quota_r : read ports of the point-slot and quota memories.
+    cells : Out(stream.Signature({value, last}))
+    """
+
+    def __init__(self, *, capacity: int):
+        geo = self.geometry = GridGeometry(capacity)
+        self.cell_layout = cell_layout(geo)
+        super().__init__({
+            "run": In(PHASE),
+            "busy": Out(1),
+            "n_points": In(range(capacity + 1)),
+            "cells_n": In(range(geo.max_cells + 1)),
+            "pslot_r": _read(geo.index_bits, geo.slot_bits),
+            "quota_r": _read(geo.slot_bits, geo.count_bits),
+            "cells": Out(stream.Signature(self.cell_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        i = Signal(range(max(geo.capacity, geo.max_cells) + 1))
+        m.d.comb += [self.pslot_r.addr.eq(i), self.quota_r.addr.eq(i)]
+        with m.FSM() as fsm:
+            _phase_unit(m, self, "EX_PRIME")
+            with m.State("EX_PRIME"):
+                m.d.comb += self.pslot_r.addr.eq(0)
+                m.d.sync += i.eq(0)
+                m.next = "EX_SLOT"
+            with m.State("EX_SLOT"):
+                m.d.comb += [self.cells.valid.eq(1), self.cells.payload.value.eq(self.pslot_r.data)]
+                with m.If(self.cells.ready):
+                    m.d.comb += self.pslot_r.addr.eq(i + 1)
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(i == self.n_points - 1):
+                        m.next = "EX_QPRIME"
+            with m.State("EX_QPRIME"):
+                m.d.comb += self.quota_r.addr.eq(0)
+                m.d.sync += i.eq(0)
+                m.next = "EX_QUOTA"
+            with m.State("EX_QUOTA"):
+                is_last = i == self.cells_n - 1
+                m.d.comb += [self.cells.valid.eq(1), self.cells.payload.value.eq(self.quota_r.data),
+                             self.cells.payload.last.eq(is_last)]
+                with m.If(self.cells.ready):
+                    m.d.comb += self.quota_r.addr.eq(i + 1)
+                    m.d.sync += i.eq(i + 1)
+                    with m.If(is_last):
+                        m.d.comb += self.run.done.eq(1)
+                        m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
 # ------------------------------------------------------------------------------------------------
 # the sampler
 # ------------------------------------------------------------------------------------------------
@@ -1104,6 +1193,12 @@ def point_layout():
 def index_layout(geo: GridGeometry):
     """One output index: ``{index: unsigned(index_bits), last}``."""
     return data.StructLayout({"index": unsigned(geo.index_bits), "last": unsigned(1)})
+
+
+def cell_layout(geo: GridGeometry):
+    """One exported beat (coverage mode): ``{value: a slot or a quota, last}``."""
+    return data.StructLayout({"value": unsigned(max(geo.slot_bits, geo.count_bits)),
+                              "last": unsigned(1)})
 
 
 class GridSampler(wiring.Component):
@@ -1135,8 +1230,15 @@ class GridSampler(wiring.Component):
     proportional : In(1)
         Allocation mode: 0 = ``adaptive`` (water-filling), 1 = ``proportional``; sampled with
         the final point.
+    cover : In(1)
+        Exemplar mode, sampled with the final point: 0 = the members nearest the cell centres
+        on ``indices``; 1 = coverage (``docs/rtl-cover.md``): no index, the cells and quotas go
+        out on ``cells`` for :class:`nms.rtl.cover.CoverSelector`.
     indices : Out(stream.Signature(index_layout))
         Payload ``{index: unsigned(index_bits), last: unsigned(1)}``: the M chosen indices.
+    cells : Out(stream.Signature(cell_layout))
+        Coverage mode only: N beats ``{value}`` = each point's slot (occupied cell in order of
+        first occurrence), then one beat per slot = its quota, ``last`` on the final one.
     busy : Out(1)
         High from the final point's acceptance until the final index's handshake.
     level : Out(range(grid_bits + 1))
@@ -1173,11 +1275,14 @@ class GridSampler(wiring.Component):
         self.key_bits = geo.key_bits
         self.point_layout = point_layout()
         self.index_layout = index_layout(geo)
+        self.cell_layout = cell_layout(geo)
         super().__init__({
             "points": In(stream.Signature(self.point_layout)),
             "budget": In(unsigned(self.count_bits)),
             "proportional": In(1),
+            "cover": In(1),
             "indices": Out(stream.Signature(self.index_layout)),
+            "cells": Out(stream.Signature(self.cell_layout)),
             "busy": Out(1),
             "level": Out(range(geo.grid_bits + 1)),
         })
@@ -1226,15 +1331,18 @@ class GridSampler(wiring.Component):
         m.submodules.allocation = alloc = Allocation(capacity=C)
         m.submodules.rounds = rounds = SelectionRounds(capacity=C)
         m.submodules.emitter = emit = Emitter(capacity=C)
+        m.submodules.export = export = CellExport(capacity=C)
 
         wiring.connect(m, wiring.flipped(self.points), ctrl.points)
         wiring.connect(m, ctrl.box, box.sample)
         for phase, unit in ((ctrl.level, levels), (ctrl.allocation, alloc),
-                            (ctrl.rounds, rounds), (ctrl.emit, emit)):
+                            (ctrl.rounds, rounds), (ctrl.emit, emit), (ctrl.export, export)):
             wiring.connect(m, phase, unit.run)
         wiring.connect(m, emit.indices, wiring.flipped(self.indices))
+        wiring.connect(m, export.cells, wiring.flipped(self.cells))
         m.d.comb += [
             ctrl.budget_in.eq(self.budget), ctrl.proportional_in.eq(self.proportional),
+            ctrl.cover_in.eq(self.cover), export.cells_n.eq(levels.cells),
             self.busy.eq(ctrl.busy), self.level.eq(levels.level), box.finish.eq(ctrl.box_finish),
             ctrl.clearing.eq(levels.clearing),
             levels.lo_x.eq(box.lo_x), levels.lo_y.eq(box.lo_y),
@@ -1243,7 +1351,7 @@ class GridSampler(wiring.Component):
             alloc.cells.eq(levels.cells), alloc.max_count.eq(levels.max_count),
             rounds.cells.eq(levels.cells),
         ]
-        for unit in (levels, alloc, rounds, emit):
+        for unit in (levels, alloc, rounds, emit, export):
             m.d.comb += unit.n_points.eq(ctrl.n_points)
         for unit in (levels, alloc, emit):
             m.d.comb += unit.budget.eq(ctrl.budget)
@@ -1252,7 +1360,7 @@ class GridSampler(wiring.Component):
         for port, user in ((pts_w, ctrl.pts_w), (pts_r, levels.pts), (pslot_w, levels.pslot),
                            (pdist_w, levels.pdist), (cellid_w, levels.cellid_w),
                            (cnt_w, levels.cnt_w), (cnt_r, alloc.cnt_r),
-                           (pslot_r, rounds.pslot_r), (pdist_r, rounds.pdist_r),
+                           (pdist_r, rounds.pdist_r),
                            (best_r, rounds.best_r)):
             wiring.connect(m, user, port)
 
@@ -1274,7 +1382,9 @@ class GridSampler(wiring.Component):
             m.d.comb += [port.addr.eq(addr), port.data.eq(wdata)]
 
         share_read(cellid_r, [(levels.busy, levels.cellid_r), (alloc.busy, alloc.cellid_r)])
-        share_read(quota_r, [(alloc.busy, alloc.quota_r), (rounds.busy, rounds.quota_r)])
+        share_read(quota_r, [(alloc.busy, alloc.quota_r), (export.busy, export.quota_r),
+                             (rounds.busy, rounds.quota_r)])
+        share_read(pslot_r, [(export.busy, export.pslot_r), (rounds.busy, rounds.pslot_r)])
         share_read(picked_r, [(rounds.busy, rounds.picked_r), (emit.busy, emit.picked_r)])
         share_write(quota_w, [alloc.quota_w, rounds.quota_w])
         share_write(best_w, [alloc.best_w, rounds.best_w])

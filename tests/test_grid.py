@@ -201,3 +201,37 @@ def test_cocotb_cycles_no_stall(tmp_path):
                          + ["uniform"] * 2):
         print(f"grid N={row['n']} M={row['budget']} {row['allocation']:12s} {kind:9s}: "
               f"{row['cycles']} cycles after the last point")
+
+
+def _cover(Y, budget, allocation="proportional"):
+    return {**_case(Y, budget, allocation), "exemplar": "cover"}
+
+
+def test_cocotb_cover_export():
+    """Coverage mode: the cells (slots) and quotas on ``cells`` equal the model's
+    ``grid_cover_select`` cells and quotas; interleaved with centre-mode runs (mode per job)."""
+    rng = np.random.default_rng(14)
+    same = np.full((20, 2), 12345)
+    cases = []
+    for Y, m in ((_uniform(rng, 100), 10), (_clustered(rng, 120), 12), (_digits_embedding(), 30),
+                 (same, 7), (_lattice(rng, 40), 5), (_uniform(rng, 30), 30),
+                 ([[1, 1], [1, 1]], 1), (_uniform(rng, CAPACITY), 26)):
+        cases += [_cover(Y, m), _cover(Y, m, "adaptive")]
+        cases += _both(Y, m)[:1]
+    _run(cases, seed=9, idle=0.4, backpressure=0.5)
+
+
+def test_cocotb_cover_export_cycles(tmp_path):
+    """Coverage mode without stalls: exactly ``run_cycles(..., cover=True)``."""
+    rng = np.random.default_rng(15)
+    cases = []
+    for n in (64, CAPACITY):
+        budget = (n + 5) // 10
+        cases += [_cover(_clustered(rng, n), budget), _cover(_uniform(rng, n), budget, "adaptive")]
+    report = tmp_path / "grid_cover_cycles.json"
+    _run(cases, seed=10, idle=None, backpressure=None, report=report)
+    rows = json.loads(report.read_text())
+    geometry = GridGeometry(CAPACITY)
+    predicted = [geometry.run_cycles(**grid_run_statistics(c["Y"], c["budget"], c["allocation"]),
+                                     cover=True) for c in cases]
+    assert [r["cycles"] for r in rows] == predicted

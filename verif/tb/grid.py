@@ -9,7 +9,8 @@ on ``indices`` (random back-pressure).
 
 Parameters (JSON): ``sampler`` (GridSampler keyword parameters), ``seed``, ``idle`` and
 ``backpressure`` (probabilities), ``cases`` = list of ``{"Y": [[x, y], ...], "budget": M,
-"allocation": "adaptive" | "proportional"}``, optional ``report`` (path: per-case cycle counts as
+"allocation": "adaptive" | "proportional", "exemplar": "centre" (default) | "cover"}``; in
+coverage mode the ``cells`` stream (random back-pressure) is checked instead of ``indices``, optional ``report`` (path: per-case cycle counts as
 JSON, for the caller to compare with ``GridSampler.run_cycles``).
 """
 
@@ -22,7 +23,7 @@ import cocotb
 import numpy as np
 
 from nms.rtl.grid import GridSampler
-from nms.verif.models.desne import grid_select
+from nms.verif.models.desne import grid_cover_select, grid_select
 from nms.verif.sim.build import tb_params
 from nms.verif.sim.streams import CycleLoop, InOrderChecker, StreamDriver, StreamMonitor, start_clock
 
@@ -44,6 +45,7 @@ class _ConfigAgent:
         case = self.cases[min(k, len(self.cases) - 1)]
         self.dut.budget.value = int(case["budget"])
         self.dut.proportional.value = int(case["allocation"] == "proportional")
+        self.dut.cover.value = int(case.get("exemplar", "centre") == "cover")
 
     def sample(self, cycle: int) -> None:
         got = len(self.point_mon.beats)
@@ -51,6 +53,23 @@ class _ConfigAgent:
             self._seen = got
             if got in self.ends:
                 self.last_accept.append(cycle)
+
+
+def expected_cells(case) -> list[dict]:
+    """Coverage mode: each point's slot (cells renumbered by first occurrence), then the quota
+    of each slot, from the model's ``grid_cover_select`` cells and quotas."""
+    Y = np.asarray(case["Y"], dtype=np.int64)
+    n = Y.shape[0]
+    _, info = grid_cover_select(Y, np.zeros((n, 1), dtype=np.int64),
+                                np.zeros((n, 1), dtype=np.int64), int(case["budget"]),
+                                case["allocation"], details=True)
+    cell = info["cell"]
+    _, first, inv = np.unique(cell, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(first.size)
+    quotas = info["quota"][cell[np.sort(first)]]
+    vals = [int(v) for v in rank[inv]] + [int(q) for q in quotas]
+    return [{"value": v, "last": int(k == len(vals) - 1)} for k, v in enumerate(vals)]
 
 
 def expected_indices(case) -> list[dict]:
@@ -74,30 +93,46 @@ async def run_cases(dut):
     out = StreamMonitor(dut, "indices", loop=loop, layout=sampler.index_layout, sink=True,
                         backpressure=params.get("backpressure"), seed=seed + 1,
                         callback=checker.observe)
+    cell_checker = InOrderChecker("grid cells", max_reports=8)
+    cells = StreamMonitor(dut, "cells", loop=loop, layout=sampler.cell_layout, sink=True,
+                          backpressure=params.get("backpressure"), seed=seed + 2,
+                          callback=cell_checker.observe)
     agent = _ConfigAgent(dut, cases, point_mon, loop)
-    total = 0
+    total = total_cells = 0
     for case in cases:
         Y = case["Y"]
         for k, (x, y) in enumerate(Y):
             points.send({"x": int(x), "y": int(y), "last": int(k == len(Y) - 1)})
-        exp = expected_indices(case)
-        checker.expect_all(exp)
-        total += len(exp)
+        if case.get("exemplar", "centre") == "cover":
+            exp = expected_cells(case)
+            cell_checker.expect_all(exp)
+            total_cells += len(exp)
+        else:
+            exp = expected_indices(case)
+            checker.expect_all(exp)
+            total += len(exp)
     await start_clock(dut)
     loop.start()
     # generous bound: load + a few passes per level/bit + rounds x points, times stall factor
     bound = sum(20 * len(c["Y"]) * (12 + c["budget"]) + 4000 for c in cases)
     await out.wait_count(total, timeout_cycles=bound)
+    await cells.wait_count(total_cells, timeout_cycles=bound)
     start = loop.cycle
     await loop.wait_until(lambda: loop.cycle >= start + 10, timeout_cycles=20)
     loop.stop()
-    problems = point_mon.protocol_errors + out.protocol_errors
+    problems = point_mon.protocol_errors + out.protocol_errors + cells.protocol_errors
     assert not problems, "stream protocol violations:\n" + "\n".join(problems[:10])
-    checker.assert_done()
-    # per case: cycles from the final point's acceptance to the final index's handshake
-    last_out = [c for c, b in zip(out.accept_cycles, out.beats) if b["last"]]
+    for check, expected_beats in ((checker, total), (cell_checker, total_cells)):
+        if expected_beats:
+            check.assert_done()
+        else:                  # nothing expected on this stream: nothing may appear there
+            assert not check.observed_early and not check.errors, check.report()
+    # per case: cycles from the final point's acceptance to the final index's (coverage mode:
+    # the final cells beat's) handshake; the cases run one after the other
+    last_out = sorted([c for c, b in zip(out.accept_cycles, out.beats) if b["last"]]
+                      + [c for c, b in zip(cells.accept_cycles, cells.beats) if b["last"]])
     per_case = [{"n": len(c["Y"]), "budget": c["budget"], "allocation": c["allocation"],
-                 "cycles": e - a}
+                 "exemplar": c.get("exemplar", "centre"), "cycles": e - a}
                 for c, a, e in zip(cases, agent.last_accept, last_out)]
     dut._log.info("%s; %d cycles; per case: %s", checker.report(), loop.cycle,
                   [p["cycles"] for p in per_case])
