@@ -4,6 +4,9 @@ Equal, bit for bit, to ``nms.verif.models.desne.run_chunk(X, budget, cfg, seed)[
 the stage components and adds only the glue between them:
 
 * :class:`~nms.rtl.memport.VectorFetcher` — memory requests and response framing;
+* with ``chunk_buffer``: :class:`~nms.rtl.pool.PoolUnit` (``OPT.pool``) and
+  :class:`~nms.rtl.memport.ChunkBuffer` — the chunk read from DDR once, pooled, then served to
+  the engine per tile from on-chip memory (``docs/energy.md`` §6);
 * :class:`~nms.rtl.knn.KnnDatapath` — distance engine + kNN selector;
 * :class:`~nms.rtl.affinity.AffinityUnit` — precision search and P per kNN row;
 * :class:`~nms.rtl.embedding.EmbeddingEngine` — the 2-D iterations;
@@ -28,7 +31,9 @@ from nms.rtl.params import check_int
 from nms.rtl.embedding import EmbeddingEngine
 from nms.rtl.grid import GridSampler
 from nms.rtl.knn import KnnDatapath
-from nms.rtl.memport import DEST_CANDIDATE, DEST_QUERY, MemReadSignature, VectorFetcher
+from nms.rtl.memport import (DEST_CANDIDATE, DEST_QUERY, ChunkBuffer, MemReadSignature,
+                             VectorFetcher)
+from nms.rtl.pool import PoolUnit
 
 __all__ = ["config_layout", "perf_layout", "JobController", "DesneDatapath"]
 
@@ -55,7 +60,10 @@ class JobController(wiring.Component):
 
     On ``start`` (while idle) the configuration is latched into :attr:`job` and checked; a bad one
     ends the job at once with ``error`` and ``done``. Otherwise the embedding's configuration beat
-    is offered and, for each query tile ``base = 0, T, 2T, ... < N``:
+    is offered; with ``chunk_buffer`` one command ``{first 0, count N}`` goes out on
+    :attr:`fetch_cmd` (the job's only DDR read, into the chunk buffer), and then, for each query
+    tile ``base = 0, T, 2T, ... < N`` (commands on :attr:`cmd`: to the fetcher when streaming, to
+    the chunk buffer with ``chunk_buffer``):
 
     1. ``tile_base`` beat ``base`` (the kNN selector's self-exclusion and row numbering);
     2. fetch command: queries ``base .. base + q - 1``, ``q = min(T, N - base)``;
@@ -73,6 +81,11 @@ class JobController(wiring.Component):
         The datapath's C, T, max_dim and K.
     cmd_layout, embed_config_layout : data.StructLayout
         The fetcher's command layout and the embedding engine's configuration layout.
+    refusal_params : dict
+        The generator parameters the declared job ranges refer to (``capacity``, ``max_dim``,
+        and with a chunk buffer ``lanes``, ``buffer_depth``, ``pool_max``).
+    chunk_buffer : bool
+        Issue the one DDR command on :attr:`fetch_cmd` first (default ``False``).
 
     Attributes
     ----------
@@ -88,7 +101,9 @@ class JobController(wiring.Component):
         The first error cause since that start (``regmap.CAUSES``): the refused field's cause,
         or ``START_WHILE_BUSY``; 0 if none.
     cmd : Out(stream.Signature(cmd_layout))
-        Fetch commands.
+        Tile commands (queries, padding, candidates).
+    fetch_cmd : Out(stream.Signature(cmd_layout))
+        With ``chunk_buffer``: the job's one DDR fetch command (never valid otherwise).
     tile_base : Out(stream.Signature(unsigned(index_width)))
         One beat per tile.
     embed_config : Out(stream.Signature(embed_config_layout))
@@ -102,8 +117,11 @@ class JobController(wiring.Component):
     """
 
     def __init__(self, *, capacity: int, tile: int, max_dim: int, k: int,
-                 cmd_layout: data.StructLayout, embed_config_layout: data.StructLayout):
+                 cmd_layout: data.StructLayout, embed_config_layout: data.StructLayout,
+                 refusal_params: dict | None = None, chunk_buffer: bool = False):
         self.capacity, self.tile, self.max_dim, self.k = capacity, tile, max_dim, k
+        self.refusal_params = dict(refusal_params or {"capacity": capacity, "max_dim": max_dim})
+        self.chunk_buffer = bool(chunk_buffer)
         self.index_width = max(1, ceil_log2(capacity))
         self.count_width = bits_for(capacity)
         self.cmd_layout = cmd_layout
@@ -117,6 +135,7 @@ class JobController(wiring.Component):
             "error": Out(1),
             "cause": Out(regmap.CAUSE_BITS),
             "cmd": Out(stream.Signature(cmd_layout)),
+            "fetch_cmd": Out(stream.Signature(cmd_layout)),
             "tile_base": Out(stream.Signature(unsigned(self.index_width))),
             "embed_config": Out(stream.Signature(embed_config_layout)),
             "finish": In(1),
@@ -134,8 +153,7 @@ class JobController(wiring.Component):
         # declared ranges walked in declaration order; the first bad field's cause wins, as in
         # the model device and the host's regmap.refusal
         conditions = regmap.refusal_conditions(
-            {key: getattr(cfg, key) for key, _ in regmap.job_layout()},
-            {"capacity": C, "max_dim": self.max_dim})
+            {key: getattr(cfg, key) for key, _ in regmap.job_layout()}, self.refusal_params)
         refusal = Signal(regmap.CAUSE_BITS)
         first = Const(0, regmap.CAUSE_BITS)
         for cond, code in reversed(conditions):
@@ -175,6 +193,13 @@ class JobController(wiring.Component):
                     with m.Else():
                         m.d.sync += [self.busy.eq(1), self.embed_config.valid.eq(1),
                                      base.eq(0), left.eq(cfg.n[:cw])]
+                        m.next = "FETCH" if self.chunk_buffer else "TILE"
+            if self.chunk_buffer:
+                with m.State("FETCH"):
+                    fc = self.fetch_cmd.payload
+                    m.d.comb += [self.fetch_cmd.valid.eq(1), fc.first.eq(0), fc.count.eq(n),
+                                 fc.dest.eq(DEST_QUERY), fc.pad.eq(0)]
+                    with m.If(self.fetch_cmd.ready):
                         m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += self.tile_base.valid.eq(1)
@@ -259,6 +284,15 @@ class DesneDatapath(wiring.Component):
         Embedding pair units, a power of two 1..16. Default 2.
     fetch_depth : int
         Fetch commands queued ahead of their data, 2..64. Default 4.
+    buffer_dim : int
+        0 (default): the chunk is streamed from DDR once per query tile (no pooling unit;
+        ``OPT.pool`` must be 0). ``1..max_dim``: the chosen dataflow of ``docs/energy.md`` §6 —
+        the job's N vectors are read from DDR **once**, through the :class:`PoolUnit`
+        (``OPT.pool``, ``OPT.img_w``), into a :class:`ChunkBuffer` of
+        ``capacity · ceil(buffer_dim / lanes)`` words of ``lanes`` elements, and every tile
+        reads its queries and candidates from there. A job needs
+        ``N · ceil(D' / lanes) <= buffer_depth`` (D' the pooled length), refused otherwise
+        (cause ``BAD_CHUNK_BUFFER``).
 
     Attributes
     ----------
@@ -285,7 +319,8 @@ class DesneDatapath(wiring.Component):
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8,
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
-                 affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4):
+                 affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4,
+                 buffer_dim: int = 0):
         _check_pow2("lanes", lanes, 256)
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
@@ -300,6 +335,12 @@ class DesneDatapath(wiring.Component):
         if pair_units > capacity:
             raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
         check_int("fetch_depth", fetch_depth, 2, 64, "2 to 64 queued fetch commands")
+        check_int("buffer_dim", buffer_dim, 0, max_dim,
+                  f"0 (no chunk buffer) or 1 to max_dim={max_dim} elements per buffered vector")
+        self.buffer_dim = buffer_dim
+        self.chunk_buffer = buffer_dim > 0
+        self.lane_shift = ceil_log2(lanes)
+        self.buffer_depth = capacity * -(-buffer_dim // lanes)
         self.lanes, self.tile, self.elem_width, self.max_dim = lanes, tile, elem_width, max_dim
         self.k, self.capacity, self.neg_samples = k, capacity, neg_samples
         self.affinity_lanes, self.pair_units, self.fetch_depth = affinity_lanes, pair_units, fetch_depth
@@ -316,9 +357,16 @@ class DesneDatapath(wiring.Component):
         self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
                                          pair_units=pair_units)
         self.grid = GridSampler(capacity=capacity)
+        if self.chunk_buffer:
+            self.pool = PoolUnit(lanes=lanes, elem_width=elem_width, max_dim=max_dim)
+            self.buffer = ChunkBuffer(lanes=lanes, elem_width=elem_width, depth=self.buffer_depth,
+                                      beats_max=self.fetcher.beats_max, index_width=iw,
+                                      count_width=cw)
         self.controller = JobController(capacity=capacity, tile=tile, max_dim=max_dim, k=k,
                                         cmd_layout=self.fetcher.cmd_layout,
-                                        embed_config_layout=self.embedding.config_layout)
+                                        embed_config_layout=self.embedding.config_layout,
+                                        refusal_params=self.refusal_params,
+                                        chunk_buffer=self.chunk_buffer)
         self.mem_signature = MemReadSignature(lanes=lanes, elem_width=elem_width,
                                               index_width=iw, count_width=cw)
         self.index_layout = self.grid.index_layout
@@ -340,7 +388,17 @@ class DesneDatapath(wiring.Component):
         return {"lanes": self.lanes, "tile": self.tile, "elem_width": self.elem_width,
                 "max_dim": self.max_dim, "k": self.k, "capacity": self.capacity,
                 "neg_samples": self.neg_samples, "affinity_lanes": self.affinity_lanes,
-                "pair_units": self.pair_units, "fetch_depth": self.fetch_depth}
+                "pair_units": self.pair_units, "fetch_depth": self.fetch_depth,
+                "buffer_dim": self.buffer_dim}
+
+    @property
+    def refusal_params(self) -> dict:
+        """The generator parameters the declared job ranges refer to (``nms.rtl.regmap``):
+        what every backend modelling this datapath passes to ``regmap.refusal``."""
+        out = {"capacity": self.capacity, "max_dim": self.max_dim}
+        if self.chunk_buffer:
+            out.update(lanes=self.lanes, buffer_depth=self.buffer_depth, pool_max=2)
+        return out
 
     @property
     def derived(self) -> dict:
@@ -353,8 +411,11 @@ class DesneDatapath(wiring.Component):
         return out
 
     def bytes_read(self, n: int, dim: int) -> int:
-        """Near-memory bytes one job reads: every vector once as a query, all N vectors once per
-        tile as candidates (the documented dataflow of ``docs/architecture.md``)."""
+        """Near-memory bytes one job reads: with the chunk buffer every vector once; streaming,
+        every vector once as a query and all N vectors once per tile as candidates (the
+        documented dataflows, ``docs/energy.md`` §3)."""
+        if self.chunk_buffer:
+            return n * dim * self.fetcher.elem_bytes
         tiles = -(-n // self.tile)
         return (n + tiles * n) * dim * self.fetcher.elem_bytes
 
@@ -373,23 +434,51 @@ class DesneDatapath(wiring.Component):
                      self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
                      self.cause.eq(ctrl.cause)]
 
+        new_job = self.start & ~ctrl.busy
+        dim_bits = bits_for(self.max_dim)
         # ---- memory: controller commands -> fetcher <-> memory port ---------------------------
-        wiring.connect(m, ctrl.cmd, fetch.cmd)
         wiring.connect(m, fetch.mem, wiring.flipped(self.mem))
-        m.d.comb += fetch.dim.eq(job.dim[:bits_for(self.max_dim)])
+        m.d.comb += fetch.dim.eq(job.dim[:dim_bits])
+        kdim = Signal(dim_bits)            # D', the length the engine sees
+        if self.chunk_buffer:
+            # one DDR command per job -> pooling unit -> chunk buffer; the tile commands read it
+            m.submodules.pool = pool = self.pool
+            m.submodules.buffer = buf = self.buffer
+            wiring.connect(m, ctrl.fetch_cmd, fetch.cmd)
+            wiring.connect(m, ctrl.cmd, buf.cmd)
+            m.d.comb += [
+                pool.inp.payload.data.eq(fetch.beats.payload.data),
+                pool.inp.valid.eq(fetch.beats.valid),
+                fetch.beats.ready.eq(pool.inp.ready),
+                pool.dim.eq(job.dim[:dim_bits]), pool.img_w.eq(job.img_w),
+                pool.pool.eq(job.pool), pool.clear.eq(new_job),
+            ]
+            wiring.connect(m, pool.out, buf.fill)
+            # a poolable image (refused otherwise): D' = DIM / w² exactly
+            m.d.comb += kdim.eq(Mux(job.pool == 2, job.dim[:dim_bits] >> 4,
+                                    Mux(job.pool == 1, job.dim[:dim_bits] >> 2, job.dim[:dim_bits])))
+            vec_beats = Signal(range(self.fetcher.beats_max + 1))
+            m.d.comb += vec_beats.eq(((kdim - 1) >> self.lane_shift) + 1)
+            m.d.comb += [buf.vec_beats.eq(vec_beats), buf.fill_words.eq(job.n[:cw] * vec_beats),
+                         buf.clear.eq(new_job)]
+            source = buf.beats
+        else:
+            wiring.connect(m, ctrl.cmd, fetch.cmd)
+            m.d.comb += kdim.eq(job.dim[:dim_bits])
+            source = fetch.beats
 
         # ---- route the framed beats to the engine's query or candidate stream ----------------
-        beat = fetch.beats.payload
+        beat = source.payload
         to_cand = beat.dest == DEST_CANDIDATE
         m.d.comb += [
             knn.query.payload.data.eq(beat.data),
-            knn.query.payload.dim.eq(job.dim[:bits_for(self.max_dim)]),
-            knn.query.valid.eq(fetch.beats.valid & ~to_cand),
+            knn.query.payload.dim.eq(kdim),
+            knn.query.valid.eq(source.valid & ~to_cand),
             knn.candidate.payload.data.eq(beat.data),
             # the candidate command covers all N vectors: its final beat ends the pass
             knn.candidate.payload.last.eq(beat.last),
-            knn.candidate.valid.eq(fetch.beats.valid & to_cand),
-            fetch.beats.ready.eq(Mux(to_cand, knn.candidate.ready, knn.query.ready)),
+            knn.candidate.valid.eq(source.valid & to_cand),
+            source.ready.eq(Mux(to_cand, knn.candidate.ready, knn.query.ready)),
         ]
         wiring.connect(m, ctrl.tile_base, knn.tile_base)
 
@@ -428,8 +517,10 @@ class DesneDatapath(wiring.Component):
 
         # ---- counters --------------------------------------------------------------------------
         perf = self.perf
-        new_job = self.start & ~ctrl.busy
         m.d.comb += fetch.clear.eq(new_job)
+        if self.chunk_buffer:
+            m.d.comb += [perf.buf_read_beats.eq(buf.read_beats),
+                         perf.buf_write_beats.eq(buf.write_beats)]
         m.d.comb += [perf.bytes_read.eq(fetch.bytes_read), perf.mem_beats.eq(fetch.beats_read),
                      perf.mem_wait.eq(fetch.wait_cycles),
                      perf.embed_cycles.eq(emb.perf.cycles), perf.pair_cycles.eq(emb.perf.pair_cycles),
@@ -487,6 +578,9 @@ class DesneDatapath(wiring.Component):
         counter("cycles", ctrl.busy)
         window("dist_cycles", fire(engine.query), cand_last & final_pass)
         counter("dist_beats", fire(engine.query) | fire(engine.candidate))
+        # the engine reads one query-memory row per candidate beat it takes
+        if "query_rows_read" in perf_layout().members:   # TEMP until regmap declares it
+            counter("query_rows_read", fire(engine.candidate))
         counter("dist_stall", engine.result.valid & ~engine.result.ready)
         window("knn_cycles", fire(engine.result), row_end & (rows_done + 1 == n))
         window("aff_cycles", fire(aff.row), aff_end & (aff_rows + 1 == n))

@@ -11,13 +11,15 @@ from __future__ import annotations
 from amaranth import C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from nms.rtl.axi import AxiBurstReader, axi4_signature, check_data_width
 from nms.rtl.params import check_int
 
-__all__ = ["MemReadSignature", "VectorFetcher", "DEST_QUERY", "DEST_CANDIDATE", "AxiVectorPort",
+__all__ = ["MemReadSignature", "VectorFetcher", "ChunkBuffer", "DEST_QUERY", "DEST_CANDIDATE",
+           "AxiVectorPort",
            "ResultPacker"]
 
 #: ``dest`` values of a fetch command (where the beats go in the datapath)
@@ -206,6 +208,144 @@ class VectorFetcher(wiring.Component):
                     m.d.sync += self.bytes_read.eq(self.bytes_read + self.dim * self.elem_bytes)
             with m.If(queue.r_rdy & ~head.pad & ~resp.valid):
                 m.d.sync += self.wait_cycles.eq(self.wait_cycles + 1)
+        return m
+
+
+
+class ChunkBuffer(wiring.Component):
+    """The on-chip chunk buffer: the chunk read from DDR once, then served to the engine per tile.
+
+    ``docs/energy.md`` §6.2–6.3. The write side takes the (pooled) vector beats of the job's one
+    DDR fetch, one word of ``lanes`` elements per beat, vector after vector from address 0
+    (``vec_beats`` words per vector). Once ``fill_words`` words are written the buffer is
+    *filled* and the read side serves fetch commands exactly as :class:`VectorFetcher` does —
+    ``{first, count, dest, pad}`` in, framed beats ``{data, dest, last}`` out, padding commands
+    as all-zero vectors — but from the buffer instead of memory. Commands may arrive before the
+    buffer is filled; their beats wait for it.
+
+    The read side sustains one beat per cycle (a read-port stage that holds its word while the
+    output is refused) with one idle cycle between commands.
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per word, a power of two 1..256.
+    elem_width : int
+        Element width in bits, 1..16.
+    depth : int
+        Words, 1..2**22 (``capacity · ceil(buffer_dim / lanes)`` in the datapath).
+    beats_max : int
+        Most words per vector, 1..65536.
+    index_width, count_width : int
+        Widths of a command's ``first`` and ``count`` (1..32).
+
+    Attributes
+    ----------
+    fill : In(stream.Signature({data}))
+        Vector beats to store; always ready (the job interface refuses a chunk that does not
+        fit, so no write goes past ``depth``).
+    cmd : In(stream.Signature(cmd_layout))
+        ``{first, count, dest, pad}`` (the fetcher's command layout).
+    beats : Out(stream.Signature(beat_layout))
+        ``{data, dest, last}`` (the fetcher's beat layout): ``last`` on a command's final beat.
+    vec_beats : In(range(beats_max + 1))
+        Words per vector, ``1..beats_max``; held during a job.
+    fill_words : In(range(depth + 1))
+        Words of the job (``N · vec_beats``); held during a job.
+    clear : In(1)
+        A new job: empties the buffer (write pointer 0), drops the command in progress, clears
+        the counters.
+    read_beats, write_beats : Out(32)
+        Words read for the engine (padding beats not counted) and words written.
+    """
+
+    def __init__(self, *, lanes: int = 8, elem_width: int = 8, depth: int = 1024,
+                 beats_max: int = 128, index_width: int = 10, count_width: int = 11):
+        check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
+        if lanes & (lanes - 1):
+            raise ValueError(f"lanes={lanes} is not a power of two")
+        check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
+        check_int("depth", depth, 1, 1 << 22, "1 to 4194304 words")
+        check_int("beats_max", beats_max, 1, 1 << 16, "1 to 65536 words per vector")
+        check_int("index_width", index_width, 1, 32, "1 to 32 bits")
+        check_int("count_width", count_width, 1, 32, "1 to 32 bits")
+        self.lanes, self.elem_width, self.depth, self.beats_max = lanes, elem_width, depth, beats_max
+        self.index_width, self.count_width = index_width, count_width
+        self.word_layout = data.StructLayout({
+            "data": data.ArrayLayout(unsigned(elem_width), lanes)})
+        self.cmd_layout = data.StructLayout({
+            "first": unsigned(index_width), "count": unsigned(count_width),
+            "dest": unsigned(1), "pad": unsigned(1)})
+        self.beat_layout = data.StructLayout({
+            "data": data.ArrayLayout(unsigned(elem_width), lanes),
+            "dest": unsigned(1), "last": unsigned(1)})
+        super().__init__({
+            "fill": In(stream.Signature(self.word_layout)),
+            "cmd": In(stream.Signature(self.cmd_layout)),
+            "beats": Out(stream.Signature(self.beat_layout)),
+            "vec_beats": In(range(beats_max + 1)),
+            "fill_words": In(range(depth + 1)),
+            "clear": In(1),
+            "read_beats": Out(32),
+            "write_beats": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L, ew = self.lanes, self.elem_width
+        m.submodules.mem = mem = Memory(shape=unsigned(L * ew), depth=self.depth, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port()
+
+        # ---- write side: the job's vectors, in order from word 0 -------------------------------
+        wptr = Signal(range(self.depth + 1))
+        filled = Signal()
+        m.d.comb += [self.fill.ready.eq(1), wr.addr.eq(wptr),
+                     wr.data.eq(self.fill.payload.data.as_value()),
+                     wr.en.eq(self.fill.valid & (wptr != self.depth)),
+                     filled.eq((wptr == self.fill_words) & (self.fill_words != 0))]
+        with m.If(self.fill.valid):
+            m.d.sync += [wptr.eq(wptr + 1), self.write_beats.eq(self.write_beats + 1)]
+
+        # ---- read side: one command at a time, one word per cycle ------------------------------
+        active = Signal()
+        addr = Signal(range(self.depth + 1))
+        beat = Signal(range(max(self.beats_max, 2)))
+        vec = Signal(self.count_width)
+        count = Signal(self.count_width)
+        dest, pad = Signal(), Signal()
+        final_beat = beat == self.vec_beats - 1
+        cmd_end = final_beat & (vec == count - 1)
+        issue = active & (filled | pad)
+
+        out = self.beats
+        out_valid, out_dest, out_last, out_pad = Signal(), Signal(), Signal(), Signal()
+        advance = ~out_valid | out.ready
+        m.d.comb += [
+            self.cmd.ready.eq(~active),
+            rd.addr.eq(addr), rd.en.eq(advance),
+            out.valid.eq(out_valid),
+            out.payload.data.eq(Mux(out_pad, 0, rd.data)),
+            out.payload.dest.eq(out_dest), out.payload.last.eq(out_last),
+        ]
+        with m.If(self.cmd.valid & ~active):
+            c = self.cmd.payload
+            m.d.sync += [active.eq(1), addr.eq(c.first * self.vec_beats), count.eq(c.count),
+                         dest.eq(c.dest), pad.eq(c.pad), beat.eq(0), vec.eq(0)]
+        with m.If(advance):
+            m.d.sync += [out_valid.eq(issue), out_dest.eq(dest), out_last.eq(cmd_end),
+                         out_pad.eq(pad)]
+            with m.If(issue):
+                m.d.sync += [addr.eq(addr + ~pad), beat.eq(Mux(final_beat, 0, beat + 1)),
+                             vec.eq(vec + final_beat)]
+                with m.If(~pad):
+                    m.d.sync += self.read_beats.eq(self.read_beats + 1)
+                with m.If(cmd_end):
+                    m.d.sync += active.eq(0)
+
+        with m.If(self.clear):
+            m.d.sync += [wptr.eq(0), active.eq(0), out_valid.eq(0), self.read_beats.eq(0),
+                         self.write_beats.eq(0)]
         return m
 
 

@@ -40,9 +40,10 @@ import numpy as np
 from nms.rtl import fixedpoint as fp
 from nms.verif.models import desne
 # the pooling is part of the bit-exact model (the RTL's pooling unit is checked against it)
-from nms.verif.models.pool import reduce_vectors
+from nms.verif.models.pool import pooled_dim, reduce_vectors
 
 __all__ = ["REDUCTIONS", "Dataflow", "BASELINE", "CHOSEN", "CHOSEN_SCHEDULE", "reduced_dim", "reduce_vectors",
+           "rtl_counters",
            "chunk_counts", "dataset_counts", "memory_plan", "bram_blocks", "run_chunk_flow",
            "select_flow", "ECP5_85F_BLOCKS"]
 
@@ -194,6 +195,32 @@ def _evals(search: str) -> int:
     raise ValueError(f"search must be 'robust' or 'bisect', not {search!r}")
 
 
+def rtl_counters(*, n: int, dim: int, budget: int, n_iter: int, k: int, neg_samples: int,
+                 tile: int, lanes: int, buffer: bool, pool=0, cand_tile: int = 1) -> dict:
+    """The counters the RTL datapath reports for one clean job (``perf`` names, and
+    ``bytes_written``), by the formulas of ``docs/energy.md`` §3 / §6.6 — the one place they are
+    written down: :func:`chunk_counts`, the model device's registers and the tests all use it.
+
+    ``buffer``: the chunk-buffer dataflow (one DDR read of the chunk; ``pool`` the ``OPT.pool``
+    code or name, the kNN length ``D'`` of a square image) or the streamed one (``pool`` must
+    be none). ``cand_tile``: P, candidates per query-memory row read (1 in the current engine).
+    """
+    d2 = pooled_dim(dim, pool)
+    if not buffer and d2 != dim:
+        raise ValueError(f"pooling (pool={pool!r}) needs the chunk buffer dataflow")
+    bpv, bpv_raw = _ceil(d2, lanes), _ceil(dim, lanes)
+    tiles = _ceil(n, tile)
+    kk = min(k, n - 1)
+    vectors = n if buffer else n + tiles * n              # vectors read from DDR
+    return {"bytes_read": vectors * dim, "mem_beats": vectors * bpv_raw,
+            "dist_beats": tiles * (tile + n) * bpv,       # query loads (incl. padding) + candidates
+            "buf_read_beats": (n + tiles * n) * bpv if buffer else 0,
+            "buf_write_beats": n * bpv if buffer else 0,
+            "query_rows_read": tiles * _ceil(n, cand_tile) * bpv,
+            "pair_items": n_iter * n * (kk + neg_samples), "rep_items": n_iter * n * neg_samples,
+            "bytes_written": 4 * budget}
+
+
 def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
                  search: str = "robust") -> dict:
     """Every count of one chunk job (see ``docs/energy.md`` for each formula).
@@ -212,8 +239,10 @@ def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
     Returns
     -------
     dict
-        ``rtl`` (the counters the RTL reports, same names as ``perf``: ``bytes_read``,
-        ``mem_beats``, ``dist_beats``, ``pair_items``, ``rep_items``, and ``bytes_written``),
+        ``rtl`` (the counters the RTL reports, :func:`rtl_counters`: same names as ``perf`` —
+        ``bytes_read``, ``mem_beats``, ``dist_beats``, ``buf_read_beats``,
+        ``buf_write_beats``, ``query_rows_read``, ``pair_items``, ``rep_items`` — and
+        ``bytes_written``),
         ``ddr`` (bytes read / written near memory), ``sram`` (per memory: ``{"read_bits",
         "write_bits", "size_bytes"}``), ``ops`` (per stage: ``{"mult": {"AxB": count},
         "add": {"width": count}}``), ``dist_elems`` (8-bit squared-difference-accumulate operations), ``pair_items``.
@@ -343,8 +372,12 @@ def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
 
     bytes_written = 4 * budget
     return {
-        "rtl": {"bytes_read": ddr_read, "mem_beats": mem_beats, "dist_beats": dist_beats,
-                "pair_items": pair_items, "rep_items": rep, "bytes_written": bytes_written},
+        "rtl": rtl_counters(n=n, dim=dim, budget=budget, n_iter=n_iter, k=K, neg_samples=S,
+                            tile=T, lanes=L, buffer=flow.buffer, pool=flow.reduce, cand_tile=P)
+        if flow.buffer or flow.reduce == "none" else
+        {"bytes_read": ddr_read, "mem_beats": mem_beats, "dist_beats": dist_beats,
+         "buf_read_beats": 0, "buf_write_beats": 0, "query_rows_read": tiles * _ceil(n, P) * bpv,
+         "pair_items": pair_items, "rep_items": rep, "bytes_written": bytes_written},
         "ddr": {"read_bytes": ddr_read, "write_bytes": bytes_written},
         "sram": sram, "ops": ops, "dist_elems": dist_elems,
         "pair_items": pair_items, "n": n, "dim": dim, "reduced_dim": d2,

@@ -8,17 +8,20 @@ beats, final embedding and selected indices. The testbench
 * answers the datapath's memory port like a DDR behind a bus: requests accepted with random
   stalls, served in order after a random latency, response beats with random gaps, junk in the
   unused lanes of a vector's final beat; it checks the request sequence against the documented
-  one (per tile: the tile's queries, then all N candidates);
+  one (streaming: per tile, the tile's queries, then all N candidates; with the chunk buffer,
+  ``buffer_dim > 0``: one request for all N vectors);
 * takes ``indices`` with random back-pressure;
 * watches the internal streams passively (kNN rows and affinity beats at the affinity unit,
   coordinates out of the embedding engine) and compares every stage with the model;
-* checks the ``perf`` counters against the exact dataflow counts and the status outputs
+* checks the ``perf`` counters against the exact dataflow counts (this file's own formulas,
+  independent of ``nms.sw.dataflow``) and the status outputs
   (``busy``, ``done``, ``error`` and ``cause`` for a bad configuration and for a start while
   busy).
 
 Jobs run back to back on one instance. Parameters (JSON): ``datapath`` (DesneDatapath keyword
 parameters), ``jobs`` (list: ``X`` rows, ``budget``, ``seed``, ``cfg`` (DesneConfig fields),
-optional ``expect_error`` (with ``expect_cause``, the code ``cause`` must show) /
+optional ``pool`` in ``cfg`` (``"pool2"``/``"pool4"``, with the chunk buffer) and ``img_w``
+(default ``isqrt(dim)`` when pooled), optional ``expect_error`` (with ``expect_cause``, the code ``cause`` must show) /
 ``restart_while_busy`` / ``config_override`` (register fields set directly, e.g. ``h_target``)),
 ``mem`` (``req_stall``, ``latency`` [lo, hi], ``gap``), ``backpressure``, ``seed``, optional
 ``report`` (JSON file receiving the per-job counters and cycle counts), optional
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import warnings
 import json
+import math
 import random
 import time
 from collections import deque
@@ -41,6 +45,7 @@ from nms.rtl import fixedpoint as fp
 from nms.rtl.datapath import DesneDatapath, config_layout, perf_layout
 from nms.rtl.regmap import ALLOCATION_CODES, CAUSE, SEARCH_CODES
 from nms.verif.models import desne
+from nms.verif.models.pool import POOL_NAMES
 from nms.verif.sim.build import tb_params
 from nms.verif.sim.streams import CycleLoop, PayloadCodec, StreamMonitor, start_clock
 
@@ -57,10 +62,14 @@ def job_config(job: dict, hw: dict) -> desne.DesneConfig:
                              capacity=hw.get("capacity", 1024), **job.get("cfg", {}))
 
 
-def config_value(n: int, dim: int, budget: int, cfg: desne.DesneConfig, seed: int) -> dict:
+def config_value(n: int, dim: int, budget: int, cfg: desne.DesneConfig, seed: int,
+                 img_w: int | None = None) -> dict:
     """The datapath's ``config`` input (register fields) for one job."""
     clamp = (1 << 16) - 1
+    pool = POOL_NAMES[cfg.pool]
+    side = (math.isqrt(dim) if img_w is None else img_w) if pool else 0
     return {"n": n, "dim": dim, "budget": budget, "h_target": fp.entropy_target(cfg.perplexity),
+            "pool": pool, "img_w": side,
             "n_iter": cfg.n_iter, "exaggeration_iters": min(cfg.exaggeration_iters, clamp),
             "learning_rate": cfg.learning_rate, "exaggeration_shift": cfg.exaggeration_shift,
             "allocation": ALLOCATION_CODES[cfg.allocation], "search": SEARCH_CODES[cfg.search],
@@ -230,7 +239,7 @@ async def run_jobs(dut):
         n, dim = X.shape
         cfg = job_config(job, hw)
         seed, budget = job["seed"], job["budget"]
-        value = config_value(n, dim, budget, cfg, seed)
+        value = config_value(n, dim, budget, cfg, seed, job.get("img_w"))
         value.update(job.get("config_override", {}))
         mem.load(X, dp.mem_signature.req_layout)
         for mon in (out, *mons.values()):
@@ -260,7 +269,8 @@ async def run_jobs(dut):
         wall = time.perf_counter() - wall0
         perf = perf_codec.unpack(dut.perf.value.to_unsigned())
 
-        res = desne.run_chunk(X, budget, cfg, seed, target=value["h_target"])
+        res = desne.run_chunk(X, budget, cfg, seed, target=value["h_target"],
+                              img_w=value["img_w"] or None)
         kk = res["nbr"].shape[1]
         got = [b["index"] for b in out.beats]
         lasts = [b["last"] for b in out.beats]
@@ -280,6 +290,8 @@ async def run_jobs(dut):
         want_reqs = []
         for b in range(0, n, T):
             want_reqs += [(b, min(T, n - b)), (0, n)]
+        if dp.chunk_buffer:
+            want_reqs = [(0, n)]          # the job's one DDR read
         if mem.requests != want_reqs:
             errs.append(f"memory requests {mem.requests[:6]}... != {want_reqs[:6]}...")
         errs += mem.errors
@@ -297,11 +309,17 @@ async def run_jobs(dut):
                 errs += mons[name].protocol_errors
         errs += out.protocol_errors
         # counters against the exact dataflow
-        bpv = -(-dim // dp.lanes)
+        bpv_raw = -(-dim // dp.lanes)
+        bpv = -(-res["Xk"].shape[1] // dp.lanes)     # beats of the vectors the kNN sees
         s = dp.neg_samples
-        exact = {"bytes_read": dp.bytes_read(n, dim), "mem_beats": (n + tiles * n) * bpv,
+        read_vectors = n if dp.chunk_buffer else n + tiles * n
+        exact = {"bytes_read": dp.bytes_read(n, dim), "mem_beats": read_vectors * bpv_raw,
                  "dist_beats": tiles * (T + n) * bpv, "pair_items": cfg.n_iter * n * (kk + s),
-                 "rep_items": cfg.n_iter * n * s}
+                 "rep_items": cfg.n_iter * n * s,
+                 "buf_read_beats": (n + tiles * n) * bpv if dp.chunk_buffer else 0,
+                 "buf_write_beats": n * bpv if dp.chunk_buffer else 0,
+                 "query_rows_read": tiles * n * bpv}
+        exact = {key: v for key, v in exact.items() if key in perf}
         for key, want in exact.items():
             if perf[key] != want:
                 errs.append(f"perf.{key} = {perf[key]}, expected {want}")
@@ -313,6 +331,7 @@ async def run_jobs(dut):
                 errs.append(f"perf.{key} = {perf[key]} outside (0, cycles={perf['cycles']}]")
         failures += [f"job {jn} (n={n}, dim={dim}): {e}" for e in errs]
         report.append({"job": jn, "n": n, "dim": dim, "budget": budget, "kk": kk, "tiles": tiles,
+                       "pool": value["pool"], "img_w": value["img_w"],
                        "n_iter": cfg.n_iter, "search": cfg.search, "allocation": cfg.allocation,
                        "cycles_tb": cycles, "wall_seconds": wall, "perf": perf,
                        "selected": got, "ok": not errs})
