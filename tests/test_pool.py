@@ -46,6 +46,19 @@ def test_unpoolable_images_are_refused(dim, pool, img_w, match):
             pool_vectors(np.zeros((2, dim), dtype=np.int64), pool, img_w)
 
 
+def test_default_pool_per_data_set():
+    from nms.verif.models.pool import default_pool
+
+    assert default_pool(784) == "pool4"          # Fashion-MNIST 28x28 -> 7x7 (the sweep's choice)
+    assert default_pool(64) == "none"            # digits 8x8: 2x2 leaves 16, 4x4 only 4
+    assert default_pool(56 * 56) == "pool4" and default_pool(20 * 20) == "pool2"
+    assert default_pool(12 * 12) == "none"        # 2x2 would leave 36 < 49
+    assert default_pool(14 * 14) == "pool2"      # 14 is not a multiple of 4; 7x7 = 49 after 2x2
+    assert default_pool(45) == "none"            # not a square image
+    with pytest.raises(ValueError, match="dim"):
+        default_pool(0)
+
+
 def test_names_and_codes():
     assert [pool_code(n) for n in ("none", "pool2", "pool4")] == [0, 1, 2]
     with pytest.raises(ValueError, match="True"):

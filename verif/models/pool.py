@@ -18,13 +18,16 @@ import numbers
 
 import numpy as np
 
-__all__ = ["POOL_WINDOWS", "POOL_NAMES", "pool_code", "pool_window", "check_image",
-           "pooled_dim", "pool_vectors", "reduce_vectors"]
+__all__ = ["POOL_WINDOWS", "POOL_NAMES", "MIN_POOLED_DIM", "pool_code", "pool_window",
+           "check_image", "pooled_dim", "pool_vectors", "reduce_vectors", "default_pool"]
 
 #: ``OPT.pool`` code -> window side w (1 = no pooling)
 POOL_WINDOWS = {0: 1, 1: 2, 2: 4}
 #: the names the sweep and the host use -> ``OPT.pool`` code
 POOL_NAMES = {"none": 0, "pool2": 1, "pool4": 2}
+#: the shortest pooled vector the dataflow sweep validated (Fashion-MNIST 28x28 -> 7x7 = 49,
+#: ``bench/results/dataflow.md``): the default never pools below it
+MIN_POOLED_DIM = 49
 
 
 def pool_code(pool) -> int:
@@ -93,3 +96,23 @@ def reduce_vectors(X, reduce) -> np.ndarray:
     """:func:`pool_vectors` by the sweep's name (``"none"``, ``"pool2"``, ``"pool4"``) or code,
     the image side taken from the vector length."""
     return pool_vectors(X, reduce)
+
+
+def default_pool(dim: int, *, min_dim: int = MIN_POOLED_DIM) -> str:
+    """The default pooling of a data set of ``dim``-element images (``docs/energy.md`` §6).
+
+    Rule (from the sweep, which validated 4x4 pooling of 28x28 images down to 7x7 = 49
+    elements and nothing shorter): the largest window (4, then 2) that divides the side of a
+    square image and leaves at least ``min_dim`` elements; otherwise no pooling. Fashion-MNIST
+    (28x28) -> ``"pool4"`` (49); digits (8x8) -> ``"none"`` (2x2 would leave 16, 4x4 only 4);
+    a non-square vector -> ``"none"``.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, not {dim!r}")
+    side = math.isqrt(int(dim))
+    if side * side != dim:
+        return "none"
+    for name, w in (("pool4", 4), ("pool2", 2)):
+        if side % w == 0 and (side // w) ** 2 >= min_dim:
+            return name
+    return "none"
