@@ -34,7 +34,8 @@ from nms.rtl import fixedpoint as fp
 __all__ = [
     "DATA_WIDTH", "CAUSE_BITS", "ITER_BITS", "ID_MAGIC", "Ref", "Field", "Register", "Param",
     "Cause", "Refusal", "JobRefused", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
-    "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS",
+    "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS", "ADDRESS_FIELDS",
+    "REFUSAL_FIELDS",
     "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
     "job_layout", "pack_job", "unpack_job", "refusal", "refusal_conditions", "validate",
     "check_params", "check_code", "explain", "host_constants", "markdown",
@@ -102,7 +103,8 @@ class _Ranged:
         return lo, min(his)
 
     def checks(self) -> Iterator[tuple[str, Any]]:
-        """The bounds that can be violated by a value that fits the field: ``(side, bound)``."""
+        """The bounds that can be violated by a value that fits the field: ``(side, bound)``;
+        side ``"lo"``, ``"hi"`` or ``"align"`` (the value must be a multiple of the bound)."""
         width_max = (1 << self.width) - 1 if getattr(self, "width", None) is not None else None
         for b in self.lo:
             if isinstance(b, Ref) or b > 0:
@@ -110,6 +112,8 @@ class _Ranged:
         for b in self.hi:
             if isinstance(b, Ref) or width_max is None or b < width_max:
                 yield "hi", b
+        if getattr(self, "align", 1) > 1:
+            yield "align", self.align
 
     def violations(self, value, env: Mapping[str, Any], *,
                    partial: bool = False) -> Iterator[tuple[str, Any, Any]]:
@@ -120,7 +124,10 @@ class _Ranged:
             if partial and isinstance(b, Ref) and b.name not in env:
                 continue
             bound = b.evaluate(env) if isinstance(b, Ref) else b
-            yield side, b, (value < bound) if side == "lo" else (value > bound)
+            if side == "align":   # & and != work on ints and Amaranth values alike
+                yield side, b, (value & (bound - 1)) != 0
+            else:
+                yield side, b, (value < bound) if side == "lo" else (value > bound)
 
     def range_text(self) -> str:
         """The allowed range as documentation, e.g. ``1 <= BUDGET <= N``."""
@@ -132,11 +139,18 @@ class _Ranged:
                 and getattr(self, "width", None) is not None:
             highs = highs[1:]   # a relational bound alone: the width limit is implied
         hi_t = highs[0] if len(highs) == 1 else f"min({', '.join(highs)})"
-        return f"{lo_t} <= {self.qualname} <= {hi_t}"
+        text = f"{lo_t} <= {self.qualname} <= {hi_t}"
+        if getattr(self, "align", 1) > 1:
+            aligned = f"{self.qualname} % {self.align} == 0"
+            bounded = any(side != "align" for side, _ in self.checks())
+            text = f"{text}, {aligned}" if bounded else aligned
+        return text
 
 
 def _violation_text(item: _Ranged, side: str, bound, env: Mapping[str, Any]) -> str:
     """What the violated bound requires, for an error message."""
+    if side == "align":
+        return f"a multiple of {bound}"
     if isinstance(bound, int):
         lo, hi = item.static_range()
         relational = [b for b in item.hi if isinstance(b, Ref)]
@@ -175,10 +189,15 @@ class Field(_Ranged):
     lsb: int | None = None
     register: str = ""
     qualname: str = ""
+    #: the value must be a multiple of this power of two (1: no alignment rule)
+    align: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "lo", _bounds(self.lo))
         object.__setattr__(self, "hi", _bounds(self.hi))
+        if isinstance(self.align, bool) or not isinstance(self.align, int) or self.align < 1 \
+                or self.align & (self.align - 1):
+            raise ValueError(f"field {self.name}: align must be a power of two, not {self.align!r}")
         if self.key is None:
             object.__setattr__(self, "key", self.name)
         if not 1 <= self.width <= DATA_WIDTH:
@@ -220,6 +239,7 @@ class Register:
     role: str = "job"
     lo: Any = ()
     hi: Any = ()
+    align: int = 1
     #: a counter that depends on clock-cycle timing (memory latency, back-pressure, stage
     #: overlap): only a cycle-accurate backend (RTL simulation, FPGA) has it; the model backend
     #: reads it as 0. Every other readable register must agree exactly between backends.
@@ -235,7 +255,7 @@ class Register:
             raise ValueError(f"register {self.name}: unknown role {self.role!r}")
         whole = not self.fields
         fields = self.fields or (Field(self.name.lower(), DATA_WIDTH, self.doc, lo=self.lo,
-                                       hi=self.hi),)
+                                       hi=self.hi, align=self.align),)
         placed, lsb = [], 0
         for f in fields:
             at = lsb if f.lsb is None else f.lsb
@@ -357,8 +377,8 @@ REGISTERS: tuple[Register, ...] = (
     ), role="status"),
     Register("SRC_ADDR", "rw", "DDR byte address of the chunk's first vector (row-major uint8)",
              role="address"),
-    Register("DST_ADDR", "rw", "DDR byte address where selected local indices (u32) are written",
-             role="address"),
+    Register("DST_ADDR", "rw", "DDR byte address where selected local indices (u32) are written; "
+             "whole u32 words, whatever the AXI data width", role="address", align=4),
     Register("N", "rw", "points in the chunk", lo=2, hi="capacity"),
     Register("DIM", "rw", "elements per vector", lo=1, hi="max_dim"),
     Register("BUDGET", "rw", "exemplars to select", lo=1, hi="n"),
@@ -418,6 +438,13 @@ FIELDS = {f.qualname: f for r in REGISTERS for f in r.fields}
 #: which refusals are looked for)
 JOB_FIELDS: tuple[Field, ...] = tuple(f for r in REGISTERS if r.role == "job" for f in r.fields)
 _JOB_BY_KEY = {f.key: f for f in JOB_FIELDS}
+#: memory-master address fields that have a rule (alignment): checked at start when given
+ADDRESS_FIELDS: tuple[Field, ...] = tuple(f for r in REGISTERS if r.role == "address"
+                                          for f in r.fields if f.ranged)
+_ADDRESS_BY_KEY = {f.key: f for f in ADDRESS_FIELDS}
+#: every field a start checks, in declaration order (= refusal order: the first bad one wins)
+REFUSAL_FIELDS: tuple[Field, ...] = tuple(f for r in REGISTERS if r.role in ("address", "job")
+                                          for f in r.fields if f.ranged)
 SEARCH_CODES = FIELDS["OPT.search"].code_map
 ALLOCATION_CODES = FIELDS["OPT.allocation"].code_map
 
@@ -473,12 +500,17 @@ class Cause:
 
 #: the first code of the per-field refusals (derived in declaration order, like addresses)
 FIELD_CAUSE_BASE = 0x10
+#: the first code of the address refusals (kept apart, so the job fields' codes do not move)
+ADDRESS_CAUSE_BASE = 0x08
 
 
 def _causes() -> tuple[Cause, ...]:
     out = [Cause(0x00, "NONE", "no error since the last clear"),
            Cause(0x01, "START_WHILE_BUSY", "CTRL.start while a job runs: ignored, the running "
                  "job is not disturbed")]
+    for i, f in enumerate(ADDRESS_FIELDS):
+        out.append(Cause(ADDRESS_CAUSE_BASE + i, "BAD_" + f.qualname.replace(".", "_").upper(),
+                         f"refused at start: {f.range_text()} does not hold", field=f.qualname))
     ranged = [f for f in JOB_FIELDS if f.ranged]
     for i, f in enumerate(ranged):
         out.append(Cause(FIELD_CAUSE_BASE + i, "BAD_" + f.qualname.replace(".", "_").upper(),
@@ -503,7 +535,10 @@ def _check_declaration() -> None:
         raise AssertionError("error cause codes collide or do not fit STATUS.cause")
     if len({f.key for f in JOB_FIELDS}) != len(JOB_FIELDS):
         raise AssertionError("two job fields share a key")
-    for f in JOB_FIELDS:
+    if len(ADDRESS_FIELDS) > FIELD_CAUSE_BASE - ADDRESS_CAUSE_BASE or \
+            len({f.key for f in REFUSAL_FIELDS}) != len(REFUSAL_FIELDS):
+        raise AssertionError("address refusal codes overflow, or two checked fields share a key")
+    for f in REFUSAL_FIELDS:
         for b in (*f.lo, *f.hi):
             if isinstance(b, Ref) and b.name not in _JOB_BY_KEY and b.name not in _PARAM_BY_NAME:
                 raise AssertionError(f"{f.qualname}: bound {b} names nothing declared")
@@ -550,9 +585,9 @@ def _walk(job: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = 
     behind every backend's refusal. ``partial``: skip fields absent from ``job`` and bounds
     naming something absent."""
     env = {**params, **job}
-    for f in JOB_FIELDS:
-        if not f.ranged or (partial and f.key not in job):
-            continue
+    for f in REFUSAL_FIELDS:
+        if f.key not in job and (partial or f.key in _ADDRESS_BY_KEY):
+            continue   # an address is checked when the caller gives it (the device always does)
         for side, bound, violated in f.violations(job[f.key], env, partial=partial):
             yield f, side, bound, violated
 
@@ -607,6 +642,8 @@ def explain(code: int, job: Mapping[str, int], params: Mapping[str, int]) -> str
     cause = CAUSE_BY_CODE.get(code)
     if cause is None:
         return f"unknown cause 0x{code:02X}"
+    if cause.field is not None and FIELDS[cause.field].key not in job:
+        return f"cause 0x{code:02X} {cause.name}: {cause.doc}"
     if cause.field is not None:
         f = FIELDS[cause.field]
         env = {**params, **job}
@@ -636,7 +673,7 @@ def validate(values: Mapping[str, Any], params: Mapping[str, int] | None = None,
     message names ``owner.key`` and the value.
     """
     params = dict(params or {})
-    unknown = sorted(set(values) - set(_JOB_BY_KEY))
+    unknown = sorted(set(values) - set(_JOB_BY_KEY) - set(_ADDRESS_BY_KEY))
     if unknown:
         raise ValueError(f"{owner}: unknown job fields {unknown}")
     if not partial:
@@ -644,7 +681,7 @@ def validate(values: Mapping[str, Any], params: Mapping[str, int] | None = None,
         if missing:
             raise ValueError(f"{owner}: missing job fields {missing}")
     ints = {k: _need_int(owner, k, v) for k, v in values.items()}
-    for f in JOB_FIELDS:   # a value the field cannot hold never reaches a device
+    for f in (*ADDRESS_FIELDS, *JOB_FIELDS):   # a value the field cannot hold never reaches a device
         v = ints.get(f.key, 0)
         if not 0 <= v < (1 << f.width):
             lo, hi = f.static_range()
@@ -733,11 +770,13 @@ def host_constants(lang: str = "c") -> str:
             if not r.whole:
                 const(f"{n}_SHIFT", f.lsb)
                 const(f"{n}_MASK", ((1 << f.width) - 1) << f.lsb, hexwidth=8)
-            if f.ranged:
+            if any(side != "align" for side, _ in f.checks()):
                 lo, hi = f.static_range()
                 const(f"{n}_MIN", lo)
                 if not any(isinstance(b, Ref) for b in f.hi):
                     const(f"{n}_MAX", hi)
+            if f.align > 1:
+                const(f"{n}_ALIGN", f.align)
                 if any(isinstance(b, Ref) for b in (*f.lo, *f.hi)):
                     comment(f"allowed: {f.range_text()}")
             for cname, code in f.codes:

@@ -172,7 +172,8 @@ class NmsAccelerator(wiring.Component):
         # ---- refusal at start: the declaration's walk (first bad field wins), as the datapath's
         # controller and the model device do it
         conditions = regmap.refusal_conditions(
-            {key: getattr(cfg, key) for key, _ in regmap.job_layout()},
+            {**{f.key: rw(f.register, f.name) for f in regmap.ADDRESS_FIELDS},
+             **{key: getattr(cfg, key) for key, _ in regmap.job_layout()}},
             {"capacity": dp.capacity, "max_dim": dp.max_dim})
         first = C(0, regmap.CAUSE_BITS)
         for cond, code in reversed(conditions):
@@ -185,6 +186,7 @@ class NmsAccelerator(wiring.Component):
         clear_error = f("CTRL", "clear_error").w_stb & f("CTRL", "clear_error").w_data
 
         busy, done = Signal(), Signal()
+        counted = Signal()   # the counters hold an accepted job's values (0 after a refusal)
         cause = Signal(regmap.CAUSE_BITS)
         irq_done, irq_error = Signal(), Signal()     # one-cycle job-end events
         cycles = Signal(48)
@@ -206,9 +208,10 @@ class NmsAccelerator(wiring.Component):
                 with m.If(start):
                     m.d.sync += [cause.eq(refusal), done.eq(0), cycles.eq(0), count.eq(0)]
                     with m.If(refusal != 0):
-                        m.d.sync += done.eq(1)
+                        m.d.sync += [done.eq(1), counted.eq(0)]
                         m.d.comb += irq_error.eq(1)
                     with m.Else():
+                        m.d.sync += counted.eq(1)
                         m.d.comb += [dp.start.eq(1), packer.start.eq(1), vport.clear.eq(1),
                                      writer.clear.eq(1)]
                         m.d.sync += [busy.eq(1), wcmd_pending.eq(1)]
@@ -258,6 +261,10 @@ class NmsAccelerator(wiring.Component):
                     if fld.name not in status:
                         raise ValueError(f"STATUS.{fld.name} has no source in the device")
                     value = status[fld.name]
+                elif reg.role in ("counter", "result"):
+                    # every start while idle clears the counters, a refused one too (the
+                    # datapath's own counters restart only with an accepted job)
+                    value = Mux(counted, self._counter_source(sources, reg.name), 0)
                 else:
                     value = self._counter_source(sources, reg.name)
                 m.d.comb += f(reg.name, fld.name).r_data.eq(value[:fld.width])

@@ -6,11 +6,11 @@ operations — register read/write, memory read/write, and waiting for the job �
 change when a backend is swapped:
 
 * ``model`` — :class:`ModelDevice`, the bit-exact model behind the register interface (no
-  simulator). It refuses, reports and latches exactly as the declaration says (the RTL job
-  controller walks the same declaration); its counters follow the documented dataflow
-  (``docs/architecture.md``).
-* RTL simulation (Verilated top) and FPGA transports implement the same class once the top level
-  with its CSR block and AXI master exists.
+  simulator). It refuses, reports, interrupts and latches exactly as the declaration says (the
+  RTL job controller walks the same declaration), and computes every counter the declaration
+  does not mark *timed* by the same formulas as the RTL (:func:`contract_counters`).
+* ``rtl`` — the Verilated device top in the fast simulation (``nms.sw.transport_rtl``);
+* ``fpga`` — a job board over a serial line (``nms.sw.transport_serial``).
 
 Data layout in the device's DDR: the data set is stored per class, classes in sorted label order,
 members in their original order, one row-major uint8 vector after another; each on-chip chunk is a
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,10 +31,73 @@ from nms.sw.transport import DeviceBusyError, DeviceError, JobRefusedError, Tran
 from nms.verif.models import desne
 
 __all__ = ["DeviceError", "DeviceBusyError", "JobRefusedError", "Transport", "ModelDevice",
-           "Driver", "JobCounters", "TRANSPORTS"]
+           "Driver", "JobCounters", "TRANSPORTS", "contract_counters", "read_counters"]
 
 _STATUS = regmap.REGMAP["STATUS"]
 _CTRL = regmap.REGMAP["CTRL"]
+_IRQ = regmap.REGMAP["IRQ_STATUS"]
+_MASK32 = (1 << 32) - 1
+
+
+def contract_counters(job: dict[str, int], src: int, *, k: int, neg_samples: int, tile: int,
+                      lanes: int, data_width: int) -> dict[str, int]:
+    """Every untimed counter register of a job that ends cleanly, by the RTL's dataflow.
+
+    The datapath reads, per query tile ``base = 0, T, 2T ...``, the ``q = min(T, N - base)``
+    query vectors at ``base`` and then the whole chunk (padding queries touch no memory); the
+    AXI read master turns each of those requests into whole bus beats over its beat-aligned
+    byte range; the embedding issues ``kk + S`` pairs (``S`` repulsive) per point and iteration
+    (``docs/rtl-datapath.md``, ``docs/device.md``). ``job``: the declared job fields, ``src``:
+    ``SRC_ADDR``. Returns register name -> value (``_LO``/``_HI`` words split).
+    """
+    n, dim, budget = job["n"], job["dim"], job["budget"]
+    tiles = -(-n // tile)
+    beat = data_width // 8
+    bpv = -(-dim // lanes)                       # lane beats per vector
+    kk = min(k, n - 1)
+
+    def axi_bytes(first: int, count: int) -> int:
+        start = src + first * dim
+        return -(-(start % beat + count * dim) // beat) * beat
+
+    axi_read = sum(axi_bytes(base, min(tile, n - base)) + axi_bytes(0, n)
+                   for base in range(0, n, tile))
+    values = {"RESULT_COUNT": budget, "BYTES_READ": (n + tiles * n) * dim,
+              "BYTES_WRITTEN": 4 * budget, "AXI_BYTES_READ": axi_read,
+              "AXI_BYTES_WRITTEN": 4 * budget,
+              "PERF_MEM_BEATS": (n + tiles * n) * bpv, "PERF_DIST_BEATS": tiles * (tile + n) * bpv,
+              "PERF_PAIR_ITEMS": job["n_iter"] * n * (kk + neg_samples),
+              "PERF_REP_ITEMS": job["n_iter"] * n * neg_samples}
+    out = {}
+    for r in regmap.REGISTERS:
+        if r.role not in ("counter", "result") or r.timed:
+            continue
+        for suffix, shift in (("_LO", 0), ("_HI", 32), ("", 0)):
+            base_name = r.name[:-len(suffix)] if suffix and r.name.endswith(suffix) else r.name
+            if (suffix == "" or r.name.endswith(suffix)) and base_name in values:
+                out[r.name] = (values[base_name] >> shift) & _MASK32
+                break
+        else:
+            raise AssertionError(f"untimed counter {r.name} has no model formula")
+    return out
+
+
+def read_counters(t: "Transport") -> dict[str, int]:
+    """Every counter of the last job on ``t`` (``_LO``/``_HI`` pairs joined: ``CYCLES``, ...);
+    timed counters only where the backend has them (:attr:`Transport.has_cycle_counter`)."""
+    out: dict[str, int] = {}
+    for r in regmap.REGISTERS:
+        if r.role not in ("counter", "result") or (r.timed and not t.has_cycle_counter):
+            continue
+        if r.name.endswith("_HI"):
+            continue
+        value = t.read_reg(r.name)
+        if r.name.endswith("_LO"):
+            value |= t.read_reg(r.name[:-3] + "_HI") << 32
+            out[r.name[:-3]] = value
+        else:
+            out[r.name] = value
+    return out
 
 
 class ModelDevice(Transport):
@@ -48,17 +111,29 @@ class ModelDevice(Transport):
     writes while busy change only the next job. A job whose reads (writes) fall outside the
     ``mem_size`` bytes of device memory ends with ``AXI_READ_ERROR`` (``AXI_WRITE_ERROR``), as a
     bus error response would end it on the device.
+
+    A job's end sets ``IRQ_STATUS.done`` (clean) or ``.error`` (refused or failed), write 1 to
+    clear; :attr:`irq` is the level the device's ``irq`` output would have. A clean job's
+    counters are those of :func:`contract_counters` (the same as the RTL's, exactly); the
+    *timed* ones (cycles, stalls, stage windows) read 0 here. ``lanes`` and ``data_width`` are
+    the device's (datapath lanes, AXI data width): they fix the beat counters.
     """
 
     name = "model"
 
     def __init__(self, *, capacity: int = 1024, max_dim: int = 1024, k: int = 16,
-                 neg_samples: int = 8, tile: int = 4, job_delay_s: float = 0.0,
-                 mem_size: int = 1 << 32):
+                 neg_samples: int = 8, tile: int = 4, lanes: int = 8, data_width: int = 64,
+                 job_delay_s: float = 0.0, mem_size: int = 1 << 32):
         p = regmap.check_params({"capacity": capacity, "max_dim": max_dim, "k": k,
                                  "neg_samples": neg_samples, "tile": tile}, owner="ModelDevice")
         self.capacity, self.max_dim, self.k = p["capacity"], p["max_dim"], p["k"]
         self.neg_samples, self.tile = p["neg_samples"], p["tile"]
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= 64 \
+                or lanes & (lanes - 1):
+            raise ValueError(f"ModelDevice.lanes must be a power of two in [1, 64], not {lanes!r}")
+        if data_width not in (32, 64, 128) or isinstance(data_width, bool):
+            raise ValueError(f"ModelDevice.data_width must be 32, 64 or 128, not {data_width!r}")
+        self.lanes, self.data_width = lanes, data_width
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or not 0 < mem_size <= 1 << 32:
             raise ValueError(f"ModelDevice.mem_size must be an int in [1, 2**32], not {mem_size!r}")
         if not job_delay_s >= 0:
@@ -94,13 +169,26 @@ class ModelDevice(Transport):
         return data + bytes(size - len(data))   # never written: reads as zero
 
     # -- registers ------------------------------------------------------------------------------
+    @staticmethod
+    def _reg(name: str) -> regmap.Register:
+        reg = regmap.REGMAP.get(name)
+        if reg is None:
+            raise DeviceError(f"model: no register {name!r} in the device's map")
+        return reg
+
     def read_reg(self, name: str) -> int:
-        reg = regmap.REGMAP[name]
+        reg = self._reg(name)
         with self._lock:
             return 0 if reg.access == "w1s" else self._regs[name]
 
+    @property
+    def irq(self) -> bool:
+        """The device's level interrupt: ``|(IRQ_STATUS & IRQ_ENABLE)``."""
+        with self._lock:
+            return bool(self._regs["IRQ_STATUS"] & self._regs["IRQ_ENABLE"])
+
     def write_reg(self, name: str, value: int) -> None:
-        reg = regmap.REGMAP[name]
+        reg = self._reg(name)
         if reg.access == "r":
             raise DeviceError(f"register {name} is read-only")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << regmap.DATA_WIDTH):
@@ -132,6 +220,11 @@ class ModelDevice(Transport):
         st = self._status()
         self._set_status(error=1, cause=st["cause"] or regmap.CAUSE[cause].code)
 
+    def _end(self, *, error: bool) -> None:
+        """The job ends: not busy, done, and its interrupt event (caller holds the lock)."""
+        self._set_status(busy=0, done=1)
+        self._regs["IRQ_STATUS"] |= _IRQ.pack(**({"error": 1} if error else {"done": 1}))
+
     def _start(self) -> None:
         if self._status()["busy"]:
             self._fail("START_WHILE_BUSY")   # the running job is not disturbed
@@ -143,9 +236,11 @@ class ModelDevice(Transport):
             if r.role in ("result", "counter"):
                 self._regs[r.name] = 0
         self._fault = None
-        refused = regmap.refusal(job, self.params)
-        if refused is not None:
-            self._set_status(done=1, error=1, cause=refused.cause.code)
+        addresses = {f.key: self._regs[f.register] for f in regmap.ADDRESS_FIELDS}
+        refused = regmap.refusal({**addresses, **job}, self.params)
+        if refused is not None:   # nothing read, nothing written
+            self._set_status(error=1, cause=refused.cause.code)
+            self._end(error=True)
             return
         self._set_status(busy=1)
         self._job = threading.Thread(target=self._run_job, args=(job, src, dst), daemon=True)
@@ -181,7 +276,8 @@ class ModelDevice(Transport):
         except BaseException as exc:   # never leave STATUS.busy set: report, and re-raise in wait
             with self._lock:
                 self._fault = exc
-                self._set_status(busy=0, done=1, error=1)
+                self._set_status(error=1)
+                self._end(error=True)
 
     def _compute(self, job: dict, src: int, dst: int) -> None:
         if self.job_delay_s:
@@ -190,7 +286,7 @@ class ModelDevice(Transport):
         if not self._in_memory(src, n * dim):
             with self._lock:
                 self._fail("AXI_READ_ERROR")
-                self._set_status(busy=0, done=1)
+                self._end(error=True)
             return
         X = np.frombuffer(self.read_mem(src, n * dim), dtype=np.uint8).reshape(n, dim)
         res = desne.run_chunk(X.astype(np.int64), budget, self._config(job), job["seed"],
@@ -199,20 +295,16 @@ class ModelDevice(Transport):
         if not self._in_memory(dst, 4 * budget):
             with self._lock:
                 self._fail("AXI_WRITE_ERROR")
-                self._set_status(busy=0, done=1)
+                self._end(error=True)
             return
         self.write_mem(dst, sel.tobytes())
-        # dataflow counters: the query tiles are loaded once, the chunk is streamed once per tile
-        tiles = -(-n // self.tile)
-        read = n * dim + tiles * n * dim
+        counters = contract_counters(job, src, k=self.k, neg_samples=self.neg_samples,
+                                     tile=self.tile, lanes=self.lanes, data_width=self.data_width)
         with self._lock:
-            r = self._regs
-            r["RESULT_COUNT"] = budget
-            r["CYCLES_LO"] = r["CYCLES_HI"] = 0
-            r["BYTES_READ_LO"], r["BYTES_READ_HI"] = read & 0xFFFFFFFF, read >> 32
-            r["BYTES_WRITTEN"] = 4 * budget
-            # a refused second START leaves its error visible next to done
-            self._set_status(busy=0, done=1)
+            self._regs.update(counters)
+            # a refused second START leaves its error visible next to done; the interrupt
+            # says how the job itself ended (cleanly)
+            self._end(error=False)
 
 
 def _rtl_transport(**kwargs):
@@ -234,14 +326,34 @@ TRANSPORTS = {"model": ModelDevice, "rtl": _rtl_transport, "fpga": _fpga_transpo
 
 @dataclass
 class JobCounters:
+    """Counters summed over the jobs of a selection.
+
+    ``registers``: every counter register the backend has (:func:`read_counters`: ``CYCLES``,
+    ``BYTES_READ``, ``AXI_BYTES_READ``, ``PERF_*`` ...), summed over the jobs; ``timed``: whether
+    the timed ones (cycles, stage windows) are among them. ``cycles``: ``CYCLES`` where the
+    backend counts clock cycles, else ``None``.
+    """
+
     chunks: int = 0
     near_bytes_read: int = 0
     near_bytes_written: int = 0
     cycles: int | None = None
     seconds: float = 0.0
+    timed: bool = False
+    registers: dict = field(default_factory=dict)
+
+    def add(self, values: dict[str, int], *, timed: bool) -> None:
+        self.chunks += 1
+        self.timed = timed
+        for name, v in values.items():
+            self.registers[name] = self.registers.get(name, 0) + v
+        self.near_bytes_read += values["BYTES_READ"]
+        self.near_bytes_written += values["BYTES_WRITTEN"]
+        if timed:
+            self.cycles = (self.cycles or 0) + values["CYCLES"]
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {**self.__dict__, "registers": dict(self.registers)}
 
 
 class Driver:
@@ -309,7 +421,7 @@ class Driver:
             text = regmap.explain(st["cause"], job, self.t.params)
             if cause is not None and cause.field is not None:
                 raise JobRefusedError(f"{self.t.name}: job refused: {text}", cause, cause.field,
-                                      job[regmap.FIELDS[cause.field].key])
+                                      job.get(regmap.FIELDS[cause.field].key))
             raise DeviceError(f"{self.t.name}: job failed: {text}")
         if st["busy"] or not st["done"]:
             raise DeviceError(f"{self.t.name}: job did not finish (STATUS={st})")
@@ -324,18 +436,13 @@ class Driver:
         self.program(job, src, dst)
         self.start()
         self.t.wait(self.timeout_s)
-        return self.check_status(job)
+        return self.check_status({**job, "src_addr": src, "dst_addr": dst})
 
     def run_chunk(self, n, dim, budget, src, dst, seed, counters: JobCounters) -> np.ndarray:
         self.run_job(self.job_values(n, dim, budget, seed), src, dst)
         count = self.t.read_reg("RESULT_COUNT")
         local = np.frombuffer(self.t.read_mem(dst, 4 * count), dtype="<u4").astype(np.int64)
-        counters.chunks += 1
-        counters.near_bytes_read += self.t.read_reg("BYTES_READ_LO") | (self.t.read_reg("BYTES_READ_HI") << 32)
-        counters.near_bytes_written += self.t.read_reg("BYTES_WRITTEN")
-        if self.t.has_cycle_counter:
-            cyc = self.t.read_reg("CYCLES_LO") | (self.t.read_reg("CYCLES_HI") << 32)
-            counters.cycles = (counters.cycles or 0) + cyc
+        counters.add(read_counters(self.t), timed=self.t.has_cycle_counter)
         return local
 
     def select(self, X, y, ratio, *, seed: int = 0, progress=None) -> dict:

@@ -43,7 +43,11 @@ from nms.verif.models.budget import validate_ratio
 from nms.verif.models import desne
 
 __all__ = ["add_arguments", "main", "run_job", "write_reports", "TRAIN_OPTS", "SHIFTS",
-           "LR_GRID", "select_learning_rates"]
+           "LR_GRID", "select_learning_rates", "device_report", "DEFAULT_CLOCK_HZ"]
+
+#: clock the device's cycle counts are converted to job time at, unless ``--clock-mhz`` or the
+#: backend (a board's PLL clock) says otherwise: the RTL transport's default
+DEFAULT_CLOCK_HZ = 100e6
 
 #: learning rates of the adaptation (chosen on the validation split by ``nms run --sweep``,
 #: recorded in bench/results/run_digits.md; the same for every coreset)
@@ -75,6 +79,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", default=None,
                         help="--backend fpga: serial device or pyserial URL of the board "
                              "(/dev/ttyUSB0, socket://127.0.0.1:5555 for nms serve --sim)")
+    parser.add_argument("--clock-mhz", type=float, default=None,
+                        help="clock for the job time in the report, from the device's cycle "
+                             "counters (default: the board's clock for --backend fpga, else "
+                             f"{DEFAULT_CLOCK_HZ / 1e6:g} MHz)")
     parser.add_argument("--capacity", type=positive_int_arg, default=1024,
                         help="on-chip capacity C of the accelerator (points per chunk, default 1024)")
     parser.add_argument("--perplexity", type=float, default=None,
@@ -172,10 +180,57 @@ def select_learning_rates(net0, X, y, Xval, yval, *, epochs, seed, rank, ratio, 
     return out
 
 
+def _clock(transport, clock_hz):
+    """``(clock in Hz, where it comes from)`` for the report's job time."""
+    if clock_hz is not None:
+        if not clock_hz > 0:
+            raise ValueError(f"clock_hz must be > 0, not {clock_hz!r}")
+        return float(clock_hz), "given"
+    board = getattr(getattr(transport, "config", None), "clock_hz", None)
+    if board:
+        return float(board), f"the {getattr(transport, 'board', 'board')} job top's clock"
+    return DEFAULT_CLOCK_HZ, "default"
+
+
+def device_report(counters: dict, transport, *, clock_hz: float | None = None) -> dict:
+    """The backend's counters of the whole selection (every chunk job summed): what a
+    cycle-accurate backend has (cycles, job time at the clock, per-stage busy cycles) and what
+    every backend has (near-memory and DDR bytes, items), named by the declaration."""
+    from nms.rtl import regmap
+
+    regs = counters["registers"]
+    timed = bool(counters["timed"])
+    out = {"backend": transport.name, "jobs": counters["chunks"], "cycle_accurate": timed,
+           "near_bytes_read": regs["BYTES_READ"], "near_bytes_written": regs["BYTES_WRITTEN"],
+           "ddr_bytes_read": regs["AXI_BYTES_READ"], "ddr_bytes_written": regs["AXI_BYTES_WRITTEN"],
+           "perf": {c.name: regs[c.register] for c in regmap.PERF_COUNTERS
+                    if c.register is not None and c.register in regs},
+           "perf_docs": {c.name: c.doc for c in regmap.PERF_COUNTERS if c.register is not None}}
+    if timed:
+        hz, source = _clock(transport, clock_hz)
+        out.update({"cycles": regs["CYCLES"], "clock_hz": hz, "clock_source": source,
+                    "job_seconds": regs["CYCLES"] / hz})
+    else:
+        out["missing"] = [c.name for c in regmap.PERF_COUNTERS if c.timed and c.register] + ["cycles"]
+        out["missing_reason"] = ("the model backend is not cycle-accurate: counters that depend "
+                                 "on clock-cycle timing (memory latency, back-pressure, stage "
+                                 "overlap) exist only on the RTL and FPGA backends")
+    if getattr(transport, "sim_cycles", None) is not None:
+        sim = {"cycles": int(transport.sim_cycles), "wall_seconds": float(transport.sim_seconds)}
+        sim["cycles_per_second"] = sim["cycles"] / sim["wall_seconds"] if sim["wall_seconds"] else None
+        out["simulation"] = sim
+    return out
+
+
 def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.DesneConfig | None = None,
             model="lrt-cnn", rank=4, epochs=10, seed=0, skip_full=False, progress=True,
-            shift="BG+WN", n_train=None, pretrain_epochs=None, sweep=False, port=None) -> dict:
-    """The whole job on a loaded :class:`~nms.sw.datasets.Dataset`; returns the report dict."""
+            shift="BG+WN", n_train=None, pretrain_epochs=None, sweep=False, port=None,
+            clock_hz: float | None = None, transport_options: dict | None = None) -> dict:
+    """The whole job on a loaded :class:`~nms.sw.datasets.Dataset`; returns the report dict.
+
+    ``clock_hz``: clock of the report's job time (see :func:`device_report`);
+    ``transport_options``: further keyword arguments of the backend (e.g. the RTL build ``hw``).
+    """
     ratio = validate_ratio(ratio)
     if model not in _NETS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(_NETS)}")
@@ -218,7 +273,8 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
         bar = lambda jobs: tqdm(jobs, desc="DE-SNE chunks", unit="chunk")  # noqa: E731
 
     # 3. near-memory selection through the driver
-    transport = TRANSPORTS[backend](capacity=capacity, **({"port": port} if port else {}))
+    transport = TRANSPORTS[backend](capacity=capacity, **({"port": port} if port else {}),
+                                    **(transport_options or {}))
     cfg = (config or desne.DesneConfig()).replace(capacity=capacity, k=transport.k,
                                                   neg_samples=transport.neg_samples)
     drv = Driver(transport, cfg)
@@ -273,6 +329,7 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
         "pretrain": {**pre, "model": model, "n_samples": int(len(ysrc))},
         "selection": {"ratio": ratio, "n_selected": int(idx.size), "backend": sel["backend"],
                       "counters": sel["counters"], "config": dataclasses.asdict(cfg),
+                      "device": device_report(sel["counters"], transport, clock_hz=clock_hz),
                       "indices": idx.tolist()},
         "training": {"model": model, "rank": rank, "epochs": epochs, "seed": seed,
                      "options": opts, "sweep": sweep_rep},
@@ -342,6 +399,7 @@ def _markdown(rep: dict) -> str:
                 lines.append(f"| {kind.upper()} | {label}{mark} | "
                              f"{100 * row['val_accuracy']:.2f} % | {row['writes_max']:,} |")
         lines.append("")
+    lines += _device_markdown(s.get("device"))
     lines += ["## Off-chip traffic and link energy (adaptation epochs + selection)", "",
               "| | near-memory bytes | PCB bytes | link energy (µJ) |", "|---|---|---|---|",
               f"| full-data adaptation | {t['full']['near_bytes']} | {t['full']['pcb_bytes']} | "
@@ -363,6 +421,34 @@ def _markdown(rep: dict) -> str:
               "The selection's own energy (DDR, on-chip memory, compute): next section.", ""]
     lines += energy.selection_markdown(rep.get("selection_energy"))
     return "\n".join(lines)
+
+
+def _device_markdown(dev: dict | None) -> list[str]:
+    """The section of the backend's counters (:func:`device_report`)."""
+    if not dev:
+        return []
+    lines = [f"## The selection on the `{dev['backend']}` backend ({dev['jobs']} chunk jobs)", ""]
+    if dev["cycle_accurate"]:
+        lines.append(f"**{dev['cycles']:,} clock cycles** = **{1e3 * dev['job_seconds']:.2f} ms** "
+                     f"of device time at {dev['clock_hz'] / 1e6:g} MHz ({dev['clock_source']} "
+                     "clock; start of each job to its last result write, summed).")
+    else:
+        lines.append(f"No cycle counts: {dev['missing_reason']}. Not reported here: "
+                     + ", ".join(f"`{n}`" for n in dev["missing"]) + ".")
+    if dev.get("simulation"):
+        sim = dev["simulation"]
+        rate = f", {sim['cycles_per_second'] / 1e3:.0f} k cycles/s" if sim["cycles_per_second"] else ""
+        lines.append(f"Simulation: {sim['cycles']:,} cycles in {sim['wall_seconds']:.1f} s of wall "
+                     f"time{rate}.")
+    lines += ["", "| counter | value | counts |", "|---|---|---|",
+              f"| near-memory bytes read | {dev['near_bytes_read']:,} | vector bytes the datapath read |",
+              f"| near-memory bytes written | {dev['near_bytes_written']:,} | result bytes |",
+              f"| DDR (AXI) bytes read | {dev['ddr_bytes_read']:,} | whole bus beats |",
+              f"| DDR (AXI) bytes written | {dev['ddr_bytes_written']:,} | strobed bytes |"]
+    for name, value in dev["perf"].items():
+        lines.append(f"| `{name}` | {value:,} | {dev['perf_docs'][name]} |")
+    lines.append("")
+    return lines
 
 
 def _plots(rep: dict, ds, out: Path, seed: int) -> list[str]:
@@ -439,7 +525,7 @@ def main(args) -> int:
                   model=args.model, rank=args.rank, epochs=args.epochs, seed=args.seed,
                   skip_full=args.skip_full, progress=not args.no_progress, shift=args.shift,
                   n_train=args.n_train, pretrain_epochs=args.pretrain_epochs, sweep=args.sweep,
-                  port=args.port)
+                  port=args.port, clock_hz=None if args.clock_mhz is None else 1e6 * args.clock_mhz)
     rep["seconds_total"] = time.perf_counter() - t0
     write_reports(rep, args.out)
     rep["plots"] = _plots(rep, ds, args.out, args.seed)

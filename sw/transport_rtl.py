@@ -3,7 +3,8 @@
 Every register access is a real CSR transaction of the simulated AXI4-Lite (or Wishbone) slave,
 memory is the C++ AXI4 memory model the top's AXI master reads and writes, and :meth:`wait`
 runs the simulation until the level ``irq`` rises (``IRQ_ENABLE`` is set once at start-up,
-``IRQ_STATUS`` cleared after each job). See :mod:`nms.verif.sim.fastsim`.
+``IRQ_STATUS`` cleared just before each ``CTRL.start``, so after :meth:`wait` it says how the
+job ended, as on the model backend). See :mod:`nms.verif.sim.fastsim`.
 
 The first use of a hardware configuration builds the library (Verilator + C++, minutes on two
 cores); later uses find it in the cache.
@@ -69,8 +70,8 @@ class RtlTransport(Transport):
         self.max_cycles = int(max_cycles)
         self._regs, self._addr = regmap.REGMAP, regmap.ADDR
         self.sim = FastSim(cfg, mem_size=mem_size, latency=latency, engine=engine)
-        self.sim.csr_write(self._addr["IRQ_ENABLE"],
-                           self._regs["IRQ_ENABLE"].pack(done=1, error=1))
+        self._irq_all = self._regs["IRQ_ENABLE"].pack(done=1, error=1)
+        self.sim.csr_write(self._addr["IRQ_ENABLE"], self._irq_all)
         #: simulated cycles and wall seconds spent in wait() (all jobs so far)
         self.sim_cycles = 0
         self.sim_seconds = 0.0
@@ -88,8 +89,11 @@ class RtlTransport(Transport):
         reg = self._reg(name)
         if reg.access == "r":
             raise DeviceError(f"register {name} is read-only")
-        if not 0 <= value < (1 << 32):
-            raise ValueError(f"register {name}: value {value} does not fit in 32 bits")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 32):
+            raise ValueError(f"register {name}: value {value!r} is not a 32-bit unsigned integer")
+        if name == "CTRL" and reg.unpack(value)["start"]:
+            # wait() waits for irq: the previous job's interrupt must not satisfy it
+            self.sim.csr_write(self._addr["IRQ_STATUS"], self._irq_all)
         self.sim.csr_write(self._addr[name], value)
 
     def write_mem(self, addr: int, data: bytes) -> None:
@@ -105,7 +109,11 @@ class RtlTransport(Transport):
             raise DeviceError(f"rtl: {exc}") from None
 
     def wait(self, timeout_s: float | None = None) -> None:
-        """Run the simulation until ``irq`` (the job ended), then clear ``IRQ_STATUS``."""
+        """Run the simulation until ``irq`` (the job ended; ``IRQ_STATUS`` says how)."""
+        enabled = self.sim.csr_read(self._addr["IRQ_ENABLE"])
+        if enabled != self._irq_all:
+            raise DeviceError(f"rtl: wait() runs the simulation until irq and needs IRQ_ENABLE = "
+                              f"0x{self._irq_all:x} (done | error), not 0x{enabled:x}")
         t0 = time.perf_counter()
         try:
             cycles = self.sim.run_until_irq(self.max_cycles)
@@ -114,7 +122,6 @@ class RtlTransport(Transport):
                 from None
         self.sim_cycles += cycles
         self.sim_seconds += time.perf_counter() - t0
-        self.sim.csr_write(self._addr["IRQ_STATUS"], self._regs["IRQ_STATUS"].pack(done=1, error=1))
 
     def close(self) -> None:
         self.sim.close()

@@ -106,9 +106,12 @@ def test_sweep_covers_every_declared_refusal():
     base = _base_job()
     cases = refusal_cases(base)
     assert MUST_REFUSE <= set(cases), sorted(MUST_REFUSE - set(cases))
-    # every field cause is exercised, and no cause is declared for a field without a range
-    field_causes = {c.name for c in regmap.CAUSES if c.field}
-    assert {name for _, _, name in cases} == field_causes
+    # every job field cause is exercised, and no cause is declared for a field without a range
+    job_causes = {c.name for c in regmap.CAUSES if c.field and regmap.FIELDS[c.field].key
+                  in {f.key for f in regmap.JOB_FIELDS}}
+    assert {name for _, _, name in cases} == job_causes
+    # the only other field cause is the result address's alignment (test_model_refuses_...)
+    assert {c.name for c in regmap.CAUSES if c.field} - job_causes == {"BAD_DST_ADDR"}
     assert all(regmap.FIELDS[c.field].ranged for c in regmap.CAUSES if c.field)
     lo_job, hi_job = boundary_jobs(base)
     assert (lo_job["n"], lo_job["dim"], lo_job["budget"], lo_job["learning_rate"]) == (2, 1, 1, 1)
@@ -204,3 +207,33 @@ def test_model_start_while_busy_reports_the_same_cause():
     st = regmap.REGMAP["STATUS"].unpack(dev.read_reg("STATUS"))
     assert st == {"busy": 0, "done": 1, "error": 1, "cause": CODE["START_WHILE_BUSY"]}
     assert dev.read_reg("RESULT_COUNT") == BUDGET_BASE
+
+
+#: misaligned result addresses (DST_ADDR must hold whole u32 words) and a bad job field at once
+BAD_DST = [1, 2, 3, 0x10002, (1 << 32) - 1]
+
+
+def test_model_refuses_a_misaligned_result_address_and_writes_nothing():
+    """``BAD_DST_ADDR`` before any job field (DST_ADDR is declared first); memory untouched;
+    the interrupt status says error; an aligned address that is not a bus-width multiple runs."""
+    base = _base_job()
+    dev = _model()
+    drv = Driver(dev, _cfg())
+    dev.write_mem(0, X_BASE.astype(np.uint8).tobytes())
+    guard = bytes(range(256)) * 2
+    for dst in (0x10000 + d if d < 4 else d for d in BAD_DST):
+        for change in ({}, {"n": 0}):
+            dev.write_mem(0x10000, guard)
+            dev.write_reg("IRQ_STATUS", 0b11)
+            with pytest.raises(JobRefusedError, match=f"DST_ADDR must be a multiple of 4, not "
+                                                      f"{dst} ") as info:
+                drv.run_job({**base, **change}, 0, dst)
+            assert info.value.cause.name == "BAD_DST_ADDR" and info.value.field == "DST_ADDR"
+            assert dev.read_mem(0x10000, len(guard)) == guard
+            assert regmap.REGMAP["IRQ_STATUS"].unpack(dev.read_reg("IRQ_STATUS")) == \
+                {"done": 0, "error": 1}
+            assert dev.read_reg("RESULT_COUNT") == 0
+    drv.run_job(base, 0, 0x10004)    # 4-byte aligned, not 8: accepted
+    want = desne.run_chunk(X_BASE, BUDGET_BASE, _cfg(), SEED)["selected"]
+    assert np.frombuffer(dev.read_mem(0x10004, 4 * BUDGET_BASE), "<u4").tolist() == want.tolist()
+    assert dev.read_mem(0x10000, 4) == guard[:4]

@@ -5,6 +5,9 @@ build of ``tests/test_top.py``) with the C++ AXI4 memory model and CSR master.
   of the model backend, chunk by chunk as ``nms run`` selects them, with the same near-memory
   byte counts and real cycle counts;
 * refusals report the declared cause through the real CSR path, as the model backend does;
+* one contract: jobs (clean, refused, misaligned result address) leave every register the
+  declaration does not mark *timed* equal on the two backends, exactly (interrupt status, AXI
+  and datapath counters included); the timed ones are non-zero on the RTL and 0 on the model;
 * abort mid-job (memory / kNN phase) through the CSRs, then a clean job, equal to the model;
 * the build cache: a second FastSim of the same configuration does not rebuild.
 """
@@ -39,7 +42,8 @@ def _cfg():
 
 def _model():
     return ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                       neg_samples=HW["neg_samples"], tile=HW["tile"])
+                       neg_samples=HW["neg_samples"], tile=HW["tile"], lanes=HW["lanes"],
+                       data_width=HW["data_width"])
 
 
 def test_rtl_backend_is_registered():
@@ -73,6 +77,76 @@ def test_refusal_cause_matches_model(rtl):
         assert causes[0] == causes[1], (bad, causes)
 
 
+def _contract_run(t, job, src, dst):
+    """One job as an interrupt-driven host runs it; every readable register afterwards."""
+    drv = Driver(t, _cfg())
+    t.write_reg("IRQ_STATUS", 0b11)
+    drv.program(job, src, dst)
+    drv.start()
+    t.wait()
+    regs = {name: t.read_reg(name) for name in regmap.CONTRACT_REGISTERS}
+    timed = {name: t.read_reg(name) for name in regmap.TIMED_REGISTERS}
+    return regs, timed
+
+
+def test_model_and_rtl_report_the_same_registers(rtl):
+    model = _model()
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 256, size=(37, 45))    # a padded last tile; dim not a bus multiple
+    src = 0x5003                               # unaligned: the AXI reads carry extra bytes
+    guard = bytes(range(256))
+    drv = Driver(model, _cfg())
+    good = drv.job_values(37, 45, 6, 7)
+    jobs = [("clean", good, 0x20004),
+            ("refused", {**good, "budget": 38}, 0x20004),
+            ("misaligned", {**good, "n": 1}, 0x20006),    # the address is reported, not N
+            ("clean again", drv.job_values(37, 45, 9, 8), 0x30000)]
+    for t in (rtl, model):
+        t.write_mem(src, X.astype(np.uint8).tobytes())
+        t.write_reg("IRQ_ENABLE", 0b11)
+    for name, job, dst in jobs:
+        got = {}
+        for t in (rtl, model):
+            t.write_mem(0x20000, guard)
+            got[t.name] = _contract_run(t, job, src, dst)
+            if name in ("refused", "misaligned"):
+                assert t.read_mem(0x20000, len(guard)) == guard, (name, t.name)
+        (regs_rtl, timed_rtl), (regs_model, timed_model) = got["rtl"], got["model"]
+        assert regs_rtl == regs_model, (name, {k: (regs_rtl[k], regs_model[k]) for k in regs_rtl
+                                               if regs_rtl[k] != regs_model[k]})
+        status = regmap.REGMAP["STATUS"].unpack(regs_rtl["STATUS"])
+        irq = regmap.REGMAP["IRQ_STATUS"].unpack(regs_rtl["IRQ_STATUS"])
+        assert all(v == 0 for v in timed_model.values())
+        if name.startswith("clean"):
+            assert status["error"] == 0 and irq == {"done": 1, "error": 0}
+            assert regs_rtl["AXI_BYTES_READ_LO"] > regs_rtl["BYTES_READ_LO"] > 0
+            assert regs_rtl["PERF_PAIR_ITEMS"] > regs_rtl["PERF_REP_ITEMS"] > 0
+            assert all(timed_rtl[n] > 0 for n in ("CYCLES_LO", "PERF_EMBED_CYCLES",
+                                                  "PERF_DIST_CYCLES", "PERF_GRID_CYCLES"))
+            want = desne.run_chunk(X, job["budget"], _cfg(), job["seed"])["selected"]
+            for t in (rtl, model):
+                res = np.frombuffer(t.read_mem(dst, 4 * job["budget"]), "<u4")
+                assert res.tolist() == want.tolist(), t.name
+        else:
+            cause = "BAD_BUDGET" if name == "refused" else "BAD_DST_ADDR"
+            assert status == {"busy": 0, "done": 1, "error": 1,
+                              "cause": regmap.CAUSE[cause].code}
+            assert irq == {"done": 0, "error": 1}
+            # a refusal clears the counters of the job before (on the RTL too)
+            assert regs_rtl["RESULT_COUNT"] == regs_rtl["AXI_BYTES_READ_LO"] == 0
+            assert all(v == 0 for v in timed_rtl.values())
+
+
+def test_misaligned_result_address_is_refused_on_rtl_like_model(rtl):
+    drv_rtl, drv_model = Driver(rtl, _cfg()), Driver(_model(), _cfg())
+    job = drv_rtl.job_values(30, 16, 3, 1)
+    for drv in (drv_rtl, drv_model):
+        with pytest.raises(JobRefusedError, match="DST_ADDR must be a multiple of 4, not 65537 "
+                                                  r"\(cause 0x08 BAD_DST_ADDR\)") as exc:
+            drv.run_job(job, 0, (1 << 16) + 1)
+        assert exc.value.field == "DST_ADDR" and exc.value.value == (1 << 16) + 1
+
+
 def test_abort_then_clean_job(rtl):
     rng = np.random.default_rng(2)
     X = rng.integers(0, 256, size=(40, 33))
@@ -99,3 +173,39 @@ def test_build_is_cached(rtl):
     lib, info = build(rtl.hw)           # the transport's configuration (defaults filled in)
     assert info["cached"] and info["build_seconds"] == 0.0
     assert lib.resolve() == rtl.sim.lib_path.resolve()
+
+
+def test_nms_run_on_rtl_returns_the_model_indices_and_reports_cycles(rtl):
+    """``nms run --backend rtl`` (run_job, on the test build) on digits: exactly the model
+    backend's coreset; its report has the whole selection's simulated cycles, the job time at
+    the clock and the wall time, and every untimed counter equal to the model backend's."""
+    from nms.sw.datasets import load_digits
+    from nms.sw.run import _markdown, run_job
+
+    ds = load_digits()
+    common = {"ratio": 0.1, "capacity": HW["capacity"], "epochs": 1, "skip_full": True,
+              "progress": False, "pretrain_epochs": 2,
+              "config": desne.DesneConfig(**SCHEDULE)}
+    model_hw = {"max_dim": HW["max_dim"], "k": HW["k"], "neg_samples": HW["neg_samples"],
+                "tile": HW["tile"], "lanes": HW["lanes"], "data_width": HW["data_width"]}
+    got = run_job(ds, backend="rtl", clock_hz=50e6,
+                  transport_options={"hw": HW, "latency": 12}, **common)
+    want = run_job(ds, backend="model", transport_options=model_hw, **common)
+    assert got["selection"]["indices"] == want["selection"]["indices"]
+    dev, ref = got["selection"]["device"], want["selection"]["device"]
+    assert dev["backend"] == "rtl" and dev["cycle_accurate"] and not ref["cycle_accurate"]
+    assert dev["jobs"] == ref["jobs"] == 10
+    assert dev["cycles"] == got["selection"]["counters"]["cycles"] > 0
+    assert dev["job_seconds"] == dev["cycles"] / 50e6 and dev["clock_source"] == "given"
+    # the harness stepped the jobs: wait() counts from the end of the start write to irq, a
+    # few cycles per job off the device's own count (start -> last write response)
+    assert abs(dev["simulation"]["cycles"] - dev["cycles"]) <= 8 * dev["jobs"]
+    assert dev["simulation"]["wall_seconds"] > 0
+    for key in ("near_bytes_read", "near_bytes_written", "ddr_bytes_read", "ddr_bytes_written"):
+        assert dev[key] == ref[key], key
+    assert {k: v for k, v in dev["perf"].items() if k in ref["perf"]} == ref["perf"]
+    stages = ("dist_cycles", "knn_cycles", "aff_cycles", "embed_cycles", "grid_cycles")
+    assert all(dev["perf"][s] > 0 for s in stages)
+    md = "\n".join(_markdown(got).splitlines())
+    assert f"**{dev['cycles']:,} clock cycles**" in md and "at 50 MHz" in md
+    assert "| `embed_cycles` |" in md and "Simulation:" in md

@@ -59,6 +59,14 @@ def test_run_job_report(digits):
         return compare_training(n_samples=1078, bytes_per_sample=64, epochs=epochs, n_selected=108,
                                 near_bytes=t["nms"]["near_bytes"])["saving_ratio"]
 
+    # the model backend's counters: bytes and items, no cycles (it says so)
+    dev = sel["device"]
+    assert dev["backend"] == "model" and not dev["cycle_accurate"] and "cycles" not in dev
+    assert "cycles" in dev["missing"] and "embed_cycles" in dev["missing"]
+    assert dev["near_bytes_read"] == sel["counters"]["near_bytes_read"]
+    assert dev["ddr_bytes_read"] >= dev["near_bytes_read"]
+    assert dev["ddr_bytes_written"] == 4 * 108 and dev["perf"]["pair_items"] > 0
+    assert "embed_cycles" not in dev["perf"]
     be = rep["breakeven_epochs"]
     assert be > 0
     assert saving(math.ceil(be) + 1) >= 1.0
@@ -74,7 +82,10 @@ def test_cli_writes_reports(tmp_path, capsys):
     assert rep["selection"]["ratio"] == 0.05 and rep["plots"] == ["embedding.png", "training.png"]
     for f in ("report.md", "embedding.png", "training.png"):
         assert (out / f).stat().st_size > 500
-    assert "fewer worst-case writes" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "fewer worst-case writes" in md
+    assert "## The selection on the `model` backend" in md and "No cycle counts" in md
+    assert "| DDR (AXI) bytes read |" in md and "| `pair_items` |" in md
 
 
 @pytest.mark.parametrize("args, message", [
