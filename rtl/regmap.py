@@ -7,7 +7,7 @@ Everything a host, a transport, a golden model or the RTL needs to agree on is d
 * each field's **allowed range**: static bounds, or bounds relative to a generator parameter
   (``N <= capacity``) or to another field of the same job (``BUDGET <= N``);
 * one **error cause** per refusal — every field that has a range gets its own code, plus
-  start-while-busy and the codes reserved for the device's AXI error responses and abort; the
+  start-while-busy, the result address's alignment, AXI error responses and abort; the
   code is reported in ``STATUS.cause``;
 * the generator parameters the ranges refer to, with their own ranges.
 
@@ -365,7 +365,7 @@ REGISTERS: tuple[Register, ...] = (
     Register("ID", "r", "magic 0x4E4D5331 ('NMS1')", role="id"),
     Register("CTRL", "w1s", "job control", (
         Field("start", 1, "start the job on the programmed registers"),
-        Field("abort", 1, "abort the running job (reserved: the device top implements it)"),
+        Field("abort", 1, "abort the running job: it ends with ABORTED (ignored while idle)"),
         Field("clear_error", 1, "clear STATUS.error and STATUS.cause"),
     ), role="control"),
     Register("STATUS", "r", "job status", (
@@ -516,10 +516,10 @@ def _causes() -> tuple[Cause, ...]:
         out.append(Cause(FIELD_CAUSE_BASE + i, "BAD_" + f.qualname.replace(".", "_").upper(),
                          f"refused at start: {f.range_text()} does not hold", field=f.qualname))
     out += [Cause(0x20, "AXI_READ_ERROR", "a memory read ended with an error response "
-                  "(SLVERR/DECERR); the job is ended", reserved=True),
+                  "(SLVERR/DECERR; on the model backend: outside its memory); the job is ended"),
             Cause(0x21, "AXI_WRITE_ERROR", "a result write ended with an error response "
-                  "(SLVERR/DECERR); the job is ended", reserved=True),
-            Cause(0x30, "ABORTED", "the job was stopped by CTRL.abort", reserved=True)]
+                  "(SLVERR/DECERR; on the model backend: outside its memory); the job is ended"),
+            Cause(0x30, "ABORTED", "the job was stopped by CTRL.abort")]
     return tuple(out)
 
 

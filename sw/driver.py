@@ -112,8 +112,11 @@ class ModelDevice(Transport):
     ``mem_size`` bytes of device memory ends with ``AXI_READ_ERROR`` (``AXI_WRITE_ERROR``), as a
     bus error response would end it on the device.
 
-    A job's end sets ``IRQ_STATUS.done`` (clean) or ``.error`` (refused or failed), write 1 to
-    clear; :attr:`irq` is the level the device's ``irq`` output would have. A clean job's
+    ``CTRL.abort`` while busy ends the job with ``ABORTED``; the model writes no result then
+    (the RTL writes results last, so only an abort in its final output phase leaves some); the
+    results and counters of an aborted job are not part of the contract (the RTL's counters
+    hold how far it got, the model's are 0). A job's end sets ``IRQ_STATUS.done``
+    (clean) or ``.error`` (refused, failed or aborted), write 1 to clear; :attr:`irq` is the level the device's ``irq`` output would have. A clean job's
     counters are those of :func:`contract_counters` (the same as the RTL's, exactly); the
     *timed* ones (cycles, stalls, stage windows) read 0 here. ``lanes`` and ``data_width`` are
     the device's (datapath lanes, AXI data width): they fix the beat counters.
@@ -145,6 +148,7 @@ class ModelDevice(Transport):
         self._regs["ID"] = regmap.ID_MAGIC
         self._mem = bytearray()
         self._job: threading.Thread | None = None
+        self._abort = threading.Event()
         self._fault: BaseException | None = None
         self._lock = threading.Lock()
 
@@ -201,9 +205,12 @@ class ModelDevice(Transport):
                 self._regs[name] = value   # latched at START: a running job never sees it
                 return
             ctrl = reg.unpack(value)
-            if ctrl["abort"]:
-                raise DeviceError("CTRL.abort is declared for the device top; the model backend "
-                                  "does not implement it")
+            if ctrl["abort"] and self._status()["busy"] and not self._abort.is_set():
+                # as the RTL: ABORTED replaces no cause or START_WHILE_BUSY; the job ends
+                # without writing results (the worker checks the flag); ignored while idle
+                if self._status()["cause"] in (0, regmap.CAUSE["START_WHILE_BUSY"].code):
+                    self._set_status(error=1, cause=regmap.CAUSE["ABORTED"].code)
+                self._abort.set()
             if ctrl["clear_error"]:
                 self._set_status(error=0, cause=0)
             if ctrl["start"]:
@@ -236,6 +243,7 @@ class ModelDevice(Transport):
             if r.role in ("result", "counter"):
                 self._regs[r.name] = 0
         self._fault = None
+        self._abort.clear()
         addresses = {f.key: self._regs[f.register] for f in regmap.ADDRESS_FIELDS}
         refused = regmap.refusal({**addresses, **job}, self.params)
         if refused is not None:   # nothing read, nothing written
@@ -281,7 +289,11 @@ class ModelDevice(Transport):
 
     def _compute(self, job: dict, src: int, dst: int) -> None:
         if self.job_delay_s:
-            time.sleep(self.job_delay_s)
+            self._abort.wait(self.job_delay_s)
+        with self._lock:
+            if self._abort.is_set():
+                self._end(error=True)
+                return
         n, dim, budget = job["n"], job["dim"], job["budget"]
         if not self._in_memory(src, n * dim):
             with self._lock:
@@ -297,6 +309,10 @@ class ModelDevice(Transport):
                 self._fail("AXI_WRITE_ERROR")
                 self._end(error=True)
             return
+        with self._lock:
+            if self._abort.is_set():   # the RTL writes the results last: none of them now
+                self._end(error=True)
+                return
         self.write_mem(dst, sel.tobytes())
         counters = contract_counters(job, src, k=self.k, neg_samples=self.neg_samples,
                                      tile=self.tile, lanes=self.lanes, data_width=self.data_width)

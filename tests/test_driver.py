@@ -165,3 +165,40 @@ def test_config_and_parameters_must_match_the_declaration():
         ModelDevice().write_reg("STATUS", 1)
     with pytest.raises(ValueError, match="not a 32-bit unsigned integer"):
         ModelDevice().write_reg("N", 1 << 32)
+
+
+def test_model_abort_and_interrupt_follow_the_device_rules(digits):
+    """CTRL.abort while busy: ABORTED, IRQ_STATUS.error, no result written; while idle it is
+    ignored; the next job runs clean (IRQ_STATUS.done, irq = IRQ_STATUS & IRQ_ENABLE)."""
+    X, y = digits
+    dev = ModelDevice(capacity=256, job_delay_s=5.0)
+    drv = Driver(dev, desne.DesneConfig(capacity=256, n_iter=10, exaggeration_iters=5))
+    cls = X[y == 2]
+    dev.write_mem(0, cls.tobytes())
+    guard = bytes(range(256))
+    dev.write_mem(1 << 16, guard)
+    job = drv.job_values(len(cls), 64, 5, seed=1)
+    status, irq_st, ctrl = (regmap.REGMAP[n] for n in ("STATUS", "IRQ_STATUS", "CTRL"))
+    dev.write_reg("CTRL", ctrl.pack(abort=1))               # idle: nothing happens
+    assert status.unpack(dev.read_reg("STATUS"))["error"] == 0
+    dev.write_reg("IRQ_ENABLE", regmap.REGMAP["IRQ_ENABLE"].pack(error=1))
+    drv.program(job, 0, 1 << 16)
+    drv.start()
+    t0 = time.monotonic()
+    dev.write_reg("CTRL", ctrl.pack(abort=1))
+    dev.wait()
+    assert time.monotonic() - t0 < 2.0                     # cut short, not the 5 s delay
+    assert status.unpack(dev.read_reg("STATUS")) == {
+        "busy": 0, "done": 1, "error": 1, "cause": regmap.CAUSE["ABORTED"].code}
+    assert irq_st.unpack(dev.read_reg("IRQ_STATUS")) == {"done": 0, "error": 1} and dev.irq
+    assert dev.read_mem(1 << 16, len(guard)) == guard and dev.read_reg("RESULT_COUNT") == 0
+    with pytest.raises(DeviceError, match="ABORTED"):
+        drv.check_status(job)
+    dev.write_reg("IRQ_STATUS", 0b11)
+    assert not dev.irq
+    dev.job_delay_s = 0.0
+    drv.run_job(job, 0, 1 << 16)
+    assert irq_st.unpack(dev.read_reg("IRQ_STATUS")) == {"done": 1, "error": 0}
+    assert not dev.irq                                     # done is not enabled
+    want = desne.run_chunk(cls.astype(np.int64), 5, drv.config, 1)["selected"]
+    assert np.frombuffer(dev.read_mem(1 << 16, 20), "<u4").tolist() == want.tolist()

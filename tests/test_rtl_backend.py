@@ -194,7 +194,7 @@ def test_nms_run_on_rtl_returns_the_model_indices_and_reports_cycles(rtl):
     assert got["selection"]["indices"] == want["selection"]["indices"]
     dev, ref = got["selection"]["device"], want["selection"]["device"]
     assert dev["backend"] == "rtl" and dev["cycle_accurate"] and not ref["cycle_accurate"]
-    assert dev["jobs"] == ref["jobs"] == 10
+    assert dev["jobs"] == ref["jobs"] == got["selection"]["counters"]["chunks"] > 10
     assert dev["cycles"] == got["selection"]["counters"]["cycles"] > 0
     assert dev["job_seconds"] == dev["cycles"] / 50e6 and dev["clock_source"] == "given"
     # the harness stepped the jobs: wait() counts from the end of the start write to irq, a
