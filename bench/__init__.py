@@ -26,6 +26,7 @@ BENCHMARKS = {
     "sim": "nms.bench.sim",
     "embedding": "nms.bench.embedding",
     "grid": "nms.bench.grid",
+    "cover": "nms.bench.cover",
     "link": "nms.bench.link",
     "boardtop": "nms.bench.boardtop",
     "energy": "nms.bench.energy",

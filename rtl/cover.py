@@ -28,7 +28,7 @@ from amaranth.utils import bits_for, ceil_log2
 from nms.rtl import fixedpoint as fp
 from nms.rtl.params import check_int
 
-__all__ = ["MeanNearest", "CoverSelector", "cover_cycles", "build_cycles"]
+__all__ = ["MeanNearest", "CoverSelector", "CoverStage", "cover_cycles", "build_cycles"]
 
 #: the self-cover value K[i][i] = 1.0 in Q1.16
 ONE = 1 << fp.P_FRAC_BITS
@@ -528,4 +528,116 @@ class CoverSelector(wiring.Component):
                     with m.If((picked & is_last) | (i == n - 1)):
                         m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+class CoverStage(wiring.Component):
+    """The datapath's coverage glue: :class:`MeanNearest` + :class:`CoverSelector`, the fork of
+    the affinity rows and the choice of the index source.
+
+    On ``clear`` (an accepted job start) the job values are latched; when ``cover`` is set the
+    selector gets its ``job`` beat, takes every affinity beat together with the embedding
+    (:attr:`rows` is accepted only when both take it: see :meth:`fork`), the start point from
+    the distance results (``use`` = ``use_start``), and the grid's cells and quotas; its picks
+    leave on :attr:`indices`. Otherwise :attr:`indices` passes the grid's indices through.
+
+    Attributes
+    ----------
+    clear : In(1)
+    n, kk, budget : In
+        Job values, sampled with ``clear``.
+    cover, use_start : In(1)
+        ``OPT.exemplar == cover`` and ``OPT.cover_start == mean``, sampled with ``clear``.
+    dist, dist_ready : In
+        The distance engine's result stream (observed) and its consumer's ``ready``.
+    rows : In(stream.Signature({index, p}))
+        Selector side of the affinity-row fork.
+    cells : In(stream.Signature({value, last}))
+        The grid sampler's ``cells``.
+    grid_indices : In(stream.Signature({index, last}))
+        The grid sampler's ``indices``.
+    indices : Out(stream.Signature({index, last}))
+        The job's indices.
+    mode : Out(1)
+        The latched ``cover`` of the current job.
+    """
+
+    def __init__(self, *, capacity: int, k: int, tile: int, dist_width: int, max_cells: int,
+                 cell_layout: data.StructLayout, index_layout: data.StructLayout):
+        self.mean = MeanNearest(tile=tile, dist_width=dist_width, capacity=capacity)
+        self.selector = CoverSelector(capacity=capacity, k=k, max_cells=max_cells)
+        sel = self.selector
+        self.external_cell_layout = cell_layout
+        super().__init__({
+            "clear": In(1),
+            "n": In(sel.count_width),
+            "kk": In(bits_for(k)),
+            "budget": In(sel.count_width),
+            "cover": In(1),
+            "use_start": In(1),
+            "dist": In(stream.Signature(self.mean.dist_layout)),
+            "dist_ready": In(1),
+            "rows": In(stream.Signature(sel.row_layout)),
+            "cells": In(stream.Signature(cell_layout)),
+            "grid_indices": In(stream.Signature(index_layout)),
+            "indices": Out(stream.Signature(index_layout)),
+            "mode": Out(1),
+        })
+
+    def fork(self, m, source, other):
+        """Wire the stream ``source`` (affinity results) to ``other`` (the embedding's input,
+        ``index``/``p`` fields) and to :attr:`rows`: a beat moves only when both take it
+        (``rows`` counts as taking it when the job is not in coverage mode)."""
+        mode = self.mode
+        sel_ready = self.rows.ready | ~mode
+        m.d.comb += [
+            other.payload.index.eq(source.payload.index), other.payload.p.eq(source.payload.p),
+            other.valid.eq(source.valid & sel_ready),
+            self.rows.payload.index.eq(source.payload.index),
+            self.rows.payload.p.eq(source.payload.p),
+            self.rows.valid.eq(source.valid & other.ready & mode),
+            source.ready.eq(other.ready & sel_ready),
+        ]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mean = mean = self.mean
+        m.submodules.selector = sel = self.selector
+        mode = self.mode
+        use = Signal()
+        n_l, kk_l, budget_l = Signal.like(self.n), Signal.like(self.kk), Signal.like(self.budget)
+        with m.If(self.clear):
+            m.d.sync += [mode.eq(self.cover), use.eq(self.use_start)]
+        # the selector's job beat, offered once per coverage job
+        jv = Signal()
+        with m.If(self.clear):
+            m.d.sync += jv.eq(self.cover)
+        with m.Elif(sel.job.ready):
+            m.d.sync += jv.eq(0)
+        m.d.comb += [sel.job.valid.eq(jv), sel.job.payload.n.eq(n_l),
+                     sel.job.payload.kk.eq(kk_l), sel.job.payload.budget.eq(budget_l)]
+        with m.If(self.clear):
+            m.d.sync += [n_l.eq(self.n), kk_l.eq(self.kk), budget_l.eq(self.budget)]
+        m.d.comb += [mean.clear.eq(self.clear), mean.n.eq(self.n),
+                     mean.dist.payload.eq(self.dist.payload), mean.dist.valid.eq(self.dist.valid),
+                     mean.dist_ready.eq(self.dist_ready)]
+        # start point -> selector (coverage jobs only; otherwise it is dropped at the next clear)
+        m.d.comb += [sel.start.valid.eq(mean.start.valid & mode),
+                     sel.start.payload.index.eq(mean.start.payload.index),
+                     sel.start.payload.use.eq(use),
+                     mean.start.ready.eq(sel.start.ready & mode)]
+        wiring.connect(m, wiring.flipped(self.rows), sel.rows)
+        m.d.comb += [sel.cells.valid.eq(self.cells.valid & mode),
+                     sel.cells.payload.value.eq(self.cells.payload.value),
+                     sel.cells.payload.last.eq(self.cells.payload.last),
+                     self.cells.ready.eq(sel.cells.ready & mode)]
+        # indices: the selector's in coverage mode, the grid's otherwise
+        src_sel, src_grid, out = sel.indices, self.grid_indices, self.indices
+        m.d.comb += [
+            out.valid.eq(Mux(mode, src_sel.valid, src_grid.valid)),
+            out.payload.index.eq(Mux(mode, src_sel.payload.index, src_grid.payload.index)),
+            out.payload.last.eq(Mux(mode, src_sel.payload.last, src_grid.payload.last)),
+            src_sel.ready.eq(out.ready & mode),
+            src_grid.ready.eq(out.ready & ~mode),
+        ]
         return m

@@ -191,3 +191,69 @@ def test_cocotb_cycles_no_stall(tmp_path):
     rows = json.loads(report.read_text())
     assert [r["cycles"] for r in rows] == [cover_cycles(**_statistics(c)) for c in cases]
     assert [r["build_cycles"] for r in rows] == [build_cycles(n=CAPACITY, kk=K)] * len(cases)
+
+
+# ---------------------------------------------------------------------------------------------
+# the start point (Amaranth simulator: the unit only observes a stream)
+
+
+@pytest.mark.parametrize("n, tile, dim, seed", [(37, 4, 12, 1), (8, 4, 3, 2), (2, 1, 5, 3),
+                                                (64, 8, 20, 4), (30, 4, 1, 5)])
+def test_mean_nearest_equals_the_model(n, tile, dim, seed):
+    """Distances of every tile (padding queries included, random gaps and refused beats) in;
+    the start index equals ``desne.mean_nearest`` of the vectors — also with duplicates, whose
+    sums tie (the lower index wins)."""
+    import random
+
+    from amaranth.sim import Simulator
+
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for _ in range(3):
+        X = rng.integers(0, 256, (n, dim))
+        X[rng.integers(0, n, max(1, n // 4))] = X[n // 2]      # ties
+        jobs.append(X)
+    jobs.append(np.tile(jobs[0][:1], (n, 1)))                  # all equal: index 0
+    dut = MeanNearest(tile=tile, dist_width=26, capacity=128)
+    got = []
+
+    async def bench(ctx):
+        rnd = random.Random(seed)
+        for X in jobs:
+            D = desne.squared_distances(X, X)
+            ctx.set(dut.n, n)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            for base in range(0, n, tile):
+                for j in range(n):
+                    dist = [int(D[base + t, j]) if base + t < n else rnd.randrange(1 << 20)
+                            for t in range(tile)]          # padding rows: any value
+                    ctx.set(dut.dist.payload, {"dist": dist, "last": int(j == n - 1)})
+                    ctx.set(dut.dist.valid, 1)
+                    while True:                              # random refusals by the consumer
+                        ready = rnd.random() < 0.7
+                        ctx.set(dut.dist_ready, int(ready))
+                        await ctx.tick()
+                        if ready:
+                            break
+                    ctx.set(dut.dist.valid, 0)
+                    if rnd.random() < 0.3:
+                        await ctx.tick()
+            for _ in range(3):
+                await ctx.tick()
+            assert ctx.get(dut.start.valid)
+            got.append(ctx.get(dut.start.payload.index))
+            ctx.set(dut.start.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.start.ready, 0)
+            assert not ctx.get(dut.start.valid)
+        bench.finished = True
+
+    bench.finished = False
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert bench.finished
+    assert got == [desne.mean_nearest(X) for X in jobs]
