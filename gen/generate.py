@@ -156,13 +156,9 @@ register_block(Block(
 ))
 
 
-register_block(Block(
-    name="datapath",
-    component="nms.rtl.datapath:DesneDatapath",
-    description="DE-SNE chunk datapath: memory read port -> kNN -> affinity -> embedding -> grid "
-                "-> selected indices",
-    params=(
-        Param("lanes", int, 8, "L, elements per memory / engine beat (power of two)"),
+#: the chunk datapath's generator parameters, shared by the top that wraps it
+DATAPATH_PARAMS = (
+        Param("lanes", int, 8, "L, elements per memory / engine / datapath beat (power of two)"),
         Param("tile", int, 4, "T, resident query vectors of the distance engine"),
         Param("elem_width", int, 8, "unsigned element width in bits"),
         Param("max_dim", int, 1024, "largest runtime vector length"),
@@ -172,7 +168,15 @@ register_block(Block(
         Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
         Param("pair_units", int, 2, "embedding pair units (power of two)"),
         Param("fetch_depth", int, 4, "fetch commands queued ahead of their data"),
-    ),
+)
+
+
+register_block(Block(
+    name="datapath",
+    component="nms.rtl.datapath:DesneDatapath",
+    description="DE-SNE chunk datapath: memory read port -> kNN -> affinity -> embedding -> grid "
+                "-> selected indices",
+    params=DATAPATH_PARAMS,
 ))
 
 
@@ -182,17 +186,7 @@ register_block(Block(
     description="the accelerator as a device: AXI4 master (m_axi_*), CSR slave from the register "
                 "map (s_axil_* or wb_*), irq",
     files="nms.rtl.top:host_files",
-    params=(
-        Param("lanes", int, 8, "L, elements per datapath beat (power of two)"),
-        Param("tile", int, 4, "T, resident query vectors of the distance engine"),
-        Param("elem_width", int, 8, "unsigned element width in bits"),
-        Param("max_dim", int, 1024, "largest runtime vector length"),
-        Param("k", int, 16, "K, neighbours per point"),
-        Param("capacity", int, 1024, "C, most points per chunk (on-chip state)"),
-        Param("neg_samples", int, 8, "negative samples per point and iteration"),
-        Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
-        Param("pair_units", int, 2, "embedding pair units (power of two)"),
-        Param("fetch_depth", int, 4, "fetch commands queued ahead of their data"),
+    params=DATAPATH_PARAMS + (
         Param("data_width", int, 64, "AXI4 data width: 32, 64 or 128"),
         Param("addr_width", int, 32, "AXI4 address width"),
         Param("max_burst", int, 256, "longest AXI burst in beats (power of two <= 256)"),
