@@ -37,6 +37,7 @@ __all__ = [
     "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS", "ADDRESS_FIELDS",
     "REFUSAL_FIELDS",
     "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
+    "EXEMPLAR_CODES", "COVER_START_CODES",
     "job_layout", "pack_job", "unpack_job", "refusal", "refusal_conditions", "validate",
     "check_params", "check_code", "explain", "host_constants", "markdown",
 ]
@@ -394,6 +395,11 @@ REGISTERS: tuple[Register, ...] = (
         Field("allocation", 1, "budget allocation over grid cells",
               codes=(("adaptive", 0), ("proportional", 1))),
         Field("search", 1, "precision search", codes=(("robust", 0), ("bisect", 1))),
+        Field("exemplar", 1, "exemplars per grid cell: nearest the cell centre, or greedy "
+              "kNN-graph coverage inside the cell quotas (docs/rtl-cover.md)",
+              codes=(("centre", 0), ("cover", 1))),
+        Field("cover_start", 1, "coverage only: first pick by largest gain, or the member "
+              "nearest the chunk mean", codes=(("gain", 0), ("mean", 1))),
     )),
     Register("MOMENTUM", "rw", "momentum", (
         Field("early", 8, "momentum before the switch, unsigned Q0.8", key="momentum_early"),
@@ -447,6 +453,8 @@ REFUSAL_FIELDS: tuple[Field, ...] = tuple(f for r in REGISTERS if r.role in ("ad
                                           for f in r.fields if f.ranged)
 SEARCH_CODES = FIELDS["OPT.search"].code_map
 ALLOCATION_CODES = FIELDS["OPT.allocation"].code_map
+EXEMPLAR_CODES = FIELDS["OPT.exemplar"].code_map
+COVER_START_CODES = FIELDS["OPT.cover_start"].code_map
 
 
 # --- generator parameters the ranges refer to ----------------------------------------------------

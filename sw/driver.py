@@ -269,6 +269,8 @@ class ModelDevice(Transport):
     def _config(self, job: dict) -> desne.DesneConfig:
         search = {c: s for s, c in regmap.SEARCH_CODES.items()}[job["search"]]
         allocation = {c: a for a, c in regmap.ALLOCATION_CODES.items()}[job["allocation"]]
+        exemplar = {c: a for a, c in regmap.EXEMPLAR_CODES.items()}[job["exemplar"]]
+        cover_start = {c: a for a, c in regmap.COVER_START_CODES.items()}[job["cover_start"]]
         # the device works from the entropy target itself; the perplexity only has to validate
         return desne.DesneConfig(
             k=self.k, perplexity=float(self.k), search=search, n_iter=job["n_iter"],
@@ -276,7 +278,8 @@ class ModelDevice(Transport):
             exaggeration_shift=job["exaggeration_shift"], learning_rate=job["learning_rate"],
             momentum_early=job["momentum_early"], momentum_late=job["momentum_late"],
             momentum_switch=job["momentum_switch"], neg_samples=self.neg_samples,
-            capacity=self.capacity, allocation=allocation)
+            capacity=self.capacity, allocation=allocation, exemplar=exemplar,
+            cover_start=cover_start)
 
     def _run_job(self, job: dict, src: int, dst: int) -> None:
         try:
@@ -412,6 +415,8 @@ class Driver:
                 "learning_rate": c.learning_rate, "exaggeration_shift": c.exaggeration_shift,
                 "allocation": regmap.ALLOCATION_CODES[c.allocation],
                 "search": regmap.SEARCH_CODES[c.search],
+                "exemplar": regmap.check_code("OPT.exemplar", c.exemplar, owner="DesneConfig"),
+                "cover_start": regmap.COVER_START_CODES[c.cover_start],
                 "momentum_early": c.momentum_early, "momentum_late": c.momentum_late,
                 "momentum_switch": c.momentum_switch, "seed": seed & fp.MASK32}
 

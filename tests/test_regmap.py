@@ -25,7 +25,8 @@ def test_addresses_and_fields_are_derived_and_consistent():
     word = opt.pack(learning_rate=32, exaggeration_shift=2, allocation=1, search=0)
     assert word == 32 | 2 << 12 | 1 << 15
     assert opt.unpack(word) == {"learning_rate": 32, "exaggeration_shift": 2, "allocation": 1,
-                                "search": 0}
+                                "search": 0, "exemplar": 0, "cover_start": 0}
+    assert opt.pack(exemplar=1, cover_start=1) == 1 << 17 | 1 << 18
     with pytest.raises(ValueError, match="does not fit"):
         opt.pack(learning_rate=5000)
     with pytest.raises(ValueError, match="has no field 'shift'"):

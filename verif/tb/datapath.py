@@ -43,7 +43,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.datapath import DesneDatapath, config_layout, perf_layout
-from nms.rtl.regmap import ALLOCATION_CODES, CAUSE, SEARCH_CODES
+from nms.rtl.regmap import ALLOCATION_CODES, CAUSE, COVER_START_CODES, EXEMPLAR_CODES, SEARCH_CODES
 from nms.verif.models import desne
 from nms.verif.models.pool import POOL_NAMES
 from nms.verif.sim.build import tb_params
@@ -73,6 +73,7 @@ def config_value(n: int, dim: int, budget: int, cfg: desne.DesneConfig, seed: in
             "n_iter": cfg.n_iter, "exaggeration_iters": min(cfg.exaggeration_iters, clamp),
             "learning_rate": cfg.learning_rate, "exaggeration_shift": cfg.exaggeration_shift,
             "allocation": ALLOCATION_CODES[cfg.allocation], "search": SEARCH_CODES[cfg.search],
+            "exemplar": EXEMPLAR_CODES[cfg.exemplar], "cover_start": COVER_START_CODES[cfg.cover_start],
             "momentum_early": cfg.momentum_early, "momentum_late": cfg.momentum_late,
             "momentum_switch": min(cfg.momentum_switch, clamp), "seed": seed & 0xFFFFFFFF}
 
