@@ -157,7 +157,8 @@ def make_trainer(method: str, net, *, lr: float | None, seed: int):
     if method == "inference":
         return InferenceTrainer(net, seed=seed)
     if method == "bias-only":
-        return BiasOnlyTrainer(net, maxnorm=True, seed=seed)
+        # the authors' bias-only runs are "bias-only/no-norm" (lrt-02Xb: norm_b = False)
+        return BiasOnlyTrainer(net, maxnorm=False, seed=seed)
     if method in ("sgd", "sgd-maxnorm"):
         return SGDTrainer(net, lr=lr, maxnorm=method == "sgd-maxnorm", seed=seed)
     if method in ("sks-nonorm", "sks-maxnorm"):
@@ -229,7 +230,7 @@ def _select(net0, method, scenario, val_stream, seed, progress) -> tuple[float |
 
 def run_scenario(scenario: str, *, dataset: str = "digits", samples: int | None = None,
                  val_samples: int | None = None, methods=METHODS, seed: int = 0,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, log=None) -> dict:
     """Sweep learning rates on the validation stream, then run every method on the evaluation stream."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -251,6 +252,10 @@ def run_scenario(scenario: str, *, dataset: str = "digits", samples: int | None 
         selection[m] = {"lr": lr, "sweep": sweep}
         results[m] = run_method(dom["net"], m, eval_stream, lr=lr, scenario=scenario, seed=seed,
                                 progress=progress, desc=f"{scenario} {m}")
+        if log is not None:
+            r = results[m]
+            log(f"{scenario} {m}: lr {lr}, accuracy {100 * r['final_accuracy']:.1f} %, "
+                f"{r['us_per_sample']:.0f} us/sample, {time.perf_counter() - t0:.0f} s so far")
     rep = {"scenario": scenario, "dataset": dom["name"], "samples": n, "val_samples": n_val,
            "seed": seed, "methods": list(methods), "pretrain": dom["pretrain"],
            "domain": dom["config"], "layers": dom["layers"],
@@ -259,6 +264,74 @@ def run_scenario(scenario: str, *, dataset: str = "digits", samples: int | None 
            "environment": {"python": platform.python_version(), "numpy": np.__version__}}
     rep["summary"] = summarise(rep)
     return rep
+
+
+def sgd_increment_survival(X: np.ndarray, y: np.ndarray, *, widths=(8, 32, 128), lr: float = 0.01,
+                           deployed=None, seed: int = 0) -> list[dict]:
+    """How many cells a per-sample SGD step ``Qw(lr * grad_W)`` actually changes, by width.
+
+    The mechanism behind the paper's SGD collapse under drift (lrt.md section 5): updates
+    under half an LSB of the 8-bit weight grid round to zero, so per-sample SGD cannot undo
+    the drift, while SKS accumulates B samples (and ``lr * sqrt(mult)``) before rounding. Its
+    strength depends on the per-cell gradient size, which falls with the layer width (and the
+    power-of-two scale alpha with the fan-in). For each width this builds ``lrt-cnn`` with
+    ``channels = w`` and ``hidden = 4 w`` (the paper: 128 / 512), freshly initialised (seeded,
+    U(-1, 1) on the grid: no pre-training exists for the wide ones), streams the samples
+    through forward + backward WITHOUT applying updates, and records, per weight layer, the
+    fraction of cells with a nonzero quantised increment. ``deployed`` (optional) adds the same
+    measurement on the deployed, pre-trained network.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, 1, H, W)
+        Network inputs (on the input grid).
+    y : ndarray, shape (N,)
+        Labels.
+    widths : tuple of int, keyword-only
+        Conv channel counts to compare.
+    lr : float, keyword-only
+        SGD learning rate (the paper's 0.01).
+    deployed : Network or None, keyword-only
+        The pre-trained network (copied, not modified).
+    seed : int, keyword-only
+        Initialisation seed.
+
+    Returns
+    -------
+    list of dict
+        One row per network: ``network``, ``channels``, ``hidden``, ``layers`` (name, shape,
+        alpha, ``nonzero_frac``: mean over samples of the fraction of cells with a nonzero
+        increment), ``nonzero_frac`` (over all cells).
+    """
+    nets = []
+    if deployed is not None:
+        d = copy.deepcopy(deployed)
+        nets.append(("deployed (pre-trained)", d))
+    for w in widths:
+        net = build_model("lrt-cnn", input_shape=X.shape[2:], n_classes=int(np.max(y)) + 1,
+                          quant=QuantConfig(), rng=np.random.default_rng([seed, 21, int(w)]),
+                          channels=(int(w),), hidden=(4 * int(w),))
+        nets.append((f"fresh, {w} channels", net))
+    rows = []
+    for label, net in nets:
+        qw = net.q["w"]
+        frac = np.zeros(len(net.weight_layers))
+        for i in range(len(X)):
+            logits = net.forward(X[i:i + 1], train=True)
+            net.backward(logits, np.asarray(y[i:i + 1]))
+            for j, l in enumerate(net.weight_layers):
+                frac[j] += np.count_nonzero(qw(lr * l.grad_W())) / l.W.size
+        frac /= len(X)
+        sizes = np.array([l.W.size for l in net.weight_layers])
+        rows.append({"network": label,
+                     "channels": int(net.weight_layers[0].W.shape[0]),
+                     "hidden": int(net.weight_layers[-1].W.shape[1]),
+                     "samples": int(len(X)), "lr": lr,
+                     "layers": [{"name": l.name, "shape": list(l.W.shape), "alpha": l.alpha,
+                                 "nonzero_frac": float(f)}
+                                for l, f in zip(net.weight_layers, frac)],
+                     "nonzero_frac": float((frac * sizes).sum() / sizes.sum())})
+    return rows
 
 
 def summarise(rep: dict) -> dict:

@@ -193,7 +193,11 @@ class _Trainer:
             Cells whose stored value changed (a saturated cell pushed further does not).
         """
         qw = self.q["w"]
-        dq = qw.round(dW)
+        # As the authors' code (lrt.md section 8): the increment is masked by the weight
+        # quantiser's straight-through clip mask (a cell whose read code is outside the 8-bit
+        # range -- only possible after analog drift pushed it towards +1 -- is not updated) and
+        # quantised with the weight quantiser itself, i.e. rounded AND clipped to [-1, 1 - LSB].
+        dq = layer.read_mask() * qw(dW)
         written = dq != 0
         # one vectorised pass over the whole matrix (the read value Qw(W) is cached by the layer)
         new = np.where(written, qw(layer.read_W() - dq), layer.W)
@@ -609,7 +613,7 @@ _QUANT_OPTS = ("weight_bits", "bias_bits", "act_bits", "grad_bits", "input_bits"
 _SKS_OPTS = ("batch_fc", "batch_conv", "lr", "lr_bias", "rho_min", "kappa_th", "zerovar",
              "maxnorm", "discount", "factor_bits", "pixel_frac", "conv_mode")
 _SGD_OPTS = ("lr", "lr_bias", "maxnorm", "conv_count")
-_RUN_OPTS = ("eval_every", "scale", "quantized")
+_RUN_OPTS = ("eval_every", "scale", "quantized", "val")
 
 
 def _run(method, Xtr, ytr, Xte, yte, *, model, image_shape, epochs, seed, progress, rank, opts):
@@ -629,6 +633,10 @@ def _run(method, Xtr, ytr, Xte, yte, *, model, image_shape, epochs, seed, progre
             raise ValueError(f"{name} has {len(yy)} labels for {len(XX)} samples")
         if len(yy) and yy.min() < 0:
             raise ValueError(f"{name} labels must be >= 0, got {yy.min()}")
+    val = opts.pop("val", None)
+    if val is not None:
+        if not (isinstance(val, (tuple, list)) and len(val) == 2) or len(val[0]) != len(val[1]):
+            raise ValueError("val must be a pair (X_val, y_val) of equal length")
     scale = opts.pop("scale", None)
     if scale is None:
         scale = max(float(np.max(Xtr)), 1.0)  # the data's max value: 16 for digits, 255 Fashion
@@ -663,6 +671,11 @@ def _run(method, Xtr, ytr, Xte, yte, *, model, image_shape, epochs, seed, progre
         "history": tr.history, "seconds": tr.seconds,
         "options": {**opts, **qkw, **mkw, "scale": scale},
     }
+    if val is not None:
+        # a held-out validation split scored the same way: what hyperparameter choices use
+        Xv = qin(prepare_inputs(val[0], model=model, image_shape=image_shape, scale=scale))
+        result["val_accuracy"] = tr.score(Xv, np.asarray(val[1]))
+        result["n_val"] = int(len(val[1]))
     if method == "sgd":
         result["writes_nonzero"] = tr.write_stats(tr.writes_changed)
         result["conv_count"] = tr.conv_count
@@ -697,7 +710,7 @@ def train_sks(Xtr, ytr, Xte, yte, *, model: str = "mlp", image_shape=None, rank:
         ``rho_min``, ``kappa_th``, ``zerovar``, ``maxnorm``, ``discount``, ``factor_bits``,
         ``pixel_frac``), model options (``hidden``, ``channels``, ``kernel1``, ``stride1``),
         number formats (``weight_bits``, ...; ``quantized=False`` for float), ``eval_every``,
-        ``scale``.
+        ``scale``, ``val=(X_val, y_val)`` (a held-out split; adds ``val_accuracy``).
 
     Returns
     -------

@@ -163,7 +163,24 @@ class _WeightLayer:
     @W.setter
     def W(self, value: np.ndarray) -> None:
         self._W = value
-        self._Wr = None
+        self._Wr = self._Wm = None
+
+    def read_mask(self) -> np.ndarray:
+        """Straight-through clip mask of the weight read: True where ``W`` rounds into the grid.
+
+        The authors' quantiser masks by its rounded code ``round(W / LSB)`` lying in the word's
+        range; with round-half-up that is ``lo - LSB/2 <= W < hi + LSB/2``. All True unless
+        analog drift moved a cell off the grid towards the range ends (cached like
+        :meth:`read_W`).
+        """
+        if self._Wm is None:
+            qw = self.q["w"]
+            if qw.bits is None:
+                self._Wm = np.ones(self._W.shape, dtype=bool)
+            else:
+                half = 0.5 * qw.step
+                self._Wm = (self._W >= qw.lo - half) & (self._W < qw.hi + half)
+        return self._Wm
 
     def read_W(self) -> np.ndarray:
         """The read value ``Qw(W)`` (cached until ``W`` is assigned again).

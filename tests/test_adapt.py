@@ -357,3 +357,25 @@ def test_make_trainer_rejects_unknown_method():
     with pytest.raises(ValueError, match="scenario"):
         adapt.run_scenario("storm")
     copy.deepcopy(_digits_net())  # networks must stay deep-copyable (one copy per method)
+
+
+def test_sgd_increment_survival_counts_nonzero_quantised_increments(digits_domain):
+    """Tiny lr: every increment rounds away; huge lr: every cell with a nonzero gradient moves."""
+    dom = digits_domain
+    Xv, yv = dom["pools"]["val"]
+    st = make_stream(Xv, yv, scenario="control", n_samples=6, max_value=dom["max_value"], seed=1)
+    X = np.stack([st.x(i) for i in range(len(st))])
+    tiny = adapt.sgd_increment_survival(X, st.y, widths=(4,), lr=1e-9, deployed=dom["net"])
+    assert [r["nonzero_frac"] for r in tiny] == [0.0, 0.0]
+    huge = adapt.sgd_increment_survival(X, st.y, widths=(4,), lr=1e9, deployed=dom["net"])
+    net = copy.deepcopy(dom["net"])
+    expect = []
+    for i in range(len(X)):
+        net.backward(net.forward(X[i:i + 1], train=True), st.y[i:i + 1])
+        expect.append([np.count_nonzero(l.grad_W()) / l.W.size for l in net.weight_layers])
+    got = [l["nonzero_frac"] for l in huge[0]["layers"]]
+    np.testing.assert_allclose(got, np.mean(expect, axis=0))
+    assert huge[1]["channels"] == 4 and huge[1]["hidden"] == 16
+    t0 = dom["net"].norm_layers[0].t
+    adapt.sgd_increment_survival(X, st.y, widths=(), deployed=dom["net"])
+    assert dom["net"].norm_layers[0].t == t0  # the deployed model is copied, never streamed

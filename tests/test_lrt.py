@@ -195,3 +195,66 @@ def test_bad_data(digits):
     with pytest.raises(ValueError, match="not square"):
         train_sks(np.zeros((5, 10), np.uint8), ytr[:5], np.zeros((2, 10), np.uint8), yte[:2],
                   model="cnn")
+
+
+@pytest.mark.parametrize("k,stride,n", [(3, 1, 1), (3, 1, 3), (4, 4, 2), (3, 2, 1)])
+def test_conv_im2col_and_col2im_match_direct_loops(k, stride, n):
+    """Forward equals a direct convolution; backward dx is the exact adjoint (loop reference)."""
+    from nms.sw.nn import Conv2d
+
+    rng = np.random.default_rng(k + stride + n)
+    q = QuantConfig.float().quantizers()
+    conv = Conv2d(2, 3, k, stride=stride, gain=2.0, q=q, rng=rng)
+    conv.input_grad = True
+    x = rng.normal(size=(n, 2, 9, 10))
+    z = conv.forward(x, train=True)
+    ho, wo = conv.out_hw(9, 10)
+    Wk = conv.W.reshape(3, 2, k, k)
+    ref = np.zeros((n, 3, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            patch = x[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            ref[:, :, i, j] = conv.alpha * np.einsum("nckl,ockl->no", patch, Wk)
+    np.testing.assert_allclose(z, ref, atol=1e-12)
+    dz = rng.normal(size=z.shape)
+    dx = conv.backward(dz)
+    dref = np.zeros_like(x)
+    for i in range(ho):
+        for j in range(wo):
+            dref[:, :, i * stride:i * stride + k, j * stride:j * stride + k] += conv.alpha * np.einsum(
+                "no,ockl->nckl", dz[:, :, i, j], Wk)
+    np.testing.assert_allclose(dx, dref, atol=1e-12)
+
+
+def test_read_weights_cache_follows_every_assignment():
+    net = build_model("mlp", input_shape=(8,), n_classes=3, quant=QuantConfig(),
+                      rng=np.random.default_rng(0), hidden=(4,))
+    layer = net.weight_layers[0]
+    first = layer.read_W()
+    assert layer.read_W() is first  # cached
+    layer.W = layer.W + 0.3 * 2 ** -7  # off the grid (as after analog drift)
+    np.testing.assert_array_equal(layer.read_W(), net.q["w"](layer.W))
+    layer.W += 0.5  # in place, then assigned back by +=: the cache must follow
+    np.testing.assert_array_equal(layer.read_W(), net.q["w"](layer.W))
+
+
+def test_write_masks_cells_read_outside_the_grid_and_clips_the_increment():
+    """As the authors' code: no update where the read code is clipped; increment = Qw(dW)."""
+    net = build_model("mlp", input_shape=(4,), n_classes=2, quant=QuantConfig(),
+                      rng=np.random.default_rng(0), hidden=(3,))
+    tr = SGDTrainer(net, lr=0.1)
+    layer = net.weight_layers[0]
+    lsb = 2 ** -7
+    W = np.zeros(layer.W.shape)
+    W[0, 0] = 1.0            # drifted to the top: code 128, outside [-128, 127]
+    W[0, 1] = 1 - 0.4 * lsb  # rounds to 128 as well
+    W[0, 2] = 1 - 1.4 * lsb  # rounds to 127: inside
+    layer.W = W
+    dW = np.full(W.shape, 0.5 * lsb + 1e-9)  # just over half an LSB: one step everywhere
+    dW[1, 0] = -5.0                        # huge: clipped to -1 by the weight quantiser
+    new, written, changed = tr._write(layer, dW)
+    assert not written[0, 0] and not written[0, 1] and written[0, 2]
+    assert new[0, 0] == 1.0 and new[0, 1] == W[0, 1]
+    assert new[0, 2] == 1 - 2 * lsb
+    assert written[1, 0] and new[1, 0] == 1 - lsb  # 0 - (-1) saturates at 1 - LSB
+    assert written.sum() == W.size - 2
