@@ -124,7 +124,7 @@ class NmsAccelerator(wiring.Component):
                     "abort_tail_cycles": ABORT_TAIL_CYCLES,
                     "error_causes": dict(ERROR_CAUSES),
                     "registers": [{"name": r.name, "addr": 4 * i, "access": r.access,
-                                   "doc": r.doc,
+                                   "doc": r.doc, "role": r.role, "timed": r.timed,
                                    "fields": [{"name": n, "lsb": lsb, "width": w}
                                               for n, (lsb, w) in r.offsets().items()]}
                                   for i, r in enumerate(self.registers)]})

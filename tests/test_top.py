@@ -99,6 +99,7 @@ def test_generate_top_block(tmp_path):
     assert not any(n.startswith("s_axil_") for n in names)
     regs = meta["derived"]["registers"]
     assert [r["name"] for r in regs] == [r.name for r in effective_registers()]
+    assert [r["name"] for r in regs if r["timed"]] == list(regmap.TIMED_REGISTERS)
     assert meta["derived"]["error_causes"]["ABORTED"] == regmap.CAUSE["ABORTED"].code
     header = (out / "top_regs.h").read_text()
     assert f"#define NMS_STATUS_ADDR 0x{regmap.ADDR['STATUS']:02X}u" in header
