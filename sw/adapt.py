@@ -169,49 +169,111 @@ def make_trainer(method: str, net, *, lr: float | None, seed: int):
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
+class _Run:
+    """One method deployed on a copy of the network, stepped one stream sample at a time.
+
+    Every run owns its network copy, trainer and drift generator, so runs over the same
+    stream are independent: stepping several in lockstep gives exactly the results of
+    running them one after the other.
+    """
+
+    def __init__(self, net0, method, stream, *, lr, scenario, seed, points):
+        self.method, self.lr, self.stream = method, lr, stream
+        self.net = copy.deepcopy(net0)
+        self.tr = make_trainer(method, self.net, lr=lr, seed=seed)
+        self.drift = None
+        if scenario.endswith("-drift"):
+            self.drift = WeightDrift(scenario.split("-")[0], rng=np.random.default_rng([seed, 3]))
+        self.n = len(stream)
+        self.every = max(1, self.n // points)
+        self.correct = np.zeros(self.n, dtype=bool)
+        self.ema, self.curve, self.seconds = 0.0, [], 0.0
+
+    def step(self, i: int) -> None:
+        t0 = time.perf_counter()
+        c = self.tr.step(self.stream.x(i), int(self.stream.y[i]))
+        self.correct[i] = c
+        self.ema = 0.999 * self.ema + 0.001 * c
+        if self.drift is not None:
+            self.drift.after_sample(self.net, i + 1)
+        if (i + 1) % self.every == 0 or i + 1 == self.n:
+            self._point(i + 1)
+        self.seconds += time.perf_counter() - t0
+
+    def _point(self, k: int) -> None:
+        tr = self.tr
+        w, wc = tr.write_stats(), tr.write_stats(tr.writes_changed)
+        self.curve.append({"samples": k, "accuracy": self.ema / (1 - 0.999 ** k),
+                           "writes_max": w["max"], "writes_changed_max": wc["max"],
+                           "writes_mean": w["mean"]})
+
+    def result(self, n: int) -> dict:
+        """Totals after the first ``n`` samples (``n`` < the stream length if stopped early)."""
+        if not self.curve or self.curve[-1]["samples"] != n:
+            self._point(n)
+        tr, correct = self.tr, self.correct[:n]
+        tail = max(1, n // 10)
+        blocks = [{"name": name, "start": a, "stop": min(b, n),
+                   "accuracy": float(correct[max(a, min(b, n) - max(1, (b - a) // 5)):min(b, n)].mean())
+                   if a < n else None}
+                  for a, b, name in self.stream.blocks]
+        return {"method": self.method, "lr": self.lr, "samples": n,
+                "final_accuracy": self.curve[-1]["accuracy"],
+                "last10_accuracy": float(correct[-tail:].mean()),
+                "second_half_accuracy": float(correct[n // 2:].mean()),
+                "blocks": blocks, "writes": tr.write_stats(),
+                "writes_changed": tr.write_stats(tr.writes_changed), "layers": tr.layer_stats(),
+                "curve": self.curve, "seconds": self.seconds,
+                "us_per_sample": 1e6 * self.seconds / n}
+
+
 def run_method(net0, method: str, stream, *, lr: float | None, scenario: str, seed: int,
                points: int = 100, progress: bool = False, desc: str | None = None) -> dict:
     """Deploy a copy of ``net0`` and run ``method`` over ``stream``; return the curves and totals."""
-    net = copy.deepcopy(net0)
-    tr = make_trainer(method, net, lr=lr, seed=seed)
-    drift = None
-    if scenario.endswith("-drift"):
-        drift = WeightDrift(scenario.split("-")[0], rng=np.random.default_rng([seed, 3]))
+    runs, n = run_lockstep(net0, [(method, lr)], stream, scenario=scenario, seed=seed,
+                           points=points, progress=progress, desc=desc)
+    return runs[0]
+
+
+def run_lockstep(net0, jobs, stream, *, scenario: str, seed: int, points: int = 100,
+                 progress: bool = False, desc: str | None = None, deadline: float | None = None,
+                 check_every: int = 500) -> tuple[list[dict], int]:
+    """Run several ``(method, lr)`` jobs over ``stream`` in lockstep, sample by sample.
+
+    Parameters
+    ----------
+    deadline : float or None
+        A :func:`time.time` value: when it has passed (checked every ``check_every`` samples),
+        every job stops at the same sample count, so a run that the machine cannot finish in
+        time still reports all methods over the longest common stream it reached.
+
+    Returns
+    -------
+    results : list of dict
+        One :func:`run_method`-style result per job.
+    n : int
+        Samples streamed (the stream length unless the deadline stopped it).
+    """
+    runs = [_Run(net0, m, stream, lr=lr, scenario=scenario, seed=seed, points=points)
+            for m, lr in jobs]
     n = len(stream)
-    every = max(1, n // points)
-    correct = np.zeros(n, dtype=bool)
-    ema, curve = 0.0, []
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=n, desc=desc or method, unit="sample", leave=False)
-    t0 = time.perf_counter()
+        bar = tqdm(total=n, desc=desc or ",".join(m for m, _ in jobs), unit="sample", leave=False)
+    done = n
     for i in range(n):
-        c = tr.step(stream.x(i), int(stream.y[i]))
-        correct[i] = c
-        ema = 0.999 * ema + 0.001 * c
-        if drift is not None:
-            drift.after_sample(net, i + 1)
-        if (i + 1) % every == 0 or i + 1 == n:
-            w, wc = tr.write_stats(), tr.write_stats(tr.writes_changed)
-            curve.append({"samples": i + 1, "accuracy": ema / (1 - 0.999 ** (i + 1)),
-                          "writes_max": w["max"], "writes_changed_max": wc["max"],
-                          "writes_mean": w["mean"]})
+        for r in runs:
+            r.step(i)
         if bar is not None and (i + 1) % 50 == 0:
             bar.update(50)
-    seconds = time.perf_counter() - t0
+        if deadline is not None and (i + 1) % check_every == 0 and i + 1 < n \
+                and time.time() > deadline:
+            done = i + 1
+            break
     if bar is not None:
         bar.close()
-    tail = max(1, n // 10)
-    blocks = [{"name": name, "start": a, "stop": b,
-               "accuracy": float(correct[max(a, b - max(1, (b - a) // 5)):b].mean())}
-              for a, b, name in stream.blocks]
-    return {"method": method, "lr": lr, "samples": n,
-            "final_accuracy": curve[-1]["accuracy"], "last10_accuracy": float(correct[-tail:].mean()),
-            "second_half_accuracy": float(correct[n // 2:].mean()),
-            "blocks": blocks, "writes": tr.write_stats(),
-            "writes_changed": tr.write_stats(tr.writes_changed), "layers": tr.layer_stats(),
-            "curve": curve, "seconds": seconds, "us_per_sample": 1e6 * seconds / n}
+    return [r.result(done) for r in runs], done
 
 
 def _select(net0, method, scenario, val_stream, seed, progress) -> tuple[float | None, list]:
@@ -230,7 +292,7 @@ def _select(net0, method, scenario, val_stream, seed, progress) -> tuple[float |
 
 def run_scenario(scenario: str, *, dataset: str = "digits", samples: int | None = None,
                  val_samples: int | None = None, methods=METHODS, seed: int = 0,
-                 progress: bool = False, log=None) -> dict:
+                 progress: bool = False, log=None, deadline: float | None = None) -> dict:
     """Sweep learning rates on the validation stream, then run every method on the evaluation stream."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -246,17 +308,23 @@ def run_scenario(scenario: str, *, dataset: str = "digits", samples: int | None 
     eval_stream = make_stream(Xe, ye, scenario=scenario, n_samples=n,
                               max_value=dom["max_value"], seed=seed)
     t0 = time.perf_counter()
-    selection, results = {}, {}
+    selection = {}
     for m in methods:
         lr, sweep = _select(dom["net"], m, scenario, val_stream, seed, progress)
         selection[m] = {"lr": lr, "sweep": sweep}
-        results[m] = run_method(dom["net"], m, eval_stream, lr=lr, scenario=scenario, seed=seed,
-                                progress=progress, desc=f"{scenario} {m}")
         if log is not None:
-            r = results[m]
-            log(f"{scenario} {m}: lr {lr}, accuracy {100 * r['final_accuracy']:.1f} %, "
-                f"{r['us_per_sample']:.0f} us/sample, {time.perf_counter() - t0:.0f} s so far")
-    rep = {"scenario": scenario, "dataset": dom["name"], "samples": n, "val_samples": n_val,
+            log(f"{scenario} {m}: lr {lr} chosen on validation, {time.perf_counter() - t0:.0f} s")
+    # every method in lockstep over the evaluation stream (identical results to one after the
+    # other); a deadline stops them all at the same sample count
+    res, n_done = run_lockstep(dom["net"], [(m, selection[m]["lr"]) for m in methods], eval_stream,
+                               scenario=scenario, seed=seed, progress=progress,
+                               desc=f"{scenario}", deadline=deadline)
+    results = {m: r for m, r in zip(methods, res)}
+    if log is not None:
+        log(f"{scenario}: {n_done} of {n} samples, " + ", ".join(
+            f"{m} {100 * r['final_accuracy']:.1f}" for m, r in results.items()))
+    rep = {"scenario": scenario, "dataset": dom["name"], "samples": n_done, "samples_planned": n,
+           "stopped_by_deadline": n_done < n, "val_samples": n_val,
            "seed": seed, "methods": list(methods), "pretrain": dom["pretrain"],
            "domain": dom["config"], "layers": dom["layers"],
            "blocks": [list(b) for b in eval_stream.blocks], "selection": selection,
@@ -385,7 +453,10 @@ def markdown(rep: dict) -> str:
              f"accuracy {100 * pre['test_accuracy']:.1f} %. Network: lrt-cnn "
              + ", ".join(f"{l['name']} {l['shape'][0]}x{l['shape'][1]}" for l in rep["layers"])
              + ". Learning rates chosen on a validation stream of "
-             f"{rep['val_samples']} samples (other pool, other seed).", "",
+             f"{rep['val_samples']} samples (other pool, other seed)."
+             + (f" **Stopped by the time budget after {rep['samples']:,} of the planned "
+                f"{rep['samples_planned']:,} samples** (all methods in lockstep, so every row "
+                "covers the same samples)." if rep.get("stopped_by_deadline") else ""), "",
              "| method | lr | accuracy (EMA) | last 10 % | vs SGD (pts) | max writes (paper) | "
              "ratio | max writes (changed cells) | ratio | mean writes | µs/sample |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -405,7 +476,8 @@ def markdown(rep: dict) -> str:
                   "|---|" + "---|" * len(rep["results"])]
         for j, (a, b, name) in enumerate(rep["blocks"]):
             lines.append(f"| {j + 1} {name} | " + " | ".join(
-                f"{100 * r['blocks'][j]['accuracy']:.1f}" for r in rep["results"].values()) + " |")
+                "—" if r["blocks"][j]["accuracy"] is None else f"{100 * r['blocks'][j]['accuracy']:.1f}"
+                for r in rep["results"].values()) + " |")
     g = rep["summary"]["goal"]
     if g is not None:
         lines += ["", f"Goal ({g['rule']}): **{'met' if g['met'] else 'not met'}**."]

@@ -379,3 +379,23 @@ def test_sgd_increment_survival_counts_nonzero_quantised_increments(digits_domai
     t0 = dom["net"].norm_layers[0].t
     adapt.sgd_increment_survival(X, st.y, widths=(), deployed=dom["net"])
     assert dom["net"].norm_layers[0].t == t0  # the deployed model is copied, never streamed
+
+
+def test_lockstep_runs_equal_separate_runs_and_stop_together(digits_domain):
+    dom = digits_domain
+    Xe, ye = dom["pools"]["eval"]
+    st = make_stream(Xe, ye, scenario="analog-drift", n_samples=120, max_value=dom["max_value"],
+                     seed=2)
+    jobs = [("sgd", 0.1), ("sks-maxnorm", 0.03)]
+    together, n = adapt.run_lockstep(dom["net"], jobs, st, scenario="analog-drift", seed=4)
+    assert n == 120
+    for (m, lr), r in zip(jobs, together):
+        alone = adapt.run_method(dom["net"], m, st, lr=lr, scenario="analog-drift", seed=4)
+        for key in ("final_accuracy", "last10_accuracy", "writes", "writes_changed"):
+            assert r[key] == alone[key], (m, key)
+        assert [p["accuracy"] for p in r["curve"]] == [p["accuracy"] for p in alone["curve"]]
+    # a passed deadline stops every job at the same checkpoint
+    stopped, n = adapt.run_lockstep(dom["net"], jobs, st, scenario="analog-drift", seed=4,
+                                    deadline=0.0, check_every=50)
+    assert n == 50 and all(r["samples"] == 50 and r["curve"][-1]["samples"] == 50 for r in stopped)
+    assert stopped[0]["writes"]["max"] <= together[0]["writes"]["max"]
