@@ -19,6 +19,7 @@ contiguous slice of it. Results (selected local indices, u32) are written to a r
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
+from nms.sw.dataflow import rtl_counters
 from nms.sw.transport import DeviceBusyError, DeviceError, JobRefusedError, Transport
 from nms.verif.models import desne
 
@@ -40,7 +42,7 @@ _MASK32 = (1 << 32) - 1
 
 
 def contract_counters(job: dict[str, int], src: int, *, k: int, neg_samples: int, tile: int,
-                      lanes: int, data_width: int) -> dict[str, int]:
+                      lanes: int, data_width: int, buffer_dim: int = 0) -> dict[str, int]:
     """Every untimed counter register of a job that ends cleanly, by the RTL's dataflow.
 
     The datapath reads, per query tile ``base = 0, T, 2T ...``, the ``q = min(T, N - base)``
@@ -49,36 +51,40 @@ def contract_counters(job: dict[str, int], src: int, *, k: int, neg_samples: int
     byte range; the embedding issues ``kk + S`` pairs (``S`` repulsive) per point and iteration
     (``docs/rtl-datapath.md``, ``docs/device.md``). ``job``: the declared job fields, ``src``:
     ``SRC_ADDR``. Returns register name -> value (``_LO``/``_HI`` words split).
+    With ``buffer_dim > 0`` (the chunk-buffer datapath, ``docs/energy.md`` §6) the chunk is read
+    once, one request for all N vectors. The datapath counters are
+    :func:`nms.sw.dataflow.rtl_counters` (the one place their formulas are written).
     """
     n, dim, budget = job["n"], job["dim"], job["budget"]
-    tiles = -(-n // tile)
     beat = data_width // 8
-    bpv = -(-dim // lanes)                       # lane beats per vector
-    kk = min(k, n - 1)
 
     def axi_bytes(first: int, count: int) -> int:
         start = src + first * dim
         return -(-(start % beat + count * dim) // beat) * beat
 
-    axi_read = sum(axi_bytes(base, min(tile, n - base)) + axi_bytes(0, n)
-                   for base in range(0, n, tile))
-    values = {"RESULT_COUNT": budget, "BYTES_READ": (n + tiles * n) * dim,
+    if buffer_dim:
+        axi_read = axi_bytes(0, n)
+    else:
+        axi_read = sum(axi_bytes(base, min(tile, n - base)) + axi_bytes(0, n)
+                       for base in range(0, n, tile))
+    dp = rtl_counters(n=n, dim=dim, budget=budget, n_iter=job["n_iter"], k=k,
+                      neg_samples=neg_samples, tile=tile, lanes=lanes, buffer=bool(buffer_dim),
+                      pool=job["pool"])
+    values = {"RESULT_COUNT": budget, "BYTES_READ": dp["bytes_read"],
               "BYTES_WRITTEN": 4 * budget, "AXI_BYTES_READ": axi_read,
               "AXI_BYTES_WRITTEN": 4 * budget,
-              "PERF_MEM_BEATS": (n + tiles * n) * bpv, "PERF_DIST_BEATS": tiles * (tile + n) * bpv,
-              "PERF_PAIR_ITEMS": job["n_iter"] * n * (kk + neg_samples),
-              "PERF_REP_ITEMS": job["n_iter"] * n * neg_samples}
+              **{f"PERF_{key.upper()}": v for key, v in dp.items()
+                 if key not in ("bytes_read", "bytes_written")}}
     out = {}
     for r in regmap.REGISTERS:
         if r.role not in ("counter", "result") or r.timed:
             continue
-        for suffix, shift in (("_LO", 0), ("_HI", 32), ("", 0)):
-            base_name = r.name[:-len(suffix)] if suffix and r.name.endswith(suffix) else r.name
-            if (suffix == "" or r.name.endswith(suffix)) and base_name in values:
-                out[r.name] = (values[base_name] >> shift) & _MASK32
-                break
-        else:
+        word, shift = r.name, 0
+        if word not in values and word[-3:] in ("_LO", "_HI"):
+            word, shift = word[:-3], 0 if word.endswith("_LO") else 32
+        if word not in values:   # a counter declared without its formula here breaks the contract
             raise AssertionError(f"untimed counter {r.name} has no model formula")
+        out[r.name] = (values[word] >> shift) & _MASK32
     return out
 
 
@@ -115,9 +121,9 @@ class ModelDevice(Transport):
     ``CTRL.abort`` while busy ends the job with ``ABORTED``; the model writes no result then
     (the RTL writes results last, so only an abort in its final output phase leaves some); the
     results and counters of an aborted job are not part of the contract (the RTL's counters
-    hold how far it got, the model's are 0). A job's end sets ``IRQ_STATUS.done``
-    (clean) or ``.error`` (refused, failed or aborted), write 1 to clear; :attr:`irq` is the level the device's ``irq`` output would have. A clean job's
-    counters are those of :func:`contract_counters` (the same as the RTL's, exactly); the
+    hold how far it got, the model's are 0). A job's end sets ``IRQ_STATUS.done`` (clean) or
+    ``.error`` (refused, failed or aborted), write 1 to clear; :attr:`irq` is the level the
+    device's ``irq`` output would have. A clean job's counters are those of :func:`contract_counters` (the same as the RTL's, exactly); the
     *timed* ones (cycles, stalls, stage windows) read 0 here. ``lanes`` and ``data_width`` are
     the device's (datapath lanes, AXI data width): they fix the beat counters.
     """
@@ -126,7 +132,7 @@ class ModelDevice(Transport):
 
     def __init__(self, *, capacity: int = 1024, max_dim: int = 1024, k: int = 16,
                  neg_samples: int = 8, tile: int = 4, lanes: int = 8, data_width: int = 64,
-                 job_delay_s: float = 0.0, mem_size: int = 1 << 32):
+                 job_delay_s: float = 0.0, mem_size: int = 1 << 32, buffer_dim: int = 0):
         p = regmap.check_params({"capacity": capacity, "max_dim": max_dim, "k": k,
                                  "neg_samples": neg_samples, "tile": tile}, owner="ModelDevice")
         self.capacity, self.max_dim, self.k = p["capacity"], p["max_dim"], p["k"]
@@ -137,6 +143,11 @@ class ModelDevice(Transport):
         if data_width not in (32, 64, 128) or isinstance(data_width, bool):
             raise ValueError(f"ModelDevice.data_width must be 32, 64 or 128, not {data_width!r}")
         self.lanes, self.data_width = lanes, data_width
+        if isinstance(buffer_dim, bool) or not isinstance(buffer_dim, int) \
+                or not 0 <= buffer_dim <= self.max_dim:
+            raise ValueError(f"ModelDevice.buffer_dim must be an int in [0, max_dim="
+                             f"{self.max_dim}] (0: no chunk buffer), not {buffer_dim!r}")
+        self.buffer_dim = buffer_dim   # as DesneDatapath(buffer_dim=...): buffer + pooling unit
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or not 0 < mem_size <= 1 << 32:
             raise ValueError(f"ModelDevice.mem_size must be an int in [1, 2**32], not {mem_size!r}")
         if not job_delay_s >= 0:
@@ -151,6 +162,16 @@ class ModelDevice(Transport):
         self._abort = threading.Event()
         self._fault: BaseException | None = None
         self._lock = threading.Lock()
+
+    @property
+    def params(self) -> dict[str, int]:
+        """The generator parameters, and the chunk-buffer capabilities the job ranges refer to
+        (as ``DesneDatapath.refusal_params``)."""
+        out = super().params
+        if self.buffer_dim:
+            out.update(lanes=self.lanes, pool_max=2,
+                       buffer_depth=self.capacity * -(-self.buffer_dim // self.lanes))
+        return out
 
     # -- memory -------------------------------------------------------------------------------
     def _in_memory(self, addr: int, size: int) -> bool:
@@ -279,7 +300,8 @@ class ModelDevice(Transport):
             momentum_early=job["momentum_early"], momentum_late=job["momentum_late"],
             momentum_switch=job["momentum_switch"], neg_samples=self.neg_samples,
             capacity=self.capacity, allocation=allocation, exemplar=exemplar,
-            cover_start=cover_start)
+            cover_start=cover_start,
+            pool={c: a for a, c in regmap.FIELDS["OPT.pool"].code_map.items()}[job["pool"]])
 
     def _run_job(self, job: dict, src: int, dst: int) -> None:
         try:
@@ -305,7 +327,7 @@ class ModelDevice(Transport):
             return
         X = np.frombuffer(self.read_mem(src, n * dim), dtype=np.uint8).reshape(n, dim)
         res = desne.run_chunk(X.astype(np.int64), budget, self._config(job), job["seed"],
-                              target=job["h_target"])
+                              target=job["h_target"], img_w=job["img_w"] or None)
         sel = res["selected"].astype("<u4")
         if not self._in_memory(dst, 4 * budget):
             with self._lock:
@@ -318,7 +340,8 @@ class ModelDevice(Transport):
                 return
         self.write_mem(dst, sel.tobytes())
         counters = contract_counters(job, src, k=self.k, neg_samples=self.neg_samples,
-                                     tile=self.tile, lanes=self.lanes, data_width=self.data_width)
+                                     tile=self.tile, lanes=self.lanes, data_width=self.data_width,
+                                     buffer_dim=self.buffer_dim)
         with self._lock:
             self._regs.update(counters)
             # a refused second START leaves its error visible next to done; the interrupt
@@ -417,6 +440,9 @@ class Driver:
                 "search": regmap.SEARCH_CODES[c.search],
                 "exemplar": regmap.check_code("OPT.exemplar", c.exemplar, owner="DesneConfig"),
                 "cover_start": regmap.COVER_START_CODES[c.cover_start],
+                # pooling (a device without the pooling unit refuses pool != 0 at start)
+                "pool": regmap.check_code("OPT.pool", c.pool, owner="DesneConfig"),
+                "img_w": math.isqrt(dim) if c.pool != "none" else 0,
                 "momentum_early": c.momentum_early, "momentum_late": c.momentum_late,
                 "momentum_switch": c.momentum_switch, "seed": seed & fp.MASK32}
 

@@ -161,6 +161,12 @@ def test_config_and_parameters_must_match_the_declaration():
         ModelDevice(capacity=16, k=16)
     with pytest.raises(TypeError, match="ModelDevice.tile must be an integer"):
         ModelDevice(tile=2.0)
+    with pytest.raises(ValueError, match=r"ModelDevice.lanes must be a power of two .*not 6"):
+        ModelDevice(lanes=6)
+    with pytest.raises(ValueError, match="ModelDevice.data_width must be 32, 64 or 128, not 48"):
+        ModelDevice(data_width=48)
+    with pytest.raises(DeviceError, match="no register 'NOPE'"):
+        ModelDevice().read_reg("NOPE")
     with pytest.raises(DeviceError, match="read-only"):
         ModelDevice().write_reg("STATUS", 1)
     with pytest.raises(ValueError, match="not a 32-bit unsigned integer"):
