@@ -10,7 +10,10 @@ the stage components and adds only the glue between them:
 * :class:`~nms.rtl.knn.KnnDatapath` — distance engine + kNN selector;
 * :class:`~nms.rtl.affinity.AffinityUnit` — precision search and P per kNN row;
 * :class:`~nms.rtl.embedding.EmbeddingEngine` — the 2-D iterations;
-* :class:`~nms.rtl.grid.GridSampler` — the exact-budget exemplar indices;
+* :class:`~nms.rtl.grid.GridSampler` — the grid level and cell quotas, and (``OPT.exemplar =
+  centre``) the exact-budget exemplar indices nearest the cell centres;
+* :class:`~nms.rtl.cover.CoverStage` — (``OPT.exemplar = cover``) greedy kNN-graph coverage
+  inside the grid's quotas, started at the member nearest the chunk mean (``OPT.cover_start``);
 * :class:`JobController` — start/busy/done/error, the runtime configuration and the sequence of
   memory commands (this file).
 
@@ -27,6 +30,7 @@ from amaranth.utils import bits_for, ceil_log2
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
 from nms.rtl.affinity import AffinityUnit
+from nms.rtl.cover import CoverStage
 from nms.rtl.params import check_int
 from nms.rtl.embedding import EmbeddingEngine
 from nms.rtl.grid import GridSampler
@@ -357,6 +361,11 @@ class DesneDatapath(wiring.Component):
         self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
                                          pair_units=pair_units)
         self.grid = GridSampler(capacity=capacity)
+        self.cover = CoverStage(capacity=capacity, k=k, tile=tile,
+                                dist_width=self.knn.engine.acc_width,
+                                max_cells=self.grid.max_cells,
+                                cell_layout=self.grid.cell_layout,
+                                index_layout=self.grid.index_layout)
         if self.chunk_buffer:
             self.pool = PoolUnit(lanes=lanes, elem_width=elem_width, max_dim=max_dim)
             self.buffer = ChunkBuffer(lanes=lanes, elem_width=elem_width, depth=self.buffer_depth,
@@ -406,7 +415,8 @@ class DesneDatapath(wiring.Component):
         out = {"index_width": self.index_width, "count_width": self.count_width,
                "elem_bytes": self.fetcher.elem_bytes}
         for name, comp in (("knn", self.knn), ("affinity", self.affinity),
-                           ("embedding", self.embedding), ("grid", self.grid)):
+                           ("embedding", self.embedding), ("grid", self.grid),
+                           ("cover", self.cover.selector)):
             out.update({f"{name}_{k}": v for k, v in comp.derived.items()})
         return out
 
@@ -427,6 +437,7 @@ class DesneDatapath(wiring.Component):
         m.submodules.affinity = aff = self.affinity
         m.submodules.embedding = emb = self.embedding
         m.submodules.grid = grid = self.grid
+        m.submodules.cover = cover = self.cover
         job = ctrl.job
         cw = self.count_width
 
@@ -486,14 +497,10 @@ class DesneDatapath(wiring.Component):
         wiring.connect(m, knn.rows, aff.row)
         m.d.comb += [aff.target.eq(job.h_target[:fp.H_BITS]), aff.mode.eq(job.search)]
 
-        # ---- affinities -> embedding's neighbour lists (rows arrive in point order) ----------
+        # ---- affinities -> embedding's neighbour lists (rows arrive in point order), and to
+        # the coverage stage in coverage jobs (a beat moves when both take it) ---------------
         wiring.connect(m, ctrl.embed_config, emb.config)
-        m.d.comb += [
-            emb.knn.payload.index.eq(aff.result.payload.index),
-            emb.knn.payload.p.eq(aff.result.payload.p),
-            emb.knn.valid.eq(aff.result.valid),
-            aff.result.ready.eq(emb.knn.ready),
-        ]
+        cover.fork(m, aff.result, emb.knn)
 
         # ---- embedding -> grid sampler: the N coordinates, `last` on the final one ------------
         coord_count = Signal(cw)
@@ -506,12 +513,31 @@ class DesneDatapath(wiring.Component):
             emb.coords.ready.eq(grid.points.ready),
             grid.budget.eq(job.budget[:cw]),
             grid.proportional.eq(job.allocation),
+            grid.cover.eq(job.exemplar),
         ]
         with m.If(emb.coords.valid & emb.coords.ready):
             m.d.sync += coord_count.eq(Mux(final_coord, 0, coord_count + 1))
 
-        # ---- grid -> output; the final index ends the job --------------------------------------
-        wiring.connect(m, grid.indices, wiring.flipped(self.indices))
+        # ---- stage 4b: coverage exemplars (OPT.exemplar = cover). The job values are taken
+        # the cycle after an accepted start (when `job` holds them); the start point comes from
+        # the distance results as they pass to the kNN selector (the vectors the kNN sees); the
+        # grid hands over its cells and quotas instead of choosing the members ---------------
+        busy_d = Signal()
+        m.d.sync += busy_d.eq(ctrl.busy)
+        engine_result = knn.engine.result
+        m.d.comb += [
+            cover.clear.eq(ctrl.busy & ~busy_d),
+            cover.n.eq(job.n[:cw]), cover.kk.eq(Mux(job.n[:cw] - 1 < self.k, job.n[:cw] - 1, self.k)),
+            cover.budget.eq(job.budget[:cw]),
+            cover.cover.eq(job.exemplar), cover.use_start.eq(job.cover_start),
+            cover.dist.payload.eq(engine_result.payload), cover.dist.valid.eq(engine_result.valid),
+            cover.dist_ready.eq(engine_result.ready),
+        ]
+        wiring.connect(m, grid.cells, cover.cells)
+
+        # ---- grid or coverage -> output; the final index ends the job --------------------------
+        wiring.connect(m, grid.indices, cover.grid_indices)
+        wiring.connect(m, cover.indices, wiring.flipped(self.indices))
         finish = self.indices.valid & self.indices.ready & self.indices.payload.last
         m.d.comb += ctrl.finish.eq(finish)
 
@@ -579,8 +605,7 @@ class DesneDatapath(wiring.Component):
         window("dist_cycles", fire(engine.query), cand_last & final_pass)
         counter("dist_beats", fire(engine.query) | fire(engine.candidate))
         # the engine reads one query-memory row per candidate beat it takes
-        if "query_rows_read" in perf_layout().members:   # TEMP until regmap declares it
-            counter("query_rows_read", fire(engine.candidate))
+        counter("query_rows_read", fire(engine.candidate))
         counter("dist_stall", engine.result.valid & ~engine.result.ready)
         window("knn_cycles", fire(engine.result), row_end & (rows_done + 1 == n))
         window("aff_cycles", fire(aff.row), aff_end & (aff_rows + 1 == n))
