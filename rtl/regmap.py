@@ -33,7 +33,7 @@ from nms.rtl import fixedpoint as fp
 
 __all__ = [
     "DATA_WIDTH", "CAUSE_BITS", "ITER_BITS", "ID_MAGIC", "Ref", "Field", "Register", "Param",
-    "Cause", "Refusal", "JobRefused", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
+    "Cause", "Refusal", "JobRefused", "Capability", "CAPABILITIES", "JobRule", "JOB_RULES", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
     "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS", "ADDRESS_FIELDS",
     "REFUSAL_FIELDS",
     "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
@@ -64,7 +64,10 @@ class Ref:
 
     def evaluate(self, env: Mapping[str, Any]):
         # plain + so it works on ints and on Amaranth values alike
-        return env[self.name] if self.offset == 0 else env[self.name] + self.offset
+        # a device capability the caller does not pass takes its declared default (a device
+        # without the chunk buffer / pooling unit passes none of them)
+        value = env[self.name] if self.name in env else _CAPABILITY_DEFAULT[self.name]
+        return value if self.offset == 0 else value + self.offset
 
     def text(self) -> str:
         name = _display_name(self.name)
@@ -348,6 +351,11 @@ PERF_COUNTERS: tuple[PerfCounter, ...] = (
     PerfCounter("rep_items", 32, "repulsive pairs issued, all units"),
     PerfCounter("grid_cycles", 32, "grid sampler: first point -> final index taken",
                 timed=True),
+    # the chosen dataflow's on-chip traffic (docs/energy.md §6.6)
+    PerfCounter("buf_read_beats", 32, "chunk-buffer words read for the engine (0 when streamed)"),
+    PerfCounter("buf_write_beats", 32, "chunk-buffer words written (0 when streamed)"),
+    PerfCounter("query_rows_read", 32, "query-memory rows read by the distance engine (one per "
+                "candidate beat)"),
 )
 
 
@@ -400,6 +408,11 @@ REGISTERS: tuple[Register, ...] = (
               codes=(("centre", 0), ("cover", 1))),
         Field("cover_start", 1, "coverage only: first pick by largest gain, or the member "
               "nearest the chunk mean", codes=(("gain", 0), ("mean", 1))),
+        Field("pool", 2, "pooling in front of the kNN: 2x2 / 4x4 floor mean of the square "
+              "image (docs/energy.md §6.1); only a device with the pooling unit accepts != 0",
+              hi="pool_max", codes=(("none", 0), ("pool2", 1), ("pool4", 2))),
+        Field("img_w", 9, "image side of a pooled job (its vectors are img_w x img_w images, "
+              "row-major); ignored when OPT.pool = 0"),
     )),
     Register("MOMENTUM", "rw", "momentum", (
         Field("early", 8, "momentum before the switch, unsigned Q0.8", key="momentum_early"),
@@ -487,6 +500,101 @@ PARAMS: tuple[Param, ...] = (
 _PARAM_BY_NAME = {p.name: p for p in PARAMS}
 
 
+@dataclass(frozen=True)
+class Capability:
+    """A device capability the job ranges refer to, derived from the generator parameters
+    (``DesneDatapath.refusal_params``); a device that does not pass it has ``default``."""
+
+    name: str
+    default: int
+    doc: str
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("pool_max", 0, "the largest OPT.pool the device implements (0: no pooling unit)"),
+    Capability("buffer_depth", 0, "words of the chunk buffer, each `lanes` elements "
+               "(0: no chunk buffer, the chunk is streamed from DDR once per query tile)"),
+    Capability("lanes", 8, "L, elements per chunk-buffer word"),
+)
+_CAPABILITY_DEFAULT = {c.name: c.default for c in CAPABILITIES}
+
+
+def _window_mask(pool):
+    """w - 1 of an ``OPT.pool`` code: 0, 1, 3 (adds and shifts only: ints and Amaranth values)."""
+    return pool + (pool >> 1)
+
+
+def _bad_image(env):
+    pool, side, dim = env["pool"], env["img_w"], env["dim"]
+    return (pool != 0) & ((side * side != dim) | ((side & _window_mask(pool)) != 0))
+
+
+def _image_text(env) -> str:
+    w = 1 << env["pool"]
+    return (f"the side of the square image of DIM = {env['dim']} elements (OPT.img_w² = DIM) "
+            f"and a multiple of {w} (OPT.pool = {env['pool']}: {w}x{w} pooling)")
+
+
+def _buffer_words(env):
+    lanes = env.get("lanes", _CAPABILITY_DEFAULT["lanes"])
+    pooled = env["dim"] >> (env["pool"] + env["pool"])   # D' (the image rule holds by then)
+    return (pooled + (lanes - 1)) >> (lanes.bit_length() - 1)
+
+
+def _bad_buffer(env):
+    depth = env.get("buffer_depth", 0)   # a generator parameter: an int, also in the RTL
+    if not depth:
+        return False                     # no chunk buffer: nothing to overflow
+    return env["n"] * _buffer_words(env) > depth
+
+
+def _buffer_text(env) -> str:
+    words, depth = _buffer_words(env), env.get("buffer_depth", 0)
+    return (f"at most {depth // words} (N · ceil(D'/L) = N · {words} words must fit the "
+            f"{depth}-word chunk buffer)")
+
+
+@dataclass(frozen=True)
+class JobRule:
+    """A refusal that is not one field's range: a condition on several job fields and the
+    device capabilities, with its own cause (walked after the fields, in declaration order).
+
+    ``check(env)`` is true (an int/bool or an Amaranth value) when the job is refused;
+    ``requirement(env)`` says, for an int job, what the reported field ``key`` must be;
+    ``needs`` are the job keys it reads.
+    """
+
+    name: str
+    key: str
+    doc: str
+    check: Any
+    requirement: Any
+    needs: tuple[str, ...]
+
+    @property
+    def qualname(self) -> str:
+        return _JOB_BY_KEY[self.key].qualname
+
+    @property
+    def field(self) -> "Field":
+        return _JOB_BY_KEY[self.key]
+
+    @property
+    def cause(self) -> "Cause":
+        return CAUSE["BAD_" + self.name]
+
+
+JOB_RULES: tuple[JobRule, ...] = (
+    JobRule("IMAGE", "img_w", "a pooled job (OPT.pool != 0) needs OPT.img_w² = DIM and a side "
+            "the window divides", _bad_image, _image_text, ("pool", "img_w", "dim")),
+    JobRule("CHUNK_BUFFER", "n", "with a chunk buffer, N · ceil(D'/L) <= buffer_depth "
+            "(D' = DIM / w², the pooled length)", _bad_buffer, _buffer_text, ("n", "dim", "pool")),
+)
+_RULE_BY_NAME = {r.name: r for r in JOB_RULES}
+#: the first code of the job-rule refusals (below the reserved 0x20 codes)
+RULE_CAUSE_BASE = 0x1C
+
+
 def _display_name(name: str) -> str:
     """A bound's name as the documentation shows it: the qualified field name or the parameter."""
     f = _JOB_BY_KEY.get(name)
@@ -504,6 +612,8 @@ class Cause:
     doc: str
     field: str | None = None
     reserved: bool = False
+    #: the :data:`JOB_RULES` entry behind this cause, if any
+    rule: str | None = None
 
 
 #: the first code of the per-field refusals (derived in declaration order, like addresses)
@@ -523,6 +633,9 @@ def _causes() -> tuple[Cause, ...]:
     for i, f in enumerate(ranged):
         out.append(Cause(FIELD_CAUSE_BASE + i, "BAD_" + f.qualname.replace(".", "_").upper(),
                          f"refused at start: {f.range_text()} does not hold", field=f.qualname))
+    for i, rule in enumerate(JOB_RULES):
+        out.append(Cause(RULE_CAUSE_BASE + i, "BAD_" + rule.name,
+                         f"refused at start: {rule.doc}", rule=rule.name))
     out += [Cause(0x20, "AXI_READ_ERROR", "a memory read ended with an error response "
                   "(SLVERR/DECERR; on the model backend: outside its memory); the job is ended"),
             Cause(0x21, "AXI_WRITE_ERROR", "a result write ended with an error response "
@@ -548,7 +661,8 @@ def _check_declaration() -> None:
         raise AssertionError("address refusal codes overflow, or two checked fields share a key")
     for f in REFUSAL_FIELDS:
         for b in (*f.lo, *f.hi):
-            if isinstance(b, Ref) and b.name not in _JOB_BY_KEY and b.name not in _PARAM_BY_NAME:
+            if isinstance(b, Ref) and b.name not in _JOB_BY_KEY and b.name not in _PARAM_BY_NAME \
+                    and b.name not in _CAPABILITY_DEFAULT:
                 raise AssertionError(f"{f.qualname}: bound {b} names nothing declared")
 
 
@@ -598,6 +712,10 @@ def _walk(job: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = 
             continue   # an address is checked when the caller gives it (the device always does)
         for side, bound, violated in f.violations(job[f.key], env, partial=partial):
             yield f, side, bound, violated
+    for rule in JOB_RULES:
+        if partial and any(k not in job for k in rule.needs):
+            continue
+        yield rule, "rule", rule, rule.check(env)
 
 
 @dataclass(frozen=True)
@@ -634,7 +752,9 @@ def refusal(job: Mapping[str, int], params: Mapping[str, int], *,
     env = {**params, **job}
     for f, side, bound, violated in _walk(job, params, partial=partial):
         if violated:
-            return Refusal(f.cause, f, int(job[f.key]), _violation_text(f, side, bound, env))
+            text = f.requirement(env) if side == "rule" else _violation_text(f, side, bound, env)
+            field = f.field if side == "rule" else f
+            return Refusal(f.cause, field, int(job[f.key]), text)
     return None
 
 
@@ -650,6 +770,12 @@ def explain(code: int, job: Mapping[str, int], params: Mapping[str, int]) -> str
     cause = CAUSE_BY_CODE.get(code)
     if cause is None:
         return f"unknown cause 0x{code:02X}"
+    if cause.rule is not None:
+        rule = _RULE_BY_NAME[cause.rule]
+        env = {**params, **job}
+        if all(k in job for k in rule.needs) and rule.check(env):
+            return Refusal(cause, rule.field, int(job[rule.key]), rule.requirement(env)).message()
+        return f"cause 0x{code:02X} {cause.name}: {cause.doc}"
     if cause.field is not None and FIELDS[cause.field].key not in job:
         return f"cause 0x{code:02X} {cause.name}: {cause.doc}"
     if cause.field is not None:
@@ -832,6 +958,16 @@ def markdown() -> str:
             "| parameter | allowed | meaning |", "|---|---|---|"]
     for p in PARAMS:
         out.append(f"| `{p.name}` | `{p.range_text()}` | {p.doc} |")
+    out += ["", "## Device capabilities the ranges refer to", "",
+            "Derived from the generator parameters (`DesneDatapath.refusal_params`); a device "
+            "that does not report one has the default.", "",
+            "| capability | default | meaning |", "|---|---|---|"]
+    for c in CAPABILITIES:
+        out.append(f"| `{c.name}` | {c.default} | {c.doc} |")
+    out += ["", "## Job rules (checked after the fields, in this order)", "",
+            "| cause | reported field | rule |", "|---|---|---|"]
+    for rule in JOB_RULES:
+        out.append(f"| `{rule.cause.name}` | `{rule.qualname}` | {rule.doc} |")
     out += ["", "## Rules", "",
             "- **Refusal at start.** `CTRL.start` while idle checks the programmed job against "
             "the ranges above, field by field in table order; the first field out of range "

@@ -469,6 +469,10 @@ class Driver:
             if cause is not None and cause.field is not None:
                 raise JobRefusedError(f"{self.t.name}: job refused: {text}", cause, cause.field,
                                       job.get(regmap.FIELDS[cause.field].key))
+            if cause is not None and cause.rule is not None:   # a job rule (image, buffer fit)
+                rule = next(r for r in regmap.JOB_RULES if r.name == cause.rule)
+                raise JobRefusedError(f"{self.t.name}: job refused: {text}", cause,
+                                      rule.qualname, job.get(rule.key))
             raise DeviceError(f"{self.t.name}: job failed: {text}")
         if st["busy"] or not st["done"]:
             raise DeviceError(f"{self.t.name}: job did not finish (STATUS={st})")

@@ -54,6 +54,8 @@ def _run(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None):
     ({"max_dim": 0}, "max_dim=0"),
     ({"elem_width": 17}, "elem_width=17"),
     ({"fetch_depth": 1}, "fetch_depth=1"),
+    ({"max_dim": 64, "buffer_dim": 65}, "buffer_dim=65"),
+    ({"buffer_dim": -1}, "buffer_dim=-1"),
 ])
 def test_bad_parameters_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -69,7 +71,7 @@ def test_parameters_must_be_ints():
 
 def test_parameters_and_derived_recorded():
     dp = DesneDatapath(**HW)
-    assert dp.parameters == {**HW, "fetch_depth": 4}
+    assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8
     assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width
@@ -198,5 +200,81 @@ def test_random_uint8_and_status(tmp_path):
         {"X": X2.tolist(), "budget": 4, "seed": 4, "cfg": _cfg(), "expect_error": True,
          "config_override": {"budget": 10}},          # budget > N
         {"X": X2[:5].tolist(), "budget": 5, "seed": 9, "cfg": _cfg(n_iter=8)},   # budget = N
+        # the streamed build has no pooling unit: a pooled job is refused (OPT.pool <= 0)
+        {"X": X2.tolist(), "budget": 4, "seed": 4, "cfg": _cfg(pool="pool2"),
+         "expect_error": True, "expect_cause": 0x16},
     ]
     _run(jobs, seed=12, backpressure=0.5, mem={"req_stall": 0.5, "latency": [0, 60], "gap": 0.4})
+
+
+# ------------------------------------------------------------------------------------------------
+# the chosen dataflow (docs/energy.md §6): one DDR read per job -> pooling -> chunk buffer
+
+
+#: the same build with a chunk buffer sized for 2x2-pooled digits: 128 x ceil(16/8) = 256 words
+HW_BUF = {**HW, "buffer_dim": 16}
+_VERILOG_BUF: dict = {}
+
+
+def _run_buf(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None, check_stages=True):
+    if "v" not in _VERILOG_BUF:
+        _VERILOG_BUF["v"] = verilog.convert(DesneDatapath(**HW_BUF), name="top", emit_src=False)
+    params = {"datapath": HW_BUF, "jobs": jobs, "mem": mem, "backpressure": backpressure,
+              "seed": seed, "check_stages": check_stages}
+    if report:
+        params["report"] = str(report)
+    run_cocotb("datapath_c128_buf16", _VERILOG_BUF["v"], "nms.verif.tb.datapath", params)
+
+
+def test_chunk_buffer_sizes_and_bytes():
+    dp = DesneDatapath(**HW_BUF)
+    assert (dp.chunk_buffer, dp.buffer_depth) == (True, 256)
+    assert dp.bytes_read(37, 64) == 37 * 64                    # every vector once
+    assert dp.refusal_params == {"capacity": 128, "max_dim": 64, "lanes": 8,
+                                 "buffer_depth": 256, "pool_max": 2}
+    assert DesneDatapath(**HW).refusal_params == {"capacity": 128, "max_dim": 64}
+
+
+def test_chunk_buffer_pooled_jobs_bit_exact():
+    """A digits class chunk with 2x2 pooling (8x8 -> 4x4), random images with 4x4 pooling,
+    an unpooled job that fits the buffer, a start while busy; every stage equal to
+    ``run_chunk`` with ``cfg.pool``; one DDR request per job; counters exact."""
+    from nms.sw.datasets import load_digits
+
+    ds = load_digits()
+    X = ds.X_train.reshape(len(ds.X_train), -1).astype(np.int64)
+    Xc = X[ds.y_train == 5][:60]
+    rng = np.random.default_rng(8)
+    jobs = [
+        {"X": Xc.tolist(), "budget": 6, "seed": 7, "cfg": _cfg(pool="pool2")},
+        {"X": rng.integers(0, 256, size=(37, 64)).tolist(), "budget": 5, "seed": 3,
+         "cfg": _cfg(n_iter=12, pool="pool4", search="bisect"), "restart_while_busy": True},
+        {"X": rng.integers(0, 256, size=(37, 45)).tolist(), "budget": 4, "seed": 4,
+         "cfg": _cfg(n_iter=10)},                      # 37 x 6 = 222 words <= 256
+    ]
+    _run_buf(jobs, seed=13, backpressure=0.4)
+
+
+def test_chunk_buffer_refusals():
+    """What the chosen dataflow cannot run is refused at start with its declared cause, no
+    memory read, and the next job runs bit-exact: a chunk too big for the buffer unpooled
+    (50 x 8 words > 256) that fits pooled (50 x 2), an image that is not square, a side the
+    window does not divide, an undeclared pool code."""
+    from nms.rtl.regmap import CAUSE
+
+    rng = np.random.default_rng(9)
+    X50 = rng.integers(0, 256, size=(50, 64)).tolist()
+    jobs = [
+        {"X": X50, "budget": 4, "seed": 1, "cfg": _cfg(n_iter=6), "expect_error": True,
+         "expect_cause": CAUSE["BAD_CHUNK_BUFFER"].code},
+        {"X": rng.integers(0, 256, size=(9, 45)).tolist(), "budget": 3, "seed": 1,
+         "cfg": _cfg(pool="pool2"), "expect_error": True, "expect_cause": CAUSE["BAD_IMAGE"].code},
+        {"X": rng.integers(0, 256, size=(9, 36)).tolist(), "budget": 3, "seed": 1,
+         "cfg": _cfg(pool="pool2"), "img_w": 6, "config_override": {"pool": 2},
+         "expect_error": True, "expect_cause": CAUSE["BAD_IMAGE"].code},
+        {"X": X50, "budget": 4, "seed": 1, "cfg": _cfg(pool="pool2"),
+         "config_override": {"pool": 3}, "expect_error": True,
+         "expect_cause": CAUSE["BAD_OPT_POOL"].code},
+        {"X": X50, "budget": 4, "seed": 2, "cfg": _cfg(n_iter=6, pool="pool2")},   # 100 words
+    ]
+    _run_buf(jobs, seed=14, backpressure=0.2)

@@ -129,3 +129,81 @@ def test_pool_unit_bit_exact_under_stalls():
     run_cocotb("pool_l8_d784", v, "nms.verif.tb.pool",
                {"unit": {"lanes": 8, "max_dim": 784}, "jobs": jobs, "idle": 0.3,
                 "backpressure": 0.4, "seed": 3})
+
+
+# ------------------------------------------------------------------------------------------------
+# the job interface: OPT.pool / OPT.img_w and the chunk-buffer rule, declared once (rtl/regmap.py)
+
+from nms.rtl import regmap
+
+
+def _job(**kw):
+    job = {f.key: 0 for f in regmap.JOB_FIELDS}
+    job.update(n=50, dim=64, budget=3, learning_rate=32)
+    job.update(kw)
+    return job
+
+
+STREAM = {"capacity": 128, "max_dim": 64}
+BUFFERED = {**STREAM, "lanes": 8, "buffer_depth": 256, "pool_max": 2}   # DesneDatapath(buffer_dim=16)
+
+
+@pytest.mark.parametrize("params, job, cause, text", [
+    (STREAM, {"pool": 1, "img_w": 8}, "BAD_OPT_POOL", "OPT.pool must be <= pool_max (= 0), not 1"),
+    (BUFFERED, {"pool": 3}, "BAD_OPT_POOL", "OPT.pool must be <= pool_max (= 2), not 3"),
+    (BUFFERED, {"pool": 1, "img_w": 7}, "BAD_IMAGE", "OPT.img_w must be the side of the square "
+     "image of DIM = 64 elements (OPT.img_w² = DIM) and a multiple of 2"),
+    (BUFFERED, {"pool": 2, "img_w": 6, "dim": 36}, "BAD_IMAGE", "a multiple of 4 (OPT.pool = 2"),
+    (BUFFERED, {"pool": 0}, "BAD_CHUNK_BUFFER", "N must be at most 32 (N · ceil(D'/L) = N · 8 "
+     "words must fit the 256-word chunk buffer), not 50"),
+    (BUFFERED, {"pool": 1, "img_w": 8, "n": 128, "budget": 3}, None, None),   # 128 x 2 = 256 words
+    (BUFFERED, {"pool": 0, "n": 32}, None, None),
+    (STREAM, {"pool": 0, "n": 128}, None, None),                              # no buffer, no limit
+])
+def test_pool_and_buffer_refusals(params, job, cause, text):
+    r = regmap.refusal(_job(**job), params)
+    if cause is None:
+        assert r is None
+        return
+    assert r.cause.name == cause and text in r.message(), r.message()
+    assert regmap.explain(r.cause.code, _job(**job), params) == r.message()
+    # the RTL's priority chain is the same walk: its first true condition has the same code
+    conds = regmap.refusal_conditions(_job(**job), params)
+    assert next(code for c, code in conds if c) == r.cause.code
+
+
+def test_model_device_refuses_and_runs_pooled_jobs_like_the_rtl():
+    """The model backend with the chunk buffer (``buffer_dim``) runs a pooled job equal to
+    ``run_chunk`` with ``cfg.pool`` and reports the buffered counters; an image the window does
+    not divide and a chunk too big for the buffer are refused with the declared cause, naming
+    the field; a device without the pooling unit refuses a pooled job."""
+    from nms.sw.dataflow import rtl_counters
+    from nms.sw.driver import Driver, JobRefusedError, ModelDevice, read_counters
+
+    rng = np.random.default_rng(12)
+    X = rng.integers(0, 256, size=(40, 64)).astype(np.uint8)
+    y = np.zeros(40, dtype=np.int64)
+    cfg = desne.DesneConfig(k=8, neg_samples=4, capacity=64, perplexity=5.0, n_iter=6,
+                            exaggeration_iters=2, momentum_switch=2, pool="pool2")
+    dev = ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4, buffer_dim=16)
+    assert dev.params["buffer_depth"] == 128 and dev.params["pool_max"] == 2
+    drv = Driver(dev, cfg)
+    got = drv.select(X, y, 0.1, seed=1)
+    want = desne.select(X, y, 0.1, cfg, seed=1)
+    assert np.array_equal(got["indices"], want["indices"])
+    regs = read_counters(dev)
+    c = rtl_counters(n=40, dim=64, budget=4, n_iter=6, k=8, neg_samples=4, tile=4, lanes=8,
+                     buffer=True, pool="pool2")
+    assert regs["BYTES_READ"] == 40 * 64 == c["bytes_read"]
+    for key in ("mem_beats", "dist_beats", "buf_read_beats", "buf_write_beats",
+                "query_rows_read", "pair_items", "rep_items"):
+        assert regs[f"PERF_{key.upper()}"] == c[key], key
+    with pytest.raises(JobRefusedError, match=r"OPT.img_w must be .* multiple of 4.*BAD_IMAGE"):
+        Driver(dev, cfg.replace(pool="pool4")).run_job(
+            Driver(dev, cfg.replace(pool="pool4")).job_values(10, 36, 2, 1), 0, 1 << 16)
+    with pytest.raises(JobRefusedError, match=r"N must be at most 16 .*BAD_CHUNK_BUFFER"):
+        Driver(dev, cfg.replace(pool="none")).run_job(
+            Driver(dev, cfg.replace(pool="none")).job_values(20, 64, 2, 1), 0, 1 << 16)
+    plain = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4), cfg)
+    with pytest.raises(JobRefusedError, match=r"OPT.pool must be <= pool_max \(= 0\), not 1"):
+        plain.select(X, y, 0.1, seed=1)

@@ -25,7 +25,7 @@ def test_addresses_and_fields_are_derived_and_consistent():
     word = opt.pack(learning_rate=32, exaggeration_shift=2, allocation=1, search=0)
     assert word == 32 | 2 << 12 | 1 << 15
     assert opt.unpack(word) == {"learning_rate": 32, "exaggeration_shift": 2, "allocation": 1,
-                                "search": 0, "exemplar": 0, "cover_start": 0}
+                                "search": 0, "exemplar": 0, "cover_start": 0, "pool": 0, "img_w": 0}
     assert opt.pack(exemplar=1, cover_start=1) == 1 << 17 | 1 << 18
     with pytest.raises(ValueError, match="does not fit"):
         opt.pack(learning_rate=5000)
@@ -59,7 +59,7 @@ def test_refusal_order_bounds_and_messages():
     ok = {"n": 10, "dim": 5, "budget": 10, "h_target": (1 << 24) - 1, "n_iter": 0,
           "exaggeration_iters": 0, "learning_rate": 4095, "exaggeration_shift": 4,
           "allocation": 1, "search": 1, "momentum_early": 0, "momentum_late": 255,
-          "momentum_switch": 65535, "seed": 0}
+          "momentum_switch": 65535, "seed": 0, "pool": 0, "img_w": 0}
     assert regmap.refusal(ok, params) is None
     r = regmap.refusal({**ok, "budget": 11}, params)
     assert r.cause.name == "BAD_BUDGET" and r.message() == \
@@ -107,8 +107,11 @@ def test_causes_are_unique_and_fit_the_status_field():
     assert [f.qualname for f in regmap.REFUSAL_FIELDS][0] == "DST_ADDR"   # declared first
     ranged = [f.qualname for f in regmap.JOB_FIELDS if f.ranged]
     assert ranged == ["N", "DIM", "BUDGET", "H_TARGET", "OPT.learning_rate",
-                      "OPT.exaggeration_shift"]
-    assert [regmap.FIELDS[q].cause.code for q in ranged] == list(range(0x10, 0x16))
+                      "OPT.exaggeration_shift", "OPT.pool"]
+    assert [regmap.FIELDS[q].cause.code for q in ranged] == list(range(0x10, 0x17))
+    # the job rules (pooled image shape, chunk-buffer fit) have their own codes
+    assert [(c.name, c.code) for c in regmap.CAUSES if c.rule] == [("BAD_IMAGE", 0x1C),
+                                                                  ("BAD_CHUNK_BUFFER", 0x1D)]
 
 
 def test_hardware_widths_come_from_the_declaration():

@@ -18,13 +18,15 @@ import numbers
 
 import numpy as np
 
+from nms.rtl import regmap
+
 __all__ = ["POOL_WINDOWS", "POOL_NAMES", "MIN_POOLED_DIM", "pool_code", "pool_window",
            "check_image", "pooled_dim", "pool_vectors", "reduce_vectors", "default_pool"]
 
 #: ``OPT.pool`` code -> window side w (1 = no pooling)
 POOL_WINDOWS = {0: 1, 1: 2, 2: 4}
-#: the names the sweep and the host use -> ``OPT.pool`` code
-POOL_NAMES = {"none": 0, "pool2": 1, "pool4": 2}
+#: the names the sweep and the host use -> ``OPT.pool`` code (declared with the field)
+POOL_NAMES = dict(regmap.FIELDS["OPT.pool"].code_map)
 #: the shortest pooled vector the dataflow sweep validated (Fashion-MNIST 28x28 -> 7x7 = 49,
 #: ``bench/results/dataflow.md``): the default never pools below it
 MIN_POOLED_DIM = 49
