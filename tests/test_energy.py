@@ -220,8 +220,13 @@ def test_counts_equal_an_enumeration(n, dim, flow):
     if flow.buffer:
         b = c["sram"]["chunk_buffer"]
         assert (b["read_bits"], b["write_bits"]) == (w["buf_read_bits"], w["buf_write_bits"])
+        # the RTL's counters of the buffer's words (L bytes each)
+        L = flow.lanes
+        assert c["rtl"]["buf_read_beats"] * 8 * L == w["buf_read_bits"]
+        assert c["rtl"]["buf_write_beats"] * 8 * L == w["buf_write_bits"]
     else:
         assert "chunk_buffer" not in c["sram"]
+    assert c["rtl"]["query_rows_read"] * flow.tile * flow.lanes * 8 == w["qread_bits"]
     kk = min(flow.k, n - 1)
     assert c["rtl"]["pair_items"] == 7 * n * (kk + flow.neg_samples)
     assert c["rtl"]["rep_items"] == 7 * n * flow.neg_samples
@@ -389,6 +394,52 @@ def test_verilated_datapath_counters_equal_the_formula(tmp_path):
                              n_iter=job["cfg"]["n_iter"])
         for key in ("bytes_read", "mem_beats", "dist_beats", "pair_items", "rep_items"):
             assert r["perf"][key] == c["rtl"][key], key
+
+
+def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
+    """The chosen dataflow in the RTL (``buffer_dim > 0``: one DDR read per job, pooling unit,
+    chunk buffer; the build of tests/test_datapath.py): three jobs — 2x2 and 4x4 pooled and
+    unpooled — under random stalls and back-pressure; every traffic and work counter of
+    ``perf`` (``bytes_read``, ``mem_beats``, ``dist_beats``, ``buf_read_beats``,
+    ``buf_write_beats``, ``query_rows_read``, ``pair_items``, ``rep_items``) equals
+    :func:`nms.sw.dataflow.chunk_counts` of the buffered flow, and the chunk-buffer memory's
+    read / write bits equal the counted beats times the word width."""
+    from amaranth.back import verilog
+
+    from nms.rtl.datapath import DesneDatapath
+    from nms.verif.sim.build import run_cocotb
+
+    hw = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
+          "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2, "buffer_dim": 16}
+    rng = np.random.default_rng(6)
+    sched = {"exaggeration_iters": 3, "momentum_switch": 3, "perplexity": 5.0}
+    jobs = [{"X": rng.integers(0, 256, size=(37, 64)).tolist(), "budget": 6, "seed": 3,
+             "cfg": {**sched, "n_iter": 9, "pool": "pool2"}},
+            {"X": rng.integers(0, 256, size=(21, 64)).tolist(), "budget": 3, "seed": 5,
+             "cfg": {**sched, "n_iter": 4, "pool": "pool4"}},
+            {"X": rng.integers(0, 256, size=(9, 45)).tolist(), "budget": 4, "seed": 4,
+             "cfg": {**sched, "n_iter": 5}}]
+    report = tmp_path / "perf.json"
+    v = verilog.convert(DesneDatapath(**hw), name="top", emit_src=False)
+    run_cocotb("datapath_c128_buf16", v, "nms.verif.tb.datapath",
+               {"datapath": hw, "jobs": jobs, "mem": {"req_stall": 0.2, "latency": [1, 9],
+                                                      "gap": 0.2},
+                "backpressure": 0.2, "seed": 2, "report": str(report), "check_stages": False})
+    rec = json.loads(report.read_text())
+    assert len(rec) == 3
+    keys = ("bytes_read", "mem_beats", "dist_beats", "buf_read_beats", "buf_write_beats",
+            "query_rows_read", "pair_items", "rep_items")
+    for r, job in zip(rec, jobs):
+        flow = dfl.Dataflow(buffer=True, lanes=8, tile=4, k=8, capacity=128, neg_samples=4,
+                            pair_units=2, max_dim=64, reduce=job["cfg"].get("pool", "none"))
+        c = dfl.chunk_counts(n=r["n"], dim=r["dim"], budget=job["budget"], flow=flow,
+                             n_iter=job["cfg"]["n_iter"])
+        for key in keys:
+            assert r["perf"][key] == c["rtl"][key], key
+        buf = c["sram"]["chunk_buffer"]
+        assert buf["read_bits"] == 64 * r["perf"]["buf_read_beats"]
+        assert buf["write_bits"] == 64 * r["perf"]["buf_write_beats"]
+        assert r["perf"]["bytes_read"] == r["n"] * r["dim"]          # each image read once
 
 
 def test_chosen_default_is_the_recorded_choice():
