@@ -174,7 +174,7 @@ class NmsAccelerator(wiring.Component):
         conditions = regmap.refusal_conditions(
             {**{f.key: rw(f.register, f.name) for f in regmap.ADDRESS_FIELDS},
              **{key: getattr(cfg, key) for key, _ in regmap.job_layout()}},
-            {"capacity": dp.capacity, "max_dim": dp.max_dim})
+            dp.refusal_params)   # the capabilities the job ranges refer to
         first = C(0, regmap.CAUSE_BITS)
         for cond, code in reversed(conditions):
             first = Mux(cond, code, first)
