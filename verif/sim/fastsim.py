@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -54,6 +56,33 @@ def _verilog(hw: dict) -> str:
     from nms.rtl.top import NmsAccelerator
 
     return verilog.convert(NmsAccelerator(**hw), name="top", emit_src=False)
+
+
+def _reset_flop(text: str) -> str | None:
+    """The top's Verilog with its reset input behind a flop (``REG_RST`` in ``fastsim_dut.h``),
+    or ``None`` when the text is not in the expected shape (then the build keeps ``rst`` as an
+    input, which is slower but equal).
+
+    The port ``rst`` becomes ``rst_d`` + ``rst_clk`` and ``rst`` a register loaded from
+    ``rst_d`` on either edge of ``rst_clk``. Amaranth's Verilog writes each register's
+    synchronous reset into its next-state logic (``if (rst) next = init``); with ``rst`` a
+    top-level input, Verilator evaluates all of that logic in its input-combinational region on
+    every ``eval()`` (twice per clock) besides after the flops; behind a flop it runs once.
+    The DUT is otherwise untouched: the same edges see reset as with the plain input.
+    """
+    head = re.search(r"^module top\((.*?)\);\n", text, re.S | re.M)
+    if head is None or len(re.findall(r"\brst\b", head.group(1))) != 1:
+        return None
+    decl = "  input rst;\n  wire rst;\n"
+    end = text.find("\nendmodule", head.end())
+    body = text[head.end():end]
+    if end < 0 or body.count(decl) != 1 or re.search(r"\brst_(d|clk)\b", text):
+        return None
+    ports = re.sub(r"\brst\b", "rst_d, rst_clk", head.group(1))
+    body = body.replace(decl, "  input rst_d;\n  wire rst_d;\n  input rst_clk;\n  wire rst_clk;\n"
+                        "  reg rst = 1'h0;\n"
+                        "  always @(posedge rst_clk or negedge rst_clk) rst <= rst_d;\n")
+    return text[:head.start()] + f"module top({ports});\n" + body + text[end:]
 
 
 def _cxxrtl_source(hw: dict) -> str:
@@ -125,6 +154,8 @@ def build(hw: dict, *, verilog_text: str | None = None, engine: str = "verilator
     flags = VERILATOR_FLAGS + CXX_FLAGS if engine == "verilator" else CXXRTL_CXX_FLAGS
     defines = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}", f"engine={engine}",
                *flags]
+    if engine == "verilator":   # the Verilog rewrite is part of what the library is made from
+        defines.append(inspect.getsource(_reset_flop))
     root = build_dir_root() / "fastsim"
     src_key = _cache_key(hw, verilog_text, defines)
     alias = root / src_key
@@ -155,7 +186,10 @@ def build(hw: dict, *, verilog_text: str | None = None, engine: str = "verilator
     t0 = time.perf_counter()
     base = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}"]
     if engine == "verilator":
-        (tmp / "top.v").write_text(text)
+        fast = _reset_flop(text)
+        info["reset_flop"] = fast is not None
+        base.append(f"-DREG_RST={int(fast is not None)}")
+        (tmp / "top.v").write_text(fast if fast is not None else text)
         verilator = str(verilator_bin() / "verilator")
         cmd = [verilator, *VERILATOR_FLAGS, "--Mdir", str(tmp / "obj"), "--top-module", "top",
                str(tmp / "top.v")]
