@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -79,7 +80,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", default=None,
                         help="--backend fpga: serial device or pyserial URL of the board "
                              "(/dev/ttyUSB0, socket://127.0.0.1:5555 for nms serve --sim)")
-    parser.add_argument("--clock-mhz", type=float, default=None,
+    parser.add_argument("--clock-mhz", type=_clock_mhz_arg, default=None,
                         help="clock for the job time in the report, from the device's cycle "
                              "counters (default: the board's clock for --backend fpga, else "
                              f"{DEFAULT_CLOCK_HZ / 1e6:g} MHz)")
@@ -180,6 +181,16 @@ def select_learning_rates(net0, X, y, Xval, yval, *, epochs, seed, rank, ratio, 
     return out
 
 
+def _clock_mhz_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"clock {text!r} is not a number of MHz") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"clock {value:g} MHz must be > 0")
+    return value
+
+
 def _clock(transport, clock_hz):
     """``(clock in Hz, where it comes from)`` for the report's job time."""
     if clock_hz is not None:
@@ -232,6 +243,8 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
     ``transport_options``: further keyword arguments of the backend (e.g. the RTL build ``hw``).
     """
     ratio = validate_ratio(ratio)
+    if clock_hz is not None and not 0 < clock_hz < float("inf"):
+        raise ValueError(f"clock_hz must be > 0, not {clock_hz!r}")
     if model not in _NETS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(_NETS)}")
     if ds.X_test is None:

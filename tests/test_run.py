@@ -95,6 +95,8 @@ def test_cli_writes_reports(tmp_path, capsys):
     (["--backend", "gpu"], "invalid choice"),
     (["--shift", "XX"], "invalid choice"),
     (["--model", "resnet"], "invalid choice"),
+    (["--clock-mhz", "0"], "clock 0 MHz must be > 0"),
+    (["--clock-mhz", "fast"], "clock 'fast' is not a number of MHz"),
 ])
 def test_cli_rejects_bad_options(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2
