@@ -44,7 +44,9 @@ class Transport(ABC):
     k: int
     neg_samples: int
     tile: int
-    #: True if CYCLES_* count real clock cycles (RTL simulation, FPGA)
+    #: True if the *timed* counters (``regmap.TIMED_REGISTERS``: ``CYCLES_*``, the stage windows
+    #: and stalls) count real clock cycles (RTL simulation, FPGA); every other counter reads
+    #: the same on every backend (``regmap.CONTRACT_REGISTERS``, ``docs/device.md``)
     has_cycle_counter = False
     #: longest a single job may take on this backend before :meth:`wait` gives up
     job_timeout_s = 60.0
