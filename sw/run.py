@@ -90,9 +90,9 @@ def add_arguments(parser) -> None:
                         help=f"target perplexity (default {desne.DesneConfig.perplexity})")
     parser.add_argument("--iterations", type=positive_int_arg, default=None,
                         help=f"embedding iterations (default {desne.DesneConfig.n_iter})")
-    parser.add_argument("--allocation", choices=desne.ALLOCATIONS, default="adaptive",
-                        help="grid budget allocation: adaptive (water-filling, default) or "
-                             "proportional (NMS plain grid)")
+    parser.add_argument("--allocation", choices=desne.ALLOCATIONS, default=None,
+                        help=f"grid budget allocation: proportional (as the NMS plain grid) or "
+                             f"adaptive (water-filling); default {desne.DesneConfig.allocation}")
     parser.add_argument("--model", choices=tuple(_NETS), default="lrt-cnn",
                         help="network (default lrt-cnn, the paper's CNN shape with streaming BN)")
     parser.add_argument("--rank", type=positive_int_arg, default=4, help="SKS rank (default 4)")
@@ -528,7 +528,9 @@ def write_reports(rep: dict, out: Path) -> None:
 
 def main(args) -> int:
     ds = load_dataset(args.dataset)
-    cfg = desne.DesneConfig(allocation=args.allocation)
+    cfg = desne.DesneConfig()
+    if args.allocation is not None:
+        cfg = cfg.replace(allocation=args.allocation)
     if args.perplexity is not None:
         cfg = cfg.replace(perplexity=args.perplexity)
     if args.iterations is not None:

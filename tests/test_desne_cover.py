@@ -110,20 +110,22 @@ def test_mean_nearest_is_the_pixel_mean_argmin():
     assert dm.mean_nearest(X2) == 0
 
 
-def test_config_fields_and_default_unchanged():
+def test_config_fields_and_default_is_the_winner():
     cfg = dm.DesneConfig()
-    assert cfg.exemplar == "centre" and cfg.cover_start == "gain"  # RTL-verified default
+    assert cfg == dm.PRESETS["desne"]          # the search winner, in the RTL (OPT.exemplar)
+    assert (cfg.exemplar, cfg.allocation, cfg.cover_start) == ("cover", "proportional", "mean")
     for field, bad in (("exemplar", "medoid"), ("cover_start", "first")):
         with pytest.raises(ValueError, match=field):
             dm.DesneConfig(**{field: bad})
     d = load_digits()
     X = d.train_flat()[d.y_train == 4].astype(np.int64)
+    v0 = dm.run_chunk(X, 12, dm.PRESETS["v0"], seed=1)
+    assert np.array_equal(v0["selected"], dm.grid_select(v0["Y"], 12, "adaptive"))
     res = dm.run_chunk(X, 12, cfg, seed=1)
-    assert np.array_equal(res["selected"], dm.grid_select(res["Y"], 12, "adaptive"))
-    cov = dm.run_chunk(X, 12, cfg.replace(exemplar="cover", allocation="proportional"), seed=1)
-    assert np.array_equal(cov["Y"], res["Y"])  # only stage 4 differs
-    want = dm.grid_cover_select(res["Y"], res["nbr"], res["P"], 12, "proportional")
-    assert np.array_equal(cov["selected"], want)
+    assert np.array_equal(res["Y"], v0["Y"])  # only stage 4 differs
+    want = dm.grid_cover_select(res["Y"], res["nbr"], res["P"], 12, "proportional",
+                                start=dm.mean_nearest(X))
+    assert np.array_equal(res["selected"], want)
 
 
 @pytest.mark.parametrize("exemplar,allocation,floor", [("cover-nogrid", "adaptive", 0.95),

@@ -21,7 +21,7 @@ def test_variants_equal_the_model(small):
     cache = {}
     pairs = [(dv.Variant(), dm.PRESETS["v0"]), (dv.Variant(allocation="proportional"), dm.PRESETS["nms"]),
              (dv.Variant(exemplar="cover", allocation="proportional", first="mean"), dm.PRESETS["desne"]),
-             (dv.Variant(selector="cover"), dm.DesneConfig(exemplar="cover-nogrid"))]
+             (dv.Variant(selector="cover"), dm.DesneConfig(exemplar="cover-nogrid", cover_start="gain"))]
     for v, cfg in pairs:
         got = dv.variant_select(X, y, 0.1, v, seed=1, cache=cache)["indices"]
         assert np.array_equal(got, dm.select(X, y, 0.1, cfg, seed=1)["indices"]), v

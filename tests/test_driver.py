@@ -72,7 +72,8 @@ def test_start_while_busy_is_refused_parameters_are_latched(digits):
     nbr, dist = desne.knn(cls.astype(np.int64), 16)
     aff = desne.affinities(dist, cfg.perplexity)
     Y = desne.embed(nbr, aff["P"], cfg, 1)
-    assert np.array_equal(out, desne.grid_select(Y, 5))
+    Xc = cls.astype(np.int64)
+    assert np.array_equal(out, desne.exemplar_stage(Xc, nbr, aff["P"], Y, 5, cfg))
     # clear_error clears the sticky cause; the next start takes the BUDGET written while busy
     dev.write_reg("CTRL", CTRL.pack(clear_error=1))
     assert _status(dev) == {"busy": 0, "done": 1, "error": 0, "cause": 0}
@@ -80,7 +81,8 @@ def test_start_while_busy_is_refused_parameters_are_latched(digits):
     dev.wait()
     assert _status(dev) == {"busy": 0, "done": 1, "error": 0, "cause": 0}
     assert dev.read_reg("RESULT_COUNT") == 7
-    assert np.array_equal(np.frombuffer(dev.read_mem(1 << 16, 28), "<u4"), desne.grid_select(Y, 7))
+    assert np.array_equal(np.frombuffer(dev.read_mem(1 << 16, 28), "<u4"),
+                          desne.exemplar_stage(Xc, nbr, aff["P"], Y, 7, cfg))
 
 
 def test_refused_job_names_field_and_value(digits):

@@ -82,15 +82,26 @@ class DesneConfig:
         Negative samples per point and iteration for the repulsive forces.
     capacity : int
         On-chip capacity C: a class with more points is processed in chunks of at most C.
-    allocation : {"adaptive", "proportional"}
-        Budget allocation over grid cells: ``proportional`` = NMS-style plain grid (quota by
-        occupancy, largest remainder); ``adaptive`` = entropy-maximising water-filling (every
-        occupied cell first, then the fullest cells).
+    allocation : {"proportional", "adaptive"}
+        Budget allocation over grid cells: ``proportional`` (default) = quota by occupancy,
+        largest remainder, as the NMS plain grid; ``adaptive`` = entropy-maximising
+        water-filling (every occupied cell first, then the fullest cells).
+    exemplar : {"cover", "centre", "cover-nogrid"}
+        Exemplars inside the cell quotas: ``cover`` (default) = greedy kNN-graph coverage
+        (docs/algorithm.md §11a.3, ``OPT.exemplar``); ``centre`` = the members nearest the cell
+        centre (§8.4); ``cover-nogrid`` = coverage without the grid (model only, for the search).
+    cover_start : {"mean", "gain"}
+        Coverage only: the first pick is the member nearest the chunk mean (default) or the one
+        of largest gain (``OPT.cover_start``).
     pool : {"none", "pool2", "pool4"}
         What the kNN sees (``OPT.pool``, ``docs/energy.md`` §6.1): the raw vectors, or their
         floor-mean 2×2 / 4×4 pooling (:func:`nms.verif.models.pool.pool_vectors`; square images
         whose side the window divides). The kNN, the affinities and the exemplar stage's vector
         view use the pooled vectors; the embedding and the grid are unchanged.
+
+    The stage-4 defaults are the validation-search winner of issue 9 (``PRESETS["desne"]``),
+    which the RTL implements; ``PRESETS["v0"]`` is the previous default, ``PRESETS["nms"]`` the
+    NMS-style plain grid (both also in the RTL, chosen per job).
     """
 
     k: int = 16
@@ -105,9 +116,9 @@ class DesneConfig:
     learning_rate: int = 32
     neg_samples: int = 8
     capacity: int = 1024
-    allocation: str = "adaptive"
-    exemplar: str = "centre"
-    cover_start: str = "gain"
+    allocation: str = "proportional"
+    exemplar: str = "cover"
+    cover_start: str = "mean"
     pool: str = "none"
 
     def __post_init__(self):
@@ -140,14 +151,15 @@ _REGISTER_FIELDS = ("n_iter", "exaggeration_iters", "exaggeration_shift", "learn
                     "momentum_early", "momentum_late", "momentum_switch")
 
 
-#: Named configurations. ``v0`` = the default the RTL is verified against (nearest cell centre,
-#: water-filling); ``nms`` = the NMS-style plain grid (nearest cell centre, proportional quotas);
-#: ``desne`` = the winner of the validation search of issue 9 (``bench/results/
-#: coreset_search.md``): greedy kNN-graph coverage inside the grid's quotas, specified in
-#: §11a.3 of docs/algorithm.md. The default stays ``v0`` until the RTL implements that stage.
+#: Named configurations (all three run in the RTL, chosen per job by OPT.allocation /
+#: OPT.exemplar / OPT.cover_start). ``desne`` = the default: the winner of the validation search
+#: of issue 9 (``bench/results/coreset_search.md``), greedy kNN-graph coverage inside the grid's
+#: proportional quotas from the member nearest the chunk mean (docs/algorithm.md §11a.3);
+#: ``v0`` = the previous default (nearest cell centre, water-filling); ``nms`` = the NMS-style
+#: plain grid (nearest cell centre, proportional quotas).
 PRESETS = {
-    "v0": DesneConfig(),
-    "nms": DesneConfig(allocation="proportional"),
+    "v0": DesneConfig(allocation="adaptive", exemplar="centre", cover_start="gain"),
+    "nms": DesneConfig(allocation="proportional", exemplar="centre", cover_start="gain"),
     "desne": DesneConfig(exemplar="cover", allocation="proportional", cover_start="mean"),
 }
 
