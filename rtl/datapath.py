@@ -297,6 +297,10 @@ class DesneDatapath(wiring.Component):
         reads its queries and candidates from there. A job needs
         ``N · ceil(D' / lanes) <= buffer_depth`` (D' the pooled length), refused otherwise
         (cause ``BAD_CHUNK_BUFFER``).
+    cand_tile : int
+        P, candidates per query-memory row read of the distance engine, 1..16 (``> 1`` needs
+        the chunk buffer, which serves the candidates in the engine's beat-interleaved groups;
+        ``docs/energy.md`` §6.4). Default 1.
 
     Attributes
     ----------
@@ -324,7 +328,7 @@ class DesneDatapath(wiring.Component):
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8,
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
                  affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4,
-                 buffer_dim: int = 0):
+                 buffer_dim: int = 0, cand_tile: int = 1):
         _check_pow2("lanes", lanes, 256)
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
@@ -343,6 +347,11 @@ class DesneDatapath(wiring.Component):
                   f"0 (no chunk buffer) or 1 to max_dim={max_dim} elements per buffered vector")
         self.buffer_dim = buffer_dim
         self.chunk_buffer = buffer_dim > 0
+        check_int("cand_tile", cand_tile, 1, 16, "1 to 16 candidates per query-memory read")
+        if cand_tile > 1 and not self.chunk_buffer:
+            raise ValueError(f"cand_tile={cand_tile} needs the chunk buffer (buffer_dim > 0): "
+                             "only it can serve the candidates in interleaved groups")
+        self.cand_tile = cand_tile
         self.lane_shift = ceil_log2(lanes)
         self.buffer_depth = capacity * -(-buffer_dim // lanes)
         self.lanes, self.tile, self.elem_width, self.max_dim = lanes, tile, elem_width, max_dim
@@ -355,7 +364,7 @@ class DesneDatapath(wiring.Component):
         self.fetcher = VectorFetcher(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
                                      index_width=iw, count_width=cw, depth=fetch_depth)
         self.knn = KnnDatapath(lanes=lanes, tile=tile, elem_width=elem_width, max_dim=max_dim,
-                               k=k, index_width=iw)
+                               k=k, index_width=iw, cand_tile=cand_tile)
         self.affinity = AffinityUnit(k=k, dist_width=self.knn.engine.acc_width, index_width=iw,
                                      lanes=affinity_lanes)
         self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
@@ -370,7 +379,7 @@ class DesneDatapath(wiring.Component):
             self.pool = PoolUnit(lanes=lanes, elem_width=elem_width, max_dim=max_dim)
             self.buffer = ChunkBuffer(lanes=lanes, elem_width=elem_width, depth=self.buffer_depth,
                                       beats_max=self.fetcher.beats_max, index_width=iw,
-                                      count_width=cw)
+                                      count_width=cw, cand_tile=cand_tile)
         self.controller = JobController(capacity=capacity, tile=tile, max_dim=max_dim, k=k,
                                         cmd_layout=self.fetcher.cmd_layout,
                                         embed_config_layout=self.embedding.config_layout,
@@ -398,7 +407,7 @@ class DesneDatapath(wiring.Component):
                 "max_dim": self.max_dim, "k": self.k, "capacity": self.capacity,
                 "neg_samples": self.neg_samples, "affinity_lanes": self.affinity_lanes,
                 "pair_units": self.pair_units, "fetch_depth": self.fetch_depth,
-                "buffer_dim": self.buffer_dim}
+                "buffer_dim": self.buffer_dim, "cand_tile": self.cand_tile}
 
     @property
     def refusal_params(self) -> dict:
@@ -489,6 +498,8 @@ class DesneDatapath(wiring.Component):
             # the candidate command covers all N vectors: its final beat ends the pass
             knn.candidate.payload.last.eq(beat.last),
             knn.candidate.valid.eq(source.valid & to_cand),
+            *([knn.candidate.payload.slot.eq(beat.slot),
+               knn.candidate.payload.group_end.eq(beat.group_end)] if self.cand_tile > 1 else []),
             source.ready.eq(Mux(to_cand, knn.candidate.ready, knn.query.ready)),
         ]
         wiring.connect(m, ctrl.tile_base, knn.tile_base)
@@ -605,7 +616,8 @@ class DesneDatapath(wiring.Component):
         window("dist_cycles", fire(engine.query), cand_last & final_pass)
         counter("dist_beats", fire(engine.query) | fire(engine.candidate))
         # the engine reads one query-memory row per candidate beat it takes
-        counter("query_rows_read", fire(engine.candidate))
+        counter("query_rows_read", fire(engine.candidate) & (
+            (engine.candidate.payload.slot == 0) if self.cand_tile > 1 else 1))
         counter("dist_stall", engine.result.valid & ~engine.result.ready)
         window("knn_cycles", fire(engine.result), row_end & (rows_done + 1 == n))
         window("aff_cycles", fire(aff.row), aff_end & (aff_rows + 1 == n))

@@ -5,7 +5,7 @@ See ``docs/distance-engine.md`` for the protocol, timing and widths in one page.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -38,6 +38,15 @@ class DistanceEngine(wiring.Component):
     Unused lanes of a vector's final beat (lanes ``>= dim % lanes`` when ``dim % lanes != 0``)
     are masked: their difference is forced to zero, so producers may leave any value there.
 
+    **Candidate groups** (``cand_tile`` P > 1, ``docs/energy.md`` §6.4): one query-memory row
+    read serves P candidates. The candidates of a pass are streamed in groups of P (the last
+    group may be smaller), *beat-interleaved*: beat 0 of every candidate of the group, then beat
+    1, ... Each beat carries its ``slot`` in the group and ``group_end`` on the group's last slot
+    at that beat index. The engine reads the row of a beat index once, on slot 0, holds it for
+    the other slots, and keeps ``P`` accumulators per query; results still leave one per
+    candidate in candidate order, at one beat per cycle, so distances and timing are those of
+    P = 1. ``last`` goes on the pass's final beat (the last candidate's final beat).
+
     Parameters
     ----------
     lanes : int
@@ -49,6 +58,9 @@ class DistanceEngine(wiring.Component):
         Unsigned element width in bits, 1..16. Default 8.
     max_dim : int
         Largest vector length ``dim`` (sizes the query memory and the accumulator). Default 1024.
+    cand_tile : int
+        P, candidates per query-memory row read, 1..16. Default 1 (no groups: the candidate
+        layout has no ``slot`` / ``group_end``).
 
     Attributes
     ----------
@@ -82,13 +94,16 @@ class DistanceEngine(wiring.Component):
         A parameter of the wrong type or out of range; the message names it.
     """
 
-    def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024):
+    def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
+                 cand_tile: int = 1):
         check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
         if lanes & (lanes - 1):
             raise ValueError(f"lanes={lanes} is not a power of two: use 1, 2, 4, 8, ... 256")
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per unsigned element")
         check_int("max_dim", max_dim, 1, 1 << 20, "1 to 1048576 elements per vector")
+        check_int("cand_tile", cand_tile, 1, 16, "1 to 16 candidates per query-memory read")
+        self.cand_tile = cand_tile
         self.lanes = lanes
         self.tile = tile
         self.elem_width = elem_width
@@ -110,10 +125,10 @@ class DistanceEngine(wiring.Component):
             "data": data.ArrayLayout(elem, lanes),
             "dim": unsigned(self.dim_width),
         })
-        self.candidate_layout = data.StructLayout({
-            "data": data.ArrayLayout(elem, lanes),
-            "last": unsigned(1),
-        })
+        cand_fields = {"data": data.ArrayLayout(elem, lanes), "last": unsigned(1)}
+        if cand_tile > 1:
+            cand_fields.update(slot=unsigned(ceil_log2(cand_tile)), group_end=unsigned(1))
+        self.candidate_layout = data.StructLayout(cand_fields)
         self.result_layout = data.StructLayout({
             "dist": data.ArrayLayout(unsigned(self.acc_width), tile),
             "last": unsigned(1),
@@ -127,8 +142,11 @@ class DistanceEngine(wiring.Component):
     @property
     def parameters(self) -> dict:
         """Generator parameters (for metadata)."""
-        return {"lanes": self.lanes, "tile": self.tile, "elem_width": self.elem_width,
-                "max_dim": self.max_dim}
+        out = {"lanes": self.lanes, "tile": self.tile, "elem_width": self.elem_width,
+               "max_dim": self.max_dim}
+        if self.cand_tile > 1:
+            out["cand_tile"] = self.cand_tile
+        return out
 
     @property
     def derived(self) -> dict:
@@ -199,13 +217,22 @@ class DistanceEngine(wiring.Component):
         cand_beat = Signal(beat_range)
         cand_final = cand_beat == final_beat
         accept = Signal()
+        P = self.cand_tile
         m.d.comb += [
             self.candidate.ready.eq(~loading & (in_flight != self.fifo_depth)),
             accept.eq(self.candidate.valid & self.candidate.ready),
             rd.addr.eq(cand_beat),
         ]
+        if P > 1:
+            # one row read per beat index of a group (on slot 0), held for the other slots
+            slot_in = self.candidate.payload.slot
+            group_end = self.candidate.payload.group_end
+            m.d.comb += rd.en.eq(accept & (slot_in == 0))
+        else:
+            group_end = 1
         with m.If(accept):
-            m.d.sync += cand_beat.eq(Mux(cand_final, 0, cand_beat + 1))
+            with m.If(group_end):
+                m.d.sync += cand_beat.eq(Mux(cand_final, 0, cand_beat + 1))
             with m.If(cand_final & self.candidate.payload.last):
                 m.d.sync += loading.eq(1)
 
@@ -218,6 +245,13 @@ class DistanceEngine(wiring.Component):
         s1_cand = Signal(data.ArrayLayout(unsigned(w), L))
         s1_mask = Signal(L)
         s1_first, s1_final, s1_last = Signal(), Signal(), Signal()
+        # the group slot rides along the pipeline (P > 1 only: P = 1 is the plain engine)
+        slot_w = max(1, ceil_log2(P))
+        s1_extra = ()
+        if P > 1:
+            s1_slot = Signal(slot_w)
+            m.d.sync += s1_slot.eq(slot_in)
+            s1_extra = (s1_slot,)
         m.d.sync += [
             s1_valid.eq(accept),
             s1_cand.eq(self.candidate.payload.data),
@@ -226,11 +260,12 @@ class DistanceEngine(wiring.Component):
             s1_final.eq(cand_final),
             s1_last.eq(self.candidate.payload.last),
         ]
-        flags = [(s1_valid, s1_first, s1_final, s1_last)]
+        flags = [(s1_valid, s1_first, s1_final, s1_last, *s1_extra)]
 
         def next_flags(stage):
             regs = tuple(Signal(name=f"s{stage}_{n}")
-                         for n in ("valid", "first", "final", "last"))
+                         for n in ("valid", "first", "final", "last")) \
+                + tuple(Signal(slot_w, name=f"s{stage}_slot") for _ in s1_extra)
             m.d.sync += [r.eq(p) for r, p in zip(regs, flags[-1])]
             flags.append(regs)
 
@@ -267,17 +302,25 @@ class DistanceEngine(wiring.Component):
             sq = new
             next_flags(3 + level)
         beat_sums = [sq[t][0] for t in range(T)]
-        valid, first, final, last = flags[-1]
+        valid, first, final, last = flags[-1][:4]
 
         # ---- accumulate over a candidate's beats; write the finished result to the FIFO -------
-        acc = [Signal(unsigned(self.acc_width), name=f"acc_{t}") for t in range(T)]
+        # (with groups: one accumulator per query and group slot)
+        if P > 1:
+            slot = flags[-1][4]
+            acc = [Array(Signal(unsigned(self.acc_width), name=f"acc_{t}_{p}") for p in range(P))
+                   for t in range(T)]
+            held = [acc[t][slot] for t in range(T)]
+        else:
+            acc = [Signal(unsigned(self.acc_width), name=f"acc_{t}") for t in range(T)]
+            held = acc
         acc_next = [Signal(unsigned(self.acc_width), name=f"acc_next_{t}") for t in range(T)]
         result = Signal(self.result_layout)
         for t in range(T):
-            m.d.comb += [acc_next[t].eq(Mux(first, 0, acc[t]) + beat_sums[t]),
+            m.d.comb += [acc_next[t].eq(Mux(first, 0, held[t]) + beat_sums[t]),
                          result.dist[t].eq(acc_next[t])]
             with m.If(valid):
-                m.d.sync += acc[t].eq(acc_next[t])
+                m.d.sync += held[t].eq(acc_next[t])
         m.d.comb += [
             result.last.eq(last),
             fifo.w_data.eq(result),

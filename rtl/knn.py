@@ -245,6 +245,9 @@ class KnnDatapath(wiring.Component):
         Neighbours per query (:class:`KnnSelector`).
     index_width : int
         Candidate index width in bits; ``N <= 2**index_width``.
+    cand_tile : int
+        The engine's P (1..16, default 1): candidates arrive in beat-interleaved groups of P
+        (``slot``, ``group_end``); results still come in candidate order.
 
     Attributes
     ----------
@@ -268,9 +271,10 @@ class KnnDatapath(wiring.Component):
     """
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
-                 k: int = 16, index_width: int = 16):
+                 k: int = 16, index_width: int = 16, cand_tile: int = 1):
+        # cand_tile: the engine's P (candidate groups, beat-interleaved; see DistanceEngine)
         self.engine = DistanceEngine(lanes=lanes, tile=tile, elem_width=elem_width,
-                                     max_dim=max_dim)
+                                     max_dim=max_dim, cand_tile=cand_tile)
         self.selector = KnnSelector(k=k, tile=tile, dist_width=self.engine.acc_width,
                                     index_width=index_width)
         self.base_fifo_depth = self.engine.fifo_depth + 2

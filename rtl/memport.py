@@ -226,6 +226,11 @@ class ChunkBuffer(wiring.Component):
     The read side sustains one beat per cycle (a read-port stage that holds its word while the
     output is refused) with one idle cycle between commands.
 
+    With ``cand_tile`` P > 1 a candidate command is served in the distance engine's group order
+    (:class:`~nms.rtl.distance.DistanceEngine`): groups of P vectors, beat-interleaved (beat 0
+    of each vector of the group, then beat 1, ...), each beat tagged with its ``slot`` and
+    ``group_end``; queries and padding stay vector after vector.
+
     Parameters
     ----------
     lanes : int
@@ -238,6 +243,8 @@ class ChunkBuffer(wiring.Component):
         Most words per vector, 1..65536.
     index_width, count_width : int
         Widths of a command's ``first`` and ``count`` (1..32).
+    cand_tile : int
+        P, the engine's candidate group, 1..16. Default 1.
 
     Attributes
     ----------
@@ -260,7 +267,8 @@ class ChunkBuffer(wiring.Component):
     """
 
     def __init__(self, *, lanes: int = 8, elem_width: int = 8, depth: int = 1024,
-                 beats_max: int = 128, index_width: int = 10, count_width: int = 11):
+                 beats_max: int = 128, index_width: int = 10, count_width: int = 11,
+                 cand_tile: int = 1):
         check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
         if lanes & (lanes - 1):
             raise ValueError(f"lanes={lanes} is not a power of two")
@@ -269,6 +277,8 @@ class ChunkBuffer(wiring.Component):
         check_int("beats_max", beats_max, 1, 1 << 16, "1 to 65536 words per vector")
         check_int("index_width", index_width, 1, 32, "1 to 32 bits")
         check_int("count_width", count_width, 1, 32, "1 to 32 bits")
+        check_int("cand_tile", cand_tile, 1, 16, "1 to 16 candidates per group")
+        self.cand_tile = cand_tile
         self.lanes, self.elem_width, self.depth, self.beats_max = lanes, elem_width, depth, beats_max
         self.index_width, self.count_width = index_width, count_width
         self.word_layout = data.StructLayout({
@@ -276,9 +286,11 @@ class ChunkBuffer(wiring.Component):
         self.cmd_layout = data.StructLayout({
             "first": unsigned(index_width), "count": unsigned(count_width),
             "dest": unsigned(1), "pad": unsigned(1)})
-        self.beat_layout = data.StructLayout({
-            "data": data.ArrayLayout(unsigned(elem_width), lanes),
-            "dest": unsigned(1), "last": unsigned(1)})
+        beat_fields = {"data": data.ArrayLayout(unsigned(elem_width), lanes),
+                       "dest": unsigned(1), "last": unsigned(1)}
+        if cand_tile > 1:
+            beat_fields.update(slot=unsigned(ceil_log2(cand_tile)), group_end=unsigned(1))
+        self.beat_layout = data.StructLayout(beat_fields)
         super().__init__({
             "fill": In(stream.Signature(self.word_layout)),
             "cmd": In(stream.Signature(self.cmd_layout)),
@@ -308,36 +320,56 @@ class ChunkBuffer(wiring.Component):
             m.d.sync += [wptr.eq(wptr + 1), self.write_beats.eq(self.write_beats + 1)]
 
         # ---- read side: one command at a time, one word per cycle ------------------------------
+        # a command walks groups of `group` vectors (P for candidates, else 1), beat-interleaved:
+        # word = gbase + slot * vec_beats + beat
+        P = self.cand_tile
         active = Signal()
-        addr = Signal(range(self.depth + 1))
+        gbase = Signal(range(self.depth + 1))          # first word of the group
+        paddr = Signal(range(self.depth + 1))          # slot * vec_beats
         beat = Signal(range(max(self.beats_max, 2)))
-        vec = Signal(self.count_width)
-        count = Signal(self.count_width)
+        slot = Signal(range(max(P, 2)))
+        left = Signal(self.count_width)                # vectors from the group's first on
+        group = Signal(range(P + 1))
         dest, pad = Signal(), Signal()
+        gsize = Signal(range(P + 1))
+        m.d.comb += gsize.eq(Mux(left < group, left, group))
+        slot_last = slot == gsize - 1
         final_beat = beat == self.vec_beats - 1
-        cmd_end = final_beat & (vec == count - 1)
+        cmd_end = slot_last & final_beat & (left == gsize)
         issue = active & (filled | pad)
 
         out = self.beats
         out_valid, out_dest, out_last, out_pad = Signal(), Signal(), Signal(), Signal()
+        out_slot, out_gend = Signal(range(max(P, 2))), Signal()
         advance = ~out_valid | out.ready
         m.d.comb += [
             self.cmd.ready.eq(~active),
-            rd.addr.eq(addr), rd.en.eq(advance),
+            rd.addr.eq(gbase + paddr + beat), rd.en.eq(advance),
             out.valid.eq(out_valid),
             out.payload.data.eq(Mux(out_pad, 0, rd.data)),
             out.payload.dest.eq(out_dest), out.payload.last.eq(out_last),
         ]
+        if P > 1:
+            m.d.comb += [out.payload.slot.eq(out_slot), out.payload.group_end.eq(out_gend)]
         with m.If(self.cmd.valid & ~active):
             c = self.cmd.payload
-            m.d.sync += [active.eq(1), addr.eq(c.first * self.vec_beats), count.eq(c.count),
-                         dest.eq(c.dest), pad.eq(c.pad), beat.eq(0), vec.eq(0)]
+            grouped = (c.dest == DEST_CANDIDATE) & ~c.pad
+            m.d.sync += [active.eq(1), gbase.eq(c.first * self.vec_beats), paddr.eq(0),
+                         left.eq(c.count), group.eq(Mux(grouped, P, 1)),
+                         dest.eq(c.dest), pad.eq(c.pad), beat.eq(0), slot.eq(0)]
         with m.If(advance):
             m.d.sync += [out_valid.eq(issue), out_dest.eq(dest), out_last.eq(cmd_end),
-                         out_pad.eq(pad)]
+                         out_pad.eq(pad), out_slot.eq(slot), out_gend.eq(slot_last)]
             with m.If(issue):
-                m.d.sync += [addr.eq(addr + ~pad), beat.eq(Mux(final_beat, 0, beat + 1)),
-                             vec.eq(vec + final_beat)]
+                with m.If(~slot_last):
+                    m.d.sync += [slot.eq(slot + 1), paddr.eq(paddr + self.vec_beats)]
+                with m.Else():
+                    m.d.sync += [slot.eq(0), paddr.eq(0)]
+                    with m.If(~final_beat):
+                        m.d.sync += beat.eq(beat + 1)
+                    with m.Else():
+                        m.d.sync += [beat.eq(0), gbase.eq(gbase + paddr + self.vec_beats),
+                                     left.eq(left - gsize)]
                 with m.If(~pad):
                     m.d.sync += self.read_beats.eq(self.read_beats + 1)
                 with m.If(cmd_end):

@@ -56,6 +56,8 @@ def _run(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None):
     ({"fetch_depth": 1}, "fetch_depth=1"),
     ({"max_dim": 64, "buffer_dim": 65}, "buffer_dim=65"),
     ({"buffer_dim": -1}, "buffer_dim=-1"),
+    ({"cand_tile": 4}, "cand_tile=4 needs the chunk buffer"),
+    ({"buffer_dim": 16, "max_dim": 64, "cand_tile": 17}, "cand_tile=17"),
 ])
 def test_bad_parameters_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -71,7 +73,7 @@ def test_parameters_must_be_ints():
 
 def test_parameters_and_derived_recorded():
     dp = DesneDatapath(**HW)
-    assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0}
+    assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0, "cand_tile": 1}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8
     assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width
@@ -211,8 +213,9 @@ def test_random_uint8_and_status(tmp_path):
 # the chosen dataflow (docs/energy.md §6): one DDR read per job -> pooling -> chunk buffer
 
 
-#: the same build with a chunk buffer sized for 2x2-pooled digits: 128 x ceil(16/8) = 256 words
-HW_BUF = {**HW, "buffer_dim": 16}
+#: the same build with a chunk buffer sized for 2x2-pooled digits (128 x ceil(16/8) = 256
+#: words) and P = 4 candidates per query-memory row read (the chosen dataflow's engine)
+HW_BUF = {**HW, "buffer_dim": 16, "cand_tile": 4}
 _VERILOG_BUF: dict = {}
 
 
@@ -223,7 +226,7 @@ def _run_buf(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None, check_stag
               "seed": seed, "check_stages": check_stages}
     if report:
         params["report"] = str(report)
-    run_cocotb("datapath_c128_buf16", _VERILOG_BUF["v"], "nms.verif.tb.datapath", params)
+    run_cocotb("datapath_c128_buf16_p4", _VERILOG_BUF["v"], "nms.verif.tb.datapath", params)
 
 
 def test_chunk_buffer_sizes_and_bytes():

@@ -410,7 +410,8 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
     from nms.verif.sim.build import run_cocotb
 
     hw = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
-          "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2, "buffer_dim": 16}
+          "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2, "buffer_dim": 16,
+          "cand_tile": 4}
     rng = np.random.default_rng(6)
     sched = {"exaggeration_iters": 3, "momentum_switch": 3, "perplexity": 5.0}
     jobs = [{"X": rng.integers(0, 256, size=(37, 64)).tolist(), "budget": 6, "seed": 3,
@@ -421,7 +422,7 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
              "cfg": {**sched, "n_iter": 5}}]
     report = tmp_path / "perf.json"
     v = verilog.convert(DesneDatapath(**hw), name="top", emit_src=False)
-    run_cocotb("datapath_c128_buf16", v, "nms.verif.tb.datapath",
+    run_cocotb("datapath_c128_buf16_p4", v, "nms.verif.tb.datapath",
                {"datapath": hw, "jobs": jobs, "mem": {"req_stall": 0.2, "latency": [1, 9],
                                                       "gap": 0.2},
                 "backpressure": 0.2, "seed": 2, "report": str(report), "check_stages": False})
@@ -430,8 +431,9 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
     keys = ("bytes_read", "mem_beats", "dist_beats", "buf_read_beats", "buf_write_beats",
             "query_rows_read", "pair_items", "rep_items")
     for r, job in zip(rec, jobs):
-        flow = dfl.Dataflow(buffer=True, lanes=8, tile=4, k=8, capacity=128, neg_samples=4,
-                            pair_units=2, max_dim=64, reduce=job["cfg"].get("pool", "none"))
+        flow = dfl.Dataflow(buffer=True, lanes=8, tile=4, cand_tile=4, k=8, capacity=128,
+                            neg_samples=4, pair_units=2, max_dim=64,
+                            reduce=job["cfg"].get("pool", "none"))
         c = dfl.chunk_counts(n=r["n"], dim=r["dim"], budget=job["budget"], flow=flow,
                              n_iter=job["cfg"]["n_iter"])
         for key in keys:

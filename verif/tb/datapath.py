@@ -319,7 +319,8 @@ async def run_jobs(dut):
                  "rep_items": cfg.n_iter * n * s,
                  "buf_read_beats": (n + tiles * n) * bpv if dp.chunk_buffer else 0,
                  "buf_write_beats": n * bpv if dp.chunk_buffer else 0,
-                 "query_rows_read": tiles * n * bpv}
+                 # one query-memory row per beat index of each group of P candidates
+                 "query_rows_read": tiles * -(-n // dp.cand_tile) * bpv}
         exact = {key: v for key, v in exact.items() if key in perf}
         for key, want in exact.items():
             if perf[key] != want:
