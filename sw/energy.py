@@ -381,7 +381,8 @@ def selection_report(y, *, dim: int, ratio: float, config, hardware=None, flow=N
 
     ``flow`` is the :class:`nms.sw.dataflow.Dataflow` the device implements; by default the
     current RTL's (stream, ``BASELINE``) with the generator parameters of ``hardware`` (a
-    transport: ``tile``, ``k``, ``neg_samples``, ``capacity``, ``max_dim``). ``measured_near_bytes`` (the
+    transport: ``tile``, ``k``, ``neg_samples``, ``capacity``, ``max_dim``, ``lanes``), or the
+    chunk-buffer flow pooled by ``config.pool`` if ``hardware.buffer_dim > 0``. ``measured_near_bytes`` (the
     job counters' sum) is recorded beside the formula and must equal it.
     """
     from nms.sw import dataflow as dfl
@@ -389,9 +390,18 @@ def selection_report(y, *, dim: int, ratio: float, config, hardware=None, flow=N
     p = params or EnergyParams()
     if flow is None:
         hw = {name: getattr(hardware, name) for name in ("tile", "k", "neg_samples", "capacity",
-                                                         "max_dim")
+                                                         "max_dim", "lanes")
               if hardware is not None and hasattr(hardware, name)}
         hw.setdefault("max_dim", max(dim, dfl.BASELINE.max_dim))
+        # a device with the chunk buffer (buffer_dim > 0) runs the buffered dataflow, pooled as
+        # the job asks (OPT.pool = config.pool)
+        if getattr(hardware, "buffer_dim", 0):
+            reduce = getattr(config, "pool", "none")
+            try:
+                dfl.reduced_dim(hw["max_dim"], reduce)
+            except ValueError:
+                hw["max_dim"] = dim          # the sizes then follow the job's images
+            hw.update(buffer=True, reduce=reduce)
         flow = dfl.BASELINE.replace(**hw)
     counts = dfl.dataset_counts(y, dim=dim, ratio=ratio, flow=flow, n_iter=config.n_iter,
                                 search=config.search)

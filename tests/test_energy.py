@@ -348,6 +348,30 @@ def test_model_backend_counters_equal_the_formula():
                          measured_near_bytes=got["near_bytes_read"] + 1)
 
 
+def test_model_backend_chunk_buffer_counters_equal_the_formula():
+    """The model device with the chunk buffer and a 2x2-pooled selection: its counters equal
+    the buffered flow's formula summed over the driver's chunks (each image read once), and the
+    energy report built from that flow agrees with them."""
+    from nms.sw.driver import Driver, ModelDevice
+    from nms.sw.energy import selection_report
+
+    rng = np.random.default_rng(13)
+    X = rng.integers(0, 256, size=(150, 64)).astype(np.uint8)
+    y = np.repeat([0, 1], 75)
+    cfg = desne.DesneConfig(k=8, neg_samples=4, capacity=64, perplexity=5.0, n_iter=6,
+                            exaggeration_iters=2, momentum_switch=2, pool="pool2")
+    dev = ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4, buffer_dim=16)
+    got = Driver(dev, cfg).select(X, y, 0.1, seed=1)["counters"]
+    flow = dfl.Dataflow(buffer=True, reduce="pool2", capacity=64, k=8, neg_samples=4, tile=4,
+                        max_dim=64)
+    want = dfl.dataset_counts(y, dim=64, ratio=0.1, flow=flow, n_iter=6)
+    assert got["near_bytes_read"] == want["rtl"]["bytes_read"] == 150 * 64
+    rep = selection_report(y, dim=64, ratio=0.1, config=cfg, hardware=dev, epochs=10,
+                           measured_near_bytes=got["near_bytes_read"])
+    assert rep["flow"]["buffer"] and rep["flow"]["reduce"] == "pool2"
+    assert rep["energy"]["total"] == pytest.approx(selection_energy(want)["total"])
+
+
 def test_recorded_datapath_counters_equal_the_formula():
     """``nms bench datapath``'s recorded Verilated run (bench/results/datapath.json, stage job)."""
     rec = json.loads((ROOT / "bench/results/datapath.json").read_text())
