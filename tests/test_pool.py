@@ -207,3 +207,17 @@ def test_model_device_refuses_and_runs_pooled_jobs_like_the_rtl():
     plain = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4), cfg)
     with pytest.raises(JobRefusedError, match=r"OPT.pool must be <= pool_max \(= 0\), not 1"):
         plain.select(X, y, 0.1, seed=1)
+
+
+def test_float_reference_pools_like_the_model():
+    """The float reference runs its kNN on the same pooled vectors (same lists as the model)."""
+    from nms.verif.models import desne_float
+
+    rng = np.random.default_rng(15)
+    X = rng.integers(0, 256, size=(30, 64))
+    cfg = desne.DesneConfig(k=8, perplexity=5.0, n_iter=10, exaggeration_iters=3,
+                            momentum_switch=3, capacity=64, pool="pool2")
+    a, b = desne.run_chunk(X, 4, cfg, 2), desne_float.run_chunk(X, 4, cfg, 2)
+    assert np.array_equal(a["nbr"], b["nbr"]) and np.array_equal(a["dist"], b["dist"])
+    assert not np.array_equal(desne_float.run_chunk(X, 4, cfg.replace(pool="none"), 2)["nbr"],
+                              b["nbr"])

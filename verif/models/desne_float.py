@@ -4,7 +4,9 @@ This module follows the document literally and keeps the *discrete structure* of
 model (:mod:`nms.verif.models.desne`) unchanged, so that any difference between the two is arithmetic
 only:
 
-* the same kNN lists (exact integer distances, ties to the lower index);
+* the same kNN lists (exact integer distances, ties to the lower index), on the same vectors:
+  with ``cfg.pool`` the bit-exact pooled ones (:func:`nms.verif.models.pool.pool_vectors`;
+  the kNN's integer lists are the shared discrete structure, so its input is shared too);
 * the same precision-code grid beta' = 2**(c/32 - 30), c = 0..1023, and the same robust search
   (16-code coarse scan, 6 refinement rounds, ties to the lower code) or NMS-style bisection — but
   the entropy of each candidate is computed exactly, ``w = 2**(-beta' * delta)``,
@@ -29,6 +31,7 @@ import math
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
+from nms.verif.models.pool import pool_vectors
 from nms.verif.models.desne import (
     BISECT_STEPS, ROBUST_COARSE_STEP, ROBUST_REFINE_STEPS, SEARCHES, DesneConfig, allocate,
     grid_level as _grid_level, init_embedding, knn, mean_nearest, negative_samples, select_with,
@@ -244,6 +247,7 @@ def grid_cover_select(Y, nbr, P, budget: int, allocation: str = "adaptive", *,
 
 def run_chunk(X: np.ndarray, budget: int, cfg: DesneConfig, seed: int = 0) -> dict:
     """All four stages on one chunk in float64; ``selected`` are local indices, ascending."""
+    X = pool_vectors(X, cfg.pool)       # what the kNN (and the coverage start) sees
     nbr, dist = knn(X, cfg.k)
     aff = affinities(dist, cfg.perplexity, cfg.search)
     Y = embed(nbr, aff["P"], cfg, seed)
