@@ -11,7 +11,9 @@ order included) and :func:`~nms.verif.models.desne.mean_nearest`, as ``docs/algo
 * :class:`CoverSelector` — stores the kNN lists and affinities, builds the reverse-kNN lists
   (in-degree count, prefix sum, scatter) and the initial gains, takes the cell of every point
   and the quota of every cell, then runs the greedy: one argmax scan per pick (ties to the lower
-  index) and the incremental gain update of §11a.3 step 4; finally the picks in index order.
+  index) and the incremental gain update of §11a.3 step 4; finally the picks in index order;
+* :class:`CoverStage` — the datapath's glue: both units, the fork of the affinity rows to the
+  embedding and the selector, and the index source chosen by ``OPT.exemplar``.
 
 Every memory has one synchronous read port and one write port (block-RAM friendly); a
 read-modify-write takes two cycles and never overlaps another access to the same address.
@@ -103,7 +105,8 @@ class MeanNearest(wiring.Component):
         fire = self.dist.valid & self.dist_ready
 
         # the pass's best query: lower t wins ties (chain from the highest t down)
-        cand, cand_t, cand_ok = sums[T - 1] + beat.dist[T - 1], Const(T - 1, range(T)), base + T - 1 < n
+        cand, cand_t = sums[T - 1] + beat.dist[T - 1], Const(T - 1, range(T))
+        cand_ok = base + T - 1 < n
         for t in reversed(range(T - 1)):
             s_t = sums[t] + beat.dist[t]
             ok_t = base + t < n
@@ -169,8 +172,8 @@ class CoverSelector(wiring.Component):
        its quota, ``last`` on the final quota. Σ quota must be ``budget`` (the grid's
        allocation guarantees it); for coverage without the grid send one slot of quota
        ``budget``.
-    5. The greedy runs; each pick is shown on ``pick_valid``/``pick_index`` (one cycle, in pick order), then the
-       picks leave on ``indices`` ascending, ``last`` on the ``budget``-th.
+    5. The greedy runs; each pick is shown on ``pick_valid``/``pick_index`` (one cycle, in
+       pick order), then the picks leave on ``indices`` ascending, ``last`` on the ``budget``-th.
 
     Parameters
     ----------
@@ -196,7 +199,7 @@ class CoverSelector(wiring.Component):
     def __init__(self, *, capacity: int, k: int, max_cells: int | None = None):
         check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
         check_int("k", k, 1, 64, "1 to 64 neighbours per point")
-        if k >= capacity:
+        if k >= capacity:  # a kNN list never holds the point itself
             raise ValueError(f"k={k} must be smaller than capacity={capacity}")
         if max_cells is None:
             max_cells = capacity

@@ -64,11 +64,13 @@ def test_modes_per_job_random_vectors():
     X2 = rng.integers(0, 256, size=(9, 64))
     jobs = [
         {"X": X1.tolist(), "budget": 6, "seed": 3, "cfg": {**SCHEDULE, **WINNER}},
-        {"X": X1.tolist(), "budget": 6, "seed": 3, "cfg": {**SCHEDULE, "allocation": "proportional"}},
+        {"X": X1.tolist(), "budget": 6, "seed": 3,
+         "cfg": {**SCHEDULE, "allocation": "proportional", "exemplar": "centre"}},    # NMS grid
         {"X": X2.tolist(), "budget": 3, "seed": 4,
          "cfg": {**SCHEDULE, **WINNER, "cover_start": "gain", "n_iter": 12}},
         {"X": X2.tolist(), "budget": 1, "seed": 5, "cfg": {**SCHEDULE, **WINNER, "n_iter": 8}},
-        {"X": X2.tolist(), "budget": 4, "seed": 6, "cfg": {**SCHEDULE, "n_iter": 8}},     # v0
-        {"X": X2[:5].tolist(), "budget": 5, "seed": 9, "cfg": {**SCHEDULE, **WINNER, "n_iter": 8}},
+        {"X": X2.tolist(), "budget": 4, "seed": 6,
+         "cfg": {**SCHEDULE, "n_iter": 8, "exemplar": "centre", "allocation": "adaptive"}},  # v0
+        {"X": X2[:5].tolist(), "budget": 5, "seed": 9, "cfg": {**SCHEDULE, "n_iter": 8}},  # default
     ]
     _run(jobs, seed=22, backpressure=0.5, mem={"req_stall": 0.5, "latency": [0, 60], "gap": 0.4})

@@ -7,9 +7,10 @@ order) and the emitted indices (random back-pressure) are compared with the bit-
 :func:`nms.verif.models.desne.cover_select` — its pick order and its ascending result.
 
 Parameters (JSON): ``selector`` (CoverSelector keyword parameters), ``seed``, ``idle``,
-``backpressure``, ``cases`` (or ``cases_file``, a JSON file holding them) = list of ``{"nbr": [[...]], "P": [[...]], "cell": [...] (slot of
-each point), "quota": [...] (per slot), "start": int or null, "budget": M}``, optional
-``report`` (path: per-case cycle counts as JSON).
+``backpressure``, ``cases`` (or ``cases_file``, a JSON file holding them) = list of
+``{"nbr": [[...]], "P": [[...]], "cell": [...] (slot of each point), "quota": [...] (per
+slot), "start": int or null, "budget": M}``, optional ``report`` (path: per-case cycle
+counts as JSON).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ async def run_cases(dut):
     params = tb_params()
     seed = int(params.get("seed", 1))
     # large cases come in a file: the parameters travel in one environment variable
-    cases = params["cases"] if "cases" in params else json.loads(Path(params["cases_file"]).read_text())
+    cases = params["cases"] if "cases" in params else \
+        json.loads(Path(params["cases_file"]).read_text())
     unit = CoverSelector(**params["selector"])
     idle = params.get("idle")
     loop = CycleLoop(dut.clk)

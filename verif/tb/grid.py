@@ -9,9 +9,10 @@ on ``indices`` (random back-pressure).
 
 Parameters (JSON): ``sampler`` (GridSampler keyword parameters), ``seed``, ``idle`` and
 ``backpressure`` (probabilities), ``cases`` = list of ``{"Y": [[x, y], ...], "budget": M,
-"allocation": "adaptive" | "proportional", "exemplar": "centre" (default) | "cover"}``; in
-coverage mode the ``cells`` stream (random back-pressure) is checked instead of ``indices``, optional ``report`` (path: per-case cycle counts as
-JSON, for the caller to compare with ``GridSampler.run_cycles``).
+"allocation": "adaptive" | "proportional", "exemplar": "centre" (default) | "cover"}`` (in
+coverage mode the ``cells`` stream, with random back-pressure, is checked instead of
+``indices``), optional ``report`` (path: per-case cycle counts as JSON, for the caller to
+compare with ``GridSampler.run_cycles``).
 """
 
 from __future__ import annotations
