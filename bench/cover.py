@@ -29,28 +29,6 @@ CAPACITY, K = 1024, 16
 RATIOS = (0.01, 0.05, 0.10, 0.20)
 
 
-def _statistics(nbr, P, cell, quota, start, budget):
-    from nms.verif.models import desne
-
-    n, kk = nbr.shape
-    checked = start is not None
-    if start is not None and quota[cell[start]] == 0:
-        start = None
-    chosen, info = desne.cover_select(nbr, P, budget, cell=cell, quota=quota, start=start,
-                                      details=True)
-    indeg = np.bincount(nbr.ravel(), minlength=n)
-    cover = np.zeros(n, dtype=np.int64)
-    covered = []
-    for p in info["order"]:
-        rows = [(p, 1 << 16)] + [(i, P[i, t]) for i, t in zip(*np.nonzero(nbr == p))]
-        covered.append(sum(int(v > cover[i]) for i, v in rows))
-        for i, v in rows:
-            cover[i] = max(cover[i], v)
-    return {"n": n, "kk": kk, "start_checked": checked, "start_taken": start is not None,
-            "in_degree": [int(indeg[p]) for p in info["order"]], "covered_rows": covered,
-            "last_index": int(chosen.max())}
-
-
 def run(out_dir: Path, quick: bool) -> dict:
     from amaranth.back import verilog
     from cocotb_tools.check_results import get_results
@@ -58,6 +36,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     from nms.rtl.cover import CoverSelector, build_cycles, cover_cycles
     from nms.sw.datasets import load_digits
     from nms.verif.models import desne
+    from nms.verif.models.cover_stats import cover_run_statistics, slots_and_quotas
     from nms.verif.sim.build import run_cocotb
 
     out_dir = Path(out_dir)
@@ -73,14 +52,10 @@ def run(out_dir: Path, quick: bool) -> dict:
     for ratio in RATIOS:
         budget = max(1, int(round(ratio * n)))
         _, info = desne.grid_cover_select(Y, nbr, P, budget, "proportional", details=True)
-        _, first, inv = np.unique(info["cell"], return_index=True, return_inverse=True)
-        rank = np.empty(first.size, dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(first.size)
-        cell = rank[inv]
-        quota = info["quota"][info["cell"][np.sort(first)]]
+        cell, quota = slots_and_quotas(info["cell"], info["quota"])
         cases.append({"nbr": nbr.tolist(), "P": P.tolist(), "cell": cell.tolist(),
                       "quota": quota.tolist(), "start": int(start), "budget": budget})
-        stats.append(_statistics(nbr, P, cell, quota, start, budget))
+        stats.append(cover_run_statistics(nbr, P, cell, quota, start, budget))
     unit = CoverSelector(capacity=CAPACITY, k=K, max_cells=CAPACITY)
     text = verilog.convert(unit, name="cover", emit_src=False)
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import pytest
 
 from nms.rtl.cover import CoverSelector, MeanNearest, build_cycles, cover_cycles
 from nms.verif.models import desne
+from nms.verif.models.cover_stats import cover_run_statistics, slots_and_quotas
 from nms.verif.sim.build import run_cocotb
 
 CAPACITY, K = 128, 8
@@ -59,14 +60,6 @@ def test_lint(tmp_path):
 # cases
 
 
-def _slots(cell):
-    """Cells renumbered in order of first occurrence (the grid sampler's slots)."""
-    _, first, inv = np.unique(cell, return_index=True, return_inverse=True)
-    rank = np.empty(first.size, dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(first.size)
-    return rank[inv], np.argsort(first)
-
-
 def _chunk(rng, n, k, dim=10, dup=True):
     X = rng.integers(0, 256, (n, dim))
     if dup:   # duplicates: distance-0 neighbours and equal gains
@@ -81,11 +74,9 @@ def _case(X, nbr, P, budget, *, Y=None, allocation="proportional", start="mean",
     n = nbr.shape[0]
     if Y is not None:     # the grid's cells and quotas, as grid_cover_select computes them
         _, info = desne.grid_cover_select(Y, nbr, P, budget, allocation, details=True)
-        slot, order = _slots(info["cell"])
-        cells_of_slot = np.unique(info["cell"])[order]
-        cell, quota = slot, info["quota"][cells_of_slot]
+        cell, quota = slots_and_quotas(info["cell"], info["quota"])
     elif cells is not None:
-        slot, order = _slots(cells)
+        slot, _ = slots_and_quotas(cells, np.zeros(int(np.max(cells)) + 1))
         counts = np.bincount(slot)
         cell, quota = slot, desne.allocate(counts, budget, allocation)
     else:                 # coverage without the grid: one slot holding the whole budget
@@ -156,27 +147,8 @@ def test_cocotb_edge_cases():
 
 def _statistics(case):
     """What the cycle formula needs, from the model's pick order (independent of the RTL)."""
-    nbr = np.asarray(case["nbr"])
-    P = np.asarray(case["P"])
-    cell, quota = np.asarray(case["cell"]), np.asarray(case["quota"])
-    n, kk = nbr.shape
-    start = case["start"]
-    checked = start is not None
-    if start is not None and quota[cell[start]] == 0:
-        start = None
-    chosen, info = desne.cover_select(nbr, P, case["budget"], cell=cell, quota=quota,
-                                      start=start, details=True)
-    indeg = np.bincount(nbr.ravel(), minlength=n)
-    cover = np.zeros(n, dtype=np.int64)
-    covered = []
-    for p in info["order"]:
-        rows = [(p, 1 << 16)] + [(i, P[i, t]) for i, t in zip(*np.nonzero(nbr == p))]
-        covered.append(sum(int(v > cover[i]) for i, v in rows))
-        for i, v in rows:
-            cover[i] = max(cover[i], v)
-    return {"n": n, "kk": kk, "start_checked": checked, "start_taken": start is not None,
-            "in_degree": [int(indeg[p]) for p in info["order"]], "covered_rows": covered,
-            "last_index": int(chosen.max())}
+    return cover_run_statistics(case["nbr"], case["P"], case["cell"], case["quota"],
+                                case["start"], case["budget"])
 
 
 def test_cocotb_cycles_no_stall(tmp_path):
