@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from nms.rtl import regmap
-from nms.sw.driver import TRANSPORTS, Driver, JobRefusedError, ModelDevice
+from nms.sw.driver import TRANSPORTS, DeviceError, Driver, JobRefusedError, ModelDevice
 from nms.verif.models import desne
 
 HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 4, "capacity": 64,
@@ -209,3 +209,25 @@ def test_nms_run_on_rtl_returns_the_model_indices_and_reports_cycles(rtl):
     md = "\n".join(_markdown(got).splitlines())
     assert f"**{dev['cycles']:,} clock cycles**" in md and "at 50 MHz" in md
     assert "| `embed_cycles` |" in md and "Simulation:" in md
+
+
+def test_memory_outside_the_device_reports_the_same_axi_cause(rtl):
+    """A chunk or result buffer past the end of the device's memory: the RTL gets an error
+    response (AXI_READ_ERROR / AXI_WRITE_ERROR, the job ends, nothing hangs), the model device of
+    the same memory size reports the same cause; both raise irq with IRQ_STATUS.error."""
+    size = rtl.sim.mem_size
+    model = ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
+                        neg_samples=HW["neg_samples"], tile=HW["tile"], lanes=HW["lanes"],
+                        data_width=HW["data_width"], mem_size=size)
+    job = Driver(model, _cfg()).job_values(20, 16, 3, 2)
+    for src, dst, cause in ((size - 64, 0x20000, "AXI_READ_ERROR"),
+                            (0x1000, size - 4, "AXI_WRITE_ERROR")):
+        for t in (rtl, model):
+            drv = Driver(t, _cfg())
+            t.write_reg("IRQ_STATUS", 0b11)
+            with pytest.raises(DeviceError, match=cause):
+                drv.run_job(job, src, dst)
+            st = regmap.REGMAP["STATUS"].unpack(t.read_reg("STATUS"))
+            assert st["busy"] == 0 and st["cause"] == regmap.CAUSE[cause].code, (t.name, st)
+            assert regmap.REGMAP["IRQ_STATUS"].unpack(t.read_reg("IRQ_STATUS"))["error"] == 1
+    Driver(rtl, _cfg()).run_job(job, 0x1000, 0x20000)    # and the device is usable again
