@@ -176,7 +176,12 @@ register_block(Block(
     component="nms.rtl.datapath:DesneDatapath",
     description="DE-SNE chunk datapath: memory read port -> kNN -> affinity -> embedding -> grid "
                 "-> selected indices",
-    params=DATAPATH_PARAMS,
+    params=DATAPATH_PARAMS + (
+        # the chosen dataflow of docs/energy.md §6 (the datapath only; the top does not take it yet)
+        Param("buffer_dim", int, 0, "0: stream the chunk per tile; > 0: pooling unit + chunk "
+              "buffer of capacity*ceil(buffer_dim/lanes) words, one DDR read per job"),
+        Param("cand_tile", int, 1, "P, candidates per query-memory row read (> 1 needs the buffer)"),
+    ),
 ))
 
 
