@@ -185,6 +185,39 @@ def _baseline_cost(quick: bool, rev: str = BASELINE_REV) -> dict:
         return {"rev": rev, "rows": json.loads(out.stdout.strip().splitlines()[-1])}
 
 
+def _min_rows(rounds: list) -> list:
+    """Per network and scheme, the minimum over the timing rounds (the least-disturbed one)."""
+    out = []
+    for rows in zip(*rounds):
+        row = dict(rows[0])
+        for key in row:
+            if key.endswith("_us"):
+                row[key] = min(r[key] for r in rows)
+        row["sks_over_sgd"] = row["sks_us"] / row["sgd_us"]
+        if "sks (per-pixel)_us" in row:
+            row["pixel_over_sample"] = row["sks (per-pixel)_us"] / row["sks_us"]
+        out.append(row)
+    return out
+
+
+def _costs(quick: bool, rounds: int = 3) -> tuple[list, dict]:
+    """Current and baseline per-sample costs, interleaved ``rounds`` times, minimum of each.
+
+    On a shared machine one timing pass can be disturbed by other jobs; alternating the two
+    code versions and keeping each cell's minimum compares them under the same conditions.
+    """
+    cur, base, err = [], [], None
+    for _ in range(rounds):
+        cur.append(_per_sample_cost(quick))
+        b = _baseline_cost(quick)
+        if "rows" in b:
+            base.append(b["rows"])
+        else:
+            err = b
+    baseline = err if not base else {"rev": BASELINE_REV, "rows": _min_rows(base)}
+    return _min_rows(cur), {**baseline, "rounds": rounds}
+
+
 def _split_val(X, y, frac: float, seed: int):
     """Stratified hold-out: (X_train, y_train, X_val, y_val) with ``frac`` of each class in val."""
     rng = np.random.default_rng([seed, 9])
@@ -204,14 +237,26 @@ def _select(train, grid, Xtr, ytr, Xte, yte, Xv, yv, **kw):
     return runs[best], sweep
 
 
-def run(out_dir: Path, quick: bool = False) -> dict:
-    """Run the SKS-vs-SGD comparison; write ``sks.json`` and ``sks.md`` into ``out_dir``."""
+def run(out_dir: Path, quick: bool = False, *, cost_only: bool = False) -> dict:
+    """Run the SKS-vs-SGD comparison; write ``sks.json`` and ``sks.md`` into ``out_dir``.
+
+    ``cost_only`` re-measures only the per-sample cost table and keeps the training cases of
+    the recorded ``sks.json`` in ``out_dir`` (the report says when each part was measured).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = EnergyParams()
     seed = 0
     rows = []
     t_all = time.perf_counter()
+    if cost_only:
+        old = json.loads((out_dir / "sks.json").read_text())
+        cost, baseline = _costs(quick)
+        old.update(per_sample_cost=cost, per_sample_cost_baseline=baseline,
+                   cost_measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        (out_dir / "sks.json").write_text(json.dumps(old, indent=1, default=_jsonable))
+        (out_dir / "sks.md").write_text(_markdown(old))
+        return old
     for case in _cases(quick):
         data = _load(case["dataset"], case["n_train"], case["n_test"], seed)
         if data is None:
@@ -234,8 +279,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                                                   / max(sks["writes"]["max"], 1))}
         row["goal_met"] = bool(row["max_writes_ratio"] >= 100 and row["accuracy_loss_points"] <= 1)
         rows.append(row)
-    cost = _per_sample_cost(quick)
-    baseline = _baseline_cost(quick)
+    cost, baseline = _costs(quick)
     result = {"benchmark": "sks", "quick": quick, "seed": seed, "rank": 4, "per_sample_cost": cost,
               "per_sample_cost_baseline": baseline, "sgd_grid": SGD_GRID, "sks_grid": SKS_GRID,
               "val_frac": VAL_FRAC,
@@ -308,10 +352,15 @@ def _markdown(res: dict) -> str:
     schemes = ("inference", "bias-only", "sgd", "sgd-maxnorm", "sks", "batched", "sks (per-pixel)")
     lines += ["", "## Per-sample cost (forward + backward + update, batch size 1)", "",
               "CPU time (`time.process_time`, single-threaded BLAS) per online sample on identical "
-              "network copies and random inputs; `before` is the same measurement, in the same "
-              f"run, on revision {base.get('rev', '?')}'s `sw/` (before the per-sample speed-up), "
-              "`after` the current code. The speed-up keeps every result bit-identical (same "
-              "weights, biases and write counts; checked on every method with and without drift). "
+              "network copies and random inputs; `before` is the same measurement on revision "
+              f"{base.get('rev', '?')}'s `sw/` (before the per-sample speed-up), `after` the "
+              f"current code, alternated {base.get('rounds', 1)} times, each cell the minimum"
+              + (f" (measured {res['cost_measured']}; the training table above is from the "
+                 "recorded full run)" if res.get("cost_measured") else "") + ". The speed-up "
+              "itself kept every result bit-identical (same weights, biases and write counts, "
+              "checked on every method with and without drift); the separate protocol fix of the "
+              "write (the authors' clip mask and clipped increment) changes results only where "
+              "analog drift moved a cell to the top of the range or an increment exceeds 1. "
               "`sks` adds a conv layer's pixel terms of one sample as one block; `sks (per-pixel)` "
               "is the paper's sequential per-pixel streaming (one rank-(r+1) SVD per output pixel).",
               ""]

@@ -197,10 +197,14 @@ class _Trainer:
         # quantiser's straight-through clip mask (a cell whose read code is outside the 8-bit
         # range -- only possible after analog drift pushed it towards +1 -- is not updated) and
         # quantised with the weight quantiser itself, i.e. rounded AND clipped to [-1, 1 - LSB].
-        dq = layer.read_mask() * qw(dW)
+        mask = layer.read_mask()
+        dq = qw(dW) if mask is True else mask * qw(dW)
         written = dq != 0
-        # one vectorised pass over the whole matrix (the read value Qw(W) is cached by the layer)
-        new = np.where(written, qw(layer.read_W() - dq), layer.W)
+        # only the written cells are re-quantised (per-sample SGD writes few of them); the read
+        # value Qw(W) is cached by the layer
+        idx = np.flatnonzero(written)
+        new = layer.W.copy()
+        new.flat[idx] = qw(layer.read_W().flat[idx] - dq.flat[idx])
         return new, written, new != layer.W
 
     def _learn(self) -> None:

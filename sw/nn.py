@@ -165,21 +165,22 @@ class _WeightLayer:
         self._W = value
         self._Wr = self._Wm = None
 
-    def read_mask(self) -> np.ndarray:
+    def read_mask(self) -> "np.ndarray | bool":
         """Straight-through clip mask of the weight read: True where ``W`` rounds into the grid.
 
         The authors' quantiser masks by its rounded code ``round(W / LSB)`` lying in the word's
         range; with round-half-up that is ``lo - LSB/2 <= W < hi + LSB/2``. All True unless
-        analog drift moved a cell off the grid towards the range ends (cached like
-        :meth:`read_W`).
+        analog drift moved a cell off the grid towards the range ends; then the plain ``True``
+        is returned instead of an all-True array (cached like :meth:`read_W`).
         """
         if self._Wm is None:
             qw = self.q["w"]
             if qw.bits is None:
-                self._Wm = np.ones(self._W.shape, dtype=bool)
+                self._Wm = True
             else:
                 half = 0.5 * qw.step
-                self._Wm = (self._W >= qw.lo - half) & (self._W < qw.hi + half)
+                m = (self._W >= qw.lo - half) & (self._W < qw.hi + half)
+                self._Wm = True if m.all() else m
         return self._Wm
 
     def read_W(self) -> np.ndarray:
