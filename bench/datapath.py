@@ -82,8 +82,17 @@ def formula(dp, X: np.ndarray, budget: int, cfg, seed: int) -> dict:
     it = dp.embedding.iteration_cycles(n, kk)
     init = 2 * n + 2 * 8  # two seed hashes, then one hash per coordinate (pipelined)
     embed_after_load = init + cfg.n_iter * it + n
-    Y = desne.run_chunk(X, budget, cfg, seed)["Y"]
-    grid = n + dp.grid.run_cycles(**grid_run_statistics(Y, budget, cfg.allocation))
+    res = desne.run_chunk(X, budget, cfg, seed)
+    Y = res["Y"]
+    cover = cfg.exemplar == "cover"
+    grid = n + dp.grid.run_cycles(**grid_run_statistics(Y, budget, cfg.allocation), cover=cover)
+    if cover:   # the cover unit's greedy after the grid's cells (its build overlaps the embedding)
+        from nms.rtl.cover import cover_cycles
+        from nms.verif.models.cover_stats import grid_cover_run_statistics
+
+        start = desne.mean_nearest(res["Xk"]) if cfg.cover_start == "mean" else None
+        grid += cover_cycles(**grid_cover_run_statistics(Y, res["nbr"], res["P"], budget,
+                                                         cfg.allocation, start))
     return {"dist_cycles": dist, "affinity_cycles_per_row": cpr, "front_end_cycles": front,
             "embed_iteration_cycles": it, "embed_cycles_after_load": embed_after_load,
             "grid_cycles": grid, "total_cycles": front + embed_after_load + grid,
