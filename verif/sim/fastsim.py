@@ -135,13 +135,22 @@ def _alias(alias: Path, target: Path) -> None:
             pass
 
 
+def _run(cmd, what: str, **kw) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode:
+        raise FastSimError(f"{what} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
 def build(hw: dict, *, verilog_text: str | None = None, engine: str = "verilator",
-          log=None) -> tuple[Path, dict]:
+          reset_flop: bool = True, log=None) -> tuple[Path, dict]:
     """Build (or find in the cache) the shared library for the top with parameters ``hw``.
 
     ``engine`` is ``"verilator"`` or ``"cxxrtl"``; ``verilog_text`` (Verilator only) builds a
-    given Verilog instead of elaborating ``hw``. Returns ``(library path, info)``; ``info`` has
-    the hash, ``cached`` and the build seconds (generator + C++ of this build, 0 when cached).
+    given Verilog instead of elaborating ``hw``. ``reset_flop`` (Verilator; default on) puts the
+    reset input behind a flop (:func:`_reset_flop`, about 2x faster, same behaviour); off
+    builds the plain top, for ``nms bench sim``'s before/after rows. Returns ``(library path,
+    info)``; ``info`` has the hash, ``cached`` and the build seconds (generator + C++ of this
+    build, 0 when cached).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} must be one of {ENGINES}")
@@ -154,7 +163,7 @@ def build(hw: dict, *, verilog_text: str | None = None, engine: str = "verilator
     flags = VERILATOR_FLAGS + CXX_FLAGS if engine == "verilator" else CXXRTL_CXX_FLAGS
     defines = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}", f"engine={engine}",
                *flags]
-    if engine == "verilator":   # the Verilog rewrite is part of what the library is made from
+    if engine == "verilator" and reset_flop:   # the rewrite is part of what the library is made of
         defines.append(inspect.getsource(_reset_flop))
     root = build_dir_root() / "fastsim"
     src_key = _cache_key(hw, verilog_text, defines)
@@ -186,16 +195,14 @@ def build(hw: dict, *, verilog_text: str | None = None, engine: str = "verilator
     t0 = time.perf_counter()
     base = [f"-DDATA_WIDTH={data_width}", f"-DCSR_AXIL={int(axil)}"]
     if engine == "verilator":
-        fast = _reset_flop(text)
+        fast = _reset_flop(text) if reset_flop else None
         info["reset_flop"] = fast is not None
         base.append(f"-DREG_RST={int(fast is not None)}")
         (tmp / "top.v").write_text(fast if fast is not None else text)
         verilator = str(verilator_bin() / "verilator")
         cmd = [verilator, *VERILATOR_FLAGS, "--Mdir", str(tmp / "obj"), "--top-module", "top",
                str(tmp / "top.v")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        if proc.returncode:
-            raise FastSimError(f"verilator failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        _run(cmd, "verilator", cwd=tmp)
         t1 = time.perf_counter()
         vroot = subprocess.run([verilator, "--getenv", "VERILATOR_ROOT"], capture_output=True,
                                text=True, check=True).stdout.strip()
@@ -248,19 +255,24 @@ class FastSim:
     engine : {"verilator", "cxxrtl"}
         The simulator of the top: the Verilator C++ model or the Yosys CXXRTL model (same
         harness, same memory model and CSR master; see ``fastsim_dut.h``).
+    reset_flop : bool
+        Verilator: the reset input behind a flop (default; see :func:`build`).
     """
 
     def __init__(self, hw: dict, *, mem_size: int = 1 << 24, latency: int = 20,
-                 stall: float = 0.0, seed: int = 1, engine: str = "verilator"):
+                 stall: float = 0.0, seed: int = 1, engine: str = "verilator",
+                 reset_flop: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"engine={engine!r} must be one of {ENGINES}")
         if not 0.0 <= stall < 1.0:
             raise ValueError(f"stall={stall} must be in [0, 1)")
         if isinstance(latency, bool) or not isinstance(latency, int) or latency < 0:
             raise ValueError(f"latency={latency!r} must be an int >= 0")
+        if not isinstance(reset_flop, bool):
+            raise ValueError(f"reset_flop={reset_flop!r} must be a bool")
         self.hw = dict(hw)
         self.engine = engine
-        self.lib_path, self.build_info = build(self.hw, engine=engine)
+        self.lib_path, self.build_info = build(self.hw, engine=engine, reset_flop=reset_flop)
         lib = ctypes.CDLL(str(self.lib_path))
         vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
         lib.nms_sim_new.restype = vp
