@@ -17,13 +17,13 @@ row beat), the greedy + emission (after the final cell/quota beat), the formula
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from nms.bench import _report
 
 CAPACITY, K = 1024, 16
 RATIOS = (0.01, 0.05, 0.10, 0.20)
@@ -90,12 +90,9 @@ def run(out_dir: Path, quick: bool) -> dict:
         "formula_exact": all(r["cycles"] == r["cycles_formula"]
                              and r["build_cycles"] == r["build_formula"] for r in rows),
         "wall_s_build_and_sim": round(wall, 1),
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                 "python": platform.python_version(),
-                 "loadavg_1min_after": round(os.getloadavg()[0], 2)},
+        "host": _report.host(),
     }
-    (out_dir / "cover.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out_dir / "cover.md").write_text(_markdown(result))
+    _report.write(out_dir, "cover", result, _markdown(result))
     return result
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import warnings
 import json
-import os
-import platform
 import re
 import shutil
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nms.bench import _report
 from nms.bench.timing import critical_path
 
 from amaranth.hdl import UnusedElaboratable
@@ -232,12 +231,9 @@ def run(out_dir: Path, quick: bool, *, fpga: bool = True) -> dict:
                 "verilog_generate_s": round(generate_s, 2),
                 "verilator_build_s": round(build_s, 1)},
         "fpga": fpga,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                 "python": platform.python_version(),
-                 "loadavg_1min": round(os.getloadavg()[0], 2)},
+        "host": _report.host("loadavg_1min"),
     }
-    (out_dir / "datapath.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out_dir / "datapath.md").write_text(_markdown(result))
+    _report.write(out_dir, "datapath", result, _markdown(result))
     return result
 
 

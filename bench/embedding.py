@@ -16,11 +16,11 @@ share of an iteration (N cycles, not parallelised).
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from nms.bench import _report
 
 #: the generator defaults of ``nms generate --block embedding`` (pair units varied)
 ENGINE = {"capacity": 1024, "k": 16, "neg_samples": 8}
@@ -96,12 +96,9 @@ def run(out_dir: Path, quick: bool) -> dict:
         "formula_exact": all(r["iteration_cycles"] == r["iteration_cycles_formula"]
                              for r in rows),
         "wall_s_build_and_sim": wall,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                 "python": platform.python_version(),
-                 "loadavg_1min_after": round(os.getloadavg()[0], 2)},
+        "host": _report.host(),
     }
-    (out_dir / "embedding.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out_dir / "embedding.md").write_text(_markdown(result))
+    _report.write(out_dir, "embedding", result, _markdown(result))
     return result
 
 

@@ -13,13 +13,13 @@ model's statistics of the same run). Loading adds N cycles before this.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from nms.bench import _report
 
 #: the generator default of ``nms generate --block grid``
 CAPACITY = 1024
@@ -85,12 +85,9 @@ def run(out_dir: Path, quick: bool) -> dict:
         "benchmark": "grid", "quick": quick, "capacity": CAPACITY, "derived": meta["derived"],
         "rows": rows, "formula_exact": all(r["cycles"] == r["cycles_formula"] for r in rows),
         "wall_s_build_and_sim": round(wall, 1),
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                 "python": platform.python_version(),
-                 "loadavg_1min_after": round(os.getloadavg()[0], 2)},
+        "host": _report.host(),
     }
-    (out_dir / "grid.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out_dir / "grid.md").write_text(_markdown(result))
+    _report.write(out_dir, "grid", result, _markdown(result))
     return result
 
 
