@@ -5,6 +5,9 @@
   transaction boundaries. Measured: simulated cycles per wall second of one whole chunk job
   (random uint8 vectors, checked bit-exact against ``desne.run_chunk``), and the Verilator +
   C++ build time of the library (the cached build's recorded time when it was already built).
+  The chunk job runs 5 times on one device (each checked bit-exact); rates are medians, with the
+  spread. The same job on the plain top (``reset_flop=False``: ``rst`` a top-level input, the
+  build before ``fastsim._reset_flop``) gives the report's step table.
 * **cocotb testbench** (``nms.verif.tb.top``, cocotbext-axi AxiRam + AxiLiteMaster + burst
   monitor) on the same job and the same small build: its simulated cycles per second from the
   cocotb results file (``sim_time_duration`` / wall time, 10 ns clock).
