@@ -161,7 +161,7 @@ def _cocotb_speed(hw: dict, n: int, dim: int, cfg_dict: dict, seed: int) -> dict
 def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int,
             engine: str = "verilator") -> dict:
     from nms.sw.datasets import load_digits
-    from nms.sw.driver import Driver, JobCounters, ModelDevice
+    from nms.sw.driver import Driver, ModelDevice
     from nms.sw.transport_rtl import RtlTransport
     from nms.verif.models import desne
 
@@ -171,45 +171,35 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int,
     t = RtlTransport(hw=hw, latency=20, engine=engine)
     cfg = desne.DesneConfig(k=t.k, neg_samples=t.neg_samples, capacity=t.capacity, **cfg_extra)
     drv = Driver(t, cfg)
-    # the chunks exactly as Driver.select plans them, per-stage counters read after each job
-    chunks = desne.plan_chunks(y, ratio, cfg.capacity)
-    order = np.concatenate([c.members for c in chunks])
-    starts = np.cumsum([0] + [c.members.size for c in chunks])
-    dim = X.shape[1]
-    t.write_mem(0, X[order].astype(np.uint8).tobytes())
-    dst = -(-order.size * dim // 4096) * 4096
-    counters = JobCounters()
+    # Driver.select itself, the per-stage counters read after each job
     stage = dict.fromkeys(STAGES, 0)
-    picked = []
+
+    def add_stages(_chunk):
+        for key in STAGES:
+            stage[key] += t.read_reg(f"PERF_{key.upper()}")
+
     from threadpoolctl import threadpool_limits
 
     limits = threadpool_limits(limits=1)   # no spinning BLAS workers in the CPU time
     w0, p0 = time.perf_counter(), time.process_time()
     c0 = t.sim.cycle
-    for c, start in zip(chunks, starts):
-        if c.budget == 0:
-            continue
-        local = drv.run_chunk(c.members.size, dim, c.budget, int(start) * dim, dst,
-                              seed + c.ordinal, counters)
-        picked.append(c.members[local])
-        for key in STAGES:
-            stage[key] += t.read_reg(f"PERF_{key.upper()}")
+    sel = drv.select(X, y, ratio, seed=seed, on_chunk=add_stages)
     wall, cpu = time.perf_counter() - w0, time.process_time() - p0
     limits.restore_original_limits()
     sim_cycles = t.sim.cycle - c0
-    rtl_idx = np.sort(np.concatenate(picked))
+    counters = sel["counters"]
     t.close()
     model = Driver(ModelDevice(capacity=cfg.capacity, max_dim=t.max_dim, k=t.k,
                                neg_samples=t.neg_samples, tile=t.tile), cfg)
     ref = model.select(X, y, ratio, seed=seed)["indices"]
-    return {"engine": engine, "n_train": len(y), "ratio": ratio, "chunks": counters.chunks, "n_iter": cfg.n_iter,
-            "job_cycles": counters.cycles, "simulated_cycles_incl_csr": sim_cycles,
+    return {"engine": engine, "n_train": len(y), "ratio": ratio, "chunks": counters["chunks"], "n_iter": cfg.n_iter,
+            "job_cycles": counters["cycles"], "simulated_cycles_incl_csr": sim_cycles,
             "wall_seconds": wall, "cycles_per_second": sim_cycles / wall,
             "cpu_seconds": cpu, "cycles_per_cpu_second": sim_cycles / max(cpu, 1e-9),
-            "job_seconds_at_100MHz": counters.cycles / CLOCK_HZ,
-            "near_bytes_read": counters.near_bytes_read, "stages": stage,
-            "equal_to_model_backend": bool(np.array_equal(rtl_idx, ref)),
-            "n_selected": int(rtl_idx.size)}
+            "job_seconds_at_100MHz": counters["cycles"] / CLOCK_HZ,
+            "near_bytes_read": counters["near_bytes_read"], "stages": stage,
+            "equal_to_model_backend": bool(np.array_equal(sel["indices"], ref)),
+            "n_selected": int(sel["indices"].size)}
 
 
 def run(out_dir: Path, quick: bool) -> dict:

@@ -496,11 +496,13 @@ class Driver:
         counters.add(read_counters(self.t), timed=self.t.has_cycle_counter)
         return local
 
-    def select(self, X, y, ratio, *, seed: int = 0, progress=None) -> dict:
+    def select(self, X, y, ratio, *, seed: int = 0, progress=None, on_chunk=None) -> dict:
         """DE-SNE selection of a labelled data set; same result as ``nms.verif.models.desne.select``.
 
         Returns the DeepCore-shaped ``{"indices": ...}`` plus ``"counters"`` (near-memory bytes
-        read/written, chunks, cycles where the backend counts them, seconds).
+        read/written, chunks, cycles where the backend counts them, seconds). ``progress`` wraps
+        the iterable of chunk jobs (e.g. a progress bar); ``on_chunk(chunk)`` is called after each
+        chunk job, while its registers still hold that job's values.
         """
         X, y = desne._check_data(X, y)
         if X.shape[1] > self.t.max_dim:
@@ -522,6 +524,8 @@ class Driver:
             local = self.run_chunk(c.members.size, dim, c.budget, int(start) * dim, dst,
                                    seed + c.ordinal, counters)
             picked.append(c.members[local])
+            if on_chunk is not None:
+                on_chunk(c)
         counters.seconds = time.perf_counter() - t0
         return {"indices": np.sort(np.concatenate(picked)).astype(np.int64),
                 "counters": counters.as_dict(), "backend": self.t.name}

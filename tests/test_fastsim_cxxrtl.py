@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nms.rtl.top import effective_registers
-from nms.sw.driver import Driver, JobCounters, ModelDevice
+from nms.sw.driver import Driver, ModelDevice
 from nms.verif.models import desne
 
 HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 4, "capacity": 64,
@@ -30,23 +30,12 @@ def _cfg():
 
 
 def _select_with_registers(transport, X, y, ratio, seed):
-    """Driver.select's chunk loop, reading every register after each chunk job."""
-    drv = Driver(transport, _cfg())
-    chunks = desne.plan_chunks(y, ratio, _cfg().capacity)
-    order = np.concatenate([c.members for c in chunks])
-    starts = np.cumsum([0] + [c.members.size for c in chunks])
-    dim = X.shape[1]
-    transport.write_mem(0, X[order].astype(np.uint8).tobytes())
-    dst = -(-order.size * dim // 4096) * 4096
-    counters, picked, regs = JobCounters(), [], []
-    for c, start in zip(chunks, starts):
-        if c.budget == 0:
-            continue
-        local = drv.run_chunk(c.members.size, dim, c.budget, int(start) * dim, dst,
-                              seed + c.ordinal, counters)
-        picked.append(c.members[local])
-        regs.append({name: transport.read_reg(name) for name in READABLE})
-    return np.sort(np.concatenate(picked)), regs, transport.sim.counters()
+    """Driver.select, reading every register after each chunk job."""
+    regs = []
+    sel = Driver(transport, _cfg()).select(
+        X, y, ratio, seed=seed,
+        on_chunk=lambda _c: regs.append({name: transport.read_reg(name) for name in READABLE}))
+    return sel["indices"], regs, transport.sim.counters()
 
 
 def test_cxxrtl_equals_verilator_and_model_on_digits():
