@@ -8,7 +8,9 @@ critical path (source, sink, logic vs routing delay) read from nextpnr's log.
 
 One build at a time (the machine has two cores); the whole datapath alone takes 20-40 minutes.
 ``--quick`` builds every stage alone but not the whole datapath (the stage figures are the real
-ones; the whole-datapath row is missing). Builds go to ``build/timing/<stage>`` (not tracked).
+ones; the whole-datapath row is missing). ``run(out, quick, stages=("grid",))`` (from Python)
+re-builds only the named stages and replaces their rows in the report on disk. Builds go to
+``build/timing/<stage>`` (not tracked).
 """
 
 from __future__ import annotations
@@ -76,20 +78,54 @@ def _build_stage(block: str, root: Path) -> dict:
             "critical_path": {k: v for k, v in crit.items() if k not in ("cells", "nets")}}
 
 
-def run(out_dir: Path, quick: bool) -> dict:
+def _revision() -> str | None:
+    """The commit the build ran on (``git describe --always --dirty``), or None outside git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, check=True, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run(out_dir: Path, quick: bool, stages: tuple[str, ...] | None = None) -> dict:
+    """Build the stages and write ``timing.json`` / ``timing.md`` into ``out_dir``.
+
+    ``stages`` (e.g. ``("grid",)``) re-builds only those blocks and replaces their rows in the
+    report already in ``out_dir`` (the other rows stay as they were; every row names the
+    revision it was built from). Without it every stage is built (``quick``: all but the whole
+    datapath) and the report is written anew.
+    """
     root = Path("build") / "timing"
-    names = QUICK_STAGES if quick else tuple(b for b, _ in STAGES)
     what = dict(STAGES)
+    if stages is not None:
+        unknown = [b for b in stages if b not in what]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(what)}")
+        names = tuple(stages)
+    else:
+        names = QUICK_STAGES if quick else tuple(b for b, _ in STAGES)
     rows = []
     for block in names:
         row = _build_stage(block, root)
         row["stage"] = what[block]
+        row["revision"] = _revision()
         rows.append(row)
         print(f"[timing] {block}: {row['fmax_mhz']:.1f} MHz ({row['build_seconds']:.0f} s)")
+    out_dir = Path(out_dir)
+    if stages is not None:
+        # merge into the report on disk (read now, after the builds)
+        old = json.loads((out_dir / "timing.json").read_text())
+        new = {r["block"]: r for r in rows}
+        kept = [new.pop(r["block"], r) for r in old["stages"]]
+        rows = kept + [new[b] for b in names if b in new]
+        rows.sort(key=lambda r: list(what).index(r["block"]))
+        quick = old.get("quick", quick)
     result = {"benchmark": "timing", "quick": quick, "board": BOARD, "goal_mhz": GOAL_MHZ,
               "stages": rows,
               "host": {"machine": platform.machine(), "python": platform.python_version()}}
-    out_dir = Path(out_dir)
     (out_dir / "timing.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "timing.md").write_text(_markdown(result))
     return result
@@ -107,11 +143,14 @@ def _markdown(r: dict) -> str:
         f"Each block at its default generator parameters inside the registered board top, built "
         f"with YoWASP Yosys + nextpnr (one run, default seed: expect a few % of seed noise). "
         f"Goal: {r['goal_mhz']:.0f} MHz." + (" **Quick run: the stages alone, without the whole-datapath build.**"
-                                    if r["quick"] else ""),
+                                    if r["quick"] else "")
+        + " A row's revision is the commit its build ran on (rows re-built alone with "
+          "`run(..., stages=(...))` keep the other rows as they were; `-` = before revisions "
+          "were recorded).",
         "",
         "| block | stage | LUT | FF | DSP | BRAM | Fmax (MHz) | goal met | critical path (post-route) "
-        "| logic / routing (ns) |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---|",
+        "| logic / routing (ns) | revision |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for s in r["stages"]:
         u, c = s["utilisation"], s["critical_path"]
@@ -120,5 +159,6 @@ def _markdown(r: dict) -> str:
                  if c and c.get("logic_ns") is not None else "-")
         lines.append(f"| `{s['block']}` | {s['stage']} | {_cell(u, 'lut')} | "
                      f"{_cell(u, 'ff')} | {_cell(u, 'dsp')} | {_cell(u, 'bram')} | "
-                     f"{s['fmax_mhz']:.1f} | {'yes' if s['meets_goal'] else 'no'} | {path} | {split} |")
+                     f"{s['fmax_mhz']:.1f} | {'yes' if s['meets_goal'] else 'no'} | {path} | {split} | "
+                     f"{s.get('revision') or '-'} |")
     return "\n".join(lines) + "\n"

@@ -133,7 +133,7 @@ class KnnSelector(wiring.Component):
 
         # ---- pass state: the candidate index and the tile base ---------------------------------
         first = Signal(init=1)   # the next distance beat is a pass's first
-        cand = Signal(iw)        # index of the candidate on `dist` (valid when not `first`)
+        cand = Signal(iw)        # index of the candidate on `dist` (0 on a pass's first beat)
         cur_base = Signal(iw)
         next_base = Signal(iw)   # a one-beat slot, so the next pass's base can wait ahead of it
         next_ok = Signal()
@@ -147,15 +147,24 @@ class KnnSelector(wiring.Component):
         m.d.comb += accept.eq(self.dist.valid & self.dist.ready)
 
         base = Signal(iw)
-        index = Signal(iw)
-        m.d.comb += [base.eq(Mux(first, next_base, cur_base)),
-                     index.eq(Mux(first, 0, cand))]
+        index = cand             # 0 on a pass's first beat: a register, no mux on its fan-out
+        m.d.comb += base.eq(Mux(first, next_base, cur_base))
 
+        # `own` (the beat's candidate is query t itself) comes from flip-flops: on a pass's
+        # first beat (index 0) only query 0 of a tile based at 0 matches (`next_base_zero`,
+        # registered with the base); on the other beats `own_next` was computed one beat ahead
+        own_next = Signal(T)
+        next_base_zero = Signal()
         m.d.comb += self.tile_base.ready.eq(~next_ok)
         with m.If(self.tile_base.valid & self.tile_base.ready):
-            m.d.sync += [next_base.eq(self.tile_base.payload), next_ok.eq(1)]
+            m.d.sync += [next_base.eq(self.tile_base.payload), next_ok.eq(1),
+                         next_base_zero.eq(self.tile_base.payload == 0)]
         with m.If(accept):
-            m.d.sync += [first.eq(in_last), cand.eq(index + 1)]
+            following = Signal(iw)     # the index of the pass's next beat (wraps)
+            m.d.comb += following.eq(index + 1)
+            m.d.sync += [first.eq(in_last), cand.eq(Mux(in_last, 0, following))]
+            # base + t one bit wider: a query past the index range never matches
+            m.d.sync += [own_next[t].eq(following == (base + t)) for t in range(T)]
             with m.If(first):
                 m.d.sync += cur_base.eq(next_base)
                 # the slot is free again unless it is refilled in this very cycle
@@ -166,8 +175,7 @@ class KnnSelector(wiring.Component):
         for t in range(T):
             d = self.dist.payload.dist[t]
             own = Signal(name=f"own_{t}")
-            # base + t computed one bit wider: a query past the index range never matches
-            m.d.comb += own.eq(index == (base + t))
+            m.d.comb += own.eq(Mux(first, next_base_zero if t == 0 else 0, own_next[t]))
             less = [Signal(name=f"less_{t}_{i}") for i in range(K)]
             for i in range(K):
                 # an empty entry acts as +infinity; strict < keeps the earlier index on a tie
