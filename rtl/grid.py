@@ -145,10 +145,10 @@ class GridGeometry:
         Returns
         -------
         int
-            ``1`` (box) ``+ sum over levels (3 + 2 * points read + 2 * cells)`` ``+`` water
-            level (adaptive: one cycle per bit, ``K + 2`` more per tested bit) ``+`` quotas
-            (``1 + K`` adaptive, ``1 + K * (count_bits + 2)`` proportional) ``+ 1 +`` extra
-            units (``key_bits * (K + 3) + K + 3`` if any) ``+ R * (2N + K + 3)`` (rounds)
+            ``1`` (box) ``+ sum over levels (9 + 2 * points read + cells)`` ``+`` water
+            level (adaptive: one cycle per bit, ``K + 3`` more per tested bit) ``+`` quotas
+            (``1 + 2K`` adaptive, ``1 + K * (count_bits + 3)`` proportional) ``+ 1 +`` extra
+            units (``key_bits * (K + 4) + K + 4`` if any) ``+ R * (N + K + 10)`` (rounds)
             ``+ 1 + last_index + 1`` (emit).
         """
         if not level_cells or len(level_cells) > self.grid_bits + 1:
@@ -165,14 +165,14 @@ class GridGeometry:
                 if cell not in seen and len(seen) == budget:
                     break                                     # the (M+1)-th cell: abort
                 seen.add(cell)
-            cycles += 3 + 2 * read + 2 * len(seen)
+            cycles += 9 + 2 * read + len(seen)
         final = list(level_cells[-1])
         counts = [final.count(c) for c in dict.fromkeys(final)]
         K = len(counts)
         if K > budget:
             raise ValueError(f"the last level has {K} cells, more than budget={budget}")
         if proportional:
-            cycles += 1 + K * (self.count_bits + 2)
+            cycles += 1 + K * (self.count_bits + 3)
             extra = budget - sum(budget * c // n for c in counts)
         else:
             lvl = 0                                           # water level, bit by bit
@@ -180,15 +180,15 @@ class GridGeometry:
                 cycles += 1
                 cand = lvl | (1 << b)
                 if cand <= max(counts):
-                    cycles += K + 2
+                    cycles += K + 3
                     if sum(min(c, cand) for c in counts) <= budget:
                         lvl = cand
-            cycles += 1 + K
+            cycles += 1 + 2 * K
             extra = budget - sum(min(c, lvl) for c in counts)
-        cycles += 1 + (self.key_bits * (K + 3) + K + 3 if extra else 0)
+        cycles += 1 + (self.key_bits * (K + 4) + K + 4 if extra else 0)
         if cover:
             return cycles + 1 + n + 1 + K                     # cell export
-        cycles += max_quota * (2 * n + K + 3)                 # rounds
+        cycles += max_quota * (n + K + 10)                    # rounds
         cycles += 1 + last_index + 1                          # emit
         return cycles
 
@@ -212,24 +212,29 @@ def _phase_unit(m, unit, first_state):
 
 class _SlotScan:
     """Pipelined scan over the ``cells`` slots, one per cycle: the read address is ``s``; the
-    data of slot ``s_d`` are on the read ports while ``v_d``."""
+    data of slot ``s_d`` are on the read ports while ``v_d`` (the user registers them there:
+    no logic behind a block-RAM output), and the registered data of slot ``s_dd`` are used
+    while ``v_dd``. A scan takes ``cells + 3`` cycles, the finishing one included."""
 
     def __init__(self, m, geo, cells):
         self.m, self.cells = m, cells
         self.s = Signal(range(geo.max_cells + 1), name="s")
         self.s_d = Signal(geo.slot_bits, name="s_d")
         self.v_d = Signal(name="v_d")
+        self.s_dd = Signal(geo.slot_bits, name="s_dd")
+        self.v_dd = Signal(name="v_dd")
 
     def start(self):
-        self.m.d.sync += [self.s.eq(0), self.v_d.eq(0)]
+        self.m.d.sync += [self.s.eq(0), self.v_d.eq(0), self.v_dd.eq(0)]
 
     def step(self):
         """One scan cycle; returns the 'scan finished' condition of this cycle."""
         s, m = self.s, self.m
         with m.If(s < self.cells):
             m.d.sync += s.eq(s + 1)
-        m.d.sync += [self.v_d.eq(s < self.cells), self.s_d.eq(s)]
-        return (s == self.cells) & ~self.v_d
+        m.d.sync += [self.v_d.eq(s < self.cells), self.s_d.eq(s),
+                     self.v_dd.eq(self.v_d), self.s_dd.eq(self.s_d)]
+        return (s == self.cells) & ~self.v_d & ~self.v_dd
 
 
 # ------------------------------------------------------------------------------------------------
@@ -536,15 +541,20 @@ class LevelSearch(wiring.Component):
 
         g = self.level
         occ, maxcnt = self.cells, self.max_count
-        i = Signal(range(geo.capacity + 1))     # point of the pass
-        s = Signal(range(geo.max_cells + 1))    # slot of the sweep
+        i = Signal(range(geo.capacity + 1))     # point of the pass (in LVL_W / LVL_B)
         aborted = Signal()
-        cid_r = Signal(CELLW)
-        m.d.comb += [self.pts.addr.eq(i), self.cellid_r.addr.eq(s)]
+        cid_r = Signal(CELLW)                   # cell of point i
+        # the pass reads the point memory two points ahead (i + 2): the word is registered
+        # (pts_q) before the offsets are subtracted
+        m.d.comb += self.pts.addr.eq(i + 2)
+        pts_q = Signal(2 * COORD_BITS)
+        capture = Signal()
+        with m.If(capture):
+            m.d.sync += pts_q.eq(self.pts.data)
 
-        px = self.pts.data[:COORD_BITS].as_signed()
-        py = self.pts.data[COORD_BITS:].as_signed()
-        dxn, dyn = Signal(COORD_BITS), Signal(COORD_BITS)      # offsets of the point read ahead
+        px = pts_q[:COORD_BITS].as_signed()
+        py = pts_q[COORD_BITS:].as_signed()
+        dxn, dyn = Signal(COORD_BITS), Signal(COORD_BITS)      # offsets of the next point
         rx, ry = Signal(range(COORD_BITS + G + 1)), Signal(range(COORD_BITS + G + 1))
         cx, cy = Signal(G), Signal(G)
         m.d.comb += [cx.eq((dxn << G) >> rx), cy.eq((dyn << G) >> ry)]
@@ -555,11 +565,39 @@ class LevelSearch(wiring.Component):
                      dist.i.payload.cy.eq(cy_r), dist.i.payload.g.eq(g)]
 
         def take_offsets():
-            """Register the offsets of the point the ``pts`` read port shows."""
+            """Register the offsets of the point in ``pts_q``."""
             m.d.sync += [dxn.eq(px - self.lo_x), dyn.eq(py - self.lo_y)]
 
-        cm_slot1 = cmap_r.data[:S1W]
-        cm_count = cmap_r.data[S1W:]
+        def look_up(first):
+            """Read the cell map at the cell of the offsets in ``dxn``/``dyn`` (the next
+            point); ``hit``: the same cell as point i, whose entry is being written now."""
+            cell = Cat(cx, cy)
+            m.d.comb += cmap_r.addr.eq(cell)
+            m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn), cid_r.eq(cell),
+                         hit.eq(Const(0) if first else cell == cid_r)]
+
+        # the cell-map entry of point i: registered off the RAM (cm_q), or forwarded from the
+        # write of point i - 1 to the same cell (that write and this read shared a cycle)
+        cm_q = Signal(S1W + CW)
+        fwd = Signal(S1W + CW)
+        hit = Signal()
+        entry = Signal(S1W + CW)
+        m.d.comb += entry.eq(Mux(hit, fwd, cm_q))
+        cm_slot1, cm_count = entry[:S1W], entry[S1W:]
+
+        # the slot sweep: a 5-stage pipeline, one slot per cycle (no two stages touch the
+        # same word): cellid read -> registered -> cell-map read -> registered -> count
+        # written, maximum updated, cell-map entry cleared
+        s = Signal(range(geo.max_cells + 1))
+        m.d.comb += self.cellid_r.addr.eq(s)
+        sv = [Signal(name=f"sw_v{k}") for k in range(4)]
+        ss = [Signal(geo.slot_bits, name=f"sw_s{k}") for k in range(4)]
+        sw_cid = [Signal(CELLW, name=f"sw_cid{k}") for k in range(3)]
+        sw_cnt = Signal(CW)
+
+        def sweep_start():
+            m.d.sync += [s.eq(0), maxcnt.eq(0)] + [v.eq(0) for v in sv]
+            m.next = "SWEEP"
 
         clr = Signal(CELLW)                     # cell-map entry of the reset sweep
         with m.FSM(init="CLEAR") as fsm:
@@ -576,21 +614,27 @@ class LevelSearch(wiring.Component):
                 m.d.comb += self.pts.addr.eq(0)
                 m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0),
                              rx.eq(self.ex + G - g), ry.eq(self.ey + G - g)]
-                m.next = "LVL_PRE"
-            with m.State("LVL_PRE"):
-                take_offsets()                  # point 0
+                m.next = "LVL_P1"
+            with m.State("LVL_P1"):
+                m.d.comb += [capture.eq(1), self.pts.addr.eq(1)]       # point 0
+                m.next = "LVL_P2"
+            with m.State("LVL_P2"):
+                take_offsets()                                        # point 0
+                m.d.comb += capture.eq(1)                             # point 1
                 m.next = "LVL_A"
             with m.State("LVL_A"):
-                m.d.comb += [cmap_r.addr.eq(Cat(cx, cy)), self.pts.addr.eq(i + 1)]  # read ahead
-                m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn),
-                             cid_r.eq(Cat(cx, cy))]
+                look_up(first=True)                                   # point 0
+                m.next = "LVL_W"
+            with m.State("LVL_W"):
+                m.d.sync += cm_q.eq(cmap_r.data)
+                take_offsets()                                        # point i + 1
                 m.next = "LVL_B"
             with m.State("LVL_B"):
                 m.d.comb += [cmap_w.addr.eq(cid_r), self.pslot.addr.eq(i)]
                 new_cell = cm_slot1 == 0
                 with m.If(new_cell & (occ == self.budget)):
                     m.d.sync += aborted.eq(1)
-                    m.next = "SW_PRIME"
+                    sweep_start()
                 with m.Else():
                     m.d.comb += [cmap_w.en.eq(1), self.pslot.en.eq(1), dist.i.valid.eq(1)]
                     with m.If(new_cell):
@@ -601,38 +645,38 @@ class LevelSearch(wiring.Component):
                     with m.Else():
                         m.d.comb += [cmap_w.data.eq(Cat(cm_slot1, cm_count + 1)),
                                      self.pslot.data.eq(cm_slot1 - 1)]
+                    m.d.sync += fwd.eq(cmap_w.data)
                     with m.If(i == self.n_points - 1):
-                        m.next = "SW_PRIME"
+                        sweep_start()
                     with m.Else():
-                        take_offsets()          # point i + 1, read in LVL_A
+                        look_up(first=False)                          # point i + 1
+                        m.d.comb += capture.eq(1)                     # point i + 3
                         m.d.sync += i.eq(i + 1)
-                        m.next = "LVL_A"
+                        m.next = "LVL_W"
             # sweep over the slots: copy the counts out of the cell map and clear it
-            with m.State("SW_PRIME"):
-                m.d.comb += self.cellid_r.addr.eq(0)
-                m.d.sync += [s.eq(0), maxcnt.eq(0)]
-                m.next = "SW_A"
-            with m.State("SW_A"):
-                m.d.comb += cmap_r.addr.eq(self.cellid_r.data)
-                m.d.sync += cid_r.eq(self.cellid_r.data)
-                m.next = "SW_B"
-            with m.State("SW_B"):
-                m.d.comb += [self.cnt_w.en.eq(1), self.cnt_w.addr.eq(s),
-                             self.cnt_w.data.eq(cm_count),
-                             cmap_w.en.eq(1), cmap_w.addr.eq(cid_r), cmap_w.data.eq(0)]
-                with m.If(cm_count > maxcnt):
-                    m.d.sync += maxcnt.eq(cm_count)
-                with m.If(s == occ - 1):
+            with m.State("SWEEP"):
+                with m.If(s < occ):
+                    m.d.sync += s.eq(s + 1)
+                m.d.sync += [sv[0].eq(s < occ), ss[0].eq(s),
+                             sw_cid[0].eq(self.cellid_r.data)]
+                m.d.comb += cmap_r.addr.eq(sw_cid[0])
+                m.d.sync += [sv[1].eq(sv[0]), ss[1].eq(ss[0]), sw_cid[1].eq(sw_cid[0]),
+                             sv[2].eq(sv[1]), ss[2].eq(ss[1]), sw_cid[2].eq(sw_cid[1]),
+                             sw_cnt.eq(cmap_r.data[S1W:]),
+                             sv[3].eq(sv[2]), ss[3].eq(ss[2])]
+                with m.If(sv[3]):
+                    m.d.comb += [self.cnt_w.en.eq(1), self.cnt_w.addr.eq(ss[3]),
+                                 self.cnt_w.data.eq(sw_cnt),
+                                 cmap_w.en.eq(1), cmap_w.addr.eq(sw_cid[2]), cmap_w.data.eq(0)]
+                    with m.If(sw_cnt > maxcnt):
+                        m.d.sync += maxcnt.eq(sw_cnt)
+                with m.If((s == occ) & ~Cat(*sv).any()):
                     with m.If(aborted):
                         m.d.sync += g.eq(g - 1)
                         m.next = "LVL_PRIME"
                     with m.Else():
                         m.d.comb += self.run.done.eq(1)
                         m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += self.cellid_r.addr.eq(s + 1)
-                    m.d.sync += s.eq(s + 1)
-                    m.next = "SW_A"
         m.d.comb += [self.clearing.eq(fsm.ongoing("CLEAR")),
                      self.busy.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("CLEAR"))]
         return m
@@ -648,8 +692,8 @@ class WaterLevel(wiring.Component):
 
     The sum is monotone in L, so L is found bit by bit from the top bit of ``count_bits``: a
     candidate above the largest count is rejected in its cycle; any other costs one pipelined
-    scan of the K counts (``K + 2`` cycles). Cycles: ``count_bits + sum over scanned bits
-    (K + 2)``.
+    scan of the K counts (``K + 3`` cycles: each count is registered off the RAM before the
+    sum). Cycles: ``count_bits + sum over scanned bits (K + 3)``.
 
     Attributes
     ----------
@@ -684,7 +728,8 @@ class WaterLevel(wiring.Component):
         bit = Signal(range(CW))         # bit under test
         cand = Signal(CW)
         acc = Signal(CW + 1)            # sum(min(count, cand)) <= N <= C < 2**CW
-        count = self.cnt_r.data
+        count = Signal(CW)              # the count of slot s_dd, registered off the RAM
+        m.d.sync += count.eq(self.cnt_r.data)
 
         def next_bit():
             with m.If(bit == 0):
@@ -710,7 +755,7 @@ class WaterLevel(wiring.Component):
                     next_bit()
             with m.State("L_SCAN"):
                 done = scan.step()
-                with m.If(scan.v_d):
+                with m.If(scan.v_dd):
                     m.d.sync += acc.eq(acc + Mux(count < cand, count, cand))
                 with m.If(done):
                     with m.If(acc <= self.budget):
@@ -727,8 +772,9 @@ class ExtraUnits(wiring.Component):
     The threshold T = the extra-th largest key (keys are unique; the complement orders ties to
     the lower row-major cell) is found bit by bit by counting the keys >= each candidate, one
     slot scan per bit; then a last scan adds 1 to every quota whose key is >= T — the model's
-    "largest first, ties to the lower cell" (a primary of 0 never qualifies). Cycles: ``1`` when
-    nothing is left, else ``1 + key_bits * (K + 3) + K + 3``.
+    "largest first, ties to the lower cell" (a primary of 0 never qualifies). The slot's RAM
+    words are registered before the key is formed and compared. Cycles: ``1`` when nothing is
+    left, else ``1 + key_bits * (K + 4) + K + 4``.
 
     Attributes
     ----------
@@ -767,8 +813,12 @@ class ExtraUnits(wiring.Component):
         acc = Signal(CW + 1)
         remaining = Signal(CW)         # units to hand out
         thr = Signal(KB)               # threshold key
-        # primary (remainder or count) first, then the lower cell index wins
-        key = Cat(self.cellid_r.data ^ cell_mask, self.prim_r.data)
+        # the slot's cell, primary and quota registered straight off the RAMs (slot s_dd);
+        # key: primary (remainder or count) first, then the lower cell index wins
+        cid_q, prim_q, quota_q = (Signal(geo.cell_bits), Signal(CW), Signal(CW))
+        m.d.sync += [cid_q.eq(self.cellid_r.data), prim_q.eq(self.prim_r.data),
+                     quota_q.eq(self.quota_r.data)]
+        key = Cat(cid_q ^ cell_mask, prim_q)
 
         def scan_start():
             scan.start()
@@ -790,7 +840,7 @@ class ExtraUnits(wiring.Component):
                 m.next = "X_SCAN"
             with m.State("X_SCAN"):
                 done = scan.step()
-                with m.If(scan.v_d & (key >= cand)):
+                with m.If(scan.v_dd & (key >= cand)):
                     m.d.sync += acc.eq(acc + 1)
                 with m.If(done):
                     with m.If(acc >= remaining):
@@ -805,9 +855,9 @@ class ExtraUnits(wiring.Component):
                 m.next = "APPLY"
             with m.State("APPLY"):
                 done = scan.step()
-                with m.If(scan.v_d):
-                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(scan.s_d),
-                                 self.quota_w.data.eq(self.quota_r.data + (key >= thr))]
+                with m.If(scan.v_dd):
+                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(scan.s_dd),
+                                 self.quota_w.data.eq(quota_q + (key >= thr))]
                 with m.If(done):
                     m.d.comb += self.run.done.eq(1)
                     m.next = "IDLE"
@@ -823,8 +873,9 @@ class Allocation(wiring.Component):
     * proportional: quota ``budget * count // N`` and primary key ``budget * count % N`` from a
       restoring :class:`~nms.rtl.divider.Divider` (``count_bits`` cycles per slot).
 
-    The quota pass (``1 + K`` cycles adaptive, ``1 + K * (count_bits + 2)`` proportional) also
-    clears each slot's best candidate for the rounds; then :class:`ExtraUnits` hands out what
+    The quota pass (``1 + 2K`` cycles adaptive, ``1 + K * (count_bits + 3)`` proportional: each
+    count is registered off the RAM, then used) also clears each slot's best candidate for the
+    rounds; then :class:`ExtraUnits` hands out what
     is left of the budget.
 
     Attributes
@@ -882,7 +933,7 @@ class Allocation(wiring.Component):
         m.d.comb += [slot_addr.eq(s), water.cnt_r.data.eq(self.cnt_r.data),
                      self.cnt_r.addr.eq(Mux(water.busy, water.cnt_r.addr, slot_addr))]
         lvl = water.level
-        count = self.cnt_r.data
+        count = Signal(CW)          # the count of slot s, registered off the RAM in Q_LOAD
 
         def write_quota(q, primary):
             m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s), self.quota_w.data.eq(q),
@@ -895,7 +946,7 @@ class Allocation(wiring.Component):
             with m.Else():
                 m.d.comb += slot_addr.eq(s + 1)
                 m.d.sync += s.eq(s + 1)
-                m.next = "Q_DATA"
+                m.next = "Q_LOAD"
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -912,6 +963,9 @@ class Allocation(wiring.Component):
             with m.State("Q_PRIME"):
                 m.d.comb += slot_addr.eq(0)
                 m.d.sync += [s.eq(0), qsum.eq(0)]
+                m.next = "Q_LOAD"
+            with m.State("Q_LOAD"):
+                m.d.sync += count.eq(self.cnt_r.data)
                 m.next = "Q_DATA"
             with m.State("Q_DATA"):
                 with m.If(self.proportional):
@@ -986,58 +1040,89 @@ class SelectionRounds(wiring.Component):
         m = Module()
         geo = self.geometry
         IW = geo.index_bits
-        i = Signal(range(geo.capacity + 1))
-        point_addr = Signal(IW)
+        i = Signal(range(geo.capacity + 1))     # next point to read
         scan = _SlotScan(m, geo, self.cells)
-        s, s_d, v_d = scan.s, scan.s_d, scan.v_d
-        slot_addr = Signal(geo.slot_bits)
-        m.d.comb += [point_addr.eq(i), slot_addr.eq(s)]
+        s, s_dd, v_dd = scan.s, scan.s_dd, scan.v_dd
         for rp in (self.pslot_r, self.pdist_r, self.picked_r):
-            m.d.comb += rp.addr.eq(point_addr)
+            m.d.comb += rp.addr.eq(i)
+        BB = geo.best_bits
+
+        # the point pass: one point per cycle through 6 stages (p1 .. p5 below are the
+        # registers of the stage that reads them):
+        #   p0: point memories addressed             p1: their words registered
+        #   p2: quota/best addressed with the slot    p3: their words registered
+        #   p4: compare with the slot's best, which is the RAM word unless one of the three
+        #       points ahead (in p5, p6, p7) has the same slot: their best is newer (their
+        #       writes land in p5, after this point's read) and the nearest one wins
+        #   p5: the new best written
+        v = [Signal(name=f"rp_v{k}") for k in range(8)]
+        idx = [Signal(IW, name=f"rp_idx{k}") for k in range(5)]
+        slot = [Signal(geo.slot_bits, name=f"rp_slot{k}") for k in range(8)]
+        dist = [Signal(DIST_BITS, name=f"rp_dist{k}") for k in range(5)]
+        pk = [Signal(name=f"rp_pk{k}") for k in range(5)]
+        post = [Signal(BB, name=f"rp_post{k}") for k in range(8)]   # best after point k
+        same = [Signal(name=f"rp_same{k}") for k in range(3)]        # p4's slot == p5/p6/p7's
+        best4, quota4 = Signal(BB), Signal(geo.count_bits)
+        wr5 = Signal()
+        addr_slot = Signal(geo.slot_bits)
+        fsm_rp = Signal()               # in the point pass
+        m.d.comb += addr_slot.eq(Mux(fsm_rp, slot[2], s))
         for rp in (self.quota_r, self.best_r):
-            m.d.comb += rp.addr.eq(slot_addr)
-        slot_r = Signal(geo.slot_bits)
-        dist_r = Signal(DIST_BITS)
-        pk_r = Signal()
+            m.d.comb += rp.addr.eq(addr_slot)
+
+        feeding = i < self.n_points
+        m.d.sync += [v[1].eq(fsm_rp & feeding), idx[1].eq(i)]
+        m.d.sync += [v[2].eq(v[1]), idx[2].eq(idx[1]), slot[2].eq(self.pslot_r.data),
+                     dist[2].eq(self.pdist_r.data), pk[2].eq(self.picked_r.data)]
+        m.d.sync += [v[3].eq(v[2]), idx[3].eq(idx[2]), slot[3].eq(slot[2]), dist[3].eq(dist[2]),
+                     pk[3].eq(pk[2])]
+        m.d.sync += [v[4].eq(v[3]), idx[4].eq(idx[3]), slot[4].eq(slot[3]), dist[4].eq(dist[3]),
+                     pk[4].eq(pk[3]), best4.eq(self.best_r.data), quota4.eq(self.quota_r.data)]
+        m.d.sync += [same[k].eq(v[4 + k] & (slot[3] == slot[4 + k])) for k in range(3)]
+        current = Signal(BB)            # the slot's best as of this point
+        m.d.comb += current.eq(Mux(same[0], post[5], Mux(same[1], post[6],
+                                                          Mux(same[2], post[7], best4))))
+        cur_idx = current[:IW]
+        cur_dist = current[IW:IW + DIST_BITS]
+        cur_valid = current[IW + DIST_BITS]
+        # points come in index order, so an equal distance keeps the lower index
+        take = v[4] & ~pk[4] & (quota4 != 0) & (~cur_valid | (dist[4] < cur_dist))
+        m.d.sync += [v[5].eq(v[4]), slot[5].eq(slot[4]), wr5.eq(take),
+                     post[5].eq(Mux(take, Cat(idx[4], dist[4], Const(1, 1)), current))]
+        m.d.sync += [v[6].eq(v[5]), slot[6].eq(slot[5]), post[6].eq(post[5]),
+                     v[7].eq(v[6]), slot[7].eq(slot[6]), post[7].eq(post[6])]
+        with m.If(wr5 & v[5]):
+            m.d.comb += [self.best_w.en.eq(1), self.best_w.addr.eq(slot[5]),
+                         self.best_w.data.eq(post[5])]
+
+        # the slot scan: each winner picked, its quota decremented, its best cleared; the
+        # slot's quota and best are registered off the RAMs first (slot s_dd)
+        quota_q, best_q = Signal(geo.count_bits), Signal(BB)
+        m.d.sync += [quota_q.eq(self.quota_r.data), best_q.eq(self.best_r.data)]
         more = Signal()
-        quota = self.quota_r.data
-        best_idx = self.best_r.data[:IW]
-        best_dist = self.best_r.data[IW:IW + DIST_BITS]
-        best_valid = self.best_r.data[IW + DIST_BITS]
 
         with m.FSM() as fsm:
             _phase_unit(m, self, "RP_PRIME")
             with m.State("RP_PRIME"):
-                m.d.comb += point_addr.eq(0)
-                m.d.sync += i.eq(0)
-                m.next = "RP_A"
-            with m.State("RP_A"):
-                m.d.comb += slot_addr.eq(self.pslot_r.data)
-                m.d.sync += [slot_r.eq(self.pslot_r.data), dist_r.eq(self.pdist_r.data),
-                             pk_r.eq(self.picked_r.data)]
-                m.next = "RP_B"
-            with m.State("RP_B"):
-                # points come in index order, so an equal distance keeps the lower index
-                with m.If(~pk_r & (quota != 0) & (~best_valid | (dist_r < best_dist))):
-                    m.d.comb += [self.best_w.en.eq(1), self.best_w.addr.eq(slot_r),
-                                 self.best_w.data.eq(Cat(i[:IW], dist_r, Const(1, 1)))]
-                with m.If(i == self.n_points - 1):
+                m.d.sync += [i.eq(0)] + [v[k].eq(0) for k in range(1, 8)]
+                m.next = "RP"
+            with m.State("RP"):
+                m.d.comb += fsm_rp.eq(1)
+                with m.If(feeding):
+                    m.d.sync += i.eq(i + 1)
+                with m.If(~feeding & ~Cat(*v[1:6]).any()):
                     m.d.sync += more.eq(0)
                     scan.start()
                     m.next = "RS"
-                with m.Else():
-                    m.d.comb += point_addr.eq(i + 1)
-                    m.d.sync += i.eq(i + 1)
-                    m.next = "RP_A"
             with m.State("RS"):
                 done = scan.step()
-                with m.If(v_d & best_valid):
-                    left = quota - 1
-                    m.d.comb += [self.picked_w.en.eq(1), self.picked_w.addr.eq(best_idx),
+                with m.If(v_dd & best_q[IW + DIST_BITS]):
+                    left = quota_q - 1
+                    m.d.comb += [self.picked_w.en.eq(1), self.picked_w.addr.eq(best_q[:IW]),
                                  self.picked_w.data.eq(1),
-                                 self.quota_w.en.eq(1), self.quota_w.addr.eq(s_d),
+                                 self.quota_w.en.eq(1), self.quota_w.addr.eq(s_dd),
                                  self.quota_w.data.eq(left),
-                                 self.best_w.en.eq(1), self.best_w.addr.eq(s_d),
+                                 self.best_w.en.eq(1), self.best_w.addr.eq(s_dd),
                                  self.best_w.data.eq(0)]
                     with m.If(left != 0):
                         m.d.sync += more.eq(1)

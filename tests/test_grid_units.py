@@ -202,7 +202,7 @@ def _level_expectation(Y, budget):
     hw_cell = (c[:, 0] | (c[:, 1] << G)).tolist()
     slots = list(dict.fromkeys(hw_cell))
     cycles = 0
-    for lv in range(G, g - 1, -1):        # 3 + 2 * points read + 2 * cells per level tried
+    for lv in range(G, g - 1, -1):        # 9 + 2 * points read + cells per level tried
         cl, _, _ = desne.grid_cells(Y, lv)
         seen, read = set(), 0
         for x in (cl[:, 1] * (1 << lv) + cl[:, 0]).tolist():
@@ -210,7 +210,7 @@ def _level_expectation(Y, budget):
             if x not in seen and len(seen) == budget:
                 break
             seen.add(x)
-        cycles += 3 + 2 * read + 2 * len(seen)
+        cycles += 9 + 2 * read + len(seen)
     return {"g": g, "K": len(slots), "max": max(hw_cell.count(x) for x in slots),
             "cellid": slots, "cnt": [hw_cell.count(x) for x in slots],
             "pslot": [slots.index(x) for x in hw_cell], "pdist": det["dist"].tolist(),
@@ -421,7 +421,7 @@ def test_water_level_and_extra_units_alone():
             expected[a] += 1
         assert got == expected
         K = len(cells)
-        assert cycles == (1 + geo.key_bits * (K + 3) + K + 3 if left else 1)
+        assert cycles == (1 + geo.key_bits * (K + 4) + K + 4 if left else 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,7 +478,7 @@ def test_selection_rounds_pick_the_quota_nearest_members():
                                                                          strict=True):
         assert picked == expected
         assert q == [0] * K and best == [0] * K
-        assert cycles == max(quota) * (2 * n + K + 3)
+        assert cycles == max(quota) * (n + K + 10)
 
 
 def test_emitter_streams_the_bitmap_under_backpressure_and_clears_it():
