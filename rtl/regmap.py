@@ -33,7 +33,8 @@ from nms.rtl import fixedpoint as fp
 
 __all__ = [
     "DATA_WIDTH", "CAUSE_BITS", "ITER_BITS", "ID_MAGIC", "Ref", "Field", "Register", "Param",
-    "Cause", "Refusal", "JobRefused", "Capability", "CAPABILITIES", "JobRule", "JOB_RULES", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
+    "Cause", "Refusal", "JobRefused", "Capability", "CAPABILITIES", "capabilities",
+    "buffer_points", "JobRule", "JOB_RULES", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
     "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS", "ADDRESS_FIELDS",
     "REFUSAL_FIELDS",
     "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
@@ -517,6 +518,28 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("lanes", 8, "L, elements per chunk-buffer word"),
 )
 _CAPABILITY_DEFAULT = {c.name: c.default for c in CAPABILITIES}
+
+
+def capabilities(*, capacity: int, lanes: int, buffer_dim: int) -> dict[str, int]:
+    """The :data:`CAPABILITIES` of a datapath generated with these parameters (what
+    ``DesneDatapath.refusal_params`` adds, and what a host that knows the device's generator
+    parameters passes to :func:`refusal` / :func:`explain`): none without the chunk buffer
+    (``buffer_dim = 0``), else ``lanes``, ``buffer_depth = capacity · ceil(buffer_dim / lanes)``
+    and ``pool_max = 2`` (the pooling unit comes with the buffer)."""
+    if not buffer_dim:
+        return {}
+    return {"lanes": lanes, "buffer_depth": capacity * -(-buffer_dim // lanes), "pool_max": 2}
+
+
+def buffer_points(params: Mapping[str, int], dim: int, pool: int) -> int | None:
+    """The most points of a job of ``dim``-element vectors pooled by ``pool`` (an ``OPT.pool``
+    code) that the device's chunk buffer holds (the ``BAD_CHUNK_BUFFER`` rule); ``None`` for a
+    device without one (only ``capacity`` limits N then)."""
+    depth = params.get("buffer_depth", 0)
+    if not depth:
+        return None
+    return depth // _buffer_words({"lanes": params.get("lanes", _CAPABILITY_DEFAULT["lanes"]),
+                                   "dim": dim, "pool": pool})
 
 
 def _window_mask(pool):
