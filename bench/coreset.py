@@ -90,8 +90,33 @@ EXTRA_VARIANTS = {
     "cover-in-cell/adaptive + mean-nearest first": V(exemplar="cover", first="mean"),
     "cover + mean-nearest first + demote ambiguous": V(selector="cover", first="mean", hard="demote"),
 }
+#: third round (outliers / noise on Fashion-MNIST, see sw/desne_variants.py 7-10): around the
+#: default (= "cover-in-cell/proportional + mean-nearest first")
+_DEF = dict(exemplar="cover", allocation="proportional", first="mean")
+ROUND3_VARIANTS = {
+    "default + density floor 10%": V(**_DEF, floor=0.1),
+    "default + density floor 25%": V(**_DEF, floor=0.25),
+    "default, indeg-weighted coverage": V(**_DEF, cover_weight="indeg"),
+    "default, indeg-weighted + floor 10%": V(**_DEF, cover_weight="indeg", floor=0.1),
+    "default, cover 75% + random fill in cells": V(**_DEF, mix=0.75),
+    "default, cover 50% + random fill in cells": V(**_DEF, mix=0.5),
+    "default, cover 25% + random fill in cells": V(**_DEF, mix=0.25),
+    "grid-stratified random (cover 0%)": V(**_DEF, mix=0.0),
+    "default, 2x oversampling + second pass": V(**_DEF, second=2),
+    "default, 4x oversampling + second pass": V(**_DEF, second=4),
+}
+EXTRA_VARIANTS = {**EXTRA_VARIANTS, **ROUND3_VARIANTS}
 VARIANTS_ALL = {**VARIANTS, **EXTRA_VARIANTS}
 VARIANT_DIRECTION = {
+    "default + density floor 10%": "7 density floor", "default + density floor 25%": "7 density floor",
+    "default, indeg-weighted coverage": "8 typicality weight",
+    "default, indeg-weighted + floor 10%": "7+8",
+    "default, cover 75% + random fill in cells": "9 mix",
+    "default, cover 50% + random fill in cells": "9 mix",
+    "default, cover 25% + random fill in cells": "9 mix",
+    "grid-stratified random (cover 0%)": "9 mix (reference)",
+    "default, 2x oversampling + second pass": "10 second pass",
+    "default, 4x oversampling + second pass": "10 second pass",
     "cover + mean-nearest first": "3 + chunk-mean start",
     "cover-in-cell/proportional + mean-nearest first": "2+3 + chunk-mean start",
     "cover-in-cell/adaptive + mean-nearest first": "3 + chunk-mean start",
@@ -120,11 +145,38 @@ def _fashion_dir():
     return None
 
 
-def _datasets(search: bool, quick: bool):
-    """(name, EvalData) pairs; the search uses a stratified Fashion-MNIST pool subset."""
-    out = [("digits", prepare(load_dataset("digits")))]
+#: data sets of the search ranking; ``SHIFTED`` is the main job's new domain (``nms run``'s
+#: default shift, ``nms.sw.run.shift_domain``) applied to the same Fashion-MNIST subset (pool
+#: with seed 0, validation with seed 1), reported beside the ranking, not in it
+RANK_DATASETS = ("digits", "fashion-mnist")
+SHIFT = "BG+WN"
+SHIFTED = "fashion-mnist " + SHIFT
+
+
+def _shifted(data):
+    """``data`` (an EvalData) under :data:`SHIFT`: pool and validation images shifted (the
+    selectors see the shifted pixels, the trainer trains and is scored on shifted images)."""
+    from nms.sw.run import shift_domain
+
+    n, h, w = data.images.shape
+    imgs = shift_domain(data.images, max_value=data.max_value, shift=SHIFT, seed=0)
+    Xv, yv = data.evals["val"]
+    Xv = shift_domain(Xv, max_value=data.max_value, shift=SHIFT, seed=1)
+    Xt, yt = data.evals["test"]
+    Xt = shift_domain(Xt, max_value=data.max_value, shift=SHIFT, seed=2)
+    data.images, data.X = imgs, imgs.reshape(n, h * w)
+    data.evals = {"val": (Xv, yv), "test": (Xt, yt)}
+    data.max_value = 255
+    data.summary = {**data.summary, "name": SHIFTED, "shift": SHIFT}
+    return data
+
+
+def _datasets(search: bool, quick: bool, names=RANK_DATASETS):
+    """(name, EvalData) pairs; the search uses a stratified Fashion-MNIST pool subset (and, if
+    :data:`SHIFTED` is among ``names``, the same subset under the main job's domain shift)."""
+    out = [("digits", prepare(load_dataset("digits")))] if "digits" in names else []
     fdir = _fashion_dir()
-    if fdir is not None:
+    if fdir is not None and ({"fashion-mnist", SHIFTED} & set(names)):
         data = prepare(load_dataset(fdir))
         if search or quick:
             per = 300 if quick else SEARCH_FASHION_PER_CLASS
@@ -137,7 +189,11 @@ def _datasets(search: bool, quick: bool):
             if quick:
                 Xv, yv = data.evals["val"]
                 data.evals = {"val": (Xv[:2000], yv[:2000]), "test": data.evals["test"]}
-        out.append(("fashion-mnist", data))
+        if "fashion-mnist" in names:
+            out.append(("fashion-mnist", data))
+        if SHIFTED in names:
+            import copy
+            out.append((SHIFTED, _shifted(copy.copy(data))))
     return out
 
 
@@ -149,13 +205,16 @@ def _agg(vals):
 # --- stage 1: search ---------------------------------------------------------------------------
 
 def run_search(out_dir: Path, quick: bool = False, *, extra: bool = False, fashion_seeds=None,
-               log=print) -> dict:
+               only=None, peers=None, datasets=RANK_DATASETS, log=print) -> dict:
     """Evaluate the variants and peers on validation (see the module docstring).
 
     Resumable: runs recorded in ``coreset_search.partial.json`` are kept. All variants of
     :data:`VARIANTS_ALL` run on digits with :data:`SEARCH_SEEDS`; on the Fashion-MNIST subset
-    with ``fashion_seeds`` (default the same). With ``extra`` only :data:`EXTRA_VARIANTS` run,
-    appended to a recorded first round.
+    with ``fashion_seeds`` (default the same). With ``extra`` the recorded search
+    (``coreset_search.json``) is extended: its runs are kept and only missing (data set, method,
+    ratio, seed) runs are added — of the variants named in ``only`` (default every variant of
+    :data:`VARIANTS_ALL` not yet recorded) and of the peers named in ``peers`` (default none),
+    so a later round or another seed adds rows through this command.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,19 +223,31 @@ def run_search(out_dir: Path, quick: bool = False, *, extra: bool = False, fashi
     variants = dict(list(VARIANTS.items())[:4]) if quick else VARIANTS_ALL
     partial = out_dir / "coreset_search.partial.json"
     runs = [] if quick or not partial.exists() else json.loads(partial.read_text())
-    done = {(r["dataset"], r["method"], r["ratio"], r["seed"]) for r in runs}
-    prior = None
-    peers = PEERS
+    prior_runs = []
+    run_peers = PEERS
     if extra:
         prior = json.loads((out_dir / "coreset_search.json").read_text())
-        variants, peers = EXTRA_VARIANTS, ()
+        prior_runs = prior["runs"]
+        recorded = {r["method"] for r in prior_runs}
+        names = list(only) if only else [n for n in VARIANTS_ALL if n not in recorded]
+        unknown = [n for n in names if n not in VARIANTS_ALL]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS_ALL)}")
+        variants = {n: VARIANTS_ALL[n] for n in names}
+        run_peers = tuple(peers or ())
+        bad = [m for m in run_peers if m not in PEERS]
+        if bad:
+            raise ValueError(f"unknown peer(s) {bad}; known: {list(PEERS)}")
+        if fashion_seeds is None:
+            fashion_seeds = prior.get("fashion_seeds")
+    done = {(r["dataset"], r["method"], r["ratio"], r["seed"]) for r in prior_runs + runs}
     t_start = time.time()
-    for ds_name, data in _datasets(True, quick):
+    for ds_name, data in _datasets(True, quick, datasets):
         cache = {}
         ds_seeds = seeds if ds_name == "digits" or fashion_seeds is None else tuple(fashion_seeds)
         for seed in ds_seeds:
             for ratio in ratios:
-                entries = [(m, None) for m in peers] + [(n, v) for n, v in variants.items()]
+                entries = [(m, None) for m in run_peers] + [(n, v) for n, v in variants.items()]
                 for name, v in entries:
                     if (ds_name, name, ratio, seed) in done:
                         continue
@@ -200,8 +271,10 @@ def run_search(out_dir: Path, quick: bool = False, *, extra: bool = False, fashi
                         f"({t_sel:.1f} s sel, {time.time() - t_start:.0f} s total)")
                     if not quick:
                         partial.write_text(json.dumps(runs))
-    result = _search_result(runs, ratios, seeds, quick, prior=prior)
-    result["fashion_seeds"] = list(fashion_seeds or seeds)
+    all_runs = prior_runs + runs
+    result = _search_result(all_runs, ratios, seeds, quick)
+    fs = sorted({r["seed"] for r in all_runs if r["dataset"] != "digits"})
+    result["fashion_seeds"] = fs or list(fashion_seeds or seeds)
     (out_dir / "coreset_search.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / "coreset_search.md").write_text(_search_markdown(result))
     if not quick:
@@ -209,18 +282,14 @@ def run_search(out_dir: Path, quick: bool = False, *, extra: bool = False, fashi
     return result
 
 
-def _search_result(runs, ratios, seeds, quick, prior=None):
+def _search_result(runs, ratios, seeds, quick):
     table = {}
     for r in runs:
         table.setdefault((r["dataset"], r["method"], r["kind"], r["ratio"]), []).append(
             r["val_accuracy"])
     rows = [{"dataset": d, "method": m, "kind": k, "ratio": q, **_agg(v)}
             for (d, m, k, q), v in table.items()]
-    if prior is not None:  # second round: the first round's rows (and runs) stay as recorded
-        new = {r["method"] for r in rows}
-        rows = [r for r in prior["rows"] if r["method"] not in new] + rows
-        runs = [r for r in prior.get("runs", []) if r["method"] not in new] + runs
-    cells = sorted({(r["dataset"], r["ratio"]) for r in rows})
+    cells = sorted({(r["dataset"], r["ratio"]) for r in rows if r["dataset"] in RANK_DATASETS})
     best_peer = {}
     for d, q in cells:
         peers = [r for r in rows if r["dataset"] == d and r["ratio"] == q and r["kind"] == "peer"]
@@ -230,7 +299,10 @@ def _search_result(runs, ratios, seeds, quick, prior=None):
     for m in dict.fromkeys(r["method"] for r in rows if r["kind"] == "variant"):
         margins = []
         for d, q in cells:
-            row = next(r for r in rows if r["dataset"] == d and r["ratio"] == q and r["method"] == m)
+            row = next((r for r in rows if r["dataset"] == d and r["ratio"] == q
+                        and r["method"] == m), None)
+            if row is None:
+                raise ValueError(f"variant {m!r} has no run on {d} at {q}: run it there too")
             margins.append(row["mean"] - best_peer[(d, q)]["mean"])
         scores.append({"method": m, "direction": VARIANT_DIRECTION.get(m, ""),
                        "min_margin": float(min(margins)), "mean_margin": float(np.mean(margins)),
@@ -261,7 +333,11 @@ def _search_markdown(res) -> str:
              "validation split (9 000); digits whole pool (1 146), validation 201. Validation "
              "accuracy "
              "mean ± std over seeds (%); the test split is not read. Winner = largest worst-case "
-             "margin to the best peer over every (data set, ratio).", "",
+             "margin to the best peer over every (data set, ratio) of digits and Fashion-MNIST; "
+             f"`{SHIFTED}` (the same Fashion-MNIST subset under the main job's domain shift, "
+             "`nms.sw.run.shift_domain`) is reported beside the ranking, not in it. 'default' "
+             "= the model's default stage 4 (= cover-in-cell/proportional + mean-nearest first).",
+             "",
              "| variant | direction | min margin | mean margin | cells ≥ best peer |",
              "|---|---|---:|---:|---:|"]
     for s in res["ranking"]:
@@ -276,6 +352,168 @@ def _search_markdown(res) -> str:
             cells = [f"{100 * rows[(d, m, q)]['mean']:.2f} ± {100 * rows[(d, m, q)]['std']:.2f}"
                      if (d, m, q) in rows else "—" for q in ratios]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- stage 1b: one default (issue 9 x issue 11) ---------------------------------------------
+
+#: seeds of the default check (the dataflow sweep's 4)
+DEFAULT_CHECK_SEEDS = (0, 1, 2, 3)
+#: the rule, fixed before the run: the candidate becomes the default iff at every (data set,
+#: ratio) its validation mean >= the current default's mean - the larger seed std of the two
+DEFAULT_CHECK_RULE = ("candidate val mean >= current val mean - max(std current, std candidate) "
+                      "at every (data set, ratio); MLP, seeds 0-3")
+
+
+def default_check_configs(dim):
+    """(label -> DesneConfig) of the default check for ``dim``-element vectors: the coverage
+    default as measured in the final table (300 iterations, no pooling) and the same stage 4
+    with the energy issue's chosen schedule (``nms.sw.dataflow.CHOSEN_SCHEDULE``: 50
+    iterations, exaggeration and momentum switch at a third = 17) and the pooling of
+    ``nms.verif.models.pool.default_pool`` (Fashion-MNIST 4x4, digits none)."""
+    from nms.sw.dataflow import CHOSEN_SCHEDULE
+    from nms.verif.models import desne as dm
+    from nms.verif.models.pool import default_pool
+
+    stage4 = dict(exemplar="cover", allocation="proportional", cover_start="mean")
+
+    def sched(n, pool):
+        third = max(1, round(n / 3))
+        return dm.DesneConfig(**stage4, n_iter=n, exaggeration_iters=third, momentum_switch=third,
+                              neg_samples=CHOSEN_SCHEDULE["neg_samples"], pool=pool)
+
+    n, pool = CHOSEN_SCHEDULE["n_iter"], default_pool(dim)
+    return {"cover, 300 it, no pool": sched(300, "none"),
+            f"cover, {n} it, default_pool": sched(n, pool)}
+
+
+def default_diagnostic_configs(dim):
+    """Diagnostic rows beside the two of :func:`default_check_configs` (not part of the rule):
+    which of the two changes (fewer iterations, pooling) costs accuracy, and the dataflow
+    sweep's next-cheapest schedule (100 iterations). Configurations equal to one already
+    listed (digits: no pooling) are left out."""
+    from nms.sw.dataflow import CHOSEN_SCHEDULE
+    from nms.verif.models.pool import default_pool
+
+    base = default_check_configs(dim)
+    main = base[f"cover, {CHOSEN_SCHEDULE['n_iter']} it, default_pool"]
+    cur = base["cover, 300 it, no pool"]
+    out = {f"cover, {main.n_iter} it, no pool": main.replace(pool="none"),
+           "cover, 300 it, default_pool": cur.replace(pool=default_pool(dim)),
+           "cover, 100 it, default_pool": main.replace(n_iter=100, exaggeration_iters=33,
+                                                       momentum_switch=33)}
+    seen = list(base.values())
+    keep = {}
+    for k, c in out.items():
+        if c not in seen:
+            keep[k] = c
+            seen.append(c)
+    return keep
+
+
+def run_default_check(out_dir: Path, *, seeds=DEFAULT_CHECK_SEEDS, diagnostics=True,
+                      log=print) -> dict:
+    """Validation accuracy (MLP) of :func:`default_check_configs` on digits (whole pool) and the
+    search's stratified Fashion-MNIST subset, every ratio, ``seeds``; the verdict by
+    :data:`DEFAULT_CHECK_RULE` (the first two configurations only), and with ``diagnostics``
+    the rows of :func:`default_diagnostic_configs`. Resumable (the recorded
+    ``coreset_default.json`` and ``coreset_default.partial.json``); writes
+    ``coreset_default.json`` / ``.md``. The test split is not read."""
+    out_dir = Path(out_dir)
+    partial = out_dir / "coreset_default.partial.json"
+    recorded = out_dir / "coreset_default.json"
+    runs = json.loads(recorded.read_text())["runs"] if recorded.exists() else []
+    runs += json.loads(partial.read_text()) if partial.exists() else []
+    done = {(r["dataset"], r["method"], r["ratio"], r["seed"]) for r in runs}
+    configs = {}
+    t_start = time.time()
+    for ds_name, data in _datasets(True, False):
+        cfgs = default_check_configs(data.X.shape[1])
+        configs[ds_name] = {k: repr(v) for k, v in cfgs.items()}
+        if diagnostics:
+            diag = default_diagnostic_configs(data.X.shape[1])
+            configs[ds_name].update({k: repr(v) for k, v in diag.items()})
+            cfgs = {**cfgs, **diag}
+        for seed in seeds:
+            cache = {}
+            for ratio in RATIOS:
+                for label, cfg in cfgs.items():
+                    if (ds_name, label, ratio, seed) in done:
+                        continue
+                    t0 = time.perf_counter()
+                    res = desne_shared(data.X, data.y, ratio, cfg, seed=seed, cache=cache)
+                    t_sel = time.perf_counter() - t0
+                    acc = score_coreset(data, res["indices"], trainer="mlp", seed=seed,
+                                        splits=("val",))["val"]
+                    runs.append({"dataset": ds_name, "method": label, "ratio": ratio,
+                                 "seed": seed, "val_accuracy": acc,
+                                 "select_seconds": round(t_sel, 3),
+                                 "coreset_size": int(res["indices"].size)})
+                    log(f"[default] {ds_name} r={ratio} s={seed} {label}: {100 * acc:.2f} "
+                        f"({t_sel:.1f} s sel, {time.time() - t_start:.0f} s total)")
+                    partial.write_text(json.dumps(runs))
+    result = _default_result(runs, configs, seeds)
+    (out_dir / "coreset_default.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "coreset_default.md").write_text(_default_markdown(result))
+    partial.unlink(missing_ok=True)
+    return result
+
+
+def _default_result(runs, configs, seeds):
+    table = {}
+    for r in runs:
+        table.setdefault((r["dataset"], r["method"], r["ratio"]), []).append(r["val_accuracy"])
+    rows = [{"dataset": d, "method": m, "ratio": q, **_agg(v)} for (d, m, q), v in table.items()]
+    checks = []
+    for d, labels in configs.items():
+        cur, cand = list(labels)[:2]
+        for q in RATIOS:
+            a = next(r for r in rows if (r["dataset"], r["method"], r["ratio"]) == (d, cur, q))
+            b = next(r for r in rows if (r["dataset"], r["method"], r["ratio"]) == (d, cand, q))
+            tol = max(a["std"], b["std"])
+            checks.append({"dataset": d, "ratio": q, "current": a["mean"], "candidate": b["mean"],
+                           "difference": b["mean"] - a["mean"], "tolerance": tol,
+                           "ok": bool(b["mean"] >= a["mean"] - tol)})
+    return {"stage": "default", "rule": DEFAULT_CHECK_RULE, "seeds": list(seeds),
+            "ratios": list(RATIOS), "trainer": "mlp", "split": "validation",
+            "fashion_pool_per_class": SEARCH_FASHION_PER_CLASS, "configs": configs,
+            "rows": rows, "checks": checks, "candidate_kept": all(c["ok"] for c in checks),
+            "runs": runs,
+            "machine": {"python": platform.python_version(), "numpy": np.__version__}}
+
+
+def _default_markdown(res) -> str:
+    lines = ["# One DE-SNE default: the coverage stage with the energy issue's schedule "
+             "(validation, MLP)", "",
+             f"Seeds {res['seeds']}; digits whole pool (1 146), validation 201; Fashion-MNIST "
+             f"pool subset {res['fashion_pool_per_class']} images per class (stratified, fixed "
+             "seed, as the variant search), whole validation split (9 000). Validation accuracy "
+             "mean ± std over seeds (%); the test split is not read.", "",
+             f"Rule (fixed before the run): {res['rule']}.", ""]
+    for d, labels in res["configs"].items():
+        lines += [f"**{d}**", ""]
+        lines += [f"- `{m}`{' (diagnostic, not part of the rule)' if i >= 2 else ''} = `{c}`"
+                  for i, (m, c) in enumerate(labels.items())]
+        lines += ["", "| configuration | " + " | ".join(f"{100 * q:g} %" for q in res["ratios"])
+                  + " |", "|---|" + "---:|" * len(res["ratios"])]
+        for m in labels:
+            cells = []
+            for q in res["ratios"]:
+                r = next((r for r in res["rows"] if (r["dataset"], r["method"], r["ratio"])
+                          == (d, m, q)), None)
+                cells.append("—" if r is None else
+                             f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} (n={r['n']})")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["| data set | ratio | current | candidate | difference | tolerance | ok |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for c in res["checks"]:
+        lines.append(f"| {c['dataset']} | {100 * c['ratio']:g} % | {100 * c['current']:.2f} | "
+                     f"{100 * c['candidate']:.2f} | {100 * c['difference']:+.2f} | "
+                     f"{100 * c['tolerance']:.2f} | {'yes' if c['ok'] else 'no'} |")
+    lines += ["", "Verdict: the candidate " + ("keeps" if res["candidate_kept"] else
+                                               "does not keep")
+              + " validation accuracy at every (data set, ratio) by the rule."]
     return "\n".join(lines) + "\n"
 
 
@@ -309,13 +547,16 @@ def _selection_tag(method):
 
 
 def desne_shared(X, y, ratio, cfg, *, seed, cache):
-    """Exactly :func:`nms.verif.models.desne.select` (same chunk plan, seeds and stage
+    """Exactly :func:`nms.verif.models.desne.select` (same chunk plan, seeds, pooling and stage
     functions), with each chunk's kNN / affinities / embedding kept in ``cache`` so the DE-SNE
     rows that differ only in stage 4 (and every ratio) share them. Checked equal to ``select``
     in ``tests/test_coreset_bench.py``."""
     from nms.verif.models import desne as dm
+    from nms.verif.models.pool import check_image, pool_vectors
 
     X, y = dm._check_data(X, y)
+    check_image(X.shape[1], cfg.pool)
+    Xk = pool_vectors(X, cfg.pool)
     picked = []
     for ch in dm.plan_chunks(y, ratio, cfg.capacity):
         if ch.budget == 0:
@@ -324,14 +565,16 @@ def desne_shared(X, y, ratio, cfg, *, seed, cache):
         stage_cfg = (cfg.k, cfg.perplexity, cfg.search, cfg.n_iter, cfg.exaggeration_shift,
                      cfg.exaggeration_iters, cfg.momentum_early, cfg.momentum_late,
                      cfg.momentum_switch, cfg.learning_rate, cfg.neg_samples)
+        if cfg.pool != "none":  # unpooled keys stay as recorded in the embedding cache files
+            stage_cfg = stage_cfg + (cfg.pool,)
         key = (int(ch.members[0]), int(ch.members.size), s, stage_cfg)
         if key not in cache:
-            Xc = X[ch.members]
+            Xc = Xk[ch.members]
             nbr, dist = dm.knn(Xc, cfg.k)
             P = dm.affinities(dist, cfg.perplexity, cfg.search)["P"]
             cache[key] = (nbr, P, dm.embed(nbr, P, cfg, s))
         nbr, P, Y = cache[key]
-        picked.append(ch.members[dm.exemplar_stage(X[ch.members], nbr, P, Y, ch.budget, cfg)])
+        picked.append(ch.members[dm.exemplar_stage(Xk[ch.members], nbr, P, Y, ch.budget, cfg)])
     return {"indices": np.sort(np.concatenate(picked)).astype(np.int64)}
 
 
@@ -603,13 +846,20 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nms.bench.coreset")
-    p.add_argument("stage", choices=["search", "final", "timing", "report"])
+    p.add_argument("stage", choices=["search", "default", "final", "timing", "report"])
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--fashion-seeds", nargs="+", type=int, default=None,
                    help="search: seeds on the Fashion-MNIST subset (default: the digits seeds)")
     p.add_argument("--extra", action="store_true",
-                   help="search: run only the second-round variants, appended to the first")
+                   help="search: extend the recorded search (its runs kept) with missing runs")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="search --extra: the variants to run (default: those not yet recorded)")
+    p.add_argument("--datasets", nargs="+", default=list(RANK_DATASETS),
+                   choices=list(RANK_DATASETS) + [SHIFTED],
+                   help=f"search: data sets to run (default: {' '.join(RANK_DATASETS)})")
+    p.add_argument("--peers", nargs="+", default=None,
+                   help="search --extra: peers to run for missing seeds (default: none)")
     p.add_argument("--dataset", default=None)
     p.add_argument("--trainer", default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=list(FINAL_SEEDS))
@@ -618,7 +868,11 @@ def main(argv=None) -> int:
                    help="final: checkpoint file suffix, so parallel processes never share one")
     a = p.parse_args(argv)
     if a.stage == "search":
-        run_search(a.out, a.quick, extra=a.extra, fashion_seeds=a.fashion_seeds)
+        run_search(a.out, a.quick, extra=a.extra, fashion_seeds=a.fashion_seeds, only=a.only,
+                   peers=a.peers, datasets=a.datasets)
+    elif a.stage == "default":
+        run_default_check(a.out, seeds=DEFAULT_CHECK_SEEDS if a.seeds == list(FINAL_SEEDS)
+                          else tuple(a.seeds))
     elif a.stage == "final":
         run_final_piece(a.out, a.dataset, a.trainer, methods=a.methods, seeds=a.seeds,
                         part_suffix=a.part_suffix)

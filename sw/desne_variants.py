@@ -26,6 +26,21 @@ of ``shared/research/coreset-dnn-free.md``:
 6. ``perplexities`` — adaptive per-chunk perplexity: run the affinity/embedding stages for each
    candidate and keep the one whose grid occupancy at the chunk budget has the highest entropy
    (AdapSNE's entropy guidance); a single value = fixed.
+
+Third round (outliers and noise, Fashion-MNIST and its shifted domain):
+
+7. ``floor`` — a density floor for the coverage picks: the ``floor`` share of the chunk with the
+   largest kNN distance sum Σ_j d(i, nbr_j) (the least typical points; TypiClust's typicality is
+   its inverse) is not a candidate, unless a cell's quota cannot be met otherwise;
+8. ``cover_weight="indeg"`` — typicality-weighted coverage: maximise Σ_i w_i max_{j∈S} K_ij with
+   w_i = 1 + reverse-kNN count of i, so covering an outlier (no one's neighbour) is worth little;
+9. ``mix`` — the share of each chunk's budget picked by coverage inside the cell quotas; the rest
+   of every cell's quota is filled with members drawn at random inside the cell (seeded per
+   chunk): ``mix=0`` is stratified random sampling over the embedding's grid cells;
+10. ``second`` — per-chunk oversampling by ``second``× followed by a second coverage pass over
+    each class's merged candidates (kNN + affinities of the merged set, coverage without the
+    grid from the member nearest the merged mean, in chunks of at most the capacity): a second
+    hardware pass over the candidates.
 """
 
 from __future__ import annotations
@@ -62,6 +77,10 @@ class Variant:
     weights: str = "none"
     perplexities: tuple = (10.0,)
     first: str = "none"
+    floor: float = 0.0
+    cover_weight: str = "none"
+    mix: float = 1.0
+    second: int = 0
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -83,6 +102,20 @@ class Variant:
             raise ValueError("Variant.perplexities must list at least one perplexity")
         if self.first not in ("none", "mean"):
             raise ValueError(f"Variant.first must be 'none' or 'mean', not {self.first!r}")
+        if not 0.0 <= self.floor < 1.0:
+            raise ValueError(f"Variant.floor must be in [0, 1), not {self.floor!r}")
+        if self.cover_weight not in ("none", "indeg"):
+            raise ValueError(f"Variant.cover_weight must be 'none' or 'indeg', "
+                             f"not {self.cover_weight!r}")
+        if not 0.0 <= self.mix <= 1.0:
+            raise ValueError(f"Variant.mix must be in [0, 1], not {self.mix!r}")
+        if isinstance(self.second, bool) or not isinstance(self.second, int) or self.second < 0 \
+                or self.second == 1:
+            raise ValueError(f"Variant.second must be 0 (off) or an integer >= 2, "
+                             f"not {self.second!r}")
+        if (self.floor or self.cover_weight != "none" or self.mix < 1.0) \
+                and not (self.selector == "cover" or self.exemplar == "cover"):
+            raise ValueError("Variant.floor / cover_weight / mix apply to the coverage rules")
 
     @property
     def needs_cross_class(self) -> bool:
@@ -115,10 +148,14 @@ def _cover_triples(nbr, P):
     return rows, cols, vals
 
 
-def cover_greedy(nbr, P, budget, *, cell=None, quota=None, rank=None, first=None):
+def cover_greedy(nbr, P, budget, *, cell=None, quota=None, rank=None, first=None,
+                 allowed=None, row_weight=None):
     """Greedy coverage over the kNN graph (integer gains). With ``cell``/``quota`` a pick is
     allowed only in a cell whose quota is not yet used up. ``rank`` (optional, int) is a
     secondary key: among equal gains the smallest rank wins, then the lower index.
+    ``allowed`` (bool mask, optional): candidates; the others are picked only when no allowed
+    candidate is left (a cell quota that needs them). ``row_weight`` (int, optional): w_i of
+    the weighted objective Σ_i w_i max_j K_ij.
 
     Returns ``(picks in pick order, owner)`` with owner[i] = position of the pick covering i
     best (ties to the earlier pick), -1 if no pick covers i.
@@ -130,11 +167,16 @@ def cover_greedy(nbr, P, budget, *, cell=None, quota=None, rank=None, first=None
     left = None if quota is None else np.asarray(quota, dtype=np.int64).copy()
     picks = np.empty(budget, dtype=np.int64)
     tie = np.arange(n, dtype=np.int64) if rank is None else rank.astype(np.int64) * n + np.arange(n)
+    rw = None if row_weight is None else np.asarray(row_weight, dtype=np.int64)[rows]
     for t in range(budget):
-        gains = np.bincount(cols, weights=np.maximum(vals - cover[rows], 0), minlength=n)
-        gains = gains.astype(np.int64)
+        inc = np.maximum(vals - cover[rows], 0)
+        gains = np.bincount(cols, weights=inc if rw is None else inc * rw, minlength=n)
+        gains = np.rint(gains).astype(np.int64)
         ok = free if left is None else free & (left[cell] > 0)
-        # key: largest gain, then the smallest tie key (exact: gains < 2^40, tie < 2^22)
+        if allowed is not None and (ok & allowed).any():
+            ok = ok & allowed
+        # key: largest gain, then the smallest tie key (exact: a gain is < 2^16 · (1 + indeg)
+        # <= 2^26, weighted (w <= n + 1) < 2^37, so gain · 2^23 < 2^60; tie < 2^22)
         key = np.where(ok, gains * (1 << 23) - tie, -1)
         p = int(np.argmax(key))
         if t == 0 and first is not None:  # seeded start: the given point (e.g. nearest the mean)
@@ -264,9 +306,20 @@ def select_on_state(state, budget, v: Variant, *, ambiguous=None, hard_count=Non
             raise ValueError("first='mean' needs the chunk's pixels in the state")
         md = mean_distance(state["X"])
         first = int(np.lexsort((idx, md))[0])
+    allowed = row_weight = None
+    if v.floor > 0:  # density floor: the least typical (largest kNN distance sum) are no candidates
+        dsum = state["dist"].sum(1).astype(np.int64)
+        drop = int(math.floor(v.floor * n))
+        allowed = np.ones(n, dtype=bool)
+        if drop:
+            allowed[np.lexsort((-idx, -dsum))[:drop]] = False  # ties: the higher index dropped
+        if first is not None and not allowed[first]:
+            first = int(np.flatnonzero(allowed)[np.argmin(mean_distance(state["X"])[allowed])])
+    if v.cover_weight == "indeg":
+        row_weight = 1 + np.bincount(nbr.ravel(), minlength=n)
     if v.selector == "cover":
         picks, owner = cover_greedy(nbr, P, budget, rank=amb if v.hard == "demote" else None,
-                                    first=first)
+                                    first=first, allowed=allowed, row_weight=row_weight)
         sel = np.sort(picks)
         w = None
         if v.weights != "none":
@@ -281,8 +334,26 @@ def select_on_state(state, budget, v: Variant, *, ambiguous=None, hard_count=Non
     if v.exemplar == "cover":
         if first is not None and quota[cell[first]] == 0:
             first = None
-        picks, _ = cover_greedy(nbr, P, budget, cell=cell, quota=quota,
-                                rank=amb if v.hard == "demote" else None, first=first)
+        n_cover = budget if v.mix >= 1.0 else \
+            (0 if v.mix == 0 else max(1, int(math.floor(v.mix * budget + 0.5))))
+        picks = np.empty(0, dtype=np.int64)
+        if n_cover > 0:
+            picks, _ = cover_greedy(nbr, P, n_cover, cell=cell, quota=quota,
+                                    rank=amb if v.hard == "demote" else None, first=first,
+                                    allowed=allowed, row_weight=row_weight)
+        if n_cover < budget:  # the rest of every cell's quota: members drawn at random in the cell
+            left = quota - np.bincount(cell[picks], minlength=quota.size)
+            rng = np.random.default_rng([int(state.get("seed", 0)), 9])
+            free = np.ones(n, dtype=bool)
+            free[picks] = False
+            cand = np.flatnonzero(free)
+            cand = cand[rng.permutation(cand.size)]
+            cc = cell[cand]
+            order = np.argsort(cc, kind="stable")
+            cand, cc = cand[order], cc[order]
+            start = np.searchsorted(cc, cc, side="left")
+            fill = cand[(np.arange(cc.size) - start) < left[cc]]
+            picks = np.concatenate([picks, fill])
         sel = np.sort(picks)
     else:
         if v.exemplar == "centre":
@@ -362,7 +433,7 @@ def variant_select(X, y, ratio, v: Variant, *, seed=0, config: dm.DesneConfig | 
     cfg = config or dm.DesneConfig()
     ratio = validate_ratio(ratio)
     X, y = dm._check_data(X, y)
-    picked, weights = [], []
+    picked, weights, labels, budgets = [], [], [], []
     for ch in dm.plan_chunks(y, ratio, cfg.capacity):
         if ch.budget == 0:
             continue
@@ -377,7 +448,7 @@ def variant_select(X, y, ratio, v: Variant, *, seed=0, config: dm.DesneConfig | 
             state = {"nbr": new["nbr"], "dist": new["dist"], "per": {**state["per"], **new["per"]}}
             if cache is not None:
                 cache[key] = state
-        view = {"nbr": state["nbr"], "dist": state["dist"], "X": X[ch.members],
+        view = {"nbr": state["nbr"], "dist": state["dist"], "X": X[ch.members], "seed": s,
                 "per": {float(p): state["per"][float(p)] for p in v.perplexities}}
         amb = cnt = None
         if v.needs_cross_class:
@@ -389,12 +460,58 @@ def variant_select(X, y, ratio, v: Variant, *, seed=0, config: dm.DesneConfig | 
                 amb, cnt = hard_scores(X[ch.members], state["dist"], X[ref], v.hard_k)
                 if cache is not None:
                     cache[hkey] = (amb, cnt)
-        sel, w, _ = select_on_state(view, ch.budget, v, ambiguous=amb, hard_count=cnt)
+        b = ch.budget if not v.second else min(ch.members.size, v.second * ch.budget)
+        sel, w, _ = select_on_state(view, b, v, ambiguous=amb, hard_count=cnt)
         picked.append(ch.members[sel])
         weights.append(np.ones(sel.size) if w is None else w)
+        if v.second:
+            labels.append(ch.label)
+            budgets.append(ch.budget)
+    if v.second:  # second coverage pass over each class's merged candidates
+        cls = list(dict.fromkeys(labels))
+        picked = second_pass(X, picked, labels, budgets, cfg,
+                             (cls, [np.flatnonzero(y == c) for c in cls]))
+        weights = [np.ones(p.size) for p in picked]
     idx = np.concatenate(picked)
     order = np.argsort(idx)
     out = {"indices": idx[order].astype(np.int64)}
     if v.weights != "none":
         out["weights"] = np.concatenate(weights)[order]
+    return out
+
+
+def second_pass(X, candidates, labels, budgets, cfg: dm.DesneConfig, class_members):
+    """Per class: merge the chunks' candidates (global indices), and choose the class budget
+    among them by coverage over the merged set's own kNN graph (:func:`nms.verif.models.desne
+    .knn` / ``affinities`` at ``cfg.perplexity``, :func:`nms.verif.models.desne.cover_select`
+    without the grid, first pick = the candidate nearest the *class* mean, from the chunks'
+    pixel sums), in chunks of at most
+    ``cfg.capacity`` candidates (budget split by largest remainder). The chip would run this
+    as a second job per class over the r·o·N candidates: kNN + affinity + coverage, no
+    embedding."""
+    from nms.verif.models.budget import largest_remainder
+
+    out = []
+    for label, members in zip(*class_members):
+        cand = np.sort(np.concatenate([c for c, l in zip(candidates, labels) if l == label]))
+        budget = int(sum(b for b, l in zip(budgets, labels) if l == label))
+        # the class's pixel sum (the chunks' sums, accumulated by the first pass)
+        n_cls, total = members.size, X[members].astype(np.int64).sum(0)
+        if cand.size <= budget:
+            out.append(cand)
+            continue
+        bounds = dm.chunk_bounds(cand.size, cfg.capacity)
+        for (a, b), m in zip(bounds, largest_remainder(budget, [b - a for a, b in bounds])):
+            part = cand[a:b]
+            if m == 0:
+                continue
+            if m >= part.size:
+                out.append(part)
+                continue
+            nbr, dist = dm.knn(X[part], cfg.k)
+            P = dm.affinities(dist, min(cfg.perplexity, float(nbr.shape[1])), cfg.search)["P"]
+            diff = n_cls * X[part].astype(np.int64) - total[None, :]
+            start = int(np.argmin((diff * diff).sum(1)))   # nearest the class mean, ties lower
+            sel = dm.cover_select(nbr, P, int(m), start=start)
+            out.append(part[sel])
     return out

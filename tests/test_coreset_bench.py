@@ -27,6 +27,30 @@ def test_shared_embedding_path_equals_select():
             got = cb.desne_shared(X, y, ratio, cfg, seed=4, cache=cache)["indices"]
             assert np.array_equal(got, dm.select(X, y, ratio, cfg, seed=4)["indices"])
     assert len(cache) == 3  # one embedding per chunk (3 classes), shared by 3 configs x 2 ratios
+    pooled = dm.PRESETS["desne"].replace(pool="pool2", n_iter=20, exaggeration_iters=7,
+                                         momentum_switch=7)
+    for ratio in (0.05, 0.2):
+        got = cb.desne_shared(X, y, ratio, pooled, seed=4, cache=cache)["indices"]
+        assert np.array_equal(got, dm.select(X, y, ratio, pooled, seed=4)["indices"])
+    assert len(cache) == 6  # the pooled job has embeddings of its own
+
+
+def test_default_check_rule():
+    runs = []
+    for seed, (a, b) in enumerate([(0.80, 0.79), (0.82, 0.80)]):
+        for m, acc in (("cover, 300 it, no pool", a), ("cover, 50 it, default_pool", b)):
+            for q in cb.RATIOS:
+                runs.append({"dataset": "toy", "method": m, "ratio": q, "seed": seed,
+                             "val_accuracy": acc})
+    cfgs = {"toy": {"cover, 300 it, no pool": "x", "cover, 50 it, default_pool": "y"}}
+    res = cb._default_result(runs, cfgs, (0, 1))
+    c = res["checks"][0]   # means 0.81 vs 0.795, larger std 0.01: 0.795 < 0.80 -> not kept
+    assert c["tolerance"] == pytest.approx(0.01) and not c["ok"] and not res["candidate_kept"]
+    assert "does not keep" in cb._default_markdown(res)
+    configs = cb.default_check_configs(784)
+    assert configs["cover, 50 it, default_pool"].pool == "pool4"
+    assert configs["cover, 50 it, default_pool"].exaggeration_iters == 17
+    assert cb.default_check_configs(64)["cover, 50 it, default_pool"].pool == "none"
 
 
 def test_assemble_goal_checks(tmp_path):

@@ -29,7 +29,13 @@ def test_variants_equal_the_model(small):
 
 @pytest.mark.parametrize("v", [dv.Variant(exemplar="mass", weights="sqrt"),
                                dv.Variant(hard="ccs"), dv.Variant(selector="cover", weights="cell"),
-                               dv.Variant(exemplar="indeg", hard="demote", allocation="auto")])
+                               dv.Variant(exemplar="indeg", hard="demote", allocation="auto"),
+                               dv.Variant(exemplar="cover", allocation="proportional", first="mean",
+                                          floor=0.25, cover_weight="indeg"),
+                               dv.Variant(exemplar="cover", allocation="proportional", mix=0.5),
+                               dv.Variant(exemplar="cover", allocation="proportional", mix=0.0),
+                               dv.Variant(exemplar="cover", allocation="proportional", first="mean",
+                                          second=3)])
 def test_variant_contract(small, v):
     X, y = small
     res = dv.variant_select(X, y, 0.05, v, seed=0)
@@ -63,6 +69,40 @@ def test_reference_is_bounded_and_other_class():
 
 def test_variant_errors():
     for kw in (dict(exemplar="x"), dict(allocation="x"), dict(selector="x"), dict(hard="x"),
-               dict(weights="x"), dict(perplexities=()), dict(first="x")):
+               dict(weights="x"), dict(perplexities=()), dict(first="x"), dict(floor=1.0),
+               dict(exemplar="cover", cover_weight="x"), dict(exemplar="cover", mix=1.5),
+               dict(second=1), dict(second=True), dict(floor=0.1)):
         with pytest.raises(ValueError, match="Variant"):
             dv.Variant(**kw)
+
+
+def test_third_round_rules(small):
+    """floor: the least typical members are never picked when a cell has others; mix: the
+    coverage share is the default's first picks, the rest fills the same cell quotas; a second
+    pass with one chunk per class keeps the first pick nearest the class mean."""
+    X, y = small
+    Xc = X[y == 0]
+    nbr, dist = dm.knn(Xc, 16)
+    P = dm.affinities(dist, 10.0)["P"]
+    Y = dm.embed(nbr, P, dm.PRESETS["desne"], 3)
+    state = {"nbr": nbr, "dist": dist, "X": Xc, "seed": 3, "per": {10.0: {"P": P, "Y": Y}}}
+    base = dict(exemplar="cover", allocation="proportional", first="mean")
+    b = 12
+    sel0, _, _ = dv.select_on_state(state, b, dv.Variant(**base))
+    assert np.array_equal(sel0, dm.run_chunk(Xc, b, dm.PRESETS["desne"], 3)["selected"])
+    dsum = dist.sum(1)
+    worst = np.argsort(-dsum, kind="stable")[:int(0.3 * len(dsum))]
+    selF, _, _ = dv.select_on_state(state, b, dv.Variant(**base, floor=0.3))
+    g, cell, counts, _ = dv._grid(Y, b)
+    quota = dm.allocate(counts, b, "proportional")
+    for c in np.unique(cell[selF]):   # a floored member only where its cell has no other choice
+        inside = np.flatnonzero(cell == c)
+        if np.isin(selF[cell[selF] == c], worst).any():
+            assert (~np.isin(inside, worst)).sum() < quota[c]
+    selM, _, _ = dv.select_on_state(state, b, dv.Variant(**base, mix=0.5))
+    assert np.array_equal(np.bincount(cell[selM], minlength=quota.size), quota)
+    picks, _ = dv.cover_greedy(nbr, P, 6, cell=cell, quota=quota, first=dm.mean_nearest(Xc))
+    assert np.isin(picks, selM).all()
+    one = dv.variant_select(X, y, 0.01, dv.Variant(**base, second=4), seed=0)["indices"]
+    ref = dm.select(X, y, 0.01, dm.PRESETS["desne"], seed=0)["indices"]
+    assert np.array_equal(one, ref)   # one exemplar per class: the member nearest the class mean
