@@ -149,7 +149,7 @@ class GridGeometry:
             level (adaptive: one cycle per bit, ``K + 3`` more per tested bit) ``+`` quotas
             (``1 + 2K`` adaptive, ``1 + K * (count_bits + 3)`` proportional) ``+ 1 +`` extra
             units (``key_bits * (K + 4) + K + 4`` if any) ``+ R * (N + K + 10)`` (rounds)
-            ``+ 1 + last_index + 1`` (emit).
+            ``+ 2 + last_index + 1`` (emit).
         """
         if not level_cells or len(level_cells) > self.grid_bits + 1:
             raise ValueError(f"level_cells must list 1 to {self.grid_bits + 1} levels, "
@@ -189,7 +189,7 @@ class GridGeometry:
         if cover:
             return cycles + 1 + n + 1 + K                     # cell export
         cycles += max_quota * (n + K + 10)                    # rounds
-        cycles += 1 + last_index + 1                          # emit
+        cycles += 2 + last_index + 1                          # emit
         return cycles
 
 
@@ -411,9 +411,10 @@ class CentreDistance(wiring.Component):
 
     For offsets ``d = y - lo`` (per axis, unsigned), cell ``c`` at level ``g`` and box exponent
     ``e``: ``(dx - ((2cx+1) << ex >> (g+1)))**2 + (dy - ((2cy+1) << ey >> (g+1)))**2``, i.e.
-    the distance to ``lo + (((2c+1) << e) >> (g+1))`` of the model. Three stages (input
-    registers, differences, squares), then the sum goes straight to the write port: the writes
-    keep their order and land :attr:`latency` cycles after the input beat.
+    the distance to ``lo + (((2c+1) << e) >> (g+1))`` of the model. Five stages (input
+    registers, centre offsets, magnitudes of the differences, three partial products of each
+    square, the squares), then the sum goes straight to the write port: the writes keep their
+    order and land :attr:`latency` cycles after the input beat.
 
     Attributes
     ----------
@@ -423,7 +424,7 @@ class CentreDistance(wiring.Component):
     pdist : write port ``addr -> DIST_BITS``.
     """
 
-    latency = 3
+    latency = 5
 
     def __init__(self, *, capacity: int):
         geo = self.geometry = GridGeometry(capacity)
@@ -440,23 +441,36 @@ class CentreDistance(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        en = [Signal(name=f"en{k}") for k in range(3)]
-        addr = [Signal(self.geometry.index_bits, name=f"addr{k}") for k in range(3)]
+        L = self.latency
+        en = [Signal(name=f"en{k}") for k in range(L)]
+        addr = [Signal(self.geometry.index_bits, name=f"addr{k}") for k in range(L)]
         x = Signal(self.in_layout)
         m.d.sync += [en[0].eq(self.i.valid), x.eq(self.i.payload)]
+        m.d.sync += [en[k + 1].eq(en[k]) for k in range(L - 1)]
+        m.d.sync += [addr[1].eq(x.addr)] + [addr[k + 1].eq(addr[k]) for k in range(1, L - 1)]
+        LO = 17                         # |diff| < 2**25 = high 8 bits, low 17 bits
 
-        def axis_diff(d, c, e, axis):
+        def axis_square(d, c, e, axis):
+            # stage 1: the centre offset (two shifts) registered; stage 2: |d - off| (both
+            # differences side by side, no negation behind a subtraction); stage 3: three
+            # partial products, one DSP each; stage 4: their sum, the axis' square
             off = Signal(COORD_BITS + 1, name=f"off_{axis}")
-            m.d.comb += off.eq((Cat(Const(1, 1), c) << e) >> (x.g + 1))
-            diff = Signal(signed(COORD_BITS + 2), name=f"diff_{axis}")
-            m.d.sync += diff.eq(d - off)
-            return diff
+            d1 = Signal(COORD_BITS, name=f"d1_{axis}")
+            m.d.sync += [off.eq((Cat(Const(1, 1), c) << e) >> (x.g + 1)), d1.eq(d)]
+            mag = Signal(COORD_BITS + 1, name=f"mag_{axis}")
+            m.d.sync += mag.eq(Mux(d1 >= off, d1 - off, off - d1))
+            lo, hi = mag[:LO], mag[LO:]
+            p_ll = Signal(2 * LO, name=f"p_ll_{axis}")
+            p_lh = Signal(LO + len(hi), name=f"p_lh_{axis}")
+            p_hh = Signal(2 * len(hi), name=f"p_hh_{axis}")
+            m.d.sync += [p_ll.eq(lo * lo), p_lh.eq(lo * hi), p_hh.eq(hi * hi)]
+            sq = Signal(DIST_BITS, name=f"sq_{axis}")
+            m.d.sync += sq.eq((p_hh << (2 * LO)) + (p_lh << (LO + 1)) + p_ll)
+            return sq
 
-        diff_x, diff_y = axis_diff(x.dx, x.cx, self.ex, "x"), axis_diff(x.dy, x.cy, self.ey, "y")
-        sq_x, sq_y = Signal(DIST_BITS), Signal(DIST_BITS)
-        m.d.sync += [sq_x.eq(diff_x * diff_x), sq_y.eq(diff_y * diff_y),
-                     en[1].eq(en[0]), addr[1].eq(x.addr), en[2].eq(en[1]), addr[2].eq(addr[1])]
-        m.d.comb += [self.pdist.en.eq(en[2]), self.pdist.addr.eq(addr[2]),
+        sq_x = axis_square(x.dx, x.cx, self.ex, "x")
+        sq_y = axis_square(x.dy, x.cy, self.ey, "y")
+        m.d.comb += [self.pdist.en.eq(en[L - 1]), self.pdist.addr.eq(addr[L - 1]),
                      self.pdist.data.eq(sq_x + sq_y)]
         return m
 
@@ -1142,7 +1156,8 @@ class Emitter(wiring.Component):
     One point per cycle while ``indices`` is ready (a picked point waits for its handshake); each
     bit is cleared once passed, so the bitmap is all-zero again after the run (the points after
     the last picked one are already zero). Ends with the final index's handshake or after point
-    ``N - 1``. Cycles without back-pressure: ``1 + last index + 1``.
+    ``N - 1``. The bit of the point on offer is a register loaded straight off the RAM (the
+    port reads one point ahead). Cycles without back-pressure: ``2 + last index + 1``.
 
     Attributes
     ----------
@@ -1172,13 +1187,17 @@ class Emitter(wiring.Component):
         IW = self.geometry.index_bits
         i = Signal(range(self.geometry.capacity + 1))
         emitted = Signal(self.geometry.count_bits)
-        picked = self.picked_r.data
-        m.d.comb += self.picked_r.addr.eq(i)
+        # the bit of point i, registered off the RAM; the read port shows the bit of i + 1
+        picked = Signal()
+        m.d.comb += self.picked_r.addr.eq(i + 1)
         with m.FSM() as fsm:
             _phase_unit(m, self, "EM_PRIME")
             with m.State("EM_PRIME"):
                 m.d.comb += self.picked_r.addr.eq(0)
                 m.d.sync += [i.eq(0), emitted.eq(0)]
+                m.next = "EM_LOAD"
+            with m.State("EM_LOAD"):
+                m.d.sync += picked.eq(self.picked_r.data)       # point 0
                 m.next = "EM"
             with m.State("EM"):
                 is_last = emitted == self.budget - 1
@@ -1187,8 +1206,8 @@ class Emitter(wiring.Component):
                              self.indices.payload.last.eq(is_last)]
                 with m.If(~picked | self.indices.ready):
                     m.d.comb += [self.picked_w.en.eq(1), self.picked_w.addr.eq(i),
-                                 self.picked_w.data.eq(0), self.picked_r.addr.eq(i + 1)]
-                    m.d.sync += i.eq(i + 1)
+                                 self.picked_w.data.eq(0), self.picked_r.addr.eq(i + 2)]
+                    m.d.sync += [i.eq(i + 1), picked.eq(self.picked_r.data)]   # point i + 1
                     with m.If(picked):
                         m.d.sync += emitted.eq(emitted + 1)
                     with m.If((picked & is_last) | (i == self.n_points - 1)):

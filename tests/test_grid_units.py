@@ -157,7 +157,8 @@ def test_centre_distance_is_the_models_distance_with_fixed_latency():
                 ctx.set(dut.ex, int(e[0]))
                 ctx.set(dut.ey, int(e[1]))
                 k, cycle = 0, 0
-                while k < len(Y) or cycle < (sent[-1][0] if sent else 0) + 5:
+                drain = CentreDistance.latency + 2      # cycles after the last beat
+                while k < len(Y) or cycle < (sent[-1][0] if sent else 0) + drain:
                     valid = k < len(Y) and rng.random() < 0.7
                     if k < len(Y):
                         d = (Y[k] - lo).tolist()
@@ -519,7 +520,7 @@ def test_emitter_streams_the_bitmap_under_backpressure_and_clears_it():
         assert [b["last"] for b in got["beats"]] == [0] * (len(picked) - 1) + [1]
         assert got["bitmap"] == [0] * geo.capacity
         if bp == 0.0:
-            assert got["cycles"] == 1 + picked[-1] + 1
+            assert got["cycles"] == 2 + picked[-1] + 1
 
 
 # ------------------------------------------------------------------------------------------------
