@@ -104,16 +104,21 @@ class MeanNearest(wiring.Component):
         beat = self.dist.payload
         fire = self.dist.valid & self.dist_ready
 
-        # the pass's best query: lower t wins ties (chain from the highest t down)
+        # the pass's best query: lower t wins ties (chain from the highest t down). Each link
+        # is a named signal: an expression that used the previous link twice (compare and mux)
+        # would be a tree of 2^T copies for the netlist emitter, which does not share
+        # sub-expressions (T = 16 did not elaborate in minutes)
         cand, cand_t = sums[T - 1] + beat.dist[T - 1], Const(T - 1, range(T))
         cand_ok = base + T - 1 < n
         for t in reversed(range(T - 1)):
             s_t = sums[t] + beat.dist[t]
             ok_t = base + t < n
             take = ok_t & (~cand_ok | (s_t <= cand))
-            cand = Mux(take, s_t, cand)
-            cand_t = Mux(take, t, cand_t)
-            cand_ok = ok_t | cand_ok
+            link, link_t, link_ok = (Signal(SW + 1, name=f"cand{t}"),
+                                     Signal(range(T), name=f"cand{t}_t"), Signal(name=f"cand{t}_ok"))
+            m.d.comb += [link.eq(Mux(take, s_t, cand)), link_t.eq(Mux(take, t, cand_t)),
+                         link_ok.eq(ok_t | cand_ok)]
+            cand, cand_t, cand_ok = link, link_t, link_ok
 
         with m.If(self.start.ready):
             m.d.sync += self.start.valid.eq(0)

@@ -170,7 +170,10 @@ def test_cocotb_cycles_no_stall(tmp_path):
 
 
 @pytest.mark.parametrize("n, tile, dim, seed", [(37, 4, 12, 1), (8, 4, 3, 2), (2, 1, 5, 3),
-                                                (64, 8, 20, 4), (30, 4, 1, 5)])
+                                                (64, 8, 20, 4), (30, 4, 1, 5),
+                                                # the chosen T = 16 (its chain once elaborated
+                                                # as a tree of 2^T copies: minutes)
+                                                (40, 16, 6, 6)])
 def test_mean_nearest_equals_the_model(n, tile, dim, seed):
     """Distances of every tile (padding queries included, random gaps and refused beats) in;
     the start index equals ``desne.mean_nearest`` of the vectors — also with duplicates, whose
