@@ -301,6 +301,10 @@ class DesneDatapath(wiring.Component):
         P, candidates per query-memory row read of the distance engine, 1..16 (``> 1`` needs
         the chunk buffer, which serves the candidates in the engine's beat-interleaved groups;
         ``docs/energy.md`` §6.4). Default 1.
+    hold_self : bool
+        The embedding reads the own point's ``Y[i]`` once per point and iteration instead of
+        once per pair (``EmbeddingEngine(hold_self=...)``, ``docs/energy.md`` §6.5; same
+        results and cycles). Default ``True``, the chosen dataflow.
 
     Attributes
     ----------
@@ -328,7 +332,7 @@ class DesneDatapath(wiring.Component):
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8,
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
                  affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4,
-                 buffer_dim: int = 0, cand_tile: int = 1):
+                 buffer_dim: int = 0, cand_tile: int = 1, hold_self: bool = True):
         _check_pow2("lanes", lanes, 256)
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
@@ -368,7 +372,8 @@ class DesneDatapath(wiring.Component):
         self.affinity = AffinityUnit(k=k, dist_width=self.knn.engine.acc_width, index_width=iw,
                                      lanes=affinity_lanes)
         self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
-                                         pair_units=pair_units)
+                                         pair_units=pair_units, hold_self=hold_self)
+        self.hold_self = hold_self
         self.grid = GridSampler(capacity=capacity)
         self.cover = CoverStage(capacity=capacity, k=k, tile=tile,
                                 dist_width=self.knn.engine.acc_width,
@@ -407,7 +412,8 @@ class DesneDatapath(wiring.Component):
                 "max_dim": self.max_dim, "k": self.k, "capacity": self.capacity,
                 "neg_samples": self.neg_samples, "affinity_lanes": self.affinity_lanes,
                 "pair_units": self.pair_units, "fetch_depth": self.fetch_depth,
-                "buffer_dim": self.buffer_dim, "cand_tile": self.cand_tile}
+                "buffer_dim": self.buffer_dim, "cand_tile": self.cand_tile,
+                "hold_self": self.hold_self}
 
     @property
     def refusal_params(self) -> dict:
@@ -562,7 +568,7 @@ class DesneDatapath(wiring.Component):
                      perf.mem_wait.eq(fetch.wait_cycles),
                      perf.embed_cycles.eq(emb.perf.cycles), perf.pair_cycles.eq(emb.perf.pair_cycles),
                      perf.pair_items.eq(emb.perf.pair_items), perf.rep_cycles.eq(emb.perf.rep_cycles),
-                     perf.rep_items.eq(emb.perf.rep_items)]
+                     perf.rep_items.eq(emb.perf.rep_items), perf.y_reads.eq(emb.perf.y_reads)]
 
         def fire(s):
             return s.valid & s.ready

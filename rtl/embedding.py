@@ -74,6 +74,13 @@ def _delay(m, sig, n, name):
     return taps
 
 
+def _check_bool(name, value):
+    """``value`` if it is a bool (a generator switch), else ``TypeError`` naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def _clip(value, lo, hi):
     return Mux(value < lo, lo, Mux(value > hi, hi, value))
 
@@ -266,13 +273,29 @@ def _lane_geometry(capacity, k, neg_samples, pair_units):
 
 
 class PairSequencer(wiring.Component):
-    """Issue order of one lane: every kNN edge of its points, then S negative samples of each.
+    """Issue order of one lane: the kNN edges and the S negative samples of its points.
 
     Lane ``u`` of ``U`` owns the points ``i = u, u + U, ...`` (``< n``); its local address is
-    ``i // U``. After a ``start`` pulse it issues one pair per cycle with no gap: first
-    ``(i, e)`` for ``e < kk`` (attraction, ``knn_addr = i * k + e``), then ``(i, s)`` for
+    ``i // U``. After a ``start`` pulse it issues one pair per cycle with no gap, the pairs
+    ``(i, e)`` for ``e < kk`` (attraction, ``knn_addr = i * k + e``) and ``(i, s)`` for
     ``s < S`` (repulsion, sample counter ``iter_base + i * S + s``), and drops ``act`` after the
-    last one. A lane with no point (``n <= u``) issues nothing.
+    last one. A lane with no point (``n <= u``) issues nothing. The order:
+
+    * ``hold_self=True`` (point-major): all ``kk + S`` pairs of a point back to back, its
+      attractive pairs first, then the next point — so ``Y[i]`` is read once per point
+      (``self_read`` high on the point's first pair only);
+    * ``hold_self=False``: the attractive pairs of every point, then the repulsive pairs of
+      every point (``self_read`` high on every pair).
+
+    The sums are exact integers, so the order changes no result; ``last`` marks the final pair
+    of a point's attractive (``mode = 0``) and of its repulsive (``mode = 1``) run either way.
+
+    Parameters
+    ----------
+    unit, capacity, k, neg_samples, pair_units : int
+        The lane number u and the engine parameters.
+    hold_self : bool
+        Point-major order (default ``True``), see above.
 
     Attributes
     ----------
@@ -283,20 +306,24 @@ class PairSequencer(wiring.Component):
         A pair is issued this cycle (``act`` and not ``start``).
     act, mode, point, local, last, knn_addr, counter : Out
         Sequencer state: active, 0 = attraction / 1 = repulsion, point, local address, last pair
-        of the point, list memory address, sample counter.
+        of the point's attractive / repulsive run, list memory address, sample counter.
+    self_read : Out(1)
+        The issued pair reads the own point's ``Y[i]`` (see the order above).
     """
 
-    def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int):
+    def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int,
+                 hold_self: bool = True):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
         check_int("unit", unit, 0, pair_units - 1, f"0 to pair_units - 1 = {pair_units - 1}")
         self.unit = unit
+        self.hold_self = _check_bool("hold_self", hold_self)
         C, K = capacity, k
         super().__init__({
             "start": In(1),
             "n": In(range(C + 1)), "kk": In(range(K + 1)), "iter_base": In(32),
             "issue": Out(1), "act": Out(1), "mode": Out(1),
             "point": Out(range(C)), "local": Out(geo.local_width), "last": Out(1),
-            "knn_addr": Out(range(C * K)), "counter": Out(32),
+            "knn_addr": Out(range(C * K)), "counter": Out(32), "self_read": Out(1),
         })
 
     def elaborate(self, platform):
@@ -312,7 +339,14 @@ class PairSequencer(wiring.Component):
             final_point.eq(pi + U >= self.n),
             self.knn_addr.eq(kbase + e),
             self.issue.eq(act & ~self.start),
+            # point-major: the point's first pair is its first attractive one (kk >= 1)
+            self.self_read.eq((~mode & (e == 0)) if self.hold_self else 1),
         ]
+
+        def next_point():
+            # the lane's next point; its samples start (U - 1) * S further on
+            m.d.sync += [pi.eq(pi + U), pl.eq(pl + 1), kbase.eq(kbase + U * K)]
+
         with m.If(self.start):
             m.d.sync += [act.eq(self.n > u), mode.eq(0), pi.eq(u), pl.eq(0), e.eq(0),
                          kbase.eq(u * K), ctr.eq(self.iter_base + u * S)]
@@ -322,15 +356,26 @@ class PairSequencer(wiring.Component):
                 with m.If(mode):
                     m.d.sync += ctr.eq(ctr + 1)
             with m.Else():
-                m.d.sync += [e.eq(0), pi.eq(pi + U), pl.eq(pl + 1), kbase.eq(kbase + U * K)]
+                m.d.sync += e.eq(0)
                 with m.If(mode):
-                    # the lane's next point starts (U - 1) * S samples further on
                     m.d.sync += ctr.eq(ctr + (U - 1) * S + 1)
-                with m.If(final_point):
-                    with m.If(mode):
-                        m.d.sync += act.eq(0)
+                if self.hold_self:
+                    # attractive run -> the same point's repulsive run -> the next point
+                    with m.If(~mode):
+                        m.d.sync += mode.eq(1)
                     with m.Else():
-                        m.d.sync += [mode.eq(1), pi.eq(u), pl.eq(0)]
+                        m.d.sync += mode.eq(0)
+                        next_point()
+                        with m.If(final_point):
+                            m.d.sync += act.eq(0)
+                else:
+                    # all attractive runs, then all repulsive runs from the lane's first point
+                    next_point()
+                    with m.If(final_point):
+                        with m.If(mode):
+                            m.d.sync += act.eq(0)
+                        with m.Else():
+                            m.d.sync += [mode.eq(1), pi.eq(u), pl.eq(0)]
         return m
 
 
@@ -496,10 +541,21 @@ class PairLane(wiring.Component):
     The front end aligns every issued pair to its memory reads: an attractive pair reads its
     list entry ``(j, p)`` one cycle after the issue, a repulsive one hashes its sample counter
     (the hash unit is outside the lane: lane 0's is shared with the initialisation) and finds
-    its partner with :class:`PartnerIndex`; both then read ``Y[i]`` and ``Y[j]``
-    ``front_latency`` cycles after the issue and enter the pair unit one cycle later. The pair
-    unit's output feeds the :class:`PointAccumulator` (own sums, kernel sum) and, for attractive
-    pairs, the :class:`ScatterBank` (``F[j] -= f``).
+    its partner with :class:`PartnerIndex`; both then read ``Y[j]`` ``front_latency`` cycles
+    after the issue and enter the pair unit one cycle later. The own point's ``Y[i]`` is read on
+    ``y_self`` in the same cycle — with ``hold_self`` only for the point's first pair (the
+    sequencer's point-major order issues a point's pairs back to back): the read port's data
+    register, not enabled again until the next point, holds ``Y[i]`` for the rest of them.
+    Both Y ports are enabled only for issued pairs, so their enables count the Y reads. The
+    pair unit's output feeds the :class:`PointAccumulator` (own sums, kernel sum) and, for
+    attractive pairs, the :class:`ScatterBank` (``F[j] -= f``).
+
+    Parameters
+    ----------
+    unit, capacity, k, neg_samples, pair_units : int
+        The lane number and the engine parameters.
+    hold_self : bool
+        Read ``Y[i]`` once per point and hold it (default ``True``), or for every pair.
 
     Attributes
     ----------
@@ -510,7 +566,8 @@ class PairLane(wiring.Component):
     hash_req : Out(stream.Signature(32, always_ready=True))
         Sample counter to hash (valid for issued repulsive pairs); ``hash_rsp`` is the hash
         output, ``Hash32.latency`` cycles later.
-    knn_r, y_self, y_part : read ports of the list memory and (twice) of the Y memory.
+    knn_r, y_self, y_part : read ports of the list memory and (twice) of the Y memory; the
+        lane drives the Y ports' ``en`` (high exactly for the reads it uses).
     clear_wsum : In(1); wsum : Out
     update, update_addr, clear : In
         Update phase: read address of the banks (point index); scatter-bank entry to clear
@@ -520,9 +577,11 @@ class PairLane(wiring.Component):
         ``update_addr``; the own sums are those of the lane's local address ``update_addr // U``).
     """
 
-    def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int):
+    def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int,
+                 hold_self: bool = True):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
         self.unit = unit
+        self.hold_self = _check_bool("hold_self", hold_self)
         self.params = dict(capacity=capacity, k=k, neg_samples=neg_samples, pair_units=pair_units)
         C, K = capacity, k
         self.hash_latency = Hash32.latency
@@ -554,7 +613,8 @@ class PairLane(wiring.Component):
         geo = self.geometry
         H = self.hash_latency
         jw, lw = geo.index_width, geo.local_width
-        m.submodules.sequencer = seq = PairSequencer(unit=self.unit, **self.params)
+        m.submodules.sequencer = seq = PairSequencer(unit=self.unit, hold_self=self.hold_self,
+                                                     **self.params)
         m.submodules.partner = partner = PartnerIndex(capacity=geo.capacity)
         m.submodules.pair = pu = PairUnit(tag_width=jw + lw + 1)
         m.submodules.sums = sums = PointAccumulator(**self.params)
@@ -570,6 +630,7 @@ class PairLane(wiring.Component):
         v_t = _delay(m, seq.issue, H + 3, "fv")
         m_t = _delay(m, seq.mode, H + 3, "fm")
         i_t = _delay(m, seq.point, H + 2, "fi")
+        sr_t = _delay(m, seq.self_read, H + 2, "fs")
         l_t = _delay(m, seq.local, H + 3, "fl")
         z_t = _delay(m, seq.last, H + 3, "fz")
         # attraction: (j, p) from the list memory at F[1], aligned to F[H+2]
@@ -582,6 +643,9 @@ class PairLane(wiring.Component):
             j_sel.eq(Mux(m_t[H + 2], partner.j, kn_t[-1].index)),
             self.y_self.addr.eq(i_t[H + 2]),
             self.y_part.addr.eq(j_sel),
+            # read only for issued pairs; y_self's data register holds Y[i] between its reads
+            self.y_self.en.eq(v_t[H + 2] & sr_t[H + 2]),
+            self.y_part.en.eq(v_t[H + 2]),
         ]
         j_in = Signal(jw)
         p_in = Signal(fp.P_BITS)
@@ -827,10 +891,11 @@ class Initialiser(wiring.Component):
 
 
 def perf_layout():
-    """The engine's counters: ``{cycles, pair_cycles, pair_items, rep_cycles, rep_items}``."""
+    """The engine's counters: ``{cycles, pair_cycles, pair_items, rep_cycles, rep_items,
+    y_reads}``."""
     return data.StructLayout({
         "cycles": unsigned(32), "pair_cycles": unsigned(32), "pair_items": unsigned(32),
-        "rep_cycles": unsigned(32), "rep_items": unsigned(32)})
+        "rep_cycles": unsigned(32), "rep_items": unsigned(32), "y_reads": unsigned(32)})
 
 
 class PerfCounters(wiring.Component):
@@ -838,22 +903,27 @@ class PerfCounters(wiring.Component):
 
     ``cycles`` while ``busy``; while ``pairs`` (the pair phase after its start cycle):
     ``pair_cycles`` +1 and ``pair_items`` + issued pairs of all lanes; if some lane issued a
-    repulsive pair, ``rep_cycles`` +1 and ``rep_items`` + those pairs.
+    repulsive pair, ``rep_cycles`` +1 and ``rep_items`` + those pairs. ``y_reads`` + the number
+    of Y-memory read ports enabled this cycle (every Y word read, whatever the phase).
 
     Attributes
     ----------
     clear, busy, pairs : In(1)
     issue, rep_issue : In(pair_units)
         Per lane: a pair / a repulsive pair is issued.
+    y_read : In(y_ports)
+        Per Y read port (two per lane and the update / output port): its enable.
     perf : Out(perf_layout)
     """
 
     def __init__(self, *, pair_units: int):
         check_int("pair_units", pair_units, 1, 16, "1 to 16 lanes")
         self.pair_units = pair_units
+        self.y_ports = 2 * pair_units + 1
         super().__init__({
             "clear": In(1), "busy": In(1), "pairs": In(1),
             "issue": In(pair_units), "rep_issue": In(pair_units),
+            "y_read": In(self.y_ports),
             "perf": Out(perf_layout()),
         })
 
@@ -862,9 +932,13 @@ class PerfCounters(wiring.Component):
         U, perf = self.pair_units, self.perf
         issue_count = Signal(range(U + 1))
         rep_count = Signal(range(U + 1))
+        y_count = Signal(range(self.y_ports + 1))
         m.d.comb += [issue_count.eq(sum((self.issue[u] for u in range(U)), Const(0, range(U + 1)))),
                      rep_count.eq(sum((self.rep_issue[u] for u in range(U)),
-                                      Const(0, range(U + 1))))]
+                                      Const(0, range(U + 1)))),
+                     y_count.eq(sum((self.y_read[p] for p in range(self.y_ports)),
+                                    Const(0, range(self.y_ports + 1))))]
+        m.d.sync += perf.y_reads.eq(perf.y_reads + y_count)
         with m.If(self.pairs):
             m.d.sync += [perf.pair_cycles.eq(perf.pair_cycles + 1),
                          perf.pair_items.eq(perf.pair_items + issue_count)]
@@ -898,6 +972,10 @@ class EmbeddingController(wiring.Component):
       iteration starts (the sample counters move on by ``n * S``) or OUTPUT;
     * OUTPUT streams ``Y[0 .. n-1]`` from ``y_rd`` on ``coords`` (the read port's enable holds a
       stalled beat stable).
+
+    ``y_rd.en`` is high only for the reads used — one per update issue and one per output
+    coordinate — so it counts the update's and the output's Y reads (``n`` per iteration, ``n``
+    per job).
 
     ``exaggerate`` (``t < exaggeration_iters``) and ``momentum`` (early while
     ``t < momentum_switch``) are this iteration's; ``busy`` is high from the config beat to the
@@ -967,6 +1045,8 @@ class EmbeddingController(wiring.Component):
             self.momentum.eq(Mux(t < mom_switch, mom_early, mom_late)),
             self.knn_w.addr.eq(load_base + load_e), self.knn_w.data.eq(self.knn.payload),
             self.y_rd.addr.eq(upd_i),
+            # read Y only where the data is used: an update issue, or the next output beat
+            self.y_rd.en.eq((upd_act & self.in_update) | (out_fetch & (out_ptr != n))),
             self.update_issue.valid.eq(upd_act & self.in_update),
             self.update_issue.payload.eq(upd_i),
             self.coords.payload.eq(self.y_rd.data),
@@ -1049,7 +1129,7 @@ class EmbeddingController(wiring.Component):
             with m.State("OUTPUT"):
                 # the read port holds its data while disabled, so a stalled beat stays stable
                 m.d.comb += [out_fetch.eq(~self.coords.valid | self.coords.ready),
-                             self.y_rd.en.eq(out_fetch), self.y_rd.addr.eq(out_ptr)]
+                             self.y_rd.addr.eq(out_ptr)]
                 with m.If(out_fetch):
                     with m.If(out_ptr != n):
                         m.d.sync += [self.coords.valid.eq(1), out_ptr.eq(out_ptr + 1)]
@@ -1127,6 +1207,14 @@ class EmbeddingEngine(wiring.Component):
     pair_units : int
         U, parallel pair units (a power of two, 1 .. 16, ``<= capacity``). The pair phase takes
         ``ceil(N / U) * (k' + neg_samples)`` cycles.
+    hold_self : bool
+        The pair front end's Y reads (``docs/energy.md`` §4, ``nms.sw.dataflow.Dataflow``).
+        ``True`` (default; the chosen dataflow ``nms.sw.dataflow.CHOSEN``): each lane issues
+        the ``k' + S`` pairs of a point back to back and reads the own point's ``Y[i]`` once,
+        holding it for them, so a pair reads only its partner ``Y[j]`` —
+        ``pairs + 2·n_iter·N + N`` Y reads per job. ``False``: the previous engine, attractive
+        pairs of all points then repulsive ones, ``Y[i]`` and ``Y[j]`` read for every pair —
+        ``2·pairs + n_iter·N + N``. Same results, same cycle count (:meth:`iteration_cycles`).
 
     Attributes
     ----------
@@ -1145,7 +1233,8 @@ class EmbeddingEngine(wiring.Component):
         Counters of the current/last job (cleared by a config beat): ``cycles`` busy,
         ``pair_cycles`` in the pair phase, ``pair_items`` pairs issued (all units),
         ``rep_cycles`` cycles with a repulsive pair issued by some unit, ``rep_items``
-        repulsive pairs issued.
+        repulsive pairs issued, ``y_reads`` Y-memory words read (pair front ends, update,
+        output; every read port is enabled only for a read that is used).
 
     Raises
     ------
@@ -1154,7 +1243,7 @@ class EmbeddingEngine(wiring.Component):
     """
 
     def __init__(self, *, capacity: int = 1024, k: int = 16, neg_samples: int = 8,
-                 pair_units: int = 1):
+                 pair_units: int = 1, hold_self: bool = True):
         check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
         check_int("k", k, 1, 64, "1 to 64 neighbours")
         if k >= capacity:
@@ -1166,6 +1255,7 @@ class EmbeddingEngine(wiring.Component):
                              f"or 16")
         if pair_units > capacity:
             raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
+        self.hold_self = _check_bool("hold_self", hold_self)
         self.capacity, self.k, self.neg_samples, self.pair_units = (
             capacity, k, neg_samples, pair_units)
 
@@ -1202,7 +1292,7 @@ class EmbeddingEngine(wiring.Component):
     def parameters(self) -> dict:
         """Generator parameters (for metadata)."""
         return {"capacity": self.capacity, "k": self.k, "neg_samples": self.neg_samples,
-                "pair_units": self.pair_units}
+                "pair_units": self.pair_units, "hold_self": self.hold_self}
 
     @property
     def derived(self) -> dict:
@@ -1268,7 +1358,8 @@ class EmbeddingEngine(wiring.Component):
         lanes = []
         for u in range(U):
             m.submodules[f"hash{u}"] = hsh = Hash32()
-            m.submodules[f"lane{u}"] = lane = PairLane(unit=u, **params)
+            m.submodules[f"lane{u}"] = lane = PairLane(unit=u, hold_self=self.hold_self,
+                                                       **params)
             for port in (lane.y_self, lane.y_part):
                 wiring.connect(m, port, ymem.read_port())
             wiring.connect(m, lane.knn_r, knnmem.read_port())
@@ -1296,6 +1387,9 @@ class EmbeddingEngine(wiring.Component):
                 wiring.connect(m, lane.hash_req, hsh.i)
             lanes.append(lane)
         m.d.comb += [
+            # every Y read port's enable: the lanes' own-point and partner ports, the update's
+            perf.y_read.eq(Cat(*(p for lane in lanes for p in (lane.y_self.en, lane.y_part.en)),
+                               ctrl.y_rd.en)),
             ctrl.pairs_active.eq(Cat(*(lane.act for lane in lanes)).any()),
             div.i.payload.n.eq(ctrl.n),
             div.i.payload.den.eq(sum((lane.wsum for lane in lanes), Const(0, self.wsum_width))),

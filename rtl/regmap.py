@@ -357,6 +357,8 @@ PERF_COUNTERS: tuple[PerfCounter, ...] = (
     PerfCounter("buf_write_beats", 32, "chunk-buffer words written (0 when streamed)"),
     PerfCounter("query_rows_read", 32, "query-memory rows read by the distance engine (one per "
                 "candidate beat)"),
+    PerfCounter("y_reads", 32, "embedding Y-memory words read (pair front ends, update, "
+                "output; docs/energy.md §6.5)"),
 )
 
 

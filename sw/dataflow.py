@@ -43,7 +43,7 @@ from nms.verif.models import desne
 from nms.verif.models.pool import pooled_dim, reduce_vectors
 
 __all__ = ["REDUCTIONS", "Dataflow", "BASELINE", "CHOSEN", "CHOSEN_SCHEDULE", "reduced_dim", "reduce_vectors",
-           "rtl_counters",
+           "rtl_counters", "y_reads",
            "chunk_counts", "dataset_counts", "memory_plan", "bram_blocks", "run_chunk_flow",
            "select_flow", "ECP5_85F_BLOCKS"]
 
@@ -195,8 +195,18 @@ def _evals(search: str) -> int:
     raise ValueError(f"search must be 'robust' or 'bisect', not {search!r}")
 
 
+def y_reads(*, n: int, n_iter: int, pair_items: int, hold_self: bool) -> int:
+    """Y-memory words the embedding engine reads in one job (``perf.y_reads``; ``docs/energy.md``
+    §3 Y row): per pair its partner ``Y[j]``, and the own ``Y[i]`` — for every pair, or with
+    ``hold_self`` once per point and iteration (all of a point's pairs back to back) — then one
+    read per point and iteration by the update and one per point by the output."""
+    own = n_iter * n if hold_self else pair_items
+    return pair_items + own + n_iter * n + n
+
+
 def rtl_counters(*, n: int, dim: int, budget: int, n_iter: int, k: int, neg_samples: int,
-                 tile: int, lanes: int, buffer: bool, pool=0, cand_tile: int = 1) -> dict:
+                 tile: int, lanes: int, buffer: bool, pool=0, cand_tile: int = 1,
+                 hold_self: bool = True) -> dict:
     """The counters the RTL datapath reports for one clean job (``perf`` names, and
     ``bytes_written``), by the formulas of ``docs/energy.md`` §3 / §6.6 — the one place they are
     written down: :func:`chunk_counts`, the model device's registers and the tests all use it.
@@ -204,6 +214,8 @@ def rtl_counters(*, n: int, dim: int, budget: int, n_iter: int, k: int, neg_samp
     ``buffer``: the chunk-buffer dataflow (one DDR read of the chunk; ``pool`` the ``OPT.pool``
     code or name, the kNN length ``D'`` of a square image) or the streamed one (``pool`` must
     be none). ``cand_tile``: P, candidates per query-memory row read (1 in the current engine).
+    ``hold_self``: the embedding's Y reads (:func:`y_reads`; default ``True``, the engine's
+    default ``EmbeddingEngine(hold_self=True)``).
     """
     d2 = pooled_dim(dim, pool)
     if not buffer and d2 != dim:
@@ -212,12 +224,14 @@ def rtl_counters(*, n: int, dim: int, budget: int, n_iter: int, k: int, neg_samp
     tiles = _ceil(n, tile)
     kk = min(k, n - 1)
     vectors = n if buffer else n + tiles * n              # vectors read from DDR
+    pair_items = n_iter * n * (kk + neg_samples)
     return {"bytes_read": vectors * dim, "mem_beats": vectors * bpv_raw,
             "dist_beats": tiles * (tile + n) * bpv,       # query loads (incl. padding) + candidates
             "buf_read_beats": (n + tiles * n) * bpv if buffer else 0,
             "buf_write_beats": n * bpv if buffer else 0,
             "query_rows_read": tiles * _ceil(n, cand_tile) * bpv,
-            "pair_items": n_iter * n * (kk + neg_samples), "rep_items": n_iter * n * neg_samples,
+            "pair_items": pair_items, "rep_items": n_iter * n * neg_samples,
+            "y_reads": y_reads(n=n, n_iter=n_iter, pair_items=pair_items, hold_self=hold_self),
             "bytes_written": 4 * budget}
 
 
@@ -241,7 +255,8 @@ def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
     dict
         ``rtl`` (the counters the RTL reports, :func:`rtl_counters`: same names as ``perf`` —
         ``bytes_read``, ``mem_beats``, ``dist_beats``, ``buf_read_beats``,
-        ``buf_write_beats``, ``query_rows_read``, ``pair_items``, ``rep_items`` — and
+        ``buf_write_beats``, ``query_rows_read``, ``pair_items``, ``rep_items``,
+        ``y_reads`` — and
         ``bytes_written``),
         ``ddr`` (bytes read / written near memory), ``sram`` (per memory: ``{"read_bits",
         "write_bits", "size_bytes"}``), ``ops`` (per stage: ``{"mult": {"AxB": count},
@@ -334,8 +349,9 @@ def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
     att, rep = n_iter * n * kk, n_iter * n * S
     pair_items = att + rep
     ybits = 2 * _COORD
-    y_pair_reads = (pair_items + n_iter * n) if flow.hold_self else 2 * pair_items
-    mem("embed_y", C * ybits // 8, read_bits=(y_pair_reads + n_iter * n + n) * ybits,
+    mem("embed_y", C * ybits // 8,
+        read_bits=y_reads(n=n, n_iter=n_iter, pair_items=pair_items,
+                          hold_self=flow.hold_self) * ybits,
         write_bits=n_iter * n * ybits + n * ybits)
     mem("embed_v", C * ybits // 8, read_bits=n_iter * n * ybits, write_bits=(n_iter + 1) * n * ybits)
     mem("recip_rom", 256 * _P // 8, read_bits=pair_items * _P)
@@ -373,11 +389,14 @@ def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
     bytes_written = 4 * budget
     return {
         "rtl": rtl_counters(n=n, dim=dim, budget=budget, n_iter=n_iter, k=K, neg_samples=S,
-                            tile=T, lanes=L, buffer=flow.buffer, pool=flow.reduce, cand_tile=P)
+                            tile=T, lanes=L, buffer=flow.buffer, pool=flow.reduce, cand_tile=P,
+                            hold_self=flow.hold_self)
         if flow.buffer or flow.reduce == "none" else
         {"bytes_read": ddr_read, "mem_beats": mem_beats, "dist_beats": dist_beats,
          "buf_read_beats": 0, "buf_write_beats": 0, "query_rows_read": tiles * _ceil(n, P) * bpv,
-         "pair_items": pair_items, "rep_items": rep, "bytes_written": bytes_written},
+         "pair_items": pair_items, "rep_items": rep,
+         "y_reads": y_reads(n=n, n_iter=n_iter, pair_items=pair_items, hold_self=flow.hold_self),
+         "bytes_written": bytes_written},
         "ddr": {"read_bytes": ddr_read, "write_bytes": bytes_written},
         "sram": sram, "ops": ops, "dist_elems": dist_elems,
         "pair_items": pair_items, "n": n, "dim": dim, "reduced_dim": d2,

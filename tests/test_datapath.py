@@ -69,11 +69,14 @@ def test_parameters_must_be_ints():
         DesneDatapath(tile=4.0)
     with pytest.raises(TypeError, match="k must be an int"):
         DesneDatapath(k=True)
+    with pytest.raises(TypeError, match="hold_self must be True or False"):
+        DesneDatapath(hold_self=0)
 
 
 def test_parameters_and_derived_recorded():
     dp = DesneDatapath(**HW)
-    assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0, "cand_tile": 1}
+    assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0, "cand_tile": 1,
+                             "hold_self": True}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8
     assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width

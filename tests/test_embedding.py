@@ -13,6 +13,7 @@ from amaranth.back import verilog
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl.embedding import EmbeddingEngine, iteration_cycles
+from nms.sw.dataflow import y_reads
 from nms.verif.sim.build import run_cocotb
 
 # Two builds shared by all engine tests: different pair-unit counts and sample counts.
@@ -20,6 +21,8 @@ ENGINE_U1 = {"capacity": 64, "k": 8, "neg_samples": 4, "pair_units": 1}
 ENGINE_U2 = {"capacity": 64, "k": 8, "neg_samples": 5, "pair_units": 2}
 # a small third build: four units, a capacity that is a multiple of U, N not a multiple of U
 ENGINE_U4 = {"capacity": 32, "k": 4, "neg_samples": 3, "pair_units": 4}
+# the previous front end (Y[i] read for every pair, attractive pairs of all points first)
+ENGINE_U2_NOHOLD = {**ENGINE_U2, "hold_self": False}
 _VERILOG: dict = {}
 
 
@@ -33,6 +36,17 @@ def _run(engine: dict, cases: list, *, idle=0.3, backpressure=0.4, seed=1, repor
     if report:
         params["report"] = str(report)
     run_cocotb(name, _VERILOG[key], "nms.verif.tb.embedding", params)
+
+
+def _check_y_reads(engine, report):
+    """``perf.y_reads`` of every job in ``report`` equals the energy model's Y-read formula."""
+    hold = engine.get("hold_self", True)
+    for job in json.loads(report.read_text()):
+        n, kk, n_iter = job["n"], job["kk"], job["n_iter"]
+        pairs = n_iter * n * (kk + engine["neg_samples"])
+        assert job["perf"]["pair_items"] == pairs, job["name"]
+        assert job["perf"]["y_reads"] == y_reads(n=n, n_iter=n_iter, pair_items=pairs,
+                                                 hold_self=hold), job["name"]
 
 
 def _cfg(n_iter, ex_iters, switch, lr=32, shift=2, early=128, late=204):
@@ -55,6 +69,7 @@ def _cfg(n_iter, ex_iters, switch, lr=32, shift=2, early=128, late=204):
     ({"pair_units": 3}, ValueError, "pair_units=3 is not a power of two"),
     ({"pair_units": 0}, ValueError, "pair_units=0"),
     ({"pair_units": 8, "capacity": 4, "k": 2}, ValueError, "pair_units=8 exceeds capacity=4"),
+    ({"hold_self": 1}, TypeError, "hold_self must be True or False"),
 ])
 def test_parameter_validation(kwargs, exc, text):
     with pytest.raises(exc, match=text):
@@ -65,7 +80,8 @@ def test_parameters_keyword_only_and_derived():
     with pytest.raises(TypeError):
         EmbeddingEngine(64)  # noqa
     eng = EmbeddingEngine(capacity=100, k=10, neg_samples=6, pair_units=4)
-    assert eng.parameters == {"capacity": 100, "k": 10, "neg_samples": 6, "pair_units": 4}
+    assert eng.parameters == {"capacity": 100, "k": 10, "neg_samples": 6, "pair_units": 4,
+                              "hold_self": True}
     assert eng.derived["unit_depth"] == 25 and eng.index_width == 7
     assert eng.iteration_cycles(64, 10) < EmbeddingEngine(
         capacity=100, k=10, neg_samples=6, pair_units=1).iteration_cycles(64, 10)
@@ -91,14 +107,19 @@ def _random_cases(seed, count, cap, kmax):
     return cases
 
 
-@pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2], ids=["u1", "u2"])
-def test_engine_random_problems(engine):
+@pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2, ENGINE_U2_NOHOLD],
+                         ids=["u1", "u2", "u2-nohold"])
+def test_engine_random_problems(engine, tmp_path):
+    """Bit-exact with embed() under idle input and back-pressure; the Y reads equal the formula
+    (hold_self: the own point once per point and iteration; without: once per pair)."""
     # small n / few iterations keep it quick; each case crosses or sits on either side of the
     # exaggeration and momentum switches
     cases = _random_cases(11 + engine["pair_units"], 3, 40, engine["k"])
     cases.append({"kind": "lists", "name": "arbitrary lists", "n": 23, "kk": engine["k"],
                   "seed": 99, "cfg": _cfg(6, 3, 2, lr=100)})
-    _run(engine, cases)
+    report = tmp_path / "perf.json"
+    _run(engine, cases, report=report)
+    _check_y_reads(engine, report)
 
 
 @pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2], ids=["u1", "u2"])
@@ -148,6 +169,7 @@ def test_engine_iteration_cycles_match_the_formula(engine, tmp_path):
                           "seed": 1, "cfg": _cfg(iters, 1, 1)})
     report = tmp_path / "cycles.json"
     _run(engine, cases, idle=0.0, backpressure=0.0, report=report)
+    _check_y_reads(engine, report)
     jobs = json.loads(report.read_text())
     for one, three in zip(jobs[0::2], jobs[1::2]):
         per_iter = (three["cycles_to_first_coord"] - one["cycles_to_first_coord"]) / 2
@@ -177,7 +199,8 @@ def test_generate_embedding_block_lints(tmp_path):
     assert cli(["generate", "--block", "embedding", "--param", "capacity=128", "--param", "k=8",
                 "--param", "pair_units=2", "--out", str(tmp_path)]) == 0
     meta = json.loads((tmp_path / "embedding.json").read_text())
-    assert meta["parameters"] == {"capacity": 128, "k": 8, "neg_samples": 8, "pair_units": 2}
+    assert meta["parameters"] == {"capacity": 128, "k": 8, "neg_samples": 8, "pair_units": 2,
+                                  "hold_self": True}
     assert meta["derived"]["knn_depth"] == 128 * 8
     ports = {p["name"]: p for p in meta["ports"]}
     assert ports["coords__payload"]["width"] == 48 and ports["knn__payload"]["width"] == 7 + 17

@@ -131,16 +131,31 @@ def test_partner_index_matches_negative_samples():
 # pair lane parts
 
 
+@pytest.mark.parametrize("hold_self", [True, False])
 @pytest.mark.parametrize("U, u, n, kk", [(1, 0, 7, 3), (2, 1, 9, 4), (4, 3, 6, 2), (4, 2, 2, 1),
                                          (2, 0, 4, 4)])
-def test_pair_sequencer_issue_order(U, u, n, kk):
+def test_pair_sequencer_issue_order(U, u, n, kk, hold_self):
+    """hold_self: each point's kk attractive then S repulsive pairs back to back, Y[i] read on
+    the first only; otherwise every point's attractive pairs, then every point's repulsive
+    ones, Y[i] read on every pair."""
     K, S, C = 4, 3, 16
-    dut = PairSequencer(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U)
+    dut = PairSequencer(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U,
+                        hold_self=hold_self)
     iter_base = 0xFFFF_FFF0                                  # the counter wraps at 2**32
+
+    def att(i):
+        return [(0, i, i // U, int(e == kk - 1), i * K + e, int(e == 0 or not hold_self))
+                for e in range(kk)]
+
+    def rep(i):
+        return [(1, i, i // U, int(s == S - 1), (iter_base + i * S + s) & fp.MASK32,
+                 int(not hold_self)) for s in range(S)]
+
     own = list(range(u, n, U))
-    expected = [(0, i, i // U, int(e == kk - 1), i * K + e) for i in own for e in range(kk)]
-    expected += [(1, i, i // U, int(s == S - 1), (iter_base + i * S + s) & fp.MASK32)
-                 for i in own for s in range(S)]
+    if hold_self:
+        expected = [p for i in own for p in att(i) + rep(i)]
+    else:
+        expected = [p for i in own for p in att(i)] + [p for i in own for p in rep(i)]
     got = []
 
     async def bench(ctx):
@@ -155,7 +170,8 @@ def test_pair_sequencer_issue_order(U, u, n, kk):
             if ctx.get(dut.issue):
                 mode = ctx.get(dut.mode)
                 got.append((mode, ctx.get(dut.point), ctx.get(dut.local), ctx.get(dut.last),
-                            ctx.get(dut.counter) if mode else ctx.get(dut.knn_addr)))
+                            ctx.get(dut.counter) if mode else ctx.get(dut.knn_addr),
+                            ctx.get(dut.self_read)))
                 cycles.append(cycle)
             await ctx.tick()
         assert not ctx.get(dut.act)
@@ -318,8 +334,13 @@ def _lane_expectation(Y, nbr, P, n, kk, S, U, u, iter_base):
     return L, R, [tuple(v) for v in scatter.tolist()], wsum
 
 
-@pytest.mark.parametrize("U, u, n, kk", [(1, 0, 12, 4), (2, 1, 11, 3), (4, 2, 16, 2)])
-def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk):
+@pytest.mark.parametrize("U, u, n, kk, hold_self", [
+    (1, 0, 12, 4, True), (2, 1, 11, 3, True), (4, 2, 16, 2, True), (1, 0, 12, 4, False),
+    (2, 1, 11, 3, False)])
+def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
+    """One pair phase of a lane: its sums equal the model's iteration, one pair per cycle, and
+    the Y ports read exactly the formula's words — every pair its partner, the own point once
+    per point (hold_self) or once per pair."""
     C, K, S = 16, 4, 3
     rng = np.random.default_rng(8 + u)
     Y = rng.integers(-(1 << 20), 1 << 20, size=(C, 2))
@@ -328,7 +349,7 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk):
     nbr = rng.integers(0, n, size=(C, K))
     P = rng.integers(0, (1 << fp.P_FRAC_BITS) + 1, size=(C, K))
     iter_base = int(rng.integers(0, 1 << 32))
-    lane = PairLane(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U)
+    lane = PairLane(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U, hold_self=hold_self)
     harness = _LaneHarness(lane, [{"x": int(x), "y": int(y)} for x, y in Y],
                            [{"index": int(nbr[i, e]), "p": int(P[i, e])}
                             for i in range(C) for e in range(K)])
@@ -344,13 +365,24 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk):
         ctx.set(lane.start, 0)
         ctx.set(lane.clear_wsum, 0)
         cycles = 0
+        reads = {"self": 0, "part": 0}
+
+        def count_reads():
+            reads["self"] += ctx.get(lane.y_self.en)
+            reads["part"] += ctx.get(lane.y_part.en)
+
         while ctx.get(lane.act):
             cycles += 1
             assert cycles < 1000
+            count_reads()
             await ctx.tick()
         assert cycles == -(-(n - u) // U) * (kk + S)           # one pair per cycle, no gap
         for _ in range(lane.front_latency + PairUnit.latency + 2):
+            count_reads()
             await ctx.tick()                  # the drain: front end, pair unit, scatter write
+        points = -(-(n - u) // U)
+        assert reads["part"] == points * (kk + S)
+        assert reads["self"] == (points if hold_self else points * (kk + S))
         got["wsum"] = ctx.get(lane.wsum)
         ctx.set(lane.update, 1)
         got["scatter"], got["L"], got["R"] = [], {}, {}
@@ -503,7 +535,8 @@ def test_perf_counters():
     U = 3
     dut = PerfCounters(pair_units=U)
     rng = random.Random(10)
-    exp = {"cycles": 0, "pair_cycles": 0, "pair_items": 0, "rep_cycles": 0, "rep_items": 0}
+    exp = {"cycles": 0, "pair_cycles": 0, "pair_items": 0, "rep_cycles": 0, "rep_items": 0,
+           "y_reads": 0}
 
     async def bench(ctx):
         ctx.set(dut.clear, 1)
@@ -517,6 +550,9 @@ def test_perf_counters():
             ctx.set(dut.pairs, pairs)
             ctx.set(dut.issue, sum(b << k for k, b in enumerate(issue)))
             ctx.set(dut.rep_issue, sum(b << k for k, b in enumerate(rep)))
+            y_read = rng.getrandbits(2 * U + 1)          # Y port enables: counted in any phase
+            ctx.set(dut.y_read, y_read)
+            exp["y_reads"] += bin(y_read).count("1")
             exp["cycles"] += busy
             if pairs:
                 exp["pair_cycles"] += 1
@@ -639,25 +675,28 @@ def test_controller_phase_sequence_and_timing():
             assert ctx.get(ctrl.gain) == 1000 + t
             for i in range(n):                              # UPDATE: one point per cycle
                 assert ctx.get(ctrl.in_update) and ctx.get(ctrl.update_issue.valid)
+                assert ctx.get(ctrl.y_rd.en)                # one Y read per update issue
                 assert ctx.get(ctrl.update_issue.payload) == i
                 # this iteration's constants, while the update uses them
                 assert ctx.get(ctrl.exaggerate) == (t < 1)
                 assert ctx.get(ctrl.momentum) == (11 if t < 2 else 22)
                 await ctx.tick()
-            assert not ctx.get(ctrl.update_issue.valid)
+            assert not ctx.get(ctrl.update_issue.valid) and not ctx.get(ctrl.y_rd.en)
             if t + 1 < n_iter:
                 assert await wait_for(ctx, ctrl.start_pairs) == UPD + 1
         # OUTPUT, with back-pressure
-        beats = []
+        beats, out_reads = [], 0
         for _ in range(200):
             ready = rng.random() < 0.5
             ctx.set(ctrl.coords.ready, ready)
             if ctx.get(ctrl.coords.valid) and ready:
                 beats.append(ctx.get(ctrl.coords.payload))
+            out_reads += ctx.get(ctrl.y_rd.en)
             await ctx.tick()
             if not ctx.get(ctrl.busy):
                 break
         assert beats == Y[:n]
+        assert out_reads == n                               # one Y read per coordinate
         assert ctx.get(ctrl.config.ready)
 
     _simulate(top, bench)

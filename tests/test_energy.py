@@ -240,7 +240,13 @@ def test_hold_self_only_changes_y_reads():
     pairs = a["pair_items"]
     assert a["sram"]["embed_y"]["read_bits"] - b["sram"]["embed_y"]["read_bits"] == \
         48 * (pairs - 5 * 100)
-    assert a["ops"] == b["ops"] and a["rtl"] == b["rtl"]
+    # the RTL counter perf.y_reads is the priced Y traffic, in 48-bit words
+    for c in (a, b):
+        assert c["rtl"]["y_reads"] * 48 == c["sram"]["embed_y"]["read_bits"]
+    assert a["rtl"]["y_reads"] - b["rtl"]["y_reads"] == pairs - 5 * 100
+    assert a["ops"] == b["ops"]
+    assert {k: v for k, v in a["rtl"].items() if k != "y_reads"} == \
+        {k: v for k, v in b["rtl"].items() if k != "y_reads"}
 
 
 def test_dataset_counts_sum_the_driver_chunks():
@@ -410,13 +416,14 @@ def test_verilated_datapath_counters_equal_the_formula(tmp_path):
                                                       "gap": 0.2},
                 "backpressure": 0.2, "seed": 2, "report": str(report), "check_stages": False})
     flow = dfl.Dataflow(lanes=8, tile=4, k=8, capacity=128, neg_samples=4, pair_units=2,
-                        max_dim=64)
+                        max_dim=64, hold_self=True)
     rec = json.loads(report.read_text())
     assert len(rec) == 2
     for r, job in zip(rec, jobs):
         c = dfl.chunk_counts(n=r["n"], dim=r["dim"], budget=job["budget"], flow=flow,
                              n_iter=job["cfg"]["n_iter"])
-        for key in ("bytes_read", "mem_beats", "dist_beats", "pair_items", "rep_items"):
+        for key in ("bytes_read", "mem_beats", "dist_beats", "pair_items", "rep_items",
+                    "y_reads"):
             assert r["perf"][key] == c["rtl"][key], key
 
 
@@ -425,9 +432,11 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
     chunk buffer; the build of tests/test_datapath.py): three jobs — 2x2 and 4x4 pooled and
     unpooled — under random stalls and back-pressure; every traffic and work counter of
     ``perf`` (``bytes_read``, ``mem_beats``, ``dist_beats``, ``buf_read_beats``,
-    ``buf_write_beats``, ``query_rows_read``, ``pair_items``, ``rep_items``) equals
-    :func:`nms.sw.dataflow.chunk_counts` of the buffered flow, and the chunk-buffer memory's
-    read / write bits equal the counted beats times the word width."""
+    ``buf_write_beats``, ``query_rows_read``, ``pair_items``, ``rep_items``, ``y_reads``)
+    equals :func:`nms.sw.dataflow.chunk_counts` of the buffered flow with ``hold_self``, and
+    the priced memory traffic is the counted words times the word width: the chunk buffer's
+    read / write bits, and the embedding's Y reads (48-bit words; ``hold_self``: each point's
+    own ``Y[i]`` once per iteration, not once per pair)."""
     from amaranth.back import verilog
 
     from nms.rtl.datapath import DesneDatapath
@@ -453,10 +462,10 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
     rec = json.loads(report.read_text())
     assert len(rec) == 3
     keys = ("bytes_read", "mem_beats", "dist_beats", "buf_read_beats", "buf_write_beats",
-            "query_rows_read", "pair_items", "rep_items")
+            "query_rows_read", "pair_items", "rep_items", "y_reads")
     for r, job in zip(rec, jobs):
         flow = dfl.Dataflow(buffer=True, lanes=8, tile=4, cand_tile=4, k=8, capacity=128,
-                            neg_samples=4, pair_units=2, max_dim=64,
+                            neg_samples=4, pair_units=2, max_dim=64, hold_self=True,
                             reduce=job["cfg"].get("pool", "none"))
         c = dfl.chunk_counts(n=r["n"], dim=r["dim"], budget=job["budget"], flow=flow,
                              n_iter=job["cfg"]["n_iter"])
@@ -465,6 +474,12 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
         buf = c["sram"]["chunk_buffer"]
         assert buf["read_bits"] == 64 * r["perf"]["buf_read_beats"]
         assert buf["write_bits"] == 64 * r["perf"]["buf_write_beats"]
+        assert c["sram"]["embed_y"]["read_bits"] == 48 * r["perf"]["y_reads"]
+        n, kk = r["n"], min(8, r["n"] - 1)
+        # pairs + own point once per point and iteration + update + output (not 2 x pairs)
+        assert r["perf"]["y_reads"] == (r["perf"]["pair_items"] + 2 * job["cfg"]["n_iter"] * n
+                                        + n)
+        assert r["perf"]["pair_items"] == job["cfg"]["n_iter"] * n * (kk + 4)
         assert r["perf"]["bytes_read"] == r["n"] * r["dim"]          # each image read once
 
 
