@@ -134,9 +134,12 @@ class KnnSelector(wiring.Component):
         # ---- pass state: the candidate index and the tile base ---------------------------------
         first = Signal(init=1)   # the next distance beat is a pass's first
         cand = Signal(iw)        # index of the candidate on `dist` (0 on a pass's first beat)
-        cur_base = Signal(iw)
-        next_base = Signal(iw)   # a one-beat slot, so the next pass's base can wait ahead of it
-        next_ok = Signal()
+        cand_p1 = Signal(iw, init=1)    # cand + 1 (wrapping), kept as a register
+        next_ok = Signal()       # a one-beat slot (next_bt), so the next pass's base can wait
+        # base + t of every query, one bit wider (a query past the index range never matches):
+        # of the pass (`cur_bt`) and of the next one (`next_bt`), registered with the base
+        cur_bt = [Signal(iw + 1, name=f"cur_bt_{t}") for t in range(T)]
+        next_bt = [Signal(iw + 1, name=f"next_bt_{t}") for t in range(T)]
 
         busy = o_act.any()
         in_last = self.dist.payload.last
@@ -146,27 +149,30 @@ class KnnSelector(wiring.Component):
         accept = Signal()
         m.d.comb += accept.eq(self.dist.valid & self.dist.ready)
 
-        base = Signal(iw)
         index = cand             # 0 on a pass's first beat: a register, no mux on its fan-out
-        m.d.comb += base.eq(Mux(first, next_base, cur_base))
+        base_t = [Mux(first, next_bt[t], cur_bt[t]) for t in range(T)]   # base + t of the beat
 
         # `own` (the beat's candidate is query t itself) comes from flip-flops: on a pass's
         # first beat (index 0) only query 0 of a tile based at 0 matches (`next_base_zero`,
-        # registered with the base); on the other beats `own_next` was computed one beat ahead
+        # registered with the base); on the other beats `own_next` was computed one beat ahead,
+        # from registers only (the next beat's index `cand_p1`, the pass's `cur_bt`, and for a
+        # first beat's successor (index 1) the flags `next_is_one` registered with the base)
         own_next = Signal(T)
         next_base_zero = Signal()
+        next_is_one = Signal(T)         # next_base + t == 1
         m.d.comb += self.tile_base.ready.eq(~next_ok)
         with m.If(self.tile_base.valid & self.tile_base.ready):
-            m.d.sync += [next_base.eq(self.tile_base.payload), next_ok.eq(1),
-                         next_base_zero.eq(self.tile_base.payload == 0)]
+            b = self.tile_base.payload
+            m.d.sync += [next_ok.eq(1), next_base_zero.eq(b == 0)]
+            m.d.sync += [next_bt[t].eq(b + t) for t in range(T)]
+            m.d.sync += [next_is_one[t].eq(b + t == 1) for t in range(T)]
         with m.If(accept):
-            following = Signal(iw)     # the index of the pass's next beat (wraps)
-            m.d.comb += following.eq(index + 1)
-            m.d.sync += [first.eq(in_last), cand.eq(Mux(in_last, 0, following))]
-            # base + t one bit wider: a query past the index range never matches
-            m.d.sync += [own_next[t].eq(following == (base + t)) for t in range(T)]
+            m.d.sync += [first.eq(in_last), cand.eq(Mux(in_last, 0, cand_p1)),
+                         cand_p1.eq(Mux(in_last, 1, cand_p1 + 1))]
+            m.d.sync += [own_next[t].eq(Mux(first, next_is_one[t], cand_p1 == cur_bt[t]))
+                         for t in range(T)]
             with m.If(first):
-                m.d.sync += cur_base.eq(next_base)
+                m.d.sync += [cur_bt[t].eq(next_bt[t]) for t in range(T)]
                 # the slot is free again unless it is refilled in this very cycle
                 with m.If(~(self.tile_base.valid & self.tile_base.ready)):
                     m.d.sync += next_ok.eq(0)
@@ -202,7 +208,7 @@ class KnnSelector(wiring.Component):
                     m.d.sync += [o_idx[t][i].eq(n_idx[i]) for i in range(K)]
                     m.d.sync += [o_vld[t][i].eq(n_vld[i]) for i in range(K)]
                     # emit the row only for a real query (base + t < N, N = index + 1)
-                    m.d.sync += o_act[t].eq(n_vld[0] & ((base + t) <= index))
+                    m.d.sync += o_act[t].eq(n_vld[0] & (base_t[t] <= index))
                 with m.Else():
                     m.d.sync += [l_dist[t][i].eq(n_dist[i]) for i in range(K)]
                     m.d.sync += [l_idx[t][i].eq(n_idx[i]) for i in range(K)]
