@@ -41,6 +41,11 @@ Third round (outliers and noise, Fashion-MNIST and its shifted domain):
     each class's merged candidates (kNN + affinities of the merged set, coverage without the
     grid from the member nearest the merged mean, in chunks of at most the capacity): a second
     hardware pass over the candidates.
+
+``pool`` runs every stage on the pooled vectors (:func:`nms.verif.models.pool.pool_vectors`,
+as ``DesneConfig.pool``): the kNN, the affinities and the pixel views (chunk mean, second pass)
+see them; ``"auto"`` = :func:`nms.verif.models.pool.default_pool` of the vector length
+(Fashion-MNIST 4x4, digits none).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import numpy as np
 
 from nms.verif.models import desne as dm
 from nms.verif.models.budget import validate_ratio
+from nms.verif.models.pool import POOL_NAMES, default_pool, pool_vectors
 
 __all__ = ["Variant", "chunk_state", "select_on_state", "variant_select", "cross_class_reference",
            "reverse_mass", "cover_greedy", "EXEMPLARS", "SELECTORS_V"]
@@ -81,6 +87,7 @@ class Variant:
     cover_weight: str = "none"
     mix: float = 1.0
     second: int = 0
+    pool: str = "none"
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -113,6 +120,9 @@ class Variant:
                 or self.second == 1:
             raise ValueError(f"Variant.second must be 0 (off) or an integer >= 2, "
                              f"not {self.second!r}")
+        if self.pool not in tuple(POOL_NAMES) + ("auto",):
+            raise ValueError(f"Variant.pool must be 'auto' or one of {tuple(POOL_NAMES)}, "
+                             f"not {self.pool!r}")
         if (self.floor or self.cover_weight != "none" or self.mix < 1.0) \
                 and not (self.selector == "cover" or self.exemplar == "cover"):
             raise ValueError("Variant.floor / cover_weight / mix apply to the coverage rules")
@@ -433,12 +443,14 @@ def variant_select(X, y, ratio, v: Variant, *, seed=0, config: dm.DesneConfig | 
     cfg = config or dm.DesneConfig()
     ratio = validate_ratio(ratio)
     X, y = dm._check_data(X, y)
+    pool = default_pool(X.shape[1]) if v.pool == "auto" else v.pool
+    X = pool_vectors(X, pool).astype(np.int64)
     picked, weights, labels, budgets = [], [], [], []
     for ch in dm.plan_chunks(y, ratio, cfg.capacity):
         if ch.budget == 0:
             continue
         s = seed + ch.ordinal
-        key = (int(ch.members[0]), int(ch.members.size), s)
+        key = (int(ch.members[0]), int(ch.members.size), s) + ((pool,) if pool != "none" else ())
         state = {"nbr": None, "dist": None, "per": {}}
         if cache is not None and key in cache:
             state = cache[key]

@@ -72,3 +72,18 @@ def test_assemble_goal_checks(tmp_path):
     assert g["one_std"] == pytest.approx(np.std([0.81, 0.82, 0.83]))
     md = (tmp_path / "coreset.md").read_text()
     assert "| desne | 80.00 ± 0.00 (n=3) |" in md and "herding" in md
+
+
+def test_final_redo_reruns_only_the_named_methods(tmp_path):
+    fake = {"ratio": 0.05, "seed": 0, "deterministic": False, "coreset_size": 57,
+            "select_seconds": 0.0, "selection_cached": False, "train_seconds": 0.0,
+            "val_accuracy": 0.01, "test_accuracy": 0.01}
+    (tmp_path / "coreset_parts").mkdir()
+    part = tmp_path / "coreset_parts" / "digits_mlp.json"
+    part.write_text(json.dumps({"dataset": {"name": "digits"}, "trainer": "mlp",
+                                "runs": [{**fake, "method": "random"}, {**fake, "method": "herding"}]}))
+    cb.run_final_piece(tmp_path, "digits", "mlp", methods=("random",), seeds=(0,), ratios=(0.05,),
+                       cache_dir=tmp_path / "cache", redo=True, log=lambda s: None)
+    runs = {r["method"]: r for r in json.loads(part.read_text())["runs"]}
+    assert runs["herding"]["val_accuracy"] == 0.01          # kept as recorded
+    assert runs["random"]["val_accuracy"] > 0.5              # re-measured

@@ -21,7 +21,9 @@ def test_variants_equal_the_model(small):
     cache = {}
     pairs = [(dv.Variant(), dm.PRESETS["v0"]), (dv.Variant(allocation="proportional"), dm.PRESETS["nms"]),
              (dv.Variant(exemplar="cover", allocation="proportional", first="mean"), dm.PRESETS["desne"]),
-             (dv.Variant(selector="cover"), dm.DesneConfig(exemplar="cover-nogrid", cover_start="gain"))]
+             (dv.Variant(selector="cover"), dm.DesneConfig(exemplar="cover-nogrid", cover_start="gain")),
+             (dv.Variant(exemplar="cover", allocation="proportional", first="mean", pool="pool2"),
+              dm.PRESETS["desne"].replace(pool="pool2"))]
     for v, cfg in pairs:
         got = dv.variant_select(X, y, 0.1, v, seed=1, cache=cache)["indices"]
         assert np.array_equal(got, dm.select(X, y, 0.1, cfg, seed=1)["indices"]), v
@@ -71,7 +73,7 @@ def test_variant_errors():
     for kw in (dict(exemplar="x"), dict(allocation="x"), dict(selector="x"), dict(hard="x"),
                dict(weights="x"), dict(perplexities=()), dict(first="x"), dict(floor=1.0),
                dict(exemplar="cover", cover_weight="x"), dict(exemplar="cover", mix=1.5),
-               dict(second=1), dict(second=True), dict(floor=0.1)):
+               dict(second=1), dict(second=True), dict(floor=0.1), dict(pool="pool3")):
         with pytest.raises(ValueError, match="Variant"):
             dv.Variant(**kw)
 
