@@ -41,15 +41,22 @@ from nms.rtl.uart import divisor_for
 __all__ = ["BoardConfig", "BOARD_CONFIGS", "get_config", "core_params", "BoardJobTop",
            "CSR_BASE"]
 
-#: the simulated accelerator's configuration (nms.sw.transport_rtl.DEFAULT_HW) with the board's
-#: Wishbone CSR bus
+#: the generator defaults with the board's Wishbone CSR bus — except the dataflow: the boards
+#: keep the **streamed** datapath (``buffer_dim = 0``, ``cand_tile = 1``; the device default is
+#: the chunk buffer of docs/energy.md §6). Why: every recorded board build, timing and area
+#: report is of the streamed top and no ECP5 build of the buffered one exists yet, so a board
+#: user gets the bitstream that is known to place, route and meet its clock; the 128 KiB window
+#: holds only digits, which the default pooling leaves unpooled (the buffer would save DDR
+#: reads but pool nothing). Give ``hw={"buffer_dim": 49, "cand_tile": 4}`` to build the chosen
+#: dataflow on the board.
 _ULX3S_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 1024, "k": 16,
              "capacity": 1024, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
-             "data_width": 64, "max_burst": 256}
+             "buffer_dim": 0, "cand_tile": 1, "data_width": 64, "max_burst": 256}
 #: what fits the UP5K's 5280 logic cells and 8 DSPs next to the bridge (see nms bench fpga)
 _ICEBREAKER_HW = {"lanes": 2, "tile": 1, "elem_width": 8, "max_dim": 64, "k": 4,
                   "capacity": 64, "neg_samples": 2, "affinity_lanes": 1, "pair_units": 1,
-                  "fetch_depth": 2, "data_width": 32, "max_burst": 16, "read_fifo": 16}
+                  "fetch_depth": 2, "buffer_dim": 0, "cand_tile": 1, "data_width": 32,
+                  "max_burst": 16, "read_fifo": 16}   # no room for a chunk buffer on the UP5K
 
 
 @dataclass(frozen=True)

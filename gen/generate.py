@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nms.rtl.params import BUFFER_DIM, CAND_TILE
+
 __all__ = ["Param", "Block", "REGISTRY", "register_block", "get_block", "resolve_params",
            "elaborate", "generate", "port_table", "add_arguments", "main"]
 
@@ -168,6 +170,13 @@ DATAPATH_PARAMS = (
         Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
         Param("pair_units", int, 2, "embedding pair units (power of two)"),
         Param("fetch_depth", int, 4, "fetch commands queued ahead of their data"),
+        # the chosen dataflow of docs/energy.md §6 (nms.sw.dataflow.CHOSEN) is the default
+        Param("buffer_dim", int, BUFFER_DIM, "0: stream the chunk from DDR once per query tile "
+              "(no pooling unit); > 0: pooling unit + chunk buffer of "
+              "capacity*ceil(buffer_dim/lanes) words, one DDR read per job (default: the chosen "
+              "dataflow, 7x7 = 4x4-pooled 28x28 images)"),
+        Param("cand_tile", int, CAND_TILE, "P, candidates per query-memory row read (> 1 needs "
+              "buffer_dim > 0)"),
 )
 
 
@@ -176,12 +185,7 @@ register_block(Block(
     component="nms.rtl.datapath:DesneDatapath",
     description="DE-SNE chunk datapath: memory read port -> kNN -> affinity -> embedding -> grid "
                 "-> selected indices",
-    params=DATAPATH_PARAMS + (
-        # the chosen dataflow of docs/energy.md §6 (the datapath only; the top does not take it yet)
-        Param("buffer_dim", int, 0, "0: stream the chunk per tile; > 0: pooling unit + chunk "
-              "buffer of capacity*ceil(buffer_dim/lanes) words, one DDR read per job"),
-        Param("cand_tile", int, 1, "P, candidates per query-memory row read (> 1 needs the buffer)"),
-    ),
+    params=DATAPATH_PARAMS,
 ))
 
 

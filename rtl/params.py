@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["check_int"]
+__all__ = ["check_int", "BUFFER_DIM", "CAND_TILE"]
+
+#: the device's default chunk-buffer vector length (``NmsAccelerator(buffer_dim=...)``) and
+#: candidates per query-memory read (``cand_tile``): the chosen dataflow of ``docs/energy.md``
+#: §6 (``nms.sw.dataflow.CHOSEN``: a 28x28 image 4x4-pooled to 7x7 = 49 elements, P = 4; a test
+#: holds them equal). Here, in a module without Amaranth, so the host side reads them cheaply.
+BUFFER_DIM = 49
+CAND_TILE = 4
 
 
 def check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:

@@ -17,7 +17,13 @@
   last outstanding R/B response; the outstanding work is at most the read data FIFO's credits
   (``fifo_depth`` beats) plus one write burst, so with a memory answering within ``L`` cycles
   per burst the abort completes within ``fifo_depth + max_burst + L * bursts + 4`` cycles.
-* **counters** in CSRs: every datapath counter plus the job's cycles and AXI bytes.
+* **counters** in CSRs: every datapath counter plus the job's cycles and AXI bytes;
+* the **dataflow** of the datapath: by default the chosen one of ``docs/energy.md`` §6 — each
+  job's chunk read from DDR once, through the pooling unit, into the chunk buffer
+  (``buffer_dim``), P = ``cand_tile`` candidates per query-memory read; ``buffer_dim=0`` builds
+  the streamed datapath (the chunk read again per query tile). The host learns the buffer's
+  limits from the generator parameters (:func:`nms.rtl.regmap.capabilities`, also in the
+  generator's metadata under ``derived.capabilities``).
 
 The register map is the one declaration, ``nms.rtl.regmap.REGISTERS`` (job, status, interrupt,
 AXI and datapath counters alike); :attr:`NmsAccelerator.registers` is that map, and the
@@ -36,9 +42,10 @@ from nms.rtl.axi import RESP_DECERR, AxiBurstWriter, axi4_signature, check_data_
 from nms.rtl.csr import BUSES, CsrBlock
 from nms.rtl.datapath import DesneDatapath, config_layout
 from nms.rtl.memport import AxiVectorPort, ResultPacker
-from nms.rtl.params import check_int
+from nms.rtl.params import BUFFER_DIM, CAND_TILE, check_int
 
-__all__ = ["NmsAccelerator", "ERROR_CAUSES", "ABORT_TAIL_CYCLES", "effective_registers"]
+__all__ = ["NmsAccelerator", "ERROR_CAUSES", "ABORT_TAIL_CYCLES", "BUFFER_DIM", "CAND_TILE",
+           "effective_registers"]
 
 #: cycles from the last outstanding R/B response of an aborted job to ``STATUS.busy`` low
 ABORT_TAIL_CYCLES = 3
@@ -63,6 +70,16 @@ class NmsAccelerator(wiring.Component):
     ----------
     lanes, tile, elem_width, max_dim, k, capacity, neg_samples, affinity_lanes, pair_units, fetch_depth
         The datapath's (see :class:`~nms.rtl.datapath.DesneDatapath`).
+    buffer_dim : int
+        The datapath's chunk buffer (``docs/energy.md`` §6): ``0`` streams the chunk from DDR
+        once per query tile (no pooling unit, ``OPT.pool`` must be 0); ``1..max_dim`` reads
+        each job's N vectors once, through the pooling unit, into a buffer of
+        ``capacity · ceil(buffer_dim / lanes)`` words (a job with ``N · ceil(D'/lanes)`` more
+        words is refused, ``BAD_CHUNK_BUFFER``). Default :data:`BUFFER_DIM` = 49, the chosen
+        dataflow (``nms.sw.dataflow.CHOSEN``: Fashion-MNIST's 28×28 images 4×4-pooled to 7×7).
+    cand_tile : int
+        P, candidates per query-memory row read of the distance engine, 1..16 (``> 1`` needs
+        ``buffer_dim > 0``). Default :data:`CAND_TILE` = 4, the chosen dataflow.
     data_width : int
         AXI4 data width, 32, 64 or 128. Default 64.
     addr_width : int
@@ -82,17 +99,23 @@ class NmsAccelerator(wiring.Component):
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
                  k: int = 16, capacity: int = 1024, neg_samples: int = 8, affinity_lanes: int = 4,
-                 pair_units: int = 2, fetch_depth: int = 4, data_width: int = 64,
+                 pair_units: int = 2, fetch_depth: int = 4, buffer_dim: int = BUFFER_DIM,
+                 cand_tile: int = CAND_TILE, data_width: int = 64,
                  addr_width: int = 32, max_burst: int = 256, read_fifo: int | None = None,
                  bus: str = "axi-lite"):
         check_data_width(data_width)
         check_int("addr_width", addr_width, 13, 64, "13 to 64 bits")
         if bus not in BUSES:
             raise ValueError(f"bus={bus!r} is not one of {', '.join(BUSES)}")
+        if isinstance(buffer_dim, int) and isinstance(max_dim, int) and buffer_dim > max_dim:
+            raise ValueError(f"buffer_dim={buffer_dim} exceeds max_dim={max_dim}: give buffer_dim "
+                             f"0 (stream the chunk, no pooling unit) or 1..{max_dim} (the "
+                             f"default {BUFFER_DIM} is the chosen dataflow's 7x7 pooled images)")
         self.datapath = DesneDatapath(lanes=lanes, tile=tile, elem_width=elem_width,
                                       max_dim=max_dim, k=k, capacity=capacity,
                                       neg_samples=neg_samples, affinity_lanes=affinity_lanes,
-                                      pair_units=pair_units, fetch_depth=fetch_depth)
+                                      pair_units=pair_units, fetch_depth=fetch_depth,
+                                      buffer_dim=buffer_dim, cand_tile=cand_tile)
         dp = self.datapath
         self.vport = AxiVectorPort(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
                                    index_width=dp.index_width, count_width=dp.count_width,
@@ -120,6 +143,11 @@ class NmsAccelerator(wiring.Component):
     @property
     def derived(self) -> dict:
         out = dict(self.datapath.derived)
+        # the limits a host checks jobs against (nms.rtl.regmap.capabilities: the chunk buffer's
+        # depth, pooling), beside the generator parameters
+        out["capabilities"] = regmap.capabilities(capacity=self.datapath.capacity,
+                                                  lanes=self.datapath.lanes,
+                                                  buffer_dim=self.datapath.buffer_dim)
         out.update({"csr_addr_width": self.csr.addr_width,
                     "abort_tail_cycles": ABORT_TAIL_CYCLES,
                     "error_causes": dict(ERROR_CAUSES),

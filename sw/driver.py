@@ -28,9 +28,11 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
+from nms.rtl.params import BUFFER_DIM, CAND_TILE
 from nms.sw.dataflow import rtl_counters
 from nms.sw.transport import DeviceBusyError, DeviceError, JobRefusedError, Transport
 from nms.verif.models import desne
+from nms.verif.models.pool import POOL_NAMES, check_image, default_pool
 
 __all__ = ["DeviceError", "DeviceBusyError", "JobRefusedError", "Transport", "ModelDevice",
            "Driver", "JobCounters", "TRANSPORTS", "contract_counters", "read_counters"]
@@ -42,7 +44,8 @@ _MASK32 = (1 << 32) - 1
 
 
 def contract_counters(job: dict[str, int], src: int, *, k: int, neg_samples: int, tile: int,
-                      lanes: int, data_width: int, buffer_dim: int = 0) -> dict[str, int]:
+                      lanes: int, data_width: int, buffer_dim: int = 0,
+                      cand_tile: int = 1) -> dict[str, int]:
     """Every untimed counter register of a job that ends cleanly, by the RTL's dataflow.
 
     The datapath reads, per query tile ``base = 0, T, 2T ...``, the ``q = min(T, N - base)``
@@ -52,7 +55,8 @@ def contract_counters(job: dict[str, int], src: int, *, k: int, neg_samples: int
     (``docs/rtl-datapath.md``, ``docs/device.md``). ``job``: the declared job fields, ``src``:
     ``SRC_ADDR``. Returns register name -> value (``_LO``/``_HI`` words split).
     With ``buffer_dim > 0`` (the chunk-buffer datapath, ``docs/energy.md`` §6) the chunk is read
-    once, one request for all N vectors. The datapath counters are
+    once, one request for all N vectors; ``cand_tile`` (P) candidates share a query-memory
+    row read. The datapath counters are
     :func:`nms.sw.dataflow.rtl_counters` (the one place their formulas are written).
     """
     n, dim, budget = job["n"], job["dim"], job["budget"]
@@ -69,7 +73,7 @@ def contract_counters(job: dict[str, int], src: int, *, k: int, neg_samples: int
                        for base in range(0, n, tile))
     dp = rtl_counters(n=n, dim=dim, budget=budget, n_iter=job["n_iter"], k=k,
                       neg_samples=neg_samples, tile=tile, lanes=lanes, buffer=bool(buffer_dim),
-                      pool=job["pool"])
+                      pool=job["pool"], cand_tile=cand_tile)
     values = {"RESULT_COUNT": budget, "BYTES_READ": dp["bytes_read"],
               "BYTES_WRITTEN": 4 * budget, "AXI_BYTES_READ": axi_read,
               "AXI_BYTES_WRITTEN": 4 * budget,
@@ -126,13 +130,19 @@ class ModelDevice(Transport):
     device's ``irq`` output would have. A clean job's counters are those of :func:`contract_counters` (the same as the RTL's, exactly); the
     *timed* ones (cycles, stalls, stage windows) read 0 here. ``lanes`` and ``data_width`` are
     the device's (datapath lanes, AXI data width): they fix the beat counters.
+
+    ``buffer_dim`` and ``cand_tile`` are ``NmsAccelerator``'s: by default the device top's
+    (the chosen dataflow: chunk buffer of ``capacity · ceil(49 / lanes)`` words with the pooling
+    unit, P = 4); ``buffer_dim=0`` models the streamed datapath (``cand_tile`` must be 1).
+    :meth:`from_hw` models a given build.
     """
 
     name = "model"
 
     def __init__(self, *, capacity: int = 1024, max_dim: int = 1024, k: int = 16,
                  neg_samples: int = 8, tile: int = 4, lanes: int = 8, data_width: int = 64,
-                 job_delay_s: float = 0.0, mem_size: int = 1 << 32, buffer_dim: int = 0):
+                 job_delay_s: float = 0.0, mem_size: int = 1 << 32,
+                 buffer_dim: int = BUFFER_DIM, cand_tile: int = CAND_TILE):
         p = regmap.check_params({"capacity": capacity, "max_dim": max_dim, "k": k,
                                  "neg_samples": neg_samples, "tile": tile}, owner="ModelDevice")
         self.capacity, self.max_dim, self.k = p["capacity"], p["max_dim"], p["k"]
@@ -146,8 +156,15 @@ class ModelDevice(Transport):
         if isinstance(buffer_dim, bool) or not isinstance(buffer_dim, int) \
                 or not 0 <= buffer_dim <= self.max_dim:
             raise ValueError(f"ModelDevice.buffer_dim must be an int in [0, max_dim="
-                             f"{self.max_dim}] (0: no chunk buffer), not {buffer_dim!r}")
+                             f"{self.max_dim}] (0: no chunk buffer, the streamed datapath), not {buffer_dim!r}"
+                             + (" (the default, the chosen dataflow's)" if buffer_dim == BUFFER_DIM
+                                else ""))
         self.buffer_dim = buffer_dim   # as DesneDatapath(buffer_dim=...): buffer + pooling unit
+        if isinstance(cand_tile, bool) or not isinstance(cand_tile, int) \
+                or not 1 <= cand_tile <= 16 or (cand_tile > 1 and not buffer_dim):
+            raise ValueError(f"ModelDevice.cand_tile must be an int in [1, 16] (> 1 only with "
+                             f"buffer_dim > 0), not {cand_tile!r} (buffer_dim={buffer_dim})")
+        self.cand_tile = cand_tile
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or not 0 < mem_size <= 1 << 32:
             raise ValueError(f"ModelDevice.mem_size must be an int in [1, 2**32], not {mem_size!r}")
         if not job_delay_s >= 0:
@@ -163,15 +180,16 @@ class ModelDevice(Transport):
         self._fault: BaseException | None = None
         self._lock = threading.Lock()
 
-    @property
-    def params(self) -> dict[str, int]:
-        """The generator parameters, and the chunk-buffer capabilities the job ranges refer to
-        (as ``DesneDatapath.refusal_params``)."""
-        out = super().params
-        if self.buffer_dim:
-            out.update(lanes=self.lanes, pool_max=2,
-                       buffer_depth=self.capacity * -(-self.buffer_dim // self.lanes))
-        return out
+    #: ``NmsAccelerator`` parameters the model takes (the others do not change a result or an
+    #: untimed counter)
+    HW_KEYS = ("capacity", "max_dim", "k", "neg_samples", "tile", "lanes", "data_width",
+               "buffer_dim", "cand_tile")
+
+    @classmethod
+    def from_hw(cls, hw: dict, **kwargs) -> "ModelDevice":
+        """The model of the top built with ``NmsAccelerator(**hw)`` (missing keys: the top's
+        defaults); ``kwargs``: ``job_delay_s``, ``mem_size``."""
+        return cls(**{key: hw[key] for key in cls.HW_KEYS if key in hw}, **kwargs)
 
     # -- memory -------------------------------------------------------------------------------
     def _in_memory(self, addr: int, size: int) -> bool:
@@ -341,7 +359,7 @@ class ModelDevice(Transport):
         self.write_mem(dst, sel.tobytes())
         counters = contract_counters(job, src, k=self.k, neg_samples=self.neg_samples,
                                      tile=self.tile, lanes=self.lanes, data_width=self.data_width,
-                                     buffer_dim=self.buffer_dim)
+                                     buffer_dim=self.buffer_dim, cand_tile=self.cand_tile)
         with self._lock:
             self._regs.update(counters)
             # a refused second START leaves its error visible next to done; the interrupt
@@ -429,9 +447,11 @@ class Driver:
         if self.t.read_reg("ID") != regmap.ID_MAGIC:
             raise DeviceError(f"{transport.name}: no NMS accelerator answers (bad ID register)")
 
-    def job_values(self, n: int, dim: int, budget: int, seed: int) -> dict[str, int]:
-        """The job fields (``nms.rtl.regmap`` keys) for one chunk under :attr:`config`."""
-        c = self.config
+    def job_values(self, n: int, dim: int, budget: int, seed: int,
+                   pool: str | None = None) -> dict[str, int]:
+        """The job fields (``nms.rtl.regmap`` keys) for one chunk under :attr:`config`
+        (``pool``: the job's pooling, default ``config.pool``)."""
+        c = self.config if pool is None else self.config.replace(pool=pool)
         return {"n": n, "dim": dim, "budget": budget,
                 "h_target": fp.entropy_target(c.perplexity), "n_iter": c.n_iter,
                 "exaggeration_iters": c.exaggeration_iters,
@@ -489,32 +509,77 @@ class Driver:
         self.t.wait(self.timeout_s)
         return self.check_status({**job, "src_addr": src, "dst_addr": dst})
 
-    def run_chunk(self, n, dim, budget, src, dst, seed, counters: JobCounters) -> np.ndarray:
-        self.run_job(self.job_values(n, dim, budget, seed), src, dst)
+    def resolve_pool(self, dim: int, pool: str | None = None) -> str:
+        """The pooling of the jobs of a data set of ``dim``-element vectors.
+
+        ``pool`` (``"none"``, ``"pool2"``, ``"pool4"``) if given; else :attr:`config`'s pool if
+        it chooses one (not ``"none"``); else the data set's default,
+        :func:`nms.verif.models.pool.default_pool` (Fashion-MNIST 28x28 -> ``"pool4"``, digits
+        -> ``"none"``) when the device has the pooling unit, and ``"none"`` on a device without
+        it (the streamed datapath). Raises ``ValueError`` naming the value for an unknown name,
+        images the window does not fit, or a pooling the device does not implement."""
+        if pool is None:
+            pool = self.config.pool
+            if pool == "none" and self.t.params.get("pool_max", 0):
+                pool = default_pool(dim)
+        if pool not in POOL_NAMES:
+            raise ValueError(f"pool={pool!r} is not one of {', '.join(POOL_NAMES)}")
+        check_image(dim, pool)
+        pool_max = self.t.params.get("pool_max", 0)
+        if POOL_NAMES[pool] > pool_max:
+            raise ValueError(f"pool={pool!r}: the {self.t.name} device has no pooling unit "
+                             f"(OPT.pool <= {pool_max}; it is built with buffer_dim="
+                             f"{self.t.buffer_dim}); use pool='none'")
+        return pool
+
+    def chunk_capacity(self, dim: int, pool: str) -> int:
+        """The most points per chunk job: the capacity C, and with the chunk buffer no more
+        than it holds (``N · ceil(D'/L) <= buffer_depth``, else the device refuses the job with
+        ``BAD_CHUNK_BUFFER``): e.g. unpooled 64-D digits at C = 1024, ``buffer_dim`` = 49, L = 8
+        -> 896."""
+        limit = regmap.buffer_points(self.t.params, dim, POOL_NAMES[pool])
+        cap = self.config.capacity if limit is None else min(self.config.capacity, limit)
+        if cap < 2:
+            raise ValueError(f"the {self.t.name} device's chunk buffer "
+                             f"({self.t.params['buffer_depth']} words) holds fewer than 2 "
+                             f"vectors of {dim} elements pooled by {pool}")
+        return cap
+
+    def run_chunk(self, n, dim, budget, src, dst, seed, counters: JobCounters,
+                  pool: str | None = None) -> np.ndarray:
+        self.run_job(self.job_values(n, dim, budget, seed, pool), src, dst)
         count = self.t.read_reg("RESULT_COUNT")
         local = np.frombuffer(self.t.read_mem(dst, 4 * count), dtype="<u4").astype(np.int64)
         counters.add(read_counters(self.t), timed=self.t.has_cycle_counter)
         return local
 
-    def select(self, X, y, ratio, *, seed: int = 0, progress=None, on_chunk=None) -> dict:
-        """DE-SNE selection of a labelled data set; same result as ``nms.verif.models.desne.select``.
+    def select(self, X, y, ratio, *, seed: int = 0, pool: str | None = None, progress=None,
+               on_chunk=None) -> dict:
+        """DE-SNE selection of a labelled data set; the same result as
+        ``nms.verif.models.desne.select`` with ``config.replace(pool=result["pool"],
+        capacity=result["chunk_capacity"])``.
 
-        Returns the DeepCore-shaped ``{"indices": ...}`` plus ``"counters"`` (near-memory bytes
-        read/written, chunks, cycles where the backend counts them, seconds). ``progress`` wraps
-        the iterable of chunk jobs (e.g. a progress bar); ``on_chunk(chunk)`` is called after each
-        chunk job, while its registers still hold that job's values.
+        ``pool``: the jobs' pooling (:meth:`resolve_pool`; default: the data set's default
+        where the device can pool). Chunks hold at most :meth:`chunk_capacity` points, so no
+        job overflows the chunk buffer. Returns the DeepCore-shaped ``{"indices": ...}`` plus
+        ``"counters"`` (near-memory bytes read/written, chunks, cycles where the backend counts
+        them, seconds), ``"pool"`` and ``"chunk_capacity"``. ``progress`` wraps the iterable
+        of chunk jobs (e.g. a progress bar); ``on_chunk(chunk)`` is called after each chunk
+        job, while its registers still hold that job's values.
         """
         X, y = desne._check_data(X, y)
         if X.shape[1] > self.t.max_dim:
             raise ValueError(f"vectors have {X.shape[1]} elements; the device takes at most "
                              f"max_dim={self.t.max_dim} (DIM: {regmap.FIELDS['DIM'].range_text()})")
-        chunks = desne.plan_chunks(y, ratio, self.config.capacity)
+        dim = X.shape[1]
+        pool = self.resolve_pool(dim, pool)
+        cap = self.chunk_capacity(dim, pool)
+        chunks = desne.plan_chunks(y, ratio, cap)
         t0 = time.perf_counter()
         # place the data set in device memory, per class (see module docstring): each chunk is
         # then one contiguous slice starting at vector ``start``
         order = np.concatenate([c.members for c in chunks])
         starts = np.cumsum([0] + [c.members.size for c in chunks])
-        dim = X.shape[1]
         self.t.write_mem(0, X[order].astype(np.uint8).tobytes())
         dst = -(-order.size * dim // self.RESULT_ADDR_ALIGN) * self.RESULT_ADDR_ALIGN
         counters = JobCounters()
@@ -522,10 +587,11 @@ class Driver:
         jobs = [(c, s) for c, s in zip(chunks, starts) if c.budget > 0]
         for c, start in (progress(jobs) if progress else jobs):
             local = self.run_chunk(c.members.size, dim, c.budget, int(start) * dim, dst,
-                                   seed + c.ordinal, counters)
+                                   seed + c.ordinal, counters, pool)
             picked.append(c.members[local])
             if on_chunk is not None:
                 on_chunk(c)
         counters.seconds = time.perf_counter() - t0
         return {"indices": np.sort(np.concatenate(picked)).astype(np.int64),
-                "counters": counters.as_dict(), "backend": self.t.name}
+                "counters": counters.as_dict(), "backend": self.t.name, "pool": pool,
+                "chunk_capacity": cap}

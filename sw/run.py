@@ -38,7 +38,7 @@ from nms.sw.driver import TRANSPORTS, Driver
 from nms.sw.lrt import SGDTrainer, SKSTrainer
 from nms.sw.nn import QuantConfig, build_model
 from nms.sw.pretrain import pretrain
-from nms.sw.cliargs import positive_int_arg, ratio_arg, seed_arg
+from nms.sw.cliargs import pool_arg, positive_int_arg, ratio_arg, seed_arg
 from nms.sw.streams import background, spatial_transform, white_noise
 from nms.verif.models.budget import validate_ratio
 from nms.verif.models import desne
@@ -86,6 +86,10 @@ def add_arguments(parser) -> None:
                              f"{DEFAULT_CLOCK_HZ / 1e6:g} MHz)")
     parser.add_argument("--capacity", type=positive_int_arg, default=1024,
                         help="on-chip capacity C of the accelerator (points per chunk, default 1024)")
+    parser.add_argument("--pool", type=pool_arg, default=None,
+                        help="pooling in front of the kNN: none, pool2 (2x2) or pool4 (4x4); "
+                             "default: the data set's (Fashion-MNIST 28x28 -> pool4, digits -> "
+                             "none) on a device with the pooling unit, else none")
     parser.add_argument("--perplexity", type=float, default=None,
                         help=f"target perplexity (default {desne.DesneConfig.perplexity})")
     parser.add_argument("--iterations", type=positive_int_arg, default=None,
@@ -236,8 +240,12 @@ def device_report(counters: dict, transport, *, clock_hz: float | None = None) -
 def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.DesneConfig | None = None,
             model="lrt-cnn", rank=4, epochs=10, seed=0, skip_full=False, progress=True,
             shift="BG+WN", n_train=None, pretrain_epochs=None, sweep=False, port=None,
-            clock_hz: float | None = None, transport_options: dict | None = None) -> dict:
+            clock_hz: float | None = None, transport_options: dict | None = None,
+            pool: str | None = None) -> dict:
     """The whole job on a loaded :class:`~nms.sw.datasets.Dataset`; returns the report dict.
+
+    ``pool``: the jobs' pooling (``Driver.resolve_pool``; default: the data set's default
+    pooling where the device has the pooling unit — every backend's default device has it).
 
     ``clock_hz``: clock of the report's job time (see :func:`device_report`);
     ``transport_options``: further keyword arguments of the backend (e.g. the RTL build ``hw``).
@@ -291,7 +299,8 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
     cfg = (config or desne.DesneConfig()).replace(capacity=capacity, k=transport.k,
                                                   neg_samples=transport.neg_samples)
     drv = Driver(transport, cfg)
-    sel = drv.select(_flat(Xtr), ytr, ratio, seed=seed, progress=bar)
+    sel = drv.select(_flat(Xtr), ytr, ratio, seed=seed, pool=pool, progress=bar)
+    cfg = cfg.replace(pool=sel["pool"])     # what the jobs ran (OPT.pool), for the energy report
     idx = sel["indices"]
     rnd = random_select(_flat(Xtr), ytr, ratio, seed=seed)["indices"]
 
@@ -342,6 +351,10 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
         "pretrain": {**pre, "model": model, "n_samples": int(len(ysrc))},
         "selection": {"ratio": ratio, "n_selected": int(idx.size), "backend": sel["backend"],
                       "counters": sel["counters"], "config": dataclasses.asdict(cfg),
+                      "pool": sel["pool"], "chunk_capacity": sel["chunk_capacity"],
+                      "hardware": {"buffer_dim": transport.buffer_dim,
+                                   "cand_tile": transport.cand_tile, "tile": transport.tile,
+                                   "lanes": transport.lanes},
                       "device": device_report(sel["counters"], transport, clock_hz=clock_hz),
                       "indices": idx.tolist()},
         "training": {"model": model, "rank": rank, "epochs": epochs, "seed": seed,
@@ -378,7 +391,10 @@ def _markdown(rep: dict) -> str:
              f"({d['shift']}): {d['n_train']} images in DDR, {d['n_val']} held out for validation, "
              f"{d['n_test']} test images, shape {d['shape']}. Coreset: {s['n_selected']} samples "
              f"({100 * s['ratio']:g} %) selected near memory by DE-SNE on the `{s['backend']}` "
-             f"backend ({s['counters']['chunks']} chunks, {s['counters']['seconds']:.1f} s).", "",
+             f"backend ({s['counters']['chunks']} chunks of at most {s['chunk_capacity']}, "
+             f"{s['counters']['seconds']:.1f} s; kNN pooling {s['pool']}; device "
+             f"{'chunk buffer ' + str(s['hardware']['buffer_dim']) if s['hardware']['buffer_dim'] else 'streamed'}"
+             f", T = {s['hardware']['tile']}, P = {s['hardware']['cand_tile']}).", "",
              "## Accuracy on the new domain and NVM weight writes", "",
              "| adaptation | samples | test accuracy | writes / weight (mean) | worst case (paper) "
              "| worst case (changed cells) | NVM write energy (µJ) | train time (s) |",
@@ -540,7 +556,8 @@ def main(args) -> int:
                   model=args.model, rank=args.rank, epochs=args.epochs, seed=args.seed,
                   skip_full=args.skip_full, progress=not args.no_progress, shift=args.shift,
                   n_train=args.n_train, pretrain_epochs=args.pretrain_epochs, sweep=args.sweep,
-                  port=args.port, clock_hz=None if args.clock_mhz is None else 1e6 * args.clock_mhz)
+                  port=args.port, clock_hz=None if args.clock_mhz is None else 1e6 * args.clock_mhz,
+                  pool=args.pool)
     rep["seconds_total"] = time.perf_counter() - t0
     write_reports(rep, args.out)
     rep["plots"] = _plots(rep, ds, args.out, args.seed)

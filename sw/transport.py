@@ -44,6 +44,12 @@ class Transport(ABC):
     k: int
     neg_samples: int
     tile: int
+    #: the datapath's lanes L, chunk-buffer vector length (0: streamed, no pooling unit) and
+    #: candidates per query-memory read: the buffer's limits follow from them
+    #: (:func:`nms.rtl.regmap.capabilities`); a backend sets them from its generator parameters
+    lanes: int = 8
+    buffer_dim: int = 0
+    cand_tile: int = 1
     #: True if the *timed* counters (``regmap.TIMED_REGISTERS``: ``CYCLES_*``, the stage windows
     #: and stalls) count real clock cycles (RTL simulation, FPGA); every other counter reads
     #: the same on every backend (``regmap.CONTRACT_REGISTERS``, ``docs/device.md``)
@@ -53,9 +59,13 @@ class Transport(ABC):
 
     @property
     def params(self) -> dict[str, int]:
-        """The generator parameters the declared job ranges refer to (and the others)."""
+        """The generator parameters the declared job ranges refer to (and the others), with
+        the chunk buffer's capabilities (``buffer_depth``, ``pool_max``, ``lanes``) when the
+        device has one — what the device's own refusal check uses."""
         return {"capacity": self.capacity, "max_dim": self.max_dim, "k": self.k,
-                "neg_samples": self.neg_samples, "tile": self.tile}
+                "neg_samples": self.neg_samples, "tile": self.tile,
+                **regmap.capabilities(capacity=self.capacity, lanes=self.lanes,
+                                      buffer_dim=self.buffer_dim)}
 
     @abstractmethod
     def read_reg(self, name: str) -> int: ...

@@ -15,15 +15,18 @@ from __future__ import annotations
 import time
 
 from nms.rtl import regmap
+from nms.rtl.params import BUFFER_DIM, CAND_TILE
 from nms.sw.transport import DeviceError, Transport
 from nms.verif.sim.fastsim import FastSim, FastSimError
 
 __all__ = ["RtlTransport", "DEFAULT_HW"]
 
-#: the default simulated build: the generator defaults except the vector length (the digits and
-#: Fashion-MNIST images fit 1024) and the clock's job (see ``nms bench sim``)
+#: the default simulated build: the generator defaults of ``nms generate --block top`` — the
+#: chosen dataflow (chunk buffer ``buffer_dim`` = 49 with the pooling unit, P = ``cand_tile`` = 4),
+#: C = 1024, vectors up to 1024 elements (digits and Fashion-MNIST fit), 64-bit AXI
 DEFAULT_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 1024, "k": 16,
               "capacity": 1024, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
+              "buffer_dim": BUFFER_DIM, "cand_tile": CAND_TILE,
               "data_width": 64, "max_burst": 256, "bus": "axi-lite"}
 
 
@@ -35,7 +38,9 @@ class RtlTransport(Transport):
     capacity, max_dim, k, neg_samples, tile : int
         Generator parameters of the simulated top (defaults: :data:`DEFAULT_HW`).
     hw : dict, optional
-        Further ``NmsAccelerator`` parameters (``lanes``, ``data_width``, ``bus`` ...).
+        Further ``NmsAccelerator`` parameters (``lanes``, ``buffer_dim``, ``cand_tile``,
+        ``data_width``, ``bus`` ...); the chunk buffer's limits the host checks jobs against
+        follow from them (:attr:`params`).
     mem_size : int
         Bytes of simulated DDR (default 64 MiB).
     latency : int
@@ -66,6 +71,7 @@ class RtlTransport(Transport):
         self.hw = cfg
         self.capacity, self.max_dim, self.k = cfg["capacity"], cfg["max_dim"], cfg["k"]
         self.neg_samples, self.tile = cfg["neg_samples"], cfg["tile"]
+        self.lanes, self.buffer_dim, self.cand_tile = cfg["lanes"], cfg["buffer_dim"], cfg["cand_tile"]
         self.clock_hz = float(clock_hz)
         self.max_cycles = int(max_cycles)
         self._regs, self._addr = regmap.REGMAP, regmap.ADDR

@@ -20,6 +20,7 @@ import struct
 import time
 
 from nms.fpga.board_top import BOARD_CONFIGS, CSR_BASE, BoardConfig, get_config
+from nms.rtl.params import BUFFER_DIM, CAND_TILE
 from nms.rtl.top import effective_registers
 from nms.rtl.uartbone import CMD_READ_INCR, CMD_WRITE_INCR, MAX_WORDS
 from nms.sw.transport import DeviceError, Transport
@@ -101,6 +102,10 @@ class SerialTransport(Transport):
         self.board = board
         self.capacity, self.max_dim, self.k = hw["capacity"], hw["max_dim"], hw["k"]
         self.neg_samples, self.tile = hw["neg_samples"], hw["tile"]
+        # the chunk buffer (and its limits, :attr:`params`): the board's, else the top's defaults
+        self.lanes = hw.get("lanes", 8)
+        self.buffer_dim = hw.get("buffer_dim", BUFFER_DIM)
+        self.cand_tile = hw.get("cand_tile", CAND_TILE)
         self.mem_size = cfg.mem_size
         self.job_timeout_s = float(job_timeout_s)
         self.timeout = float(timeout)

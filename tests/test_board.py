@@ -30,9 +30,11 @@ from nms.sw.transport_serial import SerialTransport
 from nms.verif.models import desne
 from nms.verif.sim.boardsim import BoardServer, BoardSim
 
+#: the boards' dataflow (nms.fpga.board_top: the streamed datapath, buffer_dim = 0): the one
+#: streamed top build of the suite (the other whole-top tests build the default chunk buffer)
 HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 4, "capacity": 64,
-      "neg_samples": 2, "affinity_lanes": 2, "pair_units": 1, "data_width": 64,
-      "max_burst": 16}
+      "neg_samples": 2, "affinity_lanes": 2, "pair_units": 1, "buffer_dim": 0, "cand_tile": 1,
+      "data_width": 64, "max_burst": 16}
 MEM = 1 << 16
 CORE = {"hw": HW, "mem_size": MEM, "divisor": 8, "idle_timeout": 5000}
 CONFIG = BoardConfig(board="sim-small", hw={**HW, "bus": "wishbone"}, clock_hz=50e6,
@@ -68,8 +70,7 @@ def _config(**kw):
 
 
 def _model():
-    return ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                       neg_samples=HW["neg_samples"], tile=HW["tile"])
+    return ModelDevice.from_hw(HW)
 
 
 def test_fpga_backend_is_registered():
@@ -257,9 +258,7 @@ def test_nms_serve_ulx3s_configuration():
         X, y = _digits(120)
         got = Driver(t, cfg).select(X, y, 0.1, seed=3)
         hw = BOARD_CONFIGS["ulx3s-85f"].hw
-        ref = Driver(ModelDevice(capacity=hw["capacity"], max_dim=hw["max_dim"], k=hw["k"],
-                                 neg_samples=hw["neg_samples"], tile=hw["tile"]),
-                     cfg).select(X, y, 0.1, seed=3)
+        ref = Driver(ModelDevice.from_hw(hw), cfg).select(X, y, 0.1, seed=3)
         np.testing.assert_array_equal(got["indices"], ref["indices"])
         t.close()
         assert core_params("ulx3s-85f")["mem_size"] == 128 * 1024

@@ -31,7 +31,8 @@ def test_driver_matches_model_select_with_chunking(digits):
     X, y = digits
     keep = np.isin(y, [0, 1, 2])
     X, y = X[keep], y[keep]
-    drv = Driver(ModelDevice(capacity=100))  # every class (~180) is split into 2 chunks
+    # the streamed datapath: every class (~180) is split into 2 chunks
+    drv = Driver(ModelDevice(capacity=100, buffer_dim=0, cand_tile=1))
     cfg = drv.config.replace(n_iter=60, exaggeration_iters=20, momentum_switch=20)
     drv.config = cfg
     got = drv.select(X, y, 0.1, seed=5)
@@ -46,6 +47,50 @@ def test_driver_matches_model_select_with_chunking(digits):
     assert c["near_bytes_read"] == expected
     assert c["near_bytes_written"] == 4 * got["indices"].size
     assert c["cycles"] is None  # the model backend has no clock
+
+
+def test_default_device_plans_chunks_that_fit_the_chunk_buffer(digits):
+    """The default device has the chunk buffer (the chosen dataflow): the driver plans chunks of
+    at most what it holds, so a default job is never refused (BAD_CHUNK_BUFFER) — here unpooled
+    64-D digits (the default pooling of 8x8 images is none) need 8 words each: C = 100 with
+    buffer_dim = 49 holds 700 words, 87 vectors; at C = 1024, 896. The result equals the model's
+    select with that chunk capacity, and every image is read from DDR once."""
+    X, y = digits
+    keep = np.isin(y, [0, 1, 2])
+    X, y = X[keep], y[keep]
+    assert Driver(ModelDevice()).chunk_capacity(64, "none") == 896
+    assert Driver(ModelDevice()).chunk_capacity(784, "pool4") == 1024
+    drv = Driver(ModelDevice(capacity=100))
+    drv.config = drv.config.replace(n_iter=60, exaggeration_iters=20, momentum_switch=20)
+    got = drv.select(X, y, 0.1, seed=5)
+    assert got["pool"] == "none" and got["chunk_capacity"] == 87
+    ref = desne.select(X, y, 0.1, drv.config.replace(capacity=87), seed=5)
+    assert np.array_equal(got["indices"], ref["indices"])
+    assert got["counters"]["chunks"] == sum(-(-int((y == c).sum()) // 87) for c in (0, 1, 2))
+    assert got["counters"]["near_bytes_read"] == X.size
+    # a job the driver did not plan is refused by the device, naming N and its largest value
+    with pytest.raises(JobRefusedError, match="at most 87"):
+        drv.run_chunk(100, 64, 5, 0, 1 << 20, 0, counters=JobCounters())
+
+
+def test_pooling_default_and_override(digits):
+    """The default pooling is the data set's (28x28 -> 4x4, 8x8 -> none) where the device has
+    the pooling unit, none on the streamed datapath; an explicit pool wins; a bad one is a
+    ValueError naming it."""
+    dev = Driver(ModelDevice())
+    assert dev.resolve_pool(784) == "pool4" and dev.resolve_pool(64) == "none"
+    assert dev.resolve_pool(784, "none") == "none" and dev.resolve_pool(784, "pool2") == "pool2"
+    assert dev.resolve_pool(45) == "none"
+    stream = Driver(ModelDevice(buffer_dim=0, cand_tile=1))
+    assert stream.resolve_pool(784) == "none"
+    with pytest.raises(ValueError, match="no pooling unit"):
+        stream.resolve_pool(784, "pool4")
+    with pytest.raises(ValueError, match="pool='pool3'"):
+        dev.resolve_pool(784, "pool3")
+    with pytest.raises(ValueError, match="square image"):
+        dev.resolve_pool(45, "pool2")
+    with pytest.raises(ValueError, match="buffer_dim"):
+        ModelDevice(max_dim=32)
 
 
 def test_start_while_busy_is_refused_parameters_are_latched(digits):

@@ -333,7 +333,8 @@ def test_model_backend_counters_equal_the_formula():
     y = np.repeat([0, 1], 75)
     cfg = desne.DesneConfig(k=8, neg_samples=4, capacity=64, perplexity=5.0, n_iter=6,
                             exaggeration_iters=2, momentum_switch=2)
-    drv = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4), cfg)
+    drv = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4, buffer_dim=0,
+                             cand_tile=1), cfg)   # the streamed datapath
     got = drv.select(X, y, 0.1, seed=1)["counters"]
     flow = dfl.Dataflow(capacity=64, k=8, neg_samples=4, tile=4, max_dim=64)
     want = dfl.dataset_counts(y, dim=64, ratio=0.1, flow=flow, n_iter=6)

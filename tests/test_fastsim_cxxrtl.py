@@ -53,9 +53,7 @@ def test_cxxrtl_equals_verilator_and_model_on_digits():
             results[engine] = _select_with_registers(t, X, y, 0.1, 0)
         finally:
             t.close()
-    want = Driver(ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                              neg_samples=HW["neg_samples"], tile=HW["tile"]), _cfg()
-                  ).select(X, y, 0.1, seed=0)["indices"]
+    want = Driver(ModelDevice.from_hw(HW), _cfg()).select(X, y, 0.1, seed=0)["indices"]
     (idx_v, regs_v, sim_v), (idx_c, regs_c, sim_c) = results["verilator"], results["cxxrtl"]
     np.testing.assert_array_equal(idx_v, want)
     np.testing.assert_array_equal(idx_c, want)

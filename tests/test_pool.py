@@ -193,7 +193,7 @@ def test_model_device_refuses_and_runs_pooled_jobs_like_the_rtl():
     assert np.array_equal(got["indices"], want["indices"])
     regs = read_counters(dev)
     c = rtl_counters(n=40, dim=64, budget=4, n_iter=6, k=8, neg_samples=4, tile=4, lanes=8,
-                     buffer=True, pool="pool2")
+                     buffer=True, pool="pool2", cand_tile=dev.cand_tile)   # P = 4, the default
     assert regs["BYTES_READ"] == 40 * 64 == c["bytes_read"]
     for key in ("mem_beats", "dist_beats", "buf_read_beats", "buf_write_beats",
                 "query_rows_read", "pair_items", "rep_items"):
@@ -204,8 +204,11 @@ def test_model_device_refuses_and_runs_pooled_jobs_like_the_rtl():
     with pytest.raises(JobRefusedError, match=r"N must be at most 16 .*BAD_CHUNK_BUFFER"):
         Driver(dev, cfg.replace(pool="none")).run_job(
             Driver(dev, cfg.replace(pool="none")).job_values(20, 64, 2, 1), 0, 1 << 16)
-    plain = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4), cfg)
+    plain = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4, buffer_dim=0,
+                               cand_tile=1), cfg)
     with pytest.raises(JobRefusedError, match=r"OPT.pool must be <= pool_max \(= 0\), not 1"):
+        plain.run_job(plain.job_values(10, 64, 2, 1), 0, 1 << 16)
+    with pytest.raises(ValueError, match="no pooling unit"):   # the host says so before a job
         plain.select(X, y, 0.1, seed=1)
 
 

@@ -30,7 +30,7 @@ from nms.verif.sim.build import run_cocotb
 
 #: the parameter set of tests/test_datapath.py (same Verilog -> the same Verilator build)
 HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
-      "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2}
+      "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2, "buffer_dim": 0, "cand_tile": 1}
 PARAMS = {"capacity": HW["capacity"], "max_dim": HW["max_dim"]}
 #: a short schedule; learning rate and shift are part of the sweep
 SCHEDULE = {"n_iter": 6, "exaggeration_iters": 2, "momentum_switch": 3, "perplexity": 5.0}
@@ -53,8 +53,7 @@ def _base_job() -> dict:
 
 
 def _model() -> ModelDevice:
-    return ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                       neg_samples=HW["neg_samples"], tile=HW["tile"])
+    return ModelDevice.from_hw(HW)   # the streamed DesneDatapath(**HW): buffer_dim = 0
 
 
 def refusal_cases(base: dict) -> list[tuple[str, int, str]]:
@@ -196,8 +195,7 @@ def test_rtl_job_controller_refuses_every_condition_with_the_same_cause():
 
 def test_model_start_while_busy_reports_the_same_cause():
     base = _base_job()
-    dev = ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                      neg_samples=HW["neg_samples"], tile=HW["tile"], job_delay_s=0.3)
+    dev = ModelDevice.from_hw(HW, job_delay_s=0.3)
     drv = Driver(dev, _cfg())
     dev.write_mem(0, X_BASE.astype(np.uint8).tobytes())
     drv.program(base, 0, 1 << 16)

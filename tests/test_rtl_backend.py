@@ -1,5 +1,6 @@
 """The fast whole-job simulation and ``Driver(backend="rtl")``: the Verilated top (the small test
-build of ``tests/test_top.py``) with the C++ AXI4 memory model and CSR master.
+build of ``tests/test_top.py``, with the default dataflow: the chunk buffer of ``buffer_dim`` =
+49, P = 4) with the C++ AXI4 memory model and CSR master.
 
 * on digits (scikit-learn's training images, 10 %), the rtl backend returns exactly the indices
   of the model backend, chunk by chunk as ``nms run`` selects them, with the same near-memory
@@ -41,9 +42,15 @@ def _cfg():
 
 
 def _model():
-    return ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                       neg_samples=HW["neg_samples"], tile=HW["tile"], lanes=HW["lanes"],
-                       data_width=HW["data_width"])
+    return ModelDevice.from_hw(HW)      # the same build: the default chunk buffer and P
+
+
+def test_the_test_build_has_the_default_dataflow(rtl):
+    """The build under test is the default device: 64 x 7 buffer words; unpooled 64-D digits
+    (8 words each) fit 56 per chunk, which the driver plans for."""
+    assert rtl.buffer_dim == 49 and rtl.cand_tile == 4
+    assert rtl.params["buffer_depth"] == 448 and rtl.params == _model().params
+    assert Driver(rtl, _cfg()).chunk_capacity(64, "none") == 56
 
 
 def test_rtl_backend_is_registered():
@@ -58,7 +65,10 @@ def test_rtl_backend_equals_model_on_digits(rtl):
     y = ds.y_train
     got = Driver(rtl, _cfg()).select(X, y, 0.1, seed=0)
     want = Driver(_model(), _cfg()).select(X, y, 0.1, seed=0)
-    assert got["backend"] == "rtl"
+    assert got["backend"] == "rtl" and got["pool"] == want["pool"] == "none"
+    assert got["chunk_capacity"] == 56
+    # each image read from DDR once (the chunk buffer)
+    assert got["counters"]["near_bytes_read"] == X.size
     np.testing.assert_array_equal(got["indices"], want["indices"])
     for key in ("chunks", "near_bytes_read", "near_bytes_written"):
         assert got["counters"][key] == want["counters"][key], key
@@ -67,7 +77,9 @@ def test_rtl_backend_equals_model_on_digits(rtl):
 
 def test_refusal_cause_matches_model(rtl):
     drv_rtl, drv_model = Driver(rtl, _cfg()), Driver(_model(), _cfg())
-    for bad in ({"budget": 40, "n": 30}, {"n": 65}, {"dim": 65}):
+    for bad in ({"budget": 40, "n": 30}, {"n": 65}, {"dim": 65},
+                {"n": 57, "dim": 64},            # 57 * 8 words > the buffer's 448
+                {"pool": 2, "img_w": 6, "dim": 36}):   # 6 is no multiple of 4
         job = {**drv_rtl.job_values(30, 16, 3, 1), **bad}
         causes = []
         for drv in (drv_rtl, drv_model):
@@ -186,8 +198,7 @@ def test_nms_run_on_rtl_returns_the_model_indices_and_reports_cycles(rtl):
     common = {"ratio": 0.1, "capacity": HW["capacity"], "epochs": 1, "skip_full": True,
               "progress": False, "pretrain_epochs": 2,
               "config": desne.DesneConfig(**SCHEDULE)}
-    model_hw = {"max_dim": HW["max_dim"], "k": HW["k"], "neg_samples": HW["neg_samples"],
-                "tile": HW["tile"], "lanes": HW["lanes"], "data_width": HW["data_width"]}
+    model_hw = {key: HW[key] for key in ModelDevice.HW_KEYS if key in HW and key != "capacity"}
     got = run_job(ds, backend="rtl", clock_hz=50e6,
                   transport_options={"hw": HW, "latency": 12}, **common)
     want = run_job(ds, backend="model", transport_options=model_hw, **common)
@@ -216,9 +227,7 @@ def test_memory_outside_the_device_reports_the_same_axi_cause(rtl):
     response (AXI_READ_ERROR / AXI_WRITE_ERROR, the job ends, nothing hangs), the model device of
     the same memory size reports the same cause; both raise irq with IRQ_STATUS.error."""
     size = rtl.sim.mem_size
-    model = ModelDevice(capacity=HW["capacity"], max_dim=HW["max_dim"], k=HW["k"],
-                        neg_samples=HW["neg_samples"], tile=HW["tile"], lanes=HW["lanes"],
-                        data_width=HW["data_width"], mem_size=size)
+    model = ModelDevice.from_hw(HW, mem_size=size)
     job = Driver(model, _cfg()).job_values(20, 16, 3, 2)
     for src, dst, cause in ((size - 64, 0x20000, "AXI_READ_ERROR"),
                             (0x1000, size - 4, "AXI_WRITE_ERROR")):

@@ -32,6 +32,9 @@ def test_run_job_report(digits):
                        FAST.replace(capacity=256), seed=0)
     assert sel["indices"] == ref["indices"].tolist()
     assert sel["n_selected"] == len(sel["indices"]) == 108
+    # the default device (chunk buffer): digits keep their default pooling (none), chunks fit
+    assert sel["pool"] == "none" and sel["chunk_capacity"] == 224     # 256 * 7 words / 8
+    assert sel["hardware"]["buffer_dim"] == 49 and sel["hardware"]["cand_tile"] == 4
     assert set(rep["runs"]) == {"sks_desne", "sks_random", "sgd_desne"}
     assert set(rep["accuracy"]) == {"none", "sks_desne", "sks_random", "sgd_desne"}
     for r in rep["runs"].values():
@@ -97,6 +100,7 @@ def test_cli_writes_reports(tmp_path, capsys):
     (["--model", "resnet"], "invalid choice"),
     (["--clock-mhz", "0"], "clock 0 MHz must be > 0"),
     (["--clock-mhz", "fast"], "clock 'fast' is not a number of MHz"),
+    (["--pool", "pool3"], "pool 'pool3' is not one of none, pool2, pool4"),
 ])
 def test_cli_rejects_bad_options(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:  # argparse: usage error, exit status 2

@@ -61,10 +61,43 @@ def _jobs():
     ({"bus": "apb"}, "bus='apb'"),
     ({"addr_width": 8}, "addr_width=8"),
     ({"read_fifo": 4, "max_burst": 16}, "fifo_depth=4"),
+    ({"buffer_dim": 65}, "buffer_dim=65 exceeds max_dim=64"),
+    ({"buffer_dim": -1}, "buffer_dim=-1"),
+    ({"buffer_dim": 0, "cand_tile": 4}, "cand_tile=4 needs the chunk buffer"),
+    ({"cand_tile": 17}, "cand_tile=17"),
 ])
 def test_bad_parameters_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NmsAccelerator(**{**HW, **kwargs})
+
+
+def test_default_dataflow_is_the_chosen_one():
+    """What a user gets by default (the top, ``nms generate --block top`` / ``datapath`` and the
+    RTL backend's build) is the chosen dataflow of ``nms.sw.dataflow.CHOSEN``: the chunk buffer
+    for 4x4-pooled 28x28 images, P candidates per query-memory read; its limits are in the
+    generator metadata and follow from the parameters on the host side."""
+    import inspect
+
+    from nms.gen.generate import get_block
+    from nms.sw.dataflow import CHOSEN, reduced_dim
+    from nms.sw.transport_rtl import DEFAULT_HW
+
+    assert CHOSEN.buffer and reduced_dim(28 * 28, CHOSEN.reduce) == 49
+    want = {"buffer_dim": 49, "cand_tile": CHOSEN.cand_tile}
+    sig = inspect.signature(NmsAccelerator).parameters
+    for block in ("top", "datapath"):
+        params = {p.name: p.default for p in get_block(block).params}
+        assert {k: params[k] for k in want} == want, block
+    assert {k: sig[k].default for k in want} == want
+    assert {k: DEFAULT_HW[k] for k in want} == want
+    top = NmsAccelerator(**HW)                        # the test build takes the default too
+    assert top.datapath.chunk_buffer and top.datapath.cand_tile == CHOSEN.cand_tile
+    caps = regmap.capabilities(capacity=64, lanes=8, buffer_dim=49)
+    assert caps == {"lanes": 8, "buffer_depth": 64 * 7, "pool_max": 2}
+    assert top.derived["capabilities"] == caps
+    assert {k: top.datapath.refusal_params[k] for k in caps} == caps
+    stream = NmsAccelerator(**HW, buffer_dim=0, cand_tile=1)
+    assert not stream.datapath.chunk_buffer and stream.derived["capabilities"] == {}
 
 
 def test_register_map_is_the_one_declaration():
