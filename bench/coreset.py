@@ -363,12 +363,14 @@ def _search_markdown(res) -> str:
         lines += ["", "Not ranked (no runs on every ranked cell): "
                   + ", ".join(f"`{m}`" for m in res["unranked"]) + "."]
     for d in dsets:
-        lines += ["", f"**{d}**", "",
+        methods = list(dict.fromkeys(r["method"] for r in res["rows"] if r["dataset"] == d))
+        n_max = max(r["n"] for r in res["rows"] if r["dataset"] == d)
+        lines += ["", f"**{d}** (seeds per row: {n_max} unless marked)", "",
                   "| method | " + " | ".join(f"{100 * q:g} %" for q in ratios) + " |",
                   "|---|" + "---:|" * len(ratios)]
-        methods = list(dict.fromkeys(r["method"] for r in res["rows"] if r["dataset"] == d))
         for m in methods:
             cells = [f"{100 * rows[(d, m, q)]['mean']:.2f} ± {100 * rows[(d, m, q)]['std']:.2f}"
+                     + (f" (n={rows[(d, m, q)]['n']})" if rows[(d, m, q)]["n"] != n_max else "")
                      if (d, m, q) in rows else "—" for q in ratios]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -430,8 +432,12 @@ def default_diagnostic_configs(dim):
     return keep
 
 
+#: seeds of the diagnostic rows (the compute budget of the shared machine)
+DEFAULT_DIAGNOSTIC_SEEDS = (0, 1)
+
+
 def run_default_check(out_dir: Path, *, seeds=DEFAULT_CHECK_SEEDS, diagnostics=True,
-                      log=print) -> dict:
+                      diagnostic_seeds=DEFAULT_DIAGNOSTIC_SEEDS, log=print) -> dict:
     """Validation accuracy (MLP) of :func:`default_check_configs` on digits (whole pool) and the
     search's stratified Fashion-MNIST subset, every ratio, ``seeds``; the verdict by
     :data:`DEFAULT_CHECK_RULE` (the first two configurations only), and with ``diagnostics``
@@ -450,15 +456,17 @@ def run_default_check(out_dir: Path, *, seeds=DEFAULT_CHECK_SEEDS, diagnostics=T
     for ds_name, data in _datasets(True, False):
         cfgs = default_check_configs(data.X.shape[1])
         configs[ds_name] = {k: repr(v) for k, v in cfgs.items()}
-        if diagnostics:
-            diag = default_diagnostic_configs(data.X.shape[1])
-            configs[ds_name].update({k: repr(v) for k, v in diag.items()})
-            cfgs = {**cfgs, **diag}
+        diag = default_diagnostic_configs(data.X.shape[1]) if diagnostics else {}
+        configs[ds_name].update({k: repr(v) for k, v in diag.items()})
+        runs = [r for r in runs if not (r["dataset"] == ds_name and r["method"] in diag
+                                        and r["seed"] not in diagnostic_seeds)]
+        cfgs = {**cfgs, **diag}
         for seed in seeds:
             cache = {}
             for ratio in RATIOS:
                 for label, cfg in cfgs.items():
-                    if (ds_name, label, ratio, seed) in done:
+                    if (ds_name, label, ratio, seed) in done or \
+                            (label in diag and seed not in diagnostic_seeds):
                         continue
                     t0 = time.perf_counter()
                     res = desne_shared(data.X, data.y, ratio, cfg, seed=seed, cache=cache)
@@ -473,6 +481,7 @@ def run_default_check(out_dir: Path, *, seeds=DEFAULT_CHECK_SEEDS, diagnostics=T
                         f"({t_sel:.1f} s sel, {time.time() - t_start:.0f} s total)")
                     partial.write_text(json.dumps(runs))
     result = _default_result(runs, configs, seeds)
+    result["diagnostic_seeds"] = list(diagnostic_seeds)
     (out_dir / "coreset_default.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / "coreset_default.md").write_text(_default_markdown(result))
     partial.unlink(missing_ok=True)
@@ -512,7 +521,7 @@ def _default_markdown(res) -> str:
              f"Rule (fixed before the run): {res['rule']}.", ""]
     for d, labels in res["configs"].items():
         lines += [f"**{d}**", ""]
-        lines += [f"- `{m}`{' (diagnostic, not part of the rule)' if i >= 2 else ''} = `{c}`"
+        lines += [f"- `{m}`{' (diagnostic, not part of the rule; seeds ' + str(res.get('diagnostic_seeds')) + ')' if i >= 2 else ''} = `{c}`"
                   for i, (m, c) in enumerate(labels.items())]
         lines += ["", "| configuration | " + " | ".join(f"{100 * q:g} %" for q in res["ratios"])
                   + " |", "|---|" + "---:|" * len(res["ratios"])]
