@@ -193,6 +193,43 @@ class GridGeometry:
         return cycles
 
 
+class _RegisteredRead(wiring.Component):
+    """A synchronous read port of ``memory`` built as an asynchronous read and a data register.
+
+    It behaves exactly like ``memory.read_port()`` (the word of the previous cycle's address,
+    the old word when that address was written in the same cycle; ``en`` holds the data), but
+    it is the form Yosys' ``memory_dff`` merges into the block RAM's read port, and that pass
+    honours the memory's ``no_rw_check`` attribute (:func:`_block_ram`): no soft logic to
+    emulate read-during-write behaviour (a delayed write plus a bypass multiplexer behind the
+    RAM output, on every grid memory otherwise). The grid sampler never uses a word read in
+    the cycle its address is written: the level pass forwards the previous point's cell-map
+    write, the rounds' pass the best entries of the three points ahead, and every other read
+    and write of one memory in the same cycle go to different addresses or phases.
+    """
+
+    def __init__(self, memory):
+        self._port = memory.read_port(domain="comb")
+        super().__init__(ReadPort.Signature(addr_width=ceil_log2(memory.depth),
+                                            shape=memory.shape))
+
+    def elaborate(self, platform):
+        m = Module()
+        port = self._port
+        m.d.comb += port.addr.eq(self.addr)
+        with m.If(self.en):
+            m.d.sync += self.data.eq(port.data)
+        return m
+
+
+def _block_ram(m, name, width, depth):
+    """A memory for block RAM (``no_rw_check``) and its registered read port (a submodule of
+    ``m``) and write port."""
+    mem = Memory(shape=unsigned(width), depth=depth, init=[], attrs={"no_rw_check": 1})
+    m.submodules[name] = mem
+    m.submodules[f"{name}_read"] = read = _RegisteredRead(mem)
+    return read, mem.write_port()
+
+
 def _read(addr_width, width):
     """A unit's side of a memory read port (it drives ``addr``/``en``, receives ``data``)."""
     return In(ReadPort.Signature(addr_width=addr_width, shape=unsigned(width)))
@@ -546,9 +583,7 @@ class LevelSearch(wiring.Component):
         geo = self.geometry
         G, CW, CELLW = geo.grid_bits, geo.count_bits, geo.cell_bits
         S1W = bits_for(geo.max_cells)       # slot + 1 (0 = empty) in the cell map
-        m.submodules.cellmap = cellmap = Memory(shape=unsigned(S1W + CW), depth=1 << CELLW,
-                                                init=[])
-        cmap_r, cmap_w = cellmap.read_port(), cellmap.write_port()
+        cmap_r, cmap_w = _block_ram(m, "cellmap", S1W + CW, 1 << CELLW)
         m.submodules.distance = dist = CentreDistance(capacity=geo.capacity)
         wiring.connect(m, dist.pdist, wiring.flipped(self.pdist))
         m.d.comb += [dist.ex.eq(self.ex), dist.ey.eq(self.ey)]
@@ -556,6 +591,7 @@ class LevelSearch(wiring.Component):
         g = self.level
         occ, maxcnt = self.cells, self.max_count
         i = Signal(range(geo.capacity + 1))     # point of the pass (in LVL_W / LVL_B)
+        i_last = Signal(range(geo.capacity))    # N - 1, registered per pass
         aborted = Signal()
         cid_r = Signal(CELLW)                   # cell of point i
         # the pass reads the point memory two points ahead (i + 2): the word is registered
@@ -582,11 +618,16 @@ class LevelSearch(wiring.Component):
             """Register the offsets of the point in ``pts_q``."""
             m.d.sync += [dxn.eq(px - self.lo_x), dyn.eq(py - self.lo_y)]
 
+        cell = Cat(cx, cy)
+        sweeping = Signal()
+        sw_cid0 = Signal(CELLW, name="sw_cid0")  # the sweep's cell (its pipeline is below)
+        # the cell-map read address: the sweep's cell, else always the cell of the offsets in
+        # dxn/dyn (a read is harmless; no decision of the pass sits on the address path)
+        m.d.comb += cmap_r.addr.eq(Mux(sweeping, sw_cid0, cell))
+
         def look_up(first):
-            """Read the cell map at the cell of the offsets in ``dxn``/``dyn`` (the next
-            point); ``hit``: the same cell as point i, whose entry is being written now."""
-            cell = Cat(cx, cy)
-            m.d.comb += cmap_r.addr.eq(cell)
+            """Take the cell-map read of the cell in ``dxn``/``dyn`` (the next point) as
+            point i + 1's; ``hit``: the same cell as point i, whose entry is written now."""
             m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn), cid_r.eq(cell),
                          hit.eq(Const(0) if first else cell == cid_r)]
 
@@ -606,7 +647,7 @@ class LevelSearch(wiring.Component):
         m.d.comb += self.cellid_r.addr.eq(s)
         sv = [Signal(name=f"sw_v{k}") for k in range(4)]
         ss = [Signal(geo.slot_bits, name=f"sw_s{k}") for k in range(4)]
-        sw_cid = [Signal(CELLW, name=f"sw_cid{k}") for k in range(3)]
+        sw_cid = [sw_cid0] + [Signal(CELLW, name=f"sw_cid{k}") for k in range(1, 3)]
         sw_cnt = Signal(CW)
 
         def sweep_start():
@@ -626,7 +667,7 @@ class LevelSearch(wiring.Component):
                     m.next = "LVL_PRIME"
             with m.State("LVL_PRIME"):
                 m.d.comb += self.pts.addr.eq(0)
-                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0),
+                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0), i_last.eq(self.n_points - 1),
                              rx.eq(self.ex + G - g), ry.eq(self.ey + G - g)]
                 m.next = "LVL_P1"
             with m.State("LVL_P1"):
@@ -660,7 +701,7 @@ class LevelSearch(wiring.Component):
                         m.d.comb += [cmap_w.data.eq(Cat(cm_slot1, cm_count + 1)),
                                      self.pslot.data.eq(cm_slot1 - 1)]
                     m.d.sync += fwd.eq(cmap_w.data)
-                    with m.If(i == self.n_points - 1):
+                    with m.If(i == i_last):
                         sweep_start()
                     with m.Else():
                         look_up(first=False)                          # point i + 1
@@ -673,7 +714,7 @@ class LevelSearch(wiring.Component):
                     m.d.sync += s.eq(s + 1)
                 m.d.sync += [sv[0].eq(s < occ), ss[0].eq(s),
                              sw_cid[0].eq(self.cellid_r.data)]
-                m.d.comb += cmap_r.addr.eq(sw_cid[0])
+                m.d.comb += sweeping.eq(1)
                 m.d.sync += [sv[1].eq(sv[0]), ss[1].eq(ss[0]), sw_cid[1].eq(sw_cid[0]),
                              sv[2].eq(sv[1]), ss[2].eq(ss[1]), sw_cid[2].eq(sw_cid[1]),
                              sw_cnt.eq(cmap_r.data[S1W:]),
@@ -926,8 +967,7 @@ class Allocation(wiring.Component):
         geo = self.geometry
         CW = geo.count_bits
         budget = self.budget
-        m.submodules.prim = prim = Memory(shape=unsigned(CW), depth=geo.max_cells, init=[])
-        prim_w = prim.write_port()
+        prim_r, prim_w = _block_ram(m, "prim", CW, geo.max_cells)
         # budget * count // N <= budget <= C < 2**CW: CW quotient bits, one per cycle
         m.submodules.divider = div = Divider(dividend_width=geo.divider_width,
                                              divisor_width=CW, quotient_width=CW)
@@ -938,7 +978,7 @@ class Allocation(wiring.Component):
                      water.max_count.eq(self.max_count),
                      extra.budget.eq(budget), extra.quota_sum.eq(qsum),
                      extra.cells.eq(self.cells)]
-        wiring.connect(m, extra.prim_r, prim.read_port())
+        wiring.connect(m, extra.prim_r, prim_r)
         wiring.connect(m, extra.cellid_r, wiring.flipped(self.cellid_r))
         wiring.connect(m, extra.quota_r, wiring.flipped(self.quota_r))
 
@@ -1096,11 +1136,16 @@ class SelectionRounds(wiring.Component):
         current = Signal(BB)            # the slot's best as of this point
         m.d.comb += current.eq(Mux(same[0], post[5], Mux(same[1], post[6],
                                                           Mux(same[2], post[7], best4))))
-        cur_idx = current[:IW]
-        cur_dist = current[IW:IW + DIST_BITS]
-        cur_valid = current[IW + DIST_BITS]
-        # points come in index order, so an equal distance keeps the lower index
-        take = v[4] & ~pk[4] & (quota4 != 0) & (~cur_valid | (dist[4] < cur_dist))
+
+        def beats(b):
+            """The point beats best ``b``: points come in index order, so an equal distance
+            keeps the lower index."""
+            return ~b[IW + DIST_BITS] | (dist[4] < b[IW:IW + DIST_BITS])
+
+        # the four comparisons side by side (all from registers), then the forwarding choice
+        better = Mux(same[0], beats(post[5]), Mux(same[1], beats(post[6]),
+                                                  Mux(same[2], beats(post[7]), beats(best4))))
+        take = v[4] & ~pk[4] & (quota4 != 0) & better
         m.d.sync += [v[5].eq(v[4]), slot[5].eq(slot[4]), wr5.eq(take),
                      post[5].eq(Mux(take, Cat(idx[4], dist[4], Const(1, 1)), current))]
         m.d.sync += [v[6].eq(v[5]), slot[6].eq(slot[5]), post[6].eq(post[5]),
@@ -1414,9 +1459,7 @@ class GridSampler(wiring.Component):
         C, IW, SW, CW = geo.capacity, geo.index_bits, geo.slot_bits, geo.count_bits
 
         def mem(name, width, depth):
-            mm = Memory(shape=unsigned(width), depth=depth, init=[])
-            m.submodules[name] = mm
-            return mm.read_port(), mm.write_port()
+            return _block_ram(m, name, width, depth)
 
         # per point: coordinates, slot of its cell, squared distance to the cell centre, picked
         pts_r, pts_w = mem("pts", 2 * COORD_BITS, C)
