@@ -148,7 +148,7 @@ class GridGeometry:
             ``1`` (box) ``+ sum over levels (9 + 2 * points read + cells)`` ``+`` water
             level (adaptive: one cycle per bit, ``K + 3`` more per tested bit) ``+`` quotas
             (``1 + 2K`` adaptive, ``1 + K * (count_bits + 3)`` proportional) ``+ 1 +`` extra
-            units (``key_bits * (K + 4) + K + 4`` if any) ``+ R * (N + K + 10)`` (rounds)
+            units (``key_bits * (K + 4) + K + 5`` if any) ``+ R * (N + K + 10)`` (rounds)
             ``+ 2 + last_index + 1`` (emit).
         """
         if not level_cells or len(level_cells) > self.grid_bits + 1:
@@ -185,7 +185,7 @@ class GridGeometry:
                         lvl = cand
             cycles += 1 + 2 * K
             extra = budget - sum(min(c, lvl) for c in counts)
-        cycles += 1 + (self.key_bits * (K + 4) + K + 4 if extra else 0)
+        cycles += 1 + (self.key_bits * (K + 4) + K + 5 if extra else 0)
         if cover:
             return cycles + 1 + n + 1 + K                     # cell export
         cycles += max_quota * (n + K + 10)                    # rounds
@@ -502,7 +502,8 @@ class CentreDistance(wiring.Component):
             p_hh = Signal(2 * len(hi), name=f"p_hh_{axis}")
             m.d.sync += [p_ll.eq(lo * lo), p_lh.eq(lo * hi), p_hh.eq(hi * hi)]
             sq = Signal(DIST_BITS, name=f"sq_{axis}")
-            m.d.sync += sq.eq((p_hh << (2 * LO)) + (p_lh << (LO + 1)) + p_ll)
+            # p_ll < 2**34 and p_hh << 34 do not overlap: one adder, not two
+            m.d.sync += sq.eq(Cat(p_ll, p_hh) + (p_lh << (LO + 1)))
             return sq
 
         sq_x = axis_square(x.dx, x.cx, self.ex, "x")
@@ -828,8 +829,9 @@ class ExtraUnits(wiring.Component):
     the lower row-major cell) is found bit by bit by counting the keys >= each candidate, one
     slot scan per bit; then a last scan adds 1 to every quota whose key is >= T — the model's
     "largest first, ties to the lower cell" (a primary of 0 never qualifies). The slot's RAM
-    words are registered before the key is formed and compared. Cycles: ``1`` when nothing is
-    left, else ``1 + key_bits * (K + 4) + K + 4``.
+    words are registered before the key is formed and compared, and the +1 pass registers the
+    comparison before writing. Cycles: ``1`` when nothing is left, else
+    ``1 + key_bits * (K + 4) + K + 5``.
 
     Attributes
     ----------
@@ -874,6 +876,7 @@ class ExtraUnits(wiring.Component):
         m.d.sync += [cid_q.eq(self.cellid_r.data), prim_q.eq(self.prim_r.data),
                      quota_q.eq(self.quota_r.data)]
         key = Cat(cid_q ^ cell_mask, prim_q)
+        v3, s3, plus3, quota3 = Signal(), Signal(geo.slot_bits), Signal(), Signal(CW)
 
         def scan_start():
             scan.start()
@@ -895,8 +898,11 @@ class ExtraUnits(wiring.Component):
                 m.next = "X_SCAN"
             with m.State("X_SCAN"):
                 done = scan.step()
+                # acc + 1 beside the comparison (no adder behind the comparator)
+                acc_p1 = Signal(CW + 1)
+                m.d.comb += acc_p1.eq(acc + 1)
                 with m.If(scan.v_dd & (key >= cand)):
-                    m.d.sync += acc.eq(acc + 1)
+                    m.d.sync += acc.eq(acc_p1)
                 with m.If(done):
                     with m.If(acc >= remaining):
                         m.d.sync += thr.eq(cand)
@@ -907,13 +913,17 @@ class ExtraUnits(wiring.Component):
                         m.next = "X_BIT"
             with m.State("APPLY_PRIME"):
                 scan_start()
+                m.d.sync += v3.eq(0)
                 m.next = "APPLY"
             with m.State("APPLY"):
                 done = scan.step()
-                with m.If(scan.v_dd):
-                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(scan.s_dd),
-                                 self.quota_w.data.eq(quota_q + (key >= thr))]
-                with m.If(done):
+                # one more stage: the comparison is registered, then the quota written
+                m.d.sync += [v3.eq(scan.v_dd), s3.eq(scan.s_dd), plus3.eq(key >= thr),
+                             quota3.eq(quota_q)]
+                with m.If(v3):
+                    m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s3),
+                                 self.quota_w.data.eq(quota3 + plus3)]
+                with m.If(done & ~v3):
                     m.d.comb += self.run.done.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
