@@ -145,7 +145,7 @@ class GridGeometry:
         Returns
         -------
         int
-            ``1`` (box) ``+ sum over levels (9 + 2 * points read + cells)`` ``+`` water
+            ``1`` (box) ``+ sum over levels (10 + 2 * points read + cells)`` ``+`` water
             level (adaptive: one cycle per bit, ``K + 3`` more per tested bit) ``+`` quotas
             (``1 + 2K`` adaptive, ``1 + K * (count_bits + 3)`` proportional) ``+ 1 +`` extra
             units (``key_bits * (K + 4) + K + 5`` if any) ``+ R * (N + K + 10)`` (rounds)
@@ -165,7 +165,7 @@ class GridGeometry:
                 if cell not in seen and len(seen) == budget:
                     break                                     # the (M+1)-th cell: abort
                 seen.add(cell)
-            cycles += 9 + 2 * read + len(seen)
+            cycles += 10 + 2 * read + len(seen)
         final = list(level_cells[-1])
         counts = [final.count(c) for c in dict.fromkeys(final)]
         K = len(counts)
@@ -524,17 +524,19 @@ class LevelSearch(wiring.Component):
     occupancy only grows with g and the first complete level is the answer. A sweep over the
     slots then copies the counts into ``cnt`` (and tracks their maximum) and clears the map
     (also after an aborted pass, before the next coarser level). Cycles per level:
-    ``3 + 2 * points read + 2 * cells``.
+    ``10 + 2 * points read + cells`` (pass priming 5, two cycles per point, the sweep pipeline
+    ``cells + 5``).
 
     A run leaves the cell map all-zero, but a reset in the middle of one does not: so the unit
     leaves reset in CLEAR, a sweep that zeroes all ``4**G`` cell-map entries (one per cycle,
     ``clearing`` high), and only then goes idle. A reset (power-up, or the device's abort) is
     the only way to leave a run unfinished, so the map is zero at every run's start.
 
-    Timing: the pass reads each point one ahead and registers its offsets (``y - lo``); the
-    cell is then one right shift of the registered offset by the per-pass constant
-    ``e + G - g`` (``((d << G) >> (e + G - g)) == (d << g) >> e``), straight into the cell map's
-    read address.
+    Timing: no logic behind a RAM output or in front of the cell map's address. The pass reads
+    each point three ahead and registers its word, then its offsets (``y - lo``), then its
+    cell, one right shift of the registered offset by the per-pass constant ``e + G - g``
+    (``((d << G) >> (e + G - g)) == (d << g) >> e``); the cell-map entry is registered, or
+    forwarded from the previous point's write to the same cell.
 
     Attributes
     ----------
@@ -595,9 +597,10 @@ class LevelSearch(wiring.Component):
         i_last = Signal(range(geo.capacity))    # N - 1, registered per pass
         aborted = Signal()
         cid_r = Signal(CELLW)                   # cell of point i
-        # the pass reads the point memory two points ahead (i + 2): the word is registered
-        # (pts_q) before the offsets are subtracted
-        m.d.comb += self.pts.addr.eq(i + 2)
+        # the pass reads the point memory three points ahead (i + 3): the word is registered
+        # (pts_q, in LVL_W), then its offsets (dxn/dyn, in LVL_B), then its cell (cell_q, in the
+        # next LVL_W), which addresses the cell map in the LVL_B after that
+        m.d.comb += self.pts.addr.eq(i + 3)
         pts_q = Signal(2 * COORD_BITS)
         capture = Signal()
         with m.If(capture):
@@ -619,18 +622,22 @@ class LevelSearch(wiring.Component):
             """Register the offsets of the point in ``pts_q``."""
             m.d.sync += [dxn.eq(px - self.lo_x), dyn.eq(py - self.lo_y)]
 
-        cell = Cat(cx, cy)
+        cell_q = Signal(CELLW)                  # the cell of the offsets in dxn/dyn
         sweeping = Signal()
         sw_cid0 = Signal(CELLW, name="sw_cid0")  # the sweep's cell (its pipeline is below)
-        # the cell-map read address: the sweep's cell, else always the cell of the offsets in
-        # dxn/dyn (a read is harmless; no decision of the pass sits on the address path)
-        m.d.comb += cmap_r.addr.eq(Mux(sweeping, sw_cid0, cell))
+        # the cell-map read address, from registers only: the sweep's cell, else always the
+        # next point's cell (a read is harmless; no decision of the pass sits on the address)
+        m.d.comb += cmap_r.addr.eq(Mux(sweeping, sw_cid0, cell_q))
+
+        def take_cell():
+            m.d.sync += cell_q.eq(Cat(cx, cy))
 
         def look_up(first):
-            """Take the cell-map read of the cell in ``dxn``/``dyn`` (the next point) as
-            point i + 1's; ``hit``: the same cell as point i, whose entry is written now."""
-            m.d.sync += [cx_r.eq(cx), cy_r.eq(cy), dx_r.eq(dxn), dy_r.eq(dyn), cid_r.eq(cell),
-                         hit.eq(Const(0) if first else cell == cid_r)]
+            """Take the cell-map read of ``cell_q`` (the next point's cell, its offsets still
+            in dxn/dyn) as point i + 1's; ``hit``: the same cell as point i, whose entry is
+            written in this cycle."""
+            m.d.sync += [cx_r.eq(cell_q[:G]), cy_r.eq(cell_q[G:]), dx_r.eq(dxn), dy_r.eq(dyn),
+                         cid_r.eq(cell_q), hit.eq(Const(0) if first else cell_q == cid_r)]
 
         # the cell-map entry of point i: registered off the RAM (cm_q), or forwarded from the
         # write of point i - 1 to the same cell (that write and this read shared a cycle)
@@ -676,14 +683,21 @@ class LevelSearch(wiring.Component):
                 m.next = "LVL_P2"
             with m.State("LVL_P2"):
                 take_offsets()                                        # point 0
-                m.d.comb += capture.eq(1)                             # point 1
+                m.d.comb += [capture.eq(1), self.pts.addr.eq(2)]      # point 1
+                m.next = "LVL_P3"
+            with m.State("LVL_P3"):
+                take_cell()                                           # point 0
+                m.d.comb += self.pts.addr.eq(2)
                 m.next = "LVL_A"
             with m.State("LVL_A"):
                 look_up(first=True)                                   # point 0
+                take_offsets()                                        # point 1
+                m.d.comb += self.pts.addr.eq(2)
                 m.next = "LVL_W"
             with m.State("LVL_W"):
                 m.d.sync += cm_q.eq(cmap_r.data)
-                take_offsets()                                        # point i + 1
+                take_cell()                                           # point i + 1
+                m.d.comb += capture.eq(1)                             # point i + 2
                 m.next = "LVL_B"
             with m.State("LVL_B"):
                 m.d.comb += [cmap_w.addr.eq(cid_r), self.pslot.addr.eq(i)]
@@ -706,7 +720,7 @@ class LevelSearch(wiring.Component):
                         sweep_start()
                     with m.Else():
                         look_up(first=False)                          # point i + 1
-                        m.d.comb += capture.eq(1)                     # point i + 3
+                        take_offsets()                                # point i + 2
                         m.d.sync += i.eq(i + 1)
                         m.next = "LVL_W"
             # sweep over the slots: copy the counts out of the cell map and clear it

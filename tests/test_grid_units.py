@@ -203,7 +203,7 @@ def _level_expectation(Y, budget):
     hw_cell = (c[:, 0] | (c[:, 1] << G)).tolist()
     slots = list(dict.fromkeys(hw_cell))
     cycles = 0
-    for lv in range(G, g - 1, -1):        # 9 + 2 * points read + cells per level tried
+    for lv in range(G, g - 1, -1):        # 10 + 2 * points read + cells per level tried
         cl, _, _ = desne.grid_cells(Y, lv)
         seen, read = set(), 0
         for x in (cl[:, 1] * (1 << lv) + cl[:, 0]).tolist():
@@ -211,7 +211,7 @@ def _level_expectation(Y, budget):
             if x not in seen and len(seen) == budget:
                 break
             seen.add(x)
-        cycles += 9 + 2 * read + len(seen)
+        cycles += 10 + 2 * read + len(seen)
     return {"g": g, "K": len(slots), "max": max(hw_cell.count(x) for x in slots),
             "cellid": slots, "cnt": [hw_cell.count(x) for x in slots],
             "pslot": [slots.index(x) for x in hw_cell], "pdist": det["dist"].tolist(),
