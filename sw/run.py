@@ -235,7 +235,8 @@ def select_learning_rates(net0, X, y, Xval, yval, *, epochs, seed, rank, ratio, 
         best = max(pool, key=lambda t: (t["val_accuracy"], -t["writes_max"]))
         out[kind] = {"chosen": {k: best[k] for k in grid[kind][0]}, "sweep": rows,
                      "chosen_writes_max": best["writes_max"], "seeds": n_seeds,
-                     "write_budget": budget, "within_budget": bool(best["eligible"])}
+                     "write_budget": budget, "write_ratio": write_ratio if budget is not None else None,
+                     "within_budget": bool(best["eligible"])}
     return {k: out[k] for k in grid}
 
 
@@ -432,6 +433,14 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
     }
 
 
+def _lr_bias(opts: dict) -> str:
+    """The bias/BN learning rates of the options (the trainers' default 1e-2 where unset)."""
+    rates = {k: float(o.get("lr_bias", 1e-2)) for k, o in opts.items()}
+    if len(set(rates.values())) == 1:
+        return f"{next(iter(rates.values())):g} for both"
+    return ", ".join(f"{k.upper()} {v:g}" for k, v in rates.items())
+
+
 def _markdown(rep: dict) -> str:
     d, s, t = rep["dataset"], rep["selection"], rep["traffic"]
     acc, w, wc = rep["accuracy"], rep["writes"], rep["writes_changed"]
@@ -469,7 +478,7 @@ def _markdown(rep: dict) -> str:
                   f"({rep['goal']['rule']}): **{'met' if rep['goal']['met'] else 'not met'}**.", "",
               f"Options: SKS lr {opts['sks']['lr']:g} (max-norm, B = {opts['sks']['batch_conv']} "
               f"conv / {opts['sks']['batch_fc']} dense, rank {rep['training']['rank']}), SGD lr "
-              f"{opts['sgd']['lr']:g}; bias/BN lr 1e-2 for both; {rep['training']['epochs']} epochs "
+              f"{opts['sgd']['lr']:g}; bias/BN lr {_lr_bias(opts)}; {rep['training']['epochs']} epochs "
               "for both. "
               + ("Chosen in this run on the validation split (never the test split):"
                  if rep["training"]["sweep"] else
@@ -481,7 +490,7 @@ def _markdown(rep: dict) -> str:
                   "seeds) and is scored by the mean validation accuracy; SGD is swept first, and "
                   "an SKS candidate is eligible only if its worst-case writes (max over the "
                   "seeds) are within the write budget, 1 / "
-                  f"{SWEEP_WRITE_RATIO} of the chosen SGD's"
+                  f"{sweep.get('sks', {}).get('write_ratio') or SWEEP_WRITE_RATIO:g} of the chosen SGD's"
                   + (f" ({sweep['sks']['write_budget']:,.0f} writes)"
                      if sweep.get("sks", {}).get("write_budget") else "")
                   + (". No SKS candidate met it: the best one is shown."
