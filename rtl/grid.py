@@ -397,9 +397,11 @@ class BoundingBox(wiring.Component):
     """Per-axis minimum ``lo`` and extent exponent ``e`` of a point set.
 
     Every ``sample`` beat updates min and max (``first`` restarts them); a ``finish`` pulse
-    registers ``e = bit_length(max - min)``, so ``2**e`` is the smallest power of two >= the span
-    ``max - min + 1`` (valid from the next cycle), exactly as :func:`~nms.verif.models.desne.grid_cells`
-    draws the box.
+    (the cycle after the final sample, or later) registers ``e = bit_length(max - min)``, so
+    ``2**e`` is the smallest power of two >= the span ``max - min + 1``, exactly as
+    :func:`~nms.verif.models.desne.grid_cells` draws the box. Samples and ``finish`` are
+    registered on entry: ``lo`` is final from the cycle after ``finish``, ``e`` from the
+    :attr:`latency`-th.
 
     Attributes
     ----------
@@ -419,19 +421,27 @@ class BoundingBox(wiring.Component):
             "ex": Out(range(COORD_BITS + 1)), "ey": Out(range(COORD_BITS + 1)),
         })
 
+    #: cycles from the ``finish`` pulse to ``lo``/``e`` of all the samples
+    latency = 2
+
     def elaborate(self, platform):
         m = Module()
-        pay = self.sample.payload
+        # the sample and the finish pulse are registered first: the comparisons with the
+        # running minimum and maximum start from flip-flops
+        pay = Signal(self.sample_layout)
+        valid, finish = Signal(), Signal()
+        m.d.sync += [pay.eq(self.sample.payload), valid.eq(self.sample.valid),
+                     finish.eq(self.finish)]
         for axis, v, lo, e in (("x", pay.x, self.lo_x, self.ex), ("y", pay.y, self.lo_y, self.ey)):
             hi = Signal(signed(COORD_BITS), name=f"max{axis}")
-            with m.If(self.sample.valid):
+            with m.If(valid):
                 with m.If(pay.first | (v < lo)):
                     m.d.sync += lo.eq(v)
                 with m.If(pay.first | (v > hi)):
                     m.d.sync += hi.eq(v)
             span1 = Signal(COORD_BITS, name=f"span1_{axis}")    # max - min < 2**24
             m.d.comb += span1.eq(hi - lo)
-            with m.If(self.finish):
+            with m.If(finish):
                 m.d.sync += e.eq(0)
                 for k in range(COORD_BITS):      # the highest set bit wins
                     with m.If(span1[k]):
@@ -478,6 +488,7 @@ class CentreDistance(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        G = self.geometry.grid_bits
         L = self.latency
         en = [Signal(name=f"en{k}") for k in range(L)]
         addr = [Signal(self.geometry.index_bits, name=f"addr{k}") for k in range(L)]
@@ -488,12 +499,16 @@ class CentreDistance(wiring.Component):
         LO = 17                         # |diff| < 2**25 = high 8 bits, low 17 bits
 
         def axis_square(d, c, e, axis):
-            # stage 1: the centre offset (two shifts) registered; stage 2: |d - off| (both
-            # differences side by side, no negation behind a subtraction); stage 3: three
-            # partial products, one DSP each; stage 4: their sum, the axis' square
+            # stage 0 (with the input registers): the shift of the centre offset,
+            # ((2c+1) << e) >> (g+1) == ((2c+1) << 24) >> (25 + g - e), one shifter, not two;
+            # stage 1: the offset registered; stage 2: |d - off| (both differences side by
+            # side, no negation behind a subtraction); stage 3: three partial products, one DSP
+            # each; stage 4: their sum, the axis' square
+            sh = Signal(range(COORD_BITS + G + 2), name=f"sh_{axis}")
+            m.d.sync += sh.eq(COORD_BITS + 1 + self.i.payload.g - e)
             off = Signal(COORD_BITS + 1, name=f"off_{axis}")
             d1 = Signal(COORD_BITS, name=f"d1_{axis}")
-            m.d.sync += [off.eq((Cat(Const(1, 1), c) << e) >> (x.g + 1)), d1.eq(d)]
+            m.d.sync += [off.eq(Cat(Const(0, COORD_BITS), Const(1, 1), c) >> sh), d1.eq(d)]
             mag = Signal(COORD_BITS + 1, name=f"mag_{axis}")
             m.d.sync += mag.eq(Mux(d1 >= off, d1 - off, off - d1))
             lo, hi = mag[:LO], mag[LO:]
@@ -675,10 +690,11 @@ class LevelSearch(wiring.Component):
                     m.next = "LVL_PRIME"
             with m.State("LVL_PRIME"):
                 m.d.comb += self.pts.addr.eq(0)
-                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0), i_last.eq(self.n_points - 1),
-                             rx.eq(self.ex + G - g), ry.eq(self.ey + G - g)]
+                m.d.sync += [i.eq(0), occ.eq(0), aborted.eq(0), i_last.eq(self.n_points - 1)]
                 m.next = "LVL_P1"
             with m.State("LVL_P1"):
+                # the box exponents are valid from here (BoundingBox.latency after BOX)
+                m.d.sync += [rx.eq(self.ex + G - g), ry.eq(self.ey + G - g)]
                 m.d.comb += [capture.eq(1), self.pts.addr.eq(1)]       # point 0
                 m.next = "LVL_P2"
             with m.State("LVL_P2"):

@@ -134,6 +134,8 @@ def test_bounding_box_matches_grid_cells():
             ctx.set(box.finish, 1)
             await ctx.tick()
             ctx.set(box.finish, 0)
+            for _ in range(BoundingBox.latency - 1):
+                await ctx.tick()
             got.append(((ctx.get(box.lo_x), ctx.get(box.lo_y)), (ctx.get(box.ex), ctx.get(box.ey))))
 
     random.seed(2)
