@@ -32,6 +32,7 @@ BENCHMARKS = {
     "energy": "nms.bench.energy",
     "dataflow": "nms.bench.dataflow",
     "area": "nms.bench.area",
+    "elaborate": "nms.bench.elaborate",
 }
 
 
