@@ -1023,8 +1023,11 @@ class Allocation(wiring.Component):
         wiring.connect(m, extra.quota_r, wiring.flipped(self.quota_r))
 
         s = Signal(range(geo.max_cells + 1))    # slot of the quota pass
+        s_last = Signal(range(geo.max_cells))   # K - 1, registered in Q_PRIME
+        # the count read address is a register: 0 until the pass, then s + 1 from the cycle
+        # after slot s's count is taken (Q_LOAD), so no decision of the pass is on it
         slot_addr = Signal(geo.slot_bits)
-        m.d.comb += [slot_addr.eq(s), water.cnt_r.data.eq(self.cnt_r.data),
+        m.d.comb += [water.cnt_r.data.eq(self.cnt_r.data),
                      self.cnt_r.addr.eq(Mux(water.busy, water.cnt_r.addr, slot_addr))]
         lvl = water.level
         count = Signal(CW)          # the count of slot s, registered off the RAM in Q_LOAD
@@ -1034,16 +1037,16 @@ class Allocation(wiring.Component):
                          prim_w.en.eq(1), prim_w.addr.eq(s), prim_w.data.eq(primary),
                          self.best_w.en.eq(1), self.best_w.addr.eq(s), self.best_w.data.eq(0)]
             m.d.sync += qsum.eq(qsum + q)
-            with m.If(s == self.cells - 1):
+            with m.If(s == s_last):
                 m.d.comb += extra.run.start.eq(1)
                 m.next = "EXTRA"
             with m.Else():
-                m.d.comb += slot_addr.eq(s + 1)
                 m.d.sync += s.eq(s + 1)
                 m.next = "Q_LOAD"
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
+                m.d.sync += slot_addr.eq(0)
                 with m.If(self.run.start):
                     with m.If(self.proportional):
                         m.next = "Q_PRIME"
@@ -1055,11 +1058,10 @@ class Allocation(wiring.Component):
                     m.next = "Q_PRIME"
             # quotas: adaptive min(count, L); proportional budget * count // N
             with m.State("Q_PRIME"):
-                m.d.comb += slot_addr.eq(0)
-                m.d.sync += [s.eq(0), qsum.eq(0)]
+                m.d.sync += [s.eq(0), qsum.eq(0), s_last.eq(self.cells - 1)]
                 m.next = "Q_LOAD"
             with m.State("Q_LOAD"):
-                m.d.sync += count.eq(self.cnt_r.data)
+                m.d.sync += [count.eq(self.cnt_r.data), slot_addr.eq(s + 1)]
                 m.next = "Q_DATA"
             with m.State("Q_DATA"):
                 with m.If(self.proportional):
