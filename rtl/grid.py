@@ -601,7 +601,14 @@ class LevelSearch(wiring.Component):
         geo = self.geometry
         G, CW, CELLW = geo.grid_bits, geo.count_bits, geo.cell_bits
         S1W = bits_for(geo.max_cells)       # slot + 1 (0 = empty) in the cell map
-        cmap_r, cmap_w = _block_ram(m, "cellmap", S1W + CW, 1 << CELLW)
+        cmap_r, cmap_wport = _block_ram(m, "cellmap", S1W + CW, 1 << CELLW)
+        # the cell-map writes land one cycle late (write-behind registers): the level pass's
+        # next read of the same cell comes before the write anyway (forwarded, `hit`), and the
+        # sweep's reads and clears never share a cell
+        cmap_w = WritePort.Signature(addr_width=CELLW, shape=unsigned(S1W + CW)).flip().create(
+            path=("cmap_w",))
+        m.d.sync += [cmap_wport.en.eq(cmap_w.en), cmap_wport.addr.eq(cmap_w.addr),
+                     cmap_wport.data.eq(cmap_w.data)]
         m.submodules.distance = dist = CentreDistance(capacity=geo.capacity)
         wiring.connect(m, dist.pdist, wiring.flipped(self.pdist))
         m.d.comb += [dist.ex.eq(self.ex), dist.ey.eq(self.ey)]
