@@ -375,15 +375,18 @@ def add_energy_arguments(parser) -> None:
 
 def selection_report(y, *, dim: int, ratio: float, config, hardware=None, flow=None,
                      epochs: int, measured_near_bytes: int | None = None,
-                     params: EnergyParams | None = None) -> dict:
+                     params: EnergyParams | None = None, chunk_capacity: int | None = None) -> dict:
     """The selection's energy per term and the comparison with full-data training, for a
     selection of labels ``y`` at ``ratio`` run with ``config`` (a ``DesneConfig``).
 
     ``flow`` is the :class:`nms.sw.dataflow.Dataflow` the device implements; by default the
     current RTL's (stream, ``BASELINE``) with the generator parameters of ``hardware`` (a
     transport: ``tile``, ``k``, ``neg_samples``, ``capacity``, ``max_dim``, ``lanes``), or the
-    chunk-buffer flow pooled by ``config.pool`` if ``hardware.buffer_dim > 0``. ``measured_near_bytes`` (the
-    job counters' sum) is recorded beside the formula and must equal it.
+    chunk-buffer flow pooled by ``config.pool`` if ``hardware.buffer_dim > 0``, with the
+    hardware's ``cand_tile`` and ``hold_self`` (default ``True``, the generated embedding's).
+    ``chunk_capacity`` (the driver's planned chunk size, at most the buffer's points) replaces
+    ``capacity`` when given. ``measured_near_bytes`` (the job counters' sum) is recorded beside
+    the formula and must equal it.
     """
     from nms.sw import dataflow as dfl
 
@@ -393,14 +396,26 @@ def selection_report(y, *, dim: int, ratio: float, config, hardware=None, flow=N
                                                          "max_dim", "lanes")
               if hardware is not None and hasattr(hardware, name)}
         hw.setdefault("max_dim", max(dim, dfl.BASELINE.max_dim))
+        if hardware is not None:
+            # the RTL's embedding holds Y[i] (DesneDatapath(hold_self=True), the only front end
+            # a generated device has); P candidates per query-memory read as generated
+            hw["hold_self"] = bool(getattr(hardware, "hold_self", True))
+            hw["cand_tile"] = int(getattr(hardware, "cand_tile", 1))
+        if chunk_capacity is not None:
+            hw["capacity"] = int(chunk_capacity)   # the chunks the driver planned (buffer limit)
         # a device with the chunk buffer (buffer_dim > 0) runs the buffered dataflow, pooled as
         # the job asks (OPT.pool = config.pool)
-        if getattr(hardware, "buffer_dim", 0):
+        buffer_dim = getattr(hardware, "buffer_dim", 0)
+        if buffer_dim:
             reduce = getattr(config, "pool", "none")
             try:
                 dfl.reduced_dim(hw["max_dim"], reduce)
             except ValueError:
                 hw["max_dim"] = dim          # the sizes then follow the job's images
+            if reduce == "none":
+                # an unpooled job fills the buffer with its own vectors (at most buffer_dim
+                # words' worth per point of capacity): size the memories by the job's dim
+                hw["max_dim"] = max(dim, min(hw["max_dim"], int(buffer_dim)))
             hw.update(buffer=True, reduce=reduce)
         flow = dfl.BASELINE.replace(**hw)
     counts = dfl.dataset_counts(y, dim=dim, ratio=ratio, flow=flow, n_iter=config.n_iter,

@@ -388,7 +388,8 @@ def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.Desn
     params = energy.EnergyParams()
     selection_energy = energy.selection_report(  # every term of the selection, docs/energy.md
         ytr, dim=bytes_per_sample, ratio=ratio, config=cfg, hardware=transport, epochs=epochs,
-        measured_near_bytes=int(sel["counters"]["near_bytes_read"]), params=params)
+        measured_near_bytes=int(sel["counters"]["near_bytes_read"]), params=params,
+        chunk_capacity=sel["chunk_capacity"])
     writes = {k: r["writes"] for k, r in runs.items()}
     nvm = {k: energy.nvm_energy_pj(weight_writes=int(w["total"]), params=params) for k, w in writes.items()}
     sks_w, sgd_w = writes["sks_desne"], writes["sgd_desne"]

@@ -336,7 +336,8 @@ def test_model_backend_counters_equal_the_formula():
     drv = Driver(ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4, buffer_dim=0,
                              cand_tile=1), cfg)   # the streamed datapath
     got = drv.select(X, y, 0.1, seed=1)["counters"]
-    flow = dfl.Dataflow(capacity=64, k=8, neg_samples=4, tile=4, max_dim=64)
+    # the generated embedding holds Y[i] (hold_self), so the report prices that front end
+    flow = dfl.Dataflow(capacity=64, k=8, neg_samples=4, tile=4, max_dim=64, hold_self=True)
     want = dfl.dataset_counts(y, dim=64, ratio=0.1, flow=flow, n_iter=6)
     assert got["near_bytes_read"] == want["rtl"]["bytes_read"]
     assert got["near_bytes_written"] == want["rtl"]["bytes_written"]
@@ -348,7 +349,7 @@ def test_model_backend_counters_equal_the_formula():
                            measured_near_bytes=got["near_bytes_read"])
     assert rep["ddr_read_bytes"] == got["near_bytes_read"]
     assert rep["energy"]["total"] == pytest.approx(selection_energy(want)["total"])
-    assert rep["flow"]["capacity"] == 64 and rep["flow"]["k"] == 8
+    assert rep["flow"]["capacity"] == 64 and rep["flow"]["k"] == 8 and rep["flow"]["hold_self"]
     assert any("break-even" in line for line in selection_markdown(rep))
     with pytest.raises(ValueError, match="differ from the dataflow formula"):
         selection_report(y, dim=64, ratio=0.1, config=cfg, hardware=dev, epochs=10,
@@ -369,13 +370,15 @@ def test_model_backend_chunk_buffer_counters_equal_the_formula():
                             exaggeration_iters=2, momentum_switch=2, pool="pool2")
     dev = ModelDevice(capacity=64, max_dim=64, k=8, neg_samples=4, tile=4, buffer_dim=16)
     got = Driver(dev, cfg).select(X, y, 0.1, seed=1)["counters"]
+    # the device as generated: P = dev.cand_tile candidates per query row, Y[i] held
     flow = dfl.Dataflow(buffer=True, reduce="pool2", capacity=64, k=8, neg_samples=4, tile=4,
-                        max_dim=64)
+                        max_dim=64, cand_tile=dev.cand_tile, hold_self=True)
     want = dfl.dataset_counts(y, dim=64, ratio=0.1, flow=flow, n_iter=6)
     assert got["near_bytes_read"] == want["rtl"]["bytes_read"] == 150 * 64
     rep = selection_report(y, dim=64, ratio=0.1, config=cfg, hardware=dev, epochs=10,
                            measured_near_bytes=got["near_bytes_read"])
     assert rep["flow"]["buffer"] and rep["flow"]["reduce"] == "pool2"
+    assert rep["flow"]["cand_tile"] == dev.cand_tile == 4 and rep["flow"]["hold_self"]
     assert rep["energy"]["total"] == pytest.approx(selection_energy(want)["total"])
 
 
