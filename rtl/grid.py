@@ -147,7 +147,7 @@ class GridGeometry:
         int
             ``1`` (box) ``+ sum over levels (10 + 2 * points read + cells)`` ``+`` water
             level (adaptive: one cycle per bit, ``K + 3`` more per tested bit) ``+`` quotas
-            (``1 + 2K`` adaptive, ``1 + K * (count_bits + 3)`` proportional) ``+ 1 +`` extra
+            (``1 + 2K`` adaptive, ``1 + K * (count_bits + 3)`` proportional) ``+ 2 +`` extra
             units (``key_bits * (K + 4) + K + 5`` if any) ``+ R * (N + K + 10)`` (rounds)
             ``+ 2 + last_index + 1`` (emit).
         """
@@ -185,7 +185,7 @@ class GridGeometry:
                         lvl = cand
             cycles += 1 + 2 * K
             extra = budget - sum(min(c, lvl) for c in counts)
-        cycles += 1 + (self.key_bits * (K + 4) + K + 5 if extra else 0)
+        cycles += 2 + (self.key_bits * (K + 4) + K + 5 if extra else 0)
         if cover:
             return cycles + 1 + n + 1 + K                     # cell export
         cycles += max_quota * (n + K + 10)                    # rounds
@@ -867,8 +867,8 @@ class ExtraUnits(wiring.Component):
     slot scan per bit; then a last scan adds 1 to every quota whose key is >= T — the model's
     "largest first, ties to the lower cell" (a primary of 0 never qualifies). The slot's RAM
     words are registered before the key is formed and compared, and the +1 pass registers the
-    comparison before writing. Cycles: ``1`` when nothing is left, else
-    ``1 + key_bits * (K + 4) + K + 5``.
+    comparison before writing. Cycles (a first one while the allocation's quota sum takes its
+    last quota): ``2`` when nothing is left, else ``2 + key_bits * (K + 4) + K + 5``.
 
     Attributes
     ----------
@@ -920,7 +920,9 @@ class ExtraUnits(wiring.Component):
             m.d.sync += acc.eq(0)
 
         with m.FSM() as fsm:
-            _phase_unit(m, self, "X_START")
+            _phase_unit(m, self, "X_WAIT")
+            with m.State("X_WAIT"):     # the quota sum takes its last quota
+                m.next = "X_START"
             with m.State("X_START"):
                 m.d.sync += [remaining.eq(self.budget - self.quota_sum), thr.eq(0),
                              bit.eq(KB - 1)]
@@ -1038,12 +1040,18 @@ class Allocation(wiring.Component):
                      self.cnt_r.addr.eq(Mux(water.busy, water.cnt_r.addr, slot_addr))]
         lvl = water.level
         count = Signal(CW)          # the count of slot s, registered off the RAM in Q_LOAD
+        # the quota sum adds each quota one cycle after it is chosen (no adder behind the
+        # min(count, L) choice); the extra units read it one cycle after the pass (X_WAIT)
+        q_add, q_pend = Signal(CW), Signal()
+        m.d.sync += q_pend.eq(0)
+        with m.If(q_pend):
+            m.d.sync += qsum.eq(qsum + q_add)
 
         def write_quota(q, primary):
             m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s), self.quota_w.data.eq(q),
                          prim_w.en.eq(1), prim_w.addr.eq(s), prim_w.data.eq(primary),
                          self.best_w.en.eq(1), self.best_w.addr.eq(s), self.best_w.data.eq(0)]
-            m.d.sync += qsum.eq(qsum + q)
+            m.d.sync += [q_add.eq(q), q_pend.eq(1)]     # summed in the next cycle
             with m.If(s == s_last):
                 m.d.comb += extra.run.start.eq(1)
                 m.next = "EXTRA"

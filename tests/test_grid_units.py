@@ -424,7 +424,7 @@ def test_water_level_and_extra_units_alone():
             expected[a] += 1
         assert got == expected
         K = len(cells)
-        assert cycles == (1 + geo.key_bits * (K + 4) + K + 5 if left else 1)
+        assert cycles == (2 + geo.key_bits * (K + 4) + K + 5 if left else 2)
 
 
 # ------------------------------------------------------------------------------------------------
