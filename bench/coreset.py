@@ -549,7 +549,7 @@ def _default_markdown(res) -> str:
 # --- stage 2: the final table -----------------------------------------------------------------
 
 #: methods of the final table: the DE-SNE rows are selectors of :data:`nms.sw.baselines.SELECTORS`
-FINAL_METHODS = ("desne", "desne-nms", "desne-v0") + PEERS
+FINAL_METHODS = ("desne", "desne-300", "desne-nms", "desne-v0") + PEERS
 FINAL_TRAINERS = ("mlp", "cnn")
 FINAL_DATASETS = ("digits", "fashion-mnist")
 
@@ -563,16 +563,46 @@ def _final_data(name):
     return prepare(load_dataset(fdir))
 
 
-def _desne_config(method):
-    """The bit-exact model configuration behind a DE-SNE row of the final table."""
+def _desne_config(method, dim):
+    """The bit-exact model configuration behind a DE-SNE row of the final table for
+    ``dim``-element vectors: ``desne`` = what the device runs by default
+    (``nms.sw.baselines.desne_select``: ``PRESETS["desne"]``, kNN on the vectors pooled by
+    ``default_pool(dim)``), the others their presets (unpooled, 300 iterations)."""
     from nms.verif.models import desne as dm
-    return dm.PRESETS[{"desne": "desne", "desne-nms": "nms", "desne-v0": "v0"}[method]]
+    from nms.verif.models.pool import default_pool
+    if method == "desne":
+        return dm.PRESETS["desne"].replace(pool=default_pool(dim))
+    return dm.PRESETS[{"desne-300": "300", "desne-nms": "nms", "desne-v0": "v0"}[method]]
 
 
-def _selection_tag(method):
+def _selection_tag(method, dim):
     """Part of the selection cache key: the DE-SNE rows are tagged with their model
     configuration so a changed configuration never reuses an old selection."""
-    return repr(_desne_config(method)) if method.startswith("desne") else ""
+    return repr(_desne_config(method, dim)) if method.startswith("desne") else ""
+
+
+def relabel_runs(out_dir: Path, dataset: str, trainer: str, old: str, new: str, *,
+                 log=print) -> int:
+    """Rename the recorded runs of method ``old`` to ``new`` in every part file of one piece
+    (e.g. ``desne`` -> ``desne-300`` after a default change, so the previous default's runs
+    stay in the table as its comparison row instead of being re-measured). Refuses if ``new``
+    already has runs there. Returns the number of runs renamed."""
+    parts = Path(out_dir) / "coreset_parts"
+    files = sorted(parts.glob(f"{dataset}_{trainer}*.json"))
+    docs = [(f, json.loads(f.read_text())) for f in files]
+    if any(r["method"] == new for _, pc in docs for r in pc["runs"]):
+        raise ValueError(f"{dataset}/{trainer}: method {new!r} already has recorded runs")
+    n = 0
+    for f, pc in docs:
+        k = sum(r["method"] == old for r in pc["runs"])
+        if k:
+            for r in pc["runs"]:
+                if r["method"] == old:
+                    r["method"] = new
+            f.write_text(json.dumps(pc, indent=0))
+            n += k
+    log(f"[relabel] {dataset}/{trainer}: {n} runs {old} -> {new}")
+    return n
 
 
 def desne_shared(X, y, ratio, cfg, *, seed, cache):
@@ -670,6 +700,7 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
     runs = json.loads(part.read_text())["runs"] if part.exists() else []
     done = {(r["method"], r["ratio"], r["seed"]) for r in runs}
     data = _final_data(dataset)
+    dim = int(data.X.shape[1])
     t_start = time.time()
     desne_cache = {}
     for seed in seeds:
@@ -681,7 +712,7 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
                 det = bool(getattr(fn, "seed_independent", False))
                 sel_seed = 0 if det else seed
                 tag = hashlib.sha1(f"{dataset}|{method}|{ratio}|{sel_seed}|"
-                                   f"{_selection_tag(method)}".encode()).hexdigest()[:16]
+                                   f"{_selection_tag(method, dim)}".encode()).hexdigest()[:16]
                 cfile = cache_dir / f"{dataset}_{method}_{ratio}_{sel_seed}_{tag}.npz"
                 if cfile.exists():
                     z = np.load(cfile)
@@ -696,7 +727,7 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
                             desne_cache[sel_seed] = _load_embeddings(cache_dir, dataset, sel_seed)
                         emb = desne_cache[sel_seed]
                         before = len(emb)
-                        res = desne_shared(data.X, data.y, ratio, _desne_config(method),
+                        res = desne_shared(data.X, data.y, ratio, _desne_config(method, dim),
                                            seed=sel_seed, cache=emb)
                         if len(emb) > before:
                             _save_embeddings(cache_dir, dataset, sel_seed, emb)
@@ -775,7 +806,8 @@ def assemble(out_dir: Path) -> dict:
     result = {"stage": "final", "ratios": list(RATIOS), "planned_seeds": list(FINAL_SEEDS),
               "timing": timing,
               "methods": list(FINAL_METHODS), "tables": tables,
-              "desne_config": _selection_tag("desne"),
+              "desne_config": _selection_tag("desne", 64) + " with pool = default_pool(dim) "
+                              "(Fashion-MNIST 28x28: 'pool4', digits: 'none')",
               "machine": {"python": platform.python_version(), "numpy": np.__version__}}
     (out_dir / "coreset.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / "coreset.md").write_text(_final_markdown(result))
@@ -786,9 +818,12 @@ def _final_markdown(res) -> str:
     lines = ["# Coreset quality: DE-SNE against DNN-free peers (final table)", "",
              "Pool = training split minus a stratified 15 % validation split (fixed seed); "
              "accuracy mean ± std over the seeds listed (%), test split first, then validation. "
-             "`desne` = the bit-exact model's default configuration, `desne-nms` = NMS-style "
-             "plain grid (nearest cell centre, proportional allocation), `desne-v0` = the "
-             "previous default (nearest cell centre, water-filling). Deterministic selectors "
+             "`desne` = the bit-exact model's default configuration as the device runs it (50 "
+             "iterations, kNN on the vectors pooled by `default_pool`), `desne-300` = the "
+             "previous default (the same stage 4, 300 iterations, no pooling), `desne-nms` = "
+             "NMS-style plain grid (nearest cell centre, proportional allocation), `desne-v0` = "
+             "the first default (nearest cell centre, water-filling); the last three unpooled, "
+             "300 iterations. Deterministic selectors "
              "(spread = classifier only): herding, kcenter, maxherding.", "",
              f"DE-SNE configuration: `{res['desne_config']}`", ""]
     tm = res.get("timing")
@@ -831,15 +866,16 @@ def _final_markdown(res) -> str:
 
 
 def run_timing(out_dir: Path, *, log=print) -> dict:
-    """Bit-exact model, ``PRESETS["desne"]``, the whole Fashion-MNIST training split (60 000) at
-    10 %: wall and CPU time of one :func:`select` call, and the coverage stage's share (timed
+    """Bit-exact model, ``PRESETS["desne"]`` pooled by ``default_pool`` (as the device runs
+    it), the whole Fashion-MNIST training split (60 000) at 10 %: wall and CPU time of one :func:`select` call, and the coverage stage's share (timed
     on the same chunks' stage-4 inputs). Writes ``coreset_timing.json``."""
     from nms.verif.models import desne as dm
 
     fdir = _fashion_dir()
     ds = load_dataset(fdir) if fdir is not None else load_dataset("digits")
     X, y = ds.train_flat(), ds.y_train
-    cfg = dm.PRESETS["desne"]
+    from nms.verif.models.pool import default_pool
+    cfg = dm.PRESETS["desne"].replace(pool=default_pool(X.shape[1]))
     stage4 = [0.0]
     real_stage = dm.exemplar_stage
 
@@ -884,7 +920,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nms.bench.coreset")
-    p.add_argument("stage", choices=["search", "default", "final", "timing", "report"])
+    p.add_argument("stage", choices=["search", "default", "final", "timing", "report",
+                                      "relabel"])
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--fashion-seeds", nargs="+", type=int, default=None,
@@ -904,6 +941,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(FINAL_METHODS))
     p.add_argument("--redo", action="store_true",
                    help="final: drop the recorded runs of --methods in this piece, then run them")
+    p.add_argument("--relabel", nargs=2, metavar=("OLD", "NEW"), default=None,
+                   help="relabel: rename the recorded runs of method OLD to NEW in the piece")
     p.add_argument("--part-suffix", default="",
                    help="final: checkpoint file suffix, so parallel processes never share one")
     a = p.parse_args(argv)
@@ -916,6 +955,11 @@ def main(argv=None) -> int:
     elif a.stage == "final":
         run_final_piece(a.out, a.dataset, a.trainer, methods=a.methods, seeds=a.seeds,
                         part_suffix=a.part_suffix, redo=a.redo)
+        assemble(a.out)
+    elif a.stage == "relabel":
+        if a.relabel is None or a.dataset is None or a.trainer is None:
+            p.error("relabel needs --dataset, --trainer and --relabel OLD NEW")
+        relabel_runs(a.out, a.dataset, a.trainer, *a.relabel)
         assemble(a.out)
     elif a.stage == "timing":
         run_timing(a.out)

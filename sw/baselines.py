@@ -34,7 +34,9 @@ Selectors
     point's :data:`GRAPH_K` nearest neighbours and itself, σ² = the median squared kNN distance
     of the class (a data rule, nothing tuned). ``weights`` = 1 + the members it covers best.
 ``desne``
-    The DE-SNE bit-exact model (:mod:`nms.verif.models.desne`), imported lazily.
+    The DE-SNE bit-exact model (:mod:`nms.verif.models.desne`), imported lazily, as the device
+    runs it by default (``PRESETS["desne"]``, pooling by ``default_pool``); ``desne-300``,
+    ``desne-nms``, ``desne-v0`` are the comparison presets.
 
 ``herding``, ``kcenter`` and ``maxherding`` do not use the seed (ties go to the lower index):
 they are *deterministic*. ``random``, ``facility``, ``typiclust`` and ``desne`` are
@@ -51,8 +53,8 @@ import numpy as np
 from nms.verif.models.budget import class_budgets, validate_ratio
 
 __all__ = ["SELECTORS", "random_select", "herding_select", "kcenter_select", "facility_select",
-           "typiclust_select", "maxherding_select", "desne_select", "desne_nms_select",
-           "desne_v0_select", "check_inputs", "per_class",
+           "typiclust_select", "maxherding_select", "desne_select", "desne_300_select",
+           "desne_nms_select", "desne_v0_select", "check_inputs", "per_class",
            "pixel_knn"]
 
 #: stochastic-greedy accuracy parameter: each step scans (n / k) · ln(1 / ε) random candidates
@@ -325,38 +327,52 @@ def maxherding_select(X, y, ratio, seed=0) -> dict:
 def desne_select(X, y, ratio, seed=0, *, config=None, details: bool = False) -> dict:
     """DE-SNE (bit-exact model, :func:`nms.verif.models.desne.select`) behind the common signature.
 
-    ``config`` defaults to the model's ``PRESETS["desne"]`` (the configuration chosen by the
-    validation search of issue 9). ``X`` must hold uint8-range integer pixels.
-    ``details=True`` adds the per-chunk embeddings.
+    ``config`` defaults to what the device runs by default: the model's ``PRESETS["desne"]``
+    (the validation search's stage 4 of issue 9 with the energy issue's 50-iteration schedule)
+    with the kNN on the vectors pooled by :func:`nms.verif.models.pool.default_pool` of the
+    vector length (Fashion-MNIST 28x28 -> 4x4, digits none), as ``nms run`` / ``Driver.select``
+    apply it. ``X`` must hold uint8-range integer pixels. ``details=True`` adds the per-chunk
+    embeddings.
     """
     X, y, ratio, seed = check_inputs(X, y, ratio, seed)
     from nms.verif.models.desne import PRESETS, select  # lazy: the model lives in nms.verif
-    return select(X, y, ratio, config or PRESETS["desne"], seed=seed, details=details)
+    from nms.verif.models.pool import default_pool
+    if config is None:
+        config = PRESETS["desne"].replace(pool=default_pool(X.shape[1]))
+    return select(X, y, ratio, config, seed=seed, details=details)
+
+
+def desne_300_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
+    """The previous DE-SNE default (``PRESETS["300"]``: the same stage 4, 300 iterations, no
+    pooling), kept for comparison (docs/algorithm.md §11a.6)."""
+    from nms.verif.models.desne import PRESETS
+    return desne_select(X, y, ratio, seed, config=PRESETS["300"], details=details)
 
 
 def desne_nms_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
     """DE-SNE with the NMS-style plain grid (``PRESETS["nms"]``: nearest cell centre,
-    proportional quotas), kept for comparison."""
+    proportional quotas, 300 iterations, no pooling), kept for comparison."""
     from nms.verif.models.desne import PRESETS
     return desne_select(X, y, ratio, seed, config=PRESETS["nms"], details=details)
 
 
 def desne_v0_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
-    """DE-SNE as the RTL implements it today (``PRESETS["v0"]``: nearest cell centre,
-    water-filling)."""
+    """DE-SNE's first default (``PRESETS["v0"]``: nearest cell centre, water-filling, 300
+    iterations, no pooling), kept for comparison."""
     from nms.verif.models.desne import PRESETS
     return desne_select(X, y, ratio, seed, config=PRESETS["v0"], details=details)
 
 
 for _f in (herding_select, kcenter_select, maxherding_select):
     _f.seed_independent = True  # lets the harness reuse one selection across seeds
-for _f in (random_select, facility_select, typiclust_select, desne_select, desne_nms_select,
-           desne_v0_select):
+for _f in (random_select, facility_select, typiclust_select, desne_select, desne_300_select,
+           desne_nms_select, desne_v0_select):
     _f.seed_independent = False
 
 #: name -> selector ``f(X, y, ratio, seed=0) -> {"indices", ...}``
 SELECTORS = {
     "desne": desne_select,
+    "desne-300": desne_300_select,
     "desne-nms": desne_nms_select,
     "desne-v0": desne_v0_select,
     "random": random_select,

@@ -172,7 +172,9 @@ BASELINE = Dataflow()
 #: holds these equal to the recorded choice) and the DE-SNE schedule it runs with
 CHOSEN = Dataflow(buffer=True, tile=16, cand_tile=4, capacity=1024, reduce="pool4",
                   hold_self=True)
-CHOSEN_SCHEDULE = {"n_iter": 50, "neg_samples": 8}   # exaggeration and momentum switch at 17
+#: (n_iter, exaggeration_iters, momentum_switch, neg_samples): defined once, as the DE-SNE
+#: default, in the model layer (``nms.verif.models.desne.DEFAULT_SCHEDULE``)
+CHOSEN_SCHEDULE = dict(desne.DEFAULT_SCHEDULE)
 
 
 # ------------------------------------------------------------------------------------------------

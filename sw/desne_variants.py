@@ -438,9 +438,12 @@ def variant_select(X, y, ratio, v: Variant, *, seed=0, config: dm.DesneConfig | 
     """DE-SNE with variant ``v`` over a labelled data set (the model's chunk plan and seeds).
 
     ``cache`` (a dict) keeps each chunk's :func:`chunk_state` keyed by (chunk members, seed,
-    perplexity) so variants that differ only after the embedding share it.
+    perplexity) so variants that differ only after the embedding share it. ``config`` (stages
+    1-3, chunk capacity) defaults to the 300-iteration schedule the variant search was measured
+    with (``dm.SCHEDULE_300``, ``bench/results/coreset_search.md``), not the current default's
+    50 iterations, so resumed search runs stay comparable with the recorded ones.
     """
-    cfg = config or dm.DesneConfig()
+    cfg = config or dm.DesneConfig(**dm.SCHEDULE_300)
     ratio = validate_ratio(ratio)
     X, y = dm._check_data(X, y)
     pool = default_pool(X.shape[1]) if v.pool == "auto" else v.pool

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from nms.sw.baselines import SELECTORS, check_inputs
 from nms.sw.datasets import load_digits
+from nms.verif.models import desne as dm
 from nms.verif.models.budget import class_budgets
 
 FAST = [m for m in SELECTORS if not m.startswith("desne")]
@@ -59,7 +60,7 @@ def test_invariants_on_synthetic(method, ratio, seed, data_seed):
     check_result(SELECTORS[method](X, y, ratio, seed=seed), y, ratio)
 
 
-@pytest.mark.parametrize("method", ["desne", "desne-nms", "desne-v0"])
+@pytest.mark.parametrize("method", ["desne", "desne-300", "desne-nms", "desne-v0"])
 @pytest.mark.parametrize("ratio", [0.05, 0.3, 1.0])
 def test_desne_invariants(method, ratio):
     X, y = blobs(n_per_class=(30, 41, 12), d=16, seed=1)
@@ -73,6 +74,19 @@ def test_desne_on_digits_subset(digits):
     keep = np.flatnonzero(y < 3)
     res = SELECTORS["desne"](X[keep], y[keep], 0.1, seed=0)
     check_result(res, y[keep], 0.1)
+    # what the device runs by default: PRESETS["desne"], pooled by default_pool (digits: none)
+    assert np.array_equal(res["indices"], dm.select(X[keep], y[keep], 0.1, dm.PRESETS["desne"],
+                                                    seed=0)["indices"])
+
+
+def test_desne_pools_28x28_images_as_the_device():
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (60, 784))
+    y = np.repeat([0, 1], 30)
+    got = SELECTORS["desne"](X, y, 0.2, seed=1)["indices"]
+    cfg = dm.PRESETS["desne"].replace(pool="pool4")   # default_pool(784)
+    assert np.array_equal(got, dm.select(X, y, 0.2, cfg, seed=1)["indices"])
+    assert not np.array_equal(got, dm.select(X, y, 0.2, dm.PRESETS["desne"], seed=1)["indices"])
 
 
 def test_random_depends_on_seed_only(digits):

@@ -21,18 +21,44 @@ def test_shared_embedding_path_equals_select():
     keep = d.y_train < 3
     X, y = d.train_flat()[keep], d.y_train[keep]
     cache = {}
-    for name in ("desne", "nms", "v0"):
+    for name in ("300", "nms", "v0"):
         cfg = dm.PRESETS[name]
         for ratio in (0.05, 0.2):
             got = cb.desne_shared(X, y, ratio, cfg, seed=4, cache=cache)["indices"]
             assert np.array_equal(got, dm.select(X, y, ratio, cfg, seed=4)["indices"])
     assert len(cache) == 3  # one embedding per chunk (3 classes), shared by 3 configs x 2 ratios
-    pooled = dm.PRESETS["desne"].replace(pool="pool2", n_iter=20, exaggeration_iters=7,
-                                         momentum_switch=7)
+    pooled = dm.PRESETS["desne"].replace(pool="pool2")   # the 50-iteration default, pooled
     for ratio in (0.05, 0.2):
         got = cb.desne_shared(X, y, ratio, pooled, seed=4, cache=cache)["indices"]
         assert np.array_equal(got, dm.select(X, y, ratio, pooled, seed=4)["indices"])
     assert len(cache) == 6  # the pooled job has embeddings of its own
+
+
+def test_final_rows_are_what_the_device_runs():
+    """``desne`` = PRESETS["desne"] (CHOSEN_SCHEDULE) pooled by default_pool, as
+    Driver.select / nms eval run it; ``desne-300`` = the previous default, unpooled."""
+    from nms.sw.baselines import SELECTORS
+    from nms.sw.dataflow import CHOSEN_SCHEDULE
+    new = cb._desne_config("desne", 784)
+    assert new == dm.PRESETS["desne"].replace(pool="pool4")
+    assert {k: getattr(new, k) for k in CHOSEN_SCHEDULE} == CHOSEN_SCHEDULE
+    assert cb._desne_config("desne", 64).pool == "none"
+    old = cb._desne_config("desne-300", 784)
+    assert (old.n_iter, old.exaggeration_iters, old.momentum_switch, old.pool) == (300, 100, 100,
+                                                                                   "none")
+    assert old.replace(**CHOSEN_SCHEDULE) == dm.PRESETS["desne"]   # same stage 4
+    assert set(cb.FINAL_METHODS) >= {"desne", "desne-300"} and "desne-300" in SELECTORS
+
+
+def test_relabel_runs(tmp_path):
+    (tmp_path / "coreset_parts").mkdir()
+    f = tmp_path / "coreset_parts" / "toy_mlp_x.json"
+    f.write_text(json.dumps({"dataset": {"name": "toy"}, "trainer": "mlp",
+                             "runs": [{"method": "desne"}, {"method": "random"}]}))
+    assert cb.relabel_runs(tmp_path, "toy", "mlp", "desne", "desne-300", log=lambda s: None) == 1
+    assert [r["method"] for r in json.loads(f.read_text())["runs"]] == ["desne-300", "random"]
+    with pytest.raises(ValueError, match="already has recorded runs"):
+        cb.relabel_runs(tmp_path, "toy", "mlp", "random", "desne-300", log=lambda s: None)
 
 
 def test_default_check_rule():

@@ -392,7 +392,10 @@ def test_precision_codes_agree_within_two_steps(fashion_rows, digits):
 @pytest.fixture(scope="module")
 def digit_runs(digits):
     X, y = digits
-    cfg = dm.DesneConfig()
+    # the embedding-quality bounds below were measured with the 300-iteration schedule (the
+    # previous default, PRESETS["300"]); the 50-iteration default is less converged (digit 6:
+    # trustworthiness 0.873 vs scikit-learn's 0.932) and is judged by the coreset table instead
+    cfg = dm.PRESETS["300"]
     out = []
     for c in range(10):
         Xc = X[y == c]

@@ -121,8 +121,9 @@ def test_config_fields_and_default_is_the_winner():
     X = d.train_flat()[d.y_train == 4].astype(np.int64)
     v0 = dm.run_chunk(X, 12, dm.PRESETS["v0"], seed=1)
     assert np.array_equal(v0["selected"], dm.grid_select(v0["Y"], 12, "adaptive"))
-    res = dm.run_chunk(X, 12, cfg, seed=1)
+    res = dm.run_chunk(X, 12, dm.PRESETS["300"], seed=1)
     assert np.array_equal(res["Y"], v0["Y"])  # only stage 4 differs
+    assert dm.PRESETS["300"].replace(**dm.DEFAULT_SCHEDULE) == cfg   # and from the default, the schedule
     want = dm.grid_cover_select(res["Y"], res["nbr"], res["P"], 12, "proportional",
                                 start=dm.mean_nearest(X))
     assert np.array_equal(res["selected"], want)

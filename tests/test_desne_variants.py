@@ -20,10 +20,11 @@ def test_variants_equal_the_model(small):
     X, y = small
     cache = {}
     pairs = [(dv.Variant(), dm.PRESETS["v0"]), (dv.Variant(allocation="proportional"), dm.PRESETS["nms"]),
-             (dv.Variant(exemplar="cover", allocation="proportional", first="mean"), dm.PRESETS["desne"]),
-             (dv.Variant(selector="cover"), dm.DesneConfig(exemplar="cover-nogrid", cover_start="gain")),
+             (dv.Variant(exemplar="cover", allocation="proportional", first="mean"), dm.PRESETS["300"]),
+             (dv.Variant(selector="cover"), dm.DesneConfig(exemplar="cover-nogrid", cover_start="gain",
+                                                           **dm.SCHEDULE_300)),
              (dv.Variant(exemplar="cover", allocation="proportional", first="mean", pool="pool2"),
-              dm.PRESETS["desne"].replace(pool="pool2"))]
+              dm.PRESETS["300"].replace(pool="pool2"))]
     for v, cfg in pairs:
         got = dv.variant_select(X, y, 0.1, v, seed=1, cache=cache)["indices"]
         assert np.array_equal(got, dm.select(X, y, 0.1, cfg, seed=1)["indices"]), v
@@ -106,5 +107,5 @@ def test_third_round_rules(small):
     picks, _ = dv.cover_greedy(nbr, P, 6, cell=cell, quota=quota, first=dm.mean_nearest(Xc))
     assert np.isin(picks, selM).all()
     one = dv.variant_select(X, y, 0.01, dv.Variant(**base, second=4), seed=0)["indices"]
-    ref = dm.select(X, y, 0.01, dm.PRESETS["desne"], seed=0)["indices"]
+    ref = dm.select(X, y, 0.01, dm.PRESETS["300"], seed=0)["indices"]
     assert np.array_equal(one, ref)   # one exemplar per class: the member nearest the class mean

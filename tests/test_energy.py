@@ -497,4 +497,11 @@ def test_chosen_default_is_the_recorded_choice():
     assert dfl.CHOSEN.replace(max_dim=flow["max_dim"]).as_dict() == flow
     c, reduce, n_iter, neg = next(a["point"] for k, a in rec["accuracy"].items()
                                   if k == chosen["point"])
-    assert dfl.CHOSEN_SCHEDULE == {"n_iter": n_iter, "neg_samples": neg}
+    # the sweep's point (n_iter, neg_samples), with the schedule it measured (bench/dataflow.py
+    # _config: exaggeration and momentum switch at a third); the DE-SNE default is this schedule
+    from nms.bench.dataflow import _config
+    want = _config(n_iter, neg)
+    assert dfl.CHOSEN_SCHEDULE == {k: getattr(want, k) for k in dfl.CHOSEN_SCHEDULE}
+    assert set(dfl.CHOSEN_SCHEDULE) == {"n_iter", "neg_samples", "exaggeration_iters",
+                                        "momentum_switch"}
+    assert desne.DesneConfig() == want

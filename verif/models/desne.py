@@ -33,6 +33,7 @@ __all__ = [
     "init_embedding", "negative_samples", "embed", "grid_level", "grid_cells", "allocate",
     "grid_select", "mean_nearest", "cover_select", "grid_cover_select", "exemplar_stage",
     "chunk_bounds", "Chunk", "plan_chunks", "run_chunk", "select_with", "select", "PRESETS",
+    "DEFAULT_SCHEDULE", "SCHEDULE_300",
 ]
 
 _EXP2 = np.array(fp.EXP2_LUT, dtype=np.int64)
@@ -50,6 +51,16 @@ ALLOCATIONS = tuple(regmap.ALLOCATION_CODES)  # declared with OPT.allocation
 #: coverage inside the grid's cell quotas, or the same coverage without the grid
 EXEMPLARS = ("centre", "cover", "cover-nogrid")
 COVER_STARTS = ("gain", "mean")
+
+#: The default embedding schedule (docs/algorithm.md §3, §11a.6): the energy issue's chosen
+#: dataflow schedule (``nms.sw.dataflow.CHOSEN_SCHEDULE`` is this dict): 50 iterations, early
+#: exaggeration and the early momentum for the first third (round(50 / 3) = 17), 8 negative
+#: samples. The one definition of these numbers; :class:`DesneConfig`'s defaults read it.
+DEFAULT_SCHEDULE = {"n_iter": 50, "exaggeration_iters": 17, "momentum_switch": 17,
+                    "neg_samples": 8}
+#: The previous default schedule (300 iterations, thirds at 100): ``PRESETS["300"]`` and the
+#: comparison presets ``v0`` / ``nms``, as measured in the final table
+SCHEDULE_300 = {"n_iter": 300, "exaggeration_iters": 100, "momentum_switch": 100}
 
 
 @dataclass(frozen=True)
@@ -100,21 +111,23 @@ class DesneConfig:
         view use the pooled vectors; the embedding and the grid are unchanged.
 
     The stage-4 defaults are the validation-search winner of issue 9 (``PRESETS["desne"]``),
-    which the RTL implements; ``PRESETS["v0"]`` is the previous default, ``PRESETS["nms"]`` the
-    NMS-style plain grid (both also in the RTL, chosen per job).
+    which the RTL implements; the schedule defaults are :data:`DEFAULT_SCHEDULE` (the energy
+    issue's chosen dataflow, 50 iterations). ``PRESETS["300"]`` is the previous default (300
+    iterations), ``PRESETS["v0"]`` the one before, ``PRESETS["nms"]`` the NMS-style plain grid
+    (all in the RTL, chosen per job).
     """
 
     k: int = 16
     perplexity: float = 10.0
     search: str = "robust"
-    n_iter: int = 300
+    n_iter: int = DEFAULT_SCHEDULE["n_iter"]
     exaggeration_shift: int = 2
-    exaggeration_iters: int = 100
+    exaggeration_iters: int = DEFAULT_SCHEDULE["exaggeration_iters"]
     momentum_early: int = 128
     momentum_late: int = 204
-    momentum_switch: int = 100
+    momentum_switch: int = DEFAULT_SCHEDULE["momentum_switch"]
     learning_rate: int = 32
-    neg_samples: int = 8
+    neg_samples: int = DEFAULT_SCHEDULE["neg_samples"]
     capacity: int = 1024
     allocation: str = "proportional"
     exemplar: str = "cover"
@@ -151,15 +164,23 @@ _REGISTER_FIELDS = ("n_iter", "exaggeration_iters", "exaggeration_shift", "learn
                     "momentum_early", "momentum_late", "momentum_switch")
 
 
-#: Named configurations (all three run in the RTL, chosen per job by OPT.allocation /
-#: OPT.exemplar / OPT.cover_start). ``desne`` = the default: the winner of the validation search
-#: of issue 9 (``bench/results/coreset_search.md``), greedy kNN-graph coverage inside the grid's
-#: proportional quotas from the member nearest the chunk mean (docs/algorithm.md §11a.3);
-#: ``v0`` = the previous default (nearest cell centre, water-filling); ``nms`` = the NMS-style
-#: plain grid (nearest cell centre, proportional quotas).
+#: Named configurations (all run in the RTL, chosen per job by OPT.allocation / OPT.exemplar /
+#: OPT.cover_start and the schedule registers). ``desne`` = the default: the winner of the
+#: validation search of issue 9 (``bench/results/coreset_search.md``), greedy kNN-graph coverage
+#: inside the grid's proportional quotas from the member nearest the chunk mean
+#: (docs/algorithm.md §11a.3), with :data:`DEFAULT_SCHEDULE` (50 iterations; the host pools the
+#: kNN's vectors by ``nms.verif.models.pool.default_pool`` when the config sets no pooling);
+#: ``300`` = the previous default (the same stage 4, 300 iterations, no pooling; §11a.6);
+#: ``v0`` = the default before that (nearest cell centre, water-filling); ``nms`` = the
+#: NMS-style plain grid (nearest cell centre, proportional quotas). ``300``, ``v0`` and ``nms``
+#: keep the 300-iteration schedule they were measured with in the final table.
 PRESETS = {
-    "v0": DesneConfig(allocation="adaptive", exemplar="centre", cover_start="gain"),
-    "nms": DesneConfig(allocation="proportional", exemplar="centre", cover_start="gain"),
+    "v0": DesneConfig(allocation="adaptive", exemplar="centre", cover_start="gain",
+                      **SCHEDULE_300),
+    "nms": DesneConfig(allocation="proportional", exemplar="centre", cover_start="gain",
+                       **SCHEDULE_300),
+    "300": DesneConfig(exemplar="cover", allocation="proportional", cover_start="mean",
+                       **SCHEDULE_300),
     "desne": DesneConfig(exemplar="cover", allocation="proportional", cover_start="mean"),
 }
 
