@@ -1291,18 +1291,21 @@ class Emitter(wiring.Component):
         emitted = Signal(self.geometry.count_bits)
         # the bit of point i, registered off the RAM; the read port shows the bit of i + 1
         picked = Signal()
+        m_last = Signal(self.geometry.count_bits)     # M - 1 and N - 1, registered in EM_PRIME
+        n_last = Signal(range(self.geometry.capacity))
         m.d.comb += self.picked_r.addr.eq(i + 1)
         with m.FSM() as fsm:
             _phase_unit(m, self, "EM_PRIME")
             with m.State("EM_PRIME"):
                 m.d.comb += self.picked_r.addr.eq(0)
-                m.d.sync += [i.eq(0), emitted.eq(0)]
+                m.d.sync += [i.eq(0), emitted.eq(0), m_last.eq(self.budget - 1),
+                             n_last.eq(self.n_points - 1)]
                 m.next = "EM_LOAD"
             with m.State("EM_LOAD"):
                 m.d.sync += picked.eq(self.picked_r.data)       # point 0
                 m.next = "EM"
             with m.State("EM"):
-                is_last = emitted == self.budget - 1
+                is_last = emitted == m_last
                 m.d.comb += [self.indices.valid.eq(picked),
                              self.indices.payload.index.eq(i[:IW]),
                              self.indices.payload.last.eq(is_last)]
@@ -1312,7 +1315,7 @@ class Emitter(wiring.Component):
                     m.d.sync += [i.eq(i + 1), picked.eq(self.picked_r.data)]   # point i + 1
                     with m.If(picked):
                         m.d.sync += emitted.eq(emitted + 1)
-                    with m.If((picked & is_last) | (i == self.n_points - 1)):
+                    with m.If((picked & is_last) | (i == n_last)):
                         m.d.comb += self.run.done.eq(1)
                         m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
@@ -1354,26 +1357,29 @@ class CellExport(wiring.Component):
         m = Module()
         geo = self.geometry
         i = Signal(range(max(geo.capacity, geo.max_cells) + 1))
+        n_last = Signal(range(geo.capacity))        # N - 1 and K - 1, registered in EX_PRIME
+        k_last = Signal(range(geo.max_cells))
         m.d.comb += [self.pslot_r.addr.eq(i), self.quota_r.addr.eq(i)]
         with m.FSM() as fsm:
             _phase_unit(m, self, "EX_PRIME")
             with m.State("EX_PRIME"):
                 m.d.comb += self.pslot_r.addr.eq(0)
-                m.d.sync += i.eq(0)
+                m.d.sync += [i.eq(0), n_last.eq(self.n_points - 1),
+                             k_last.eq(self.cells_n - 1)]
                 m.next = "EX_SLOT"
             with m.State("EX_SLOT"):
                 m.d.comb += [self.cells.valid.eq(1), self.cells.payload.value.eq(self.pslot_r.data)]
                 with m.If(self.cells.ready):
                     m.d.comb += self.pslot_r.addr.eq(i + 1)
                     m.d.sync += i.eq(i + 1)
-                    with m.If(i == self.n_points - 1):
+                    with m.If(i == n_last):
                         m.next = "EX_QPRIME"
             with m.State("EX_QPRIME"):
                 m.d.comb += self.quota_r.addr.eq(0)
                 m.d.sync += i.eq(0)
                 m.next = "EX_QUOTA"
             with m.State("EX_QUOTA"):
-                is_last = i == self.cells_n - 1
+                is_last = i == k_last
                 m.d.comb += [self.cells.valid.eq(1), self.cells.payload.value.eq(self.quota_r.data),
                              self.cells.payload.last.eq(is_last)]
                 with m.If(self.cells.ready):
