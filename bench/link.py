@@ -113,9 +113,7 @@ def _job(sim: BoardSim, n: int, seed: int) -> dict:
         sent, received = t.bytes_sent, t.bytes_received
         reads, polls = t.read_frames, t.poll_frames
         t.close()
-    ref = Driver(ModelDevice(capacity=hw["capacity"], max_dim=hw["max_dim"], k=hw["k"],
-                             neg_samples=hw["neg_samples"], tile=hw["tile"]),
-                 cfg).select(X, y, 0.1, seed=seed)
+    ref = Driver(ModelDevice.from_hw(hw), cfg).select(X, y, 0.1, seed=seed)   # the board's device
     return {"n": int(n), "dim": int(X.shape[1]), "ratio": 0.1, "seed": seed,
             "equal_to_model": bool(np.array_equal(got["indices"], ref["indices"])),
             "selected": int(got["indices"].size), "chunks": got["counters"]["chunks"],

@@ -190,7 +190,8 @@ def _digits(hw: dict | None, cfg_extra: dict, ratio: float, seed: int,
     counters = sel["counters"]
     t.close()
     model = Driver(ModelDevice(capacity=cfg.capacity, max_dim=t.max_dim, k=t.k,
-                               neg_samples=t.neg_samples, tile=t.tile), cfg)
+                               neg_samples=t.neg_samples, tile=t.tile, lanes=t.lanes,
+                               buffer_dim=t.buffer_dim, cand_tile=t.cand_tile), cfg)
     ref = model.select(X, y, ratio, seed=seed)["indices"]
     return {"engine": engine, "n_train": len(y), "ratio": ratio, "chunks": counters["chunks"], "n_iter": cfg.n_iter,
             "job_cycles": counters["cycles"], "simulated_cycles_incl_csr": sim_cycles,
