@@ -109,9 +109,10 @@ def run(out_dir: Path, quick: bool, stages: tuple[str, ...] | None = None) -> di
         names = QUICK_STAGES if quick else tuple(b for b, _ in STAGES)
     rows = []
     for block in names:
+        revision = _revision()          # before the build: the tree it elaborates
         row = _build_stage(block, root)
         row["stage"] = what[block]
-        row["revision"] = _revision()
+        row["revision"] = revision
         rows.append(row)
         print(f"[timing] {block}: {row['fmax_mhz']:.1f} MHz ({row['build_seconds']:.0f} s)")
     out_dir = Path(out_dir)
