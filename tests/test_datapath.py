@@ -89,10 +89,14 @@ def test_generate_datapath_block_lints(tmp_path):
     from nms.gen.generate import generate
     from nms.gen.lint import lint_verilog
 
+    # a small build of the default kind (chunk buffer + pooling unit, P = 4 candidates per
+    # query row), with the buffer sized for its 16-element vectors
     params = {"capacity": "64", "k": "4", "max_dim": "16", "lanes": "4", "tile": "2",
-              "neg_samples": "2", "affinity_lanes": "2", "pair_units": "1"}
+              "neg_samples": "2", "affinity_lanes": "2", "pair_units": "1", "buffer_dim": "16",
+              "cand_tile": "4"}
     text, meta = generate("datapath", params)
     assert meta["parameters"]["capacity"] == 64 and meta["parameters"]["fetch_depth"] == 4
+    assert meta["parameters"]["buffer_dim"] == 16 and meta["parameters"]["cand_tile"] == 4
     names = {p["name"] for p in meta["ports"]}
     assert {"config", "start", "mem__req__payload", "mem__resp__payload", "indices__payload",
             "busy", "done", "error", "perf"} <= names
