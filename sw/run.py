@@ -520,8 +520,11 @@ def _markdown(rep: dict) -> str:
                  if t["saving_ratio"] >= 1 else
                  f"{1 / t['saving_ratio']:.2f}× HIGHER with NMS at {rep['training']['epochs']} epochs")
               + f". NMS breaks even on link energy after {rep['breakeven_epochs']:.1f} epochs: the "
-              "one-off near-memory reads (each chunk is streamed once per query tile of T vectors, "
-              "so they scale with N/T) are repaid by the smaller per-epoch PCB traffic. "
+              "one-off near-memory reads ("
+              + ("each image read once into the chunk buffer"
+                 if rep["selection"].get("hardware", {}).get("buffer_dim") else
+                 "each chunk streamed once per query tile of T vectors, so they scale with N/T")
+              + ") are repaid by the smaller per-epoch PCB traffic. "
               "Near-memory bytes are the job's counter. NVM write energy = total writes (paper's "
               "count) x 8 bit x e_nvm_write. "
               f"Energy parameters (pJ/bit): e_pcb {t['params']['e_pcb']}, e_near {t['params']['e_near']}, "
