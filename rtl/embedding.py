@@ -25,8 +25,10 @@ Why the accumulation is organised as it is: the model's sums are exact integers 
 saturate before the final clip, so their order is free. Each lane owns the points
 ``i = u, u + U, ...`` and sums their out-edge forces / sampled repulsions in a register (written
 once per point), while the equal-and-opposite attraction on the neighbour ``j`` is scattered by a
-read-modify-write into a per-lane bank (a one-cycle loop through a write-transparent read port,
-so back-to-back updates of the same ``j`` need no hazard logic). The update phase adds the banks.
+read-modify-write into a per-lane bank (pipelined: read, register, subtract, write, with the
+results of the three beats in flight forwarded to a beat of the same ``j``). The update phase
+adds the banks. Every block RAM's read data go into a register before any logic, and no memory
+needs read-during-write logic (:func:`_block_ram`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,42 @@ def _delay(m, sig, n, name):
         m.d.sync += r.eq(taps[-1])
         taps.append(r)
     return taps
+
+
+class _RegisteredRead(wiring.Component):
+    """A synchronous read port of ``memory`` built as an asynchronous read and a data register.
+
+    The same behaviour as ``memory.read_port()`` (the word of the previous cycle's address, the
+    old word when that address is written in the same cycle; ``en`` low holds the data), in the
+    form Yosys' ``memory_dff`` merges into the block RAM's read port while honouring the
+    memory's ``no_rw_check`` attribute (:func:`_block_ram`), so no soft logic emulates
+    read-during-write behaviour behind the RAM output (as ``nms.rtl.grid`` does).
+    """
+
+    def __init__(self, memory):
+        self._port = memory.read_port(domain="comb")
+        super().__init__(ReadPort.Signature(addr_width=ceil_log2(memory.depth),
+                                            shape=memory.shape))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self._port.addr.eq(self.addr)
+        with m.If(self.en):
+            m.d.sync += self.data.eq(self._port.data)
+        return m
+
+
+def _block_ram(m, name, shape, depth, read_ports=1):
+    """A memory of ``m`` for block RAM without read-during-write logic (``no_rw_check``: legal
+    only where no word read in the cycle its address is written is used — each caller says
+    why), its registered read ports (submodules of ``m``) and its write port."""
+    mem = Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
+    m.submodules[name] = mem
+    reads = []
+    for r in range(read_ports):
+        m.submodules[f"{name}_read{r}"] = port = _RegisteredRead(mem)
+        reads.append(port)
+    return (mem, *reads, mem.write_port())
 
 
 def _check_bool(name, value):
@@ -425,7 +463,8 @@ class PointAccumulator(wiring.Component):
     is written once to the attraction bank (``mode = 0``) or the repulsion bank (``mode = 1``) at
     the point's local address, and the register restarts. ``wsum`` adds the kernel value ``w``
     of every repulsive term (``clear_wsum`` restarts it). The banks are read by the update phase
-    (``l_addr``/``r_addr`` -> ``l_data``/``r_data`` one cycle later).
+    (``l_addr``/``r_addr`` -> ``l_data``/``r_data`` :attr:`read_latency` = 2 cycles later: the
+    RAM's output register and one behind it).
 
     Attributes
     ----------
@@ -436,7 +475,11 @@ class PointAccumulator(wiring.Component):
     l_addr, r_addr : In(local_width)
     l_data : Out({x, y: signed(fa_width)})
     r_data : Out({x, y: signed(fr_width)})
+    read_latency : int
+        2.
     """
+
+    read_latency = 2
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
@@ -454,14 +497,13 @@ class PointAccumulator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo = self.geometry
-        m.submodules.lbank = lbank = Memory(shape=geo.pair(geo.fa_width), depth=geo.unit_depth,
-                                            init=[])
-        m.submodules.rbank = rbank = Memory(shape=geo.pair(geo.fr_width), depth=geo.unit_depth,
-                                            init=[])
-        l_wr, l_rd = lbank.write_port(), lbank.read_port()
-        r_wr, r_rd = rbank.write_port(), rbank.read_port()
+        # written in the pair phase, read in the update phase only: no_rw_check is legal
+        _, l_rd, l_wr = _block_ram(m, "lbank", geo.pair(geo.fa_width), geo.unit_depth)
+        _, r_rd, r_wr = _block_ram(m, "rbank", geo.pair(geo.fr_width), geo.unit_depth)
+        # the words registered once more behind the RAM (no logic after the RAM output)
         m.d.comb += [l_rd.addr.eq(self.l_addr), r_rd.addr.eq(self.r_addr),
-                     self.l_data.eq(l_rd.data), self.r_data.eq(r_rd.data)]
+                     l_rd.en.eq(1), r_rd.en.eq(1)]
+        m.d.sync += [self.l_data.eq(l_rd.data), self.r_data.eq(r_rd.data)]
         x = self.i.payload
         acc_x, acc_y = Signal(signed(geo.fa_width)), Signal(signed(geo.fa_width))
         sum_x, sum_y = acc_x + x.fx, acc_y + x.fy
@@ -482,23 +524,40 @@ class PointAccumulator(wiring.Component):
 
 
 class ScatterBank(wiring.Component):
-    """``F[j] -= f`` for every attractive pair of a lane, by read-modify-write, without stalls.
+    """``F[j] -= f`` for every attractive pair of a lane, by a pipelined read-modify-write, one
+    pair per cycle without stalls.
 
-    Pair phase: the bank is read at the pair's ``j`` and written one cycle later with
-    ``read - f``; the read port is transparent to that write, so back-to-back updates of one
-    ``j`` see each other. Update phase (``update`` high): read at ``read_addr`` (data one cycle
-    later on ``data``). ``clear`` zeroes an entry whenever it is valid: in the update phase the
-    one just read, for the next iteration; before the first pair phase of a job, the job-start
-    sweep of :class:`EmbeddingController` (``clear`` and ``scatter`` are never valid together).
+    Pair phase, a beat on ``scatter`` in cycle t: the bank is read at ``j`` in cycle t, the word
+    is registered behind the RAM in t + 1 (no logic after the RAM output), ``word - f`` is
+    computed into the result register in t + 2 and written in t + 3 (:attr:`write_latency`).
+    The read of cycle t misses the writes of the three beats before it (written in t + 1, t and
+    t + 2, or in flight), so the subtraction takes its operand from the newest of those with the
+    same ``j`` — the result register (beat t - 1) or the two registers behind it (t - 2, t - 3)
+    — and the RAM word only if none matches; the matches are compared one cycle ahead. No word
+    read in the cycle its address is written is ever used (beat t - 3 writes in cycle t, and is
+    forwarded), so the memory needs no read-during-write logic (``no_rw_check``).
+
+    Update phase: ``read_addr`` is read whenever no beat is valid; its word appears on ``data``
+    :attr:`read_latency` = 2 cycles later (from the same register behind the RAM). ``clear``
+    zeroes an entry whenever it is valid: in the update phase the one read for the update, for
+    the next iteration; before the first pair phase of a job, the job-start sweep of
+    :class:`EmbeddingController`. ``clear`` is never valid while a beat is in the pipeline (the
+    engine's pair drain covers :attr:`write_latency`).
 
     Attributes
     ----------
     scatter : In(stream.Signature({j, fx, fy}, always_ready=True))
-    update : In(1)
     read_addr : In(range(capacity))
     clear : In(stream.Signature(range(capacity), always_ready=True))
     data : Out({x, y: signed(fa_width)})
+    write_latency : int
+        3: a beat's write cycle after its input cycle.
+    read_latency : int
+        2: ``read_addr`` to ``data``.
     """
+
+    write_latency = 3
+    read_latency = 2
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
@@ -507,7 +566,6 @@ class ScatterBank(wiring.Component):
             "j": range(C), "fx": signed(F_WIDTH), "fy": signed(F_WIDTH)})
         super().__init__({
             "scatter": In(stream.Signature(self.scatter_layout, always_ready=True)),
-            "update": In(1),
             "read_addr": In(range(C)),
             "clear": In(stream.Signature(range(C), always_ready=True)),
             "data": Out(geo.pair(geo.fa_width)),
@@ -516,22 +574,38 @@ class ScatterBank(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo = self.geometry
-        m.submodules.sbank = sbank = Memory(shape=geo.pair(geo.fa_width), depth=geo.capacity,
-                                            init=[])
-        s_wr = sbank.write_port()
-        s_rd = sbank.read_port(transparent_for=(s_wr,))
-        m.d.comb += self.data.eq(s_rd.data)
-        sc_valid = Signal()
-        sc = Signal(self.scatter_layout)
-        m.d.sync += [sc_valid.eq(self.scatter.valid), sc.eq(self.scatter.payload)]
-        m.d.comb += s_rd.addr.eq(Mux(self.update, self.read_addr, self.scatter.payload.j))
+        word = geo.pair(geo.fa_width)
+        sbank, s_rd, s_wr = _block_ram(m, "sbank", word, geo.capacity)
+        C = geo.capacity
+        x = self.scatter
+        # stage 0: the read (the beat's j, else the update's address)
+        m.d.comb += [s_rd.addr.eq(Mux(x.valid, x.payload.j, self.read_addr)), s_rd.en.eq(1)]
+        # stage 1: the word is in the RAM's output register; the beat moves on
+        v1, b1 = Signal(), Signal(self.scatter_layout)
+        m.d.sync += [v1.eq(x.valid), b1.eq(x.payload)]
+        # stage 2: the word registered behind the RAM, with the forwarding matches
+        v2, b2, q2 = Signal(), Signal(self.scatter_layout), Signal(word)
+        # the result register (stage 3: written this cycle) and the two results before it
+        v3, j3, r3 = Signal(), Signal(range(C)), Signal(word)
+        v4, j4, r4 = Signal(), Signal(range(C)), Signal(word)
+        v5, j5, r5 = Signal(), Signal(range(C)), Signal(word)
+        hit3, hit4, hit5 = Signal(), Signal(), Signal()
+        m.d.sync += [
+            v2.eq(v1), b2.eq(b1), q2.eq(s_rd.data),
+            # b1 meets (in stage 2) the beats now in stage 2, 3 and 4
+            hit3.eq(v2 & (b2.j == b1.j)), hit4.eq(v3 & (j3 == b1.j)), hit5.eq(v4 & (j4 == b1.j)),
+            v4.eq(v3), j4.eq(j3), r4.eq(r3),
+            v5.eq(v4), j5.eq(j4), r5.eq(r4),
+        ]
+        base = Signal(word)
+        m.d.comb += base.eq(Mux(hit3, r3, Mux(hit4, r4, Mux(hit5, r5, q2))))
+        m.d.sync += [v3.eq(v2), j3.eq(b2.j),
+                     r3.x.eq(base.x - b2.fx), r3.y.eq(base.y - b2.fy)]
+        m.d.comb += self.data.eq(q2)
         with m.If(self.clear.valid):
-            m.d.comb += [s_wr.addr.eq(self.clear.payload), s_wr.en.eq(1),
-                         s_wr.data.x.eq(0), s_wr.data.y.eq(0)]
+            m.d.comb += [s_wr.addr.eq(self.clear.payload), s_wr.en.eq(1), s_wr.data.eq(0)]
         with m.Else():
-            m.d.comb += [s_wr.addr.eq(sc.j), s_wr.en.eq(sc_valid),
-                         s_wr.data.x.eq(s_rd.data.x - sc.fx),
-                         s_wr.data.y.eq(s_rd.data.y - sc.fy)]
+            m.d.comb += [s_wr.addr.eq(j3), s_wr.en.eq(v3), s_wr.data.eq(r3)]
         return m
 
 
@@ -569,13 +643,22 @@ class PairLane(wiring.Component):
     knn_r, y_self, y_part : read ports of the list memory and (twice) of the Y memory; the
         lane drives the Y ports' ``en`` (high exactly for the reads it uses).
     clear_wsum : In(1); wsum : Out
-    update, update_addr, clear : In
+    update_addr, clear : In
         Update phase: read address of the banks (point index); scatter-bank entry to clear
         (the update's, or the job-start sweep's).
     fa_scatter, fa_own, fr_own : Out
-        Scatter-bank entry, own attraction and repulsion sums (one cycle after
-        ``update_addr``; the own sums are those of the lane's local address ``update_addr // U``).
+        Scatter-bank entry, own attraction and repulsion sums (:attr:`read_latency` = 2 cycles
+        after ``update_addr``, from registers; the own sums are those of the lane's local
+        address ``update_addr // U``).
+    read_latency : int
+        2.
+    write_latency : int
+        After the last issue, the cycles until the lane's last write (the scatter bank's):
+        ``front_latency + PairUnit.latency + ScatterBank.write_latency``.
     """
+
+    read_latency = ScatterBank.read_latency
+    assert PointAccumulator.read_latency == read_latency
 
     def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int,
                  hold_self: bool = True):
@@ -586,6 +669,7 @@ class PairLane(wiring.Component):
         C, K = capacity, k
         self.hash_latency = Hash32.latency
         self.front_latency = Hash32.latency + 3
+        self.write_latency = self.front_latency + PairUnit.latency + ScatterBank.write_latency
         knn_layout = data.StructLayout({"index": unsigned(geo.index_width),
                                         "p": unsigned(fp.P_BITS)})
         super().__init__({
@@ -600,7 +684,6 @@ class PairLane(wiring.Component):
             "y_part": In(ReadPort.Signature(addr_width=ceil_log2(C), shape=coord_layout())),
             "clear_wsum": In(1),
             "wsum": Out(geo.wsum_width),
-            "update": In(1),
             "update_addr": In(range(C)),
             "clear": In(stream.Signature(range(C), always_ready=True)),
             "fa_scatter": Out(geo.pair(geo.fa_width)),
@@ -671,7 +754,7 @@ class PairLane(wiring.Component):
             scatter.scatter.valid.eq(pu.o.valid & ~o.mode),
             scatter.scatter.payload.j.eq(o_j),
             scatter.scatter.payload.fx.eq(o.fx), scatter.scatter.payload.fy.eq(o.fy),
-            scatter.update.eq(self.update), scatter.read_addr.eq(self.update_addr),
+            scatter.read_addr.eq(self.update_addr),
             scatter.clear.valid.eq(self.clear.valid), scatter.clear.payload.eq(self.clear.payload),
             sums.l_addr.eq(self.update_addr >> geo.unit_shift),
             sums.r_addr.eq(self.update_addr >> geo.unit_shift),
@@ -968,8 +1051,9 @@ class EmbeddingController(wiring.Component):
       idle for ``pair_drain`` cycles (``pairs_active`` low);
     * DIVIDE starts the gain divider (``div_start``) and takes its result (``div_result``);
     * UPDATE issues the points ``0 .. n-1`` on ``update_issue`` (one per cycle; the Y/V read
-      addresses) and waits ``update_latency + 1`` more cycles for the writes, then the next
-      iteration starts (the sample counters move on by ``n * S``) or OUTPUT;
+      addresses; ``update_read`` carries each one a cycle earlier, from DIVIDE's last cycle on:
+      the lanes' bank read addresses, whose words come through two registers) and waits
+      ``update_latency + 1`` more cycles for the writes, then the next iteration starts (the sample counters move on by ``n * S``) or OUTPUT;
     * OUTPUT streams ``Y[0 .. n-1]`` from ``y_rd`` on ``coords`` (the read port's enable holds a
       stalled beat stable).
 
@@ -1011,6 +1095,7 @@ class EmbeddingController(wiring.Component):
             "div_result": In(stream.Signature(GAIN_BITS)),
             "in_update": Out(1),
             "update_issue": Out(stream.Signature(range(C), always_ready=True)),
+            "update_read": Out(stream.Signature(range(C), always_ready=True)),
             "sweep": Out(stream.Signature(range(C), always_ready=True)),
         })
 
@@ -1110,6 +1195,7 @@ class EmbeddingController(wiring.Component):
                         m.d.comb += self.div_start.eq(1)
             with m.State("DIVIDE"):
                 with m.If(self.div_result.valid):
+                    m.d.comb += [self.update_read.valid.eq(1), self.update_read.payload.eq(0)]
                     m.d.sync += [self.gain.eq(self.div_result.payload), upd_act.eq(1),
                                  upd_i.eq(0), quiet.eq(0)]
                     m.next = "UPDATE"
@@ -1117,6 +1203,8 @@ class EmbeddingController(wiring.Component):
                 m.d.comb += self.in_update.eq(1)
                 with m.If(upd_act):
                     m.d.sync += upd_i.eq(upd_i + 1)
+                    m.d.comb += [self.update_read.valid.eq(upd_i != n - 1),
+                                 self.update_read.payload.eq(upd_i + 1)]
                     with m.If(upd_i == n - 1):
                         # the next iteration's sample counters start N * S further on (set
                         # here, not with start_pairs, which already reads the new value)
@@ -1142,7 +1230,15 @@ class EmbeddingController(wiring.Component):
 #: the engine's fixed latencies: issue -> Y read address (hash + partner product + wrap), the
 #: pair unit, and the update pipeline (issue, read data, datapath stages)
 FRONT_LATENCY = Hash32.latency + 3
-PAIR_DRAIN = FRONT_LATENCY + PairUnit.latency + 2
+#: The pair phase's drain: with the last issue in cycle T (``pairs_active`` low from T + 1) the
+#: divider starts in cycle T + 1 + PAIR_DRAIN. Two bounds: the kernel sum must be final then
+#: (its last term is added in T + FRONT_LATENCY + PairUnit.latency), and the last scatter write
+#: (T + FRONT_LATENCY + PairUnit.latency + ScatterBank.write_latency) must come before the first
+#: read of the banks for the update, ``update_read`` in DIVIDE's last cycle: at the earliest
+#: (a saturated gain, a one-cycle division) T + PAIR_DRAIN + 2. The scatter bound is the larger:
+#: the last scatter write is in the divider's start cycle.
+PAIR_DRAIN = max(FRONT_LATENCY + PairUnit.latency,
+                 FRONT_LATENCY + PairUnit.latency + ScatterBank.write_latency - 1)
 UPDATE_LATENCY = 1 + UpdateDatapath.latency
 
 
@@ -1270,7 +1366,8 @@ class EmbeddingEngine(wiring.Component):
         # issue -> Y read address: hash (H) + j product + j wrap; Y data one cycle later
         self.front_latency = FRONT_LATENCY
         self.pair_latency = PairUnit.latency
-        # after the last issue: front end + pair unit + scatter write, plus one spare cycle
+        # after the last issue: front end + pair unit + the scatter bank's pipelined write
+        # (:data:`PAIR_DRAIN`: the last write lands in the divider's start cycle)
         self.pair_drain = PAIR_DRAIN
         # issue, stage 1 (read data), then the datapath's stages
         self.update_latency = UPDATE_LATENCY
@@ -1316,14 +1413,15 @@ class EmbeddingEngine(wiring.Component):
         params = dict(capacity=C, k=K, neg_samples=self.neg_samples, pair_units=U)
 
         # ---- memories: Y and V (one write port each), the neighbour lists -------------------
-        m.submodules.ymem = ymem = Memory(shape=self.coord_layout, depth=C, init=[])
-        m.submodules.vmem = vmem = Memory(shape=self.coord_layout, depth=C, init=[])
-        m.submodules.knnmem = knnmem = Memory(shape=self.knn_layout, depth=C * K, init=[])
-        y_wr = ymem.write_port()
-        y_upd = ymem.read_port()   # update phase and output
-        v_wr = vmem.write_port()
-        v_rd = vmem.read_port()
-        knn_wr = knnmem.write_port()
+        # No read-during-write logic (no_rw_check): no word read in the cycle its address is
+        # written is used. Y/V are written by the initialisation (no reads) and by the update,
+        # point i - UPDATE_LATENCY while point i is read (and the pair phase reads but does not
+        # write); the lists are written in LOAD and read in PAIRS.
+        _, y_upd, *y_lane, y_wr = _block_ram(m, "ymem", self.coord_layout, C,
+                                             read_ports=1 + 2 * U)   # update/output, lanes
+        _, v_rd, v_wr = _block_ram(m, "vmem", self.coord_layout, C)
+        _, *knn_lane, knn_wr = _block_ram(m, "knnmem", self.knn_layout, C * K, read_ports=U)
+        m.d.comb += v_rd.en.eq(1)
 
         # ---- controller, initialisation, divider, update, counters ---------------------------
         m.submodules.controller = ctrl = EmbeddingController(
@@ -1360,14 +1458,15 @@ class EmbeddingEngine(wiring.Component):
             m.submodules[f"hash{u}"] = hsh = Hash32()
             m.submodules[f"lane{u}"] = lane = PairLane(unit=u, hold_self=self.hold_self,
                                                        **params)
-            for port in (lane.y_self, lane.y_part):
-                wiring.connect(m, port, ymem.read_port())
-            wiring.connect(m, lane.knn_r, knnmem.read_port())
+            wiring.connect(m, lane.y_self, y_lane[2 * u])
+            wiring.connect(m, lane.y_part, y_lane[2 * u + 1])
+            wiring.connect(m, lane.knn_r, knn_lane[u])
             m.d.comb += [
                 lane.start.eq(ctrl.start_pairs), lane.n.eq(ctrl.n), lane.kk.eq(ctrl.kk),
                 lane.nm1.eq(ctrl.nm1), lane.iter_base.eq(ctrl.iter_base),
                 lane.clear_wsum.eq(ctrl.clear_wsum),
-                lane.update.eq(ctrl.in_update), lane.update_addr.eq(ctrl.update_issue.payload),
+                # the banks are read a cycle ahead of the update issue (two registers behind)
+                lane.update_addr.eq(ctrl.update_read.payload),
                 # the update clears the scatter entry it has just read, for the next iteration
                 # and the job-start sweep clears entries 0 .. n-1 during LOAD (never together)
                 lane.clear.valid.eq(upd.stage1.valid | ctrl.sweep.valid),

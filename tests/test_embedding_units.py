@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.embedding import (F_SAT, EmbeddingController, EmbeddingEngine, GainDivider,
+from nms.rtl.embedding import (F_SAT, PAIR_DRAIN, EmbeddingController, EmbeddingEngine, GainDivider,
                                Initialiser, PairLane,
                                PairSequencer, PairUnit, PartnerIndex, PerfCounters, PointAccumulator,
                                ScatterBank, UpdateDatapath, coord_layout)
@@ -216,78 +216,108 @@ def test_point_accumulator_sums_and_kernel_sum():
         await ctx.tick()
         got["wsum"] = ctx.get(dut.wsum)
         got["L"], got["R"] = {}, {}
-        for loc in locals_:
-            ctx.set(dut.l_addr, loc)
-            ctx.set(dut.r_addr, loc)
+        lat = dut.read_latency
+        assert lat == 2
+        for a in range(len(locals_) + lat - 1):           # one read per cycle, pipelined
+            ctx.set(dut.l_addr, locals_[min(a, len(locals_) - 1)])
+            ctx.set(dut.r_addr, locals_[min(a, len(locals_) - 1)])
             await ctx.tick()
-            lx, rx = ctx.get(dut.l_data), ctx.get(dut.r_data)
-            got["L"][loc] = (lx["x"], lx["y"])
-            got["R"][loc] = (rx["x"], rx["y"])
+            if a >= lat - 1:
+                loc = locals_[a - (lat - 1)]
+                lx, rx = ctx.get(dut.l_data), ctx.get(dut.r_data)
+                got["L"][loc] = (lx["x"], lx["y"])
+                got["R"][loc] = (rx["x"], rx["y"])
 
     _simulate(dut, bench)
     assert got["wsum"] == wsum and got["L"] == L and got["R"] == R
 
 
+def _scatter_sequence(rng, C):
+    """Beats (j, fx, fy, idle cycles before it): the forwarding hazards first — one ``j`` at
+    distance 1, 2, 3 and 4 (``a a``, ``a b a``, ``a b c a``, ``a b c d a``, back to back and with
+    idle cycles between, which shift the distance in cycles), runs of one ``j`` — then random
+    beats with runs, repeats and idle cycles."""
+    def f():
+        return rng.randrange(-(1 << 24), 1 << 24), rng.randrange(-(1 << 24), 1 << 24)
+
+    seq = []
+    for distance in (1, 2, 3, 4, 5):
+        for gap in (0, 1, 2, 3):
+            js = [5] + [(6 + d) % C for d in range(distance - 1)] + [5, 5]
+            for e, j in enumerate(js):
+                seq.append((j, *f(), gap if e else 0))
+    for _ in range(200):
+        j = rng.choice([3, 3, 3, 0, C - 1, rng.randrange(C), rng.randrange(4)])
+        seq.append((j, *f(), 0 if rng.random() < 0.75 else rng.randrange(1, 4)))
+    # extremes: the largest terms many times on one entry (the sums stay in fa_width)
+    seq += [(7, (1 << 24) if e % 2 else -(1 << 24), -(1 << 24), 0) for e in range(16)]
+    return seq
+
+
 def test_scatter_bank_read_modify_write_back_to_back_then_clear():
+    """``F[j] -= f`` against a direct sum, with every forwarding distance (same ``j`` 1..5
+    beats apart, with and without idle cycles), then the update's reads (2 cycles) and clears."""
     C = 16
     dut = ScatterBank(capacity=C, k=4, neg_samples=2, pair_units=1)
+    assert dut.read_latency == 2 and dut.write_latency == 3
     rng = random.Random(7)
-    seq = []
-    for _ in range(120):
-        j = rng.choice([3, 3, 3, 0, C - 1, rng.randrange(C)])  # runs of one j back to back
-        seq.append((j, rng.randrange(-(1 << 24), 1 << 24), rng.randrange(-(1 << 24), 1 << 24)))
+    seq = _scatter_sequence(rng, C)
     expected = [(0, 0)] * C
-    for j, fx, fy in seq:
+    for j, fx, fy, _ in seq:
         expected[j] = (expected[j][0] - fx, expected[j][1] - fy)
     got = []
 
+    async def read_all(ctx, clear_behind):
+        """Read entries 0 .. C-1 one per cycle (the update's order); with ``clear_behind``,
+        clear each entry two cycles after its read, as the engine's update does."""
+        values = []
+        for a in range(C + 2):
+            ctx.set(dut.read_addr, min(a, C - 1))
+            ctx.set(dut.clear.valid, clear_behind and a >= 2)
+            ctx.set(dut.clear.payload, max(a - 2, 0))
+            await ctx.tick()
+            if 1 <= a <= C:                              # the word read in cycle a - 1
+                d = ctx.get(dut.data)
+                values.append((d["x"], d["y"]))
+        ctx.set(dut.clear.valid, 0)
+        return values
+
+    async def drain(ctx):
+        ctx.set(dut.scatter.valid, 0)
+        for _ in range(dut.write_latency):
+            await ctx.tick()
+
     async def bench(ctx):
-        for j, fx, fy in seq:
-            if rng.random() < 0.2:
-                ctx.set(dut.scatter.valid, 0)
+        for j, fx, fy, idle in seq:
+            ctx.set(dut.scatter.valid, 0)
+            for _ in range(idle):
+                ctx.set(dut.read_addr, rng.randrange(C))     # reads between beats are harmless
                 await ctx.tick()
             ctx.set(dut.scatter.valid, 1)
             ctx.set(dut.scatter.payload, {"j": j, "fx": fx, "fy": fy})
             await ctx.tick()
-        ctx.set(dut.scatter.valid, 0)
-        await ctx.tick()
-        ctx.set(dut.update, 1)
-        for sweep in range(2):                    # read + clear behind, then read the zeros
-            values = []
-            for a in range(C + 1):
-                ctx.set(dut.read_addr, min(a, C - 1))
-                ctx.set(dut.clear.valid, 0 < a)
-                ctx.set(dut.clear.payload, a - 1)
-                await ctx.tick()
-                if a < C:
-                    d = ctx.get(dut.data)
-                    values.append((d["x"], d["y"]))
-            ctx.set(dut.clear.valid, 0)
-            got.append(values)
-        ctx.set(dut.update, 0)
-        # dirty again, then the job-start sweep: ``clear`` outside the update phase
+        await drain(ctx)
+        got.append(await read_all(ctx, True))             # read + clear behind
+        got.append(await read_all(ctx, False))            # the zeros
+        # dirty again, then the job-start sweep: ``clear`` alone
         for j in range(C):
             ctx.set(dut.scatter.valid, 1)
             ctx.set(dut.scatter.payload, {"j": j, "fx": j + 1, "fy": -j})
             await ctx.tick()
-        ctx.set(dut.scatter.valid, 0)
-        await ctx.tick()
+        await drain(ctx)
+        got.append(await read_all(ctx, False))
         for a in range(C):
             ctx.set(dut.clear.valid, 1)
             ctx.set(dut.clear.payload, a)
             await ctx.tick()
         ctx.set(dut.clear.valid, 0)
-        ctx.set(dut.update, 1)
-        values = []
-        for a in range(C):
-            ctx.set(dut.read_addr, a)
-            await ctx.tick()
-            d = ctx.get(dut.data)
-            values.append((d["x"], d["y"]))
-        got.append(values)
+        got.append(await read_all(ctx, False))
 
     _simulate(dut, bench)
-    assert got[0] == expected and got[1] == [(0, 0)] * C and got[2] == [(0, 0)] * C
+    assert got[0] == expected
+    assert got[1] == [(0, 0)] * C
+    assert got[2] == [(-(j + 1), j) for j in range(C)]
+    assert got[3] == [(0, 0)] * C
 
 
 class _LaneHarness(Elaboratable):
@@ -377,18 +407,25 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
             count_reads()
             await ctx.tick()
         assert cycles == -(-(n - u) // U) * (kk + S)           # one pair per cycle, no gap
-        for _ in range(lane.front_latency + PairUnit.latency + 2):
+        # the engine's drain: the divider starts PAIR_DRAIN cycles after act falls; the banks
+        # are read for the update one cycle later at the earliest (a one-cycle, saturated
+        # division), so that is when this test reads them; the lane's last write comes before
+        assert lane.write_latency <= PAIR_DRAIN + 1
+        for _ in range(PAIR_DRAIN + 1):
             count_reads()
-            await ctx.tick()                  # the drain: front end, pair unit, scatter write
+            await ctx.tick()
         points = -(-(n - u) // U)
         assert reads["part"] == points * (kk + S)
         assert reads["self"] == (points if hold_self else points * (kk + S))
         got["wsum"] = ctx.get(lane.wsum)
-        ctx.set(lane.update, 1)
         got["scatter"], got["L"], got["R"] = [], {}, {}
-        for a in range(C):
-            ctx.set(lane.update_addr, a)
+        lat = lane.read_latency
+        for r in range(C + lat - 1):                # one read per cycle, pipelined
+            ctx.set(lane.update_addr, min(r, C - 1))
             await ctx.tick()
+            a = r - (lat - 1)                       # the address read lat - 1 cycles ago
+            if a < 0:
+                continue
             fs = ctx.get(lane.fa_scatter)
             got["scatter"].append((fs["x"], fs["y"]))
             if a % U == u and a < n:
@@ -667,9 +704,12 @@ def test_controller_phase_sequence_and_timing():
             assert await wait_for(ctx, ctrl.div_start) == DRAIN    # drain, then the divider
             await ctx.tick()
             for _ in range(rng.randint(0, 33)):
+                assert not ctx.get(ctrl.update_read.valid)
                 await ctx.tick()
             ctx.set(ctrl.div_result.valid, 1)
             ctx.set(ctrl.div_result.payload, 1000 + t)
+            # the banks' read of point 0, a cycle ahead of its issue
+            assert ctx.get(ctrl.update_read.valid) and ctx.get(ctrl.update_read.payload) == 0
             await ctx.tick()
             ctx.set(ctrl.div_result.valid, 0)
             assert ctx.get(ctrl.gain) == 1000 + t
@@ -677,11 +717,15 @@ def test_controller_phase_sequence_and_timing():
                 assert ctx.get(ctrl.in_update) and ctx.get(ctrl.update_issue.valid)
                 assert ctx.get(ctrl.y_rd.en)                # one Y read per update issue
                 assert ctx.get(ctrl.update_issue.payload) == i
+                assert ctx.get(ctrl.update_read.valid) == (i < n - 1)
+                if i < n - 1:
+                    assert ctx.get(ctrl.update_read.payload) == i + 1
                 # this iteration's constants, while the update uses them
                 assert ctx.get(ctrl.exaggerate) == (t < 1)
                 assert ctx.get(ctrl.momentum) == (11 if t < 2 else 22)
                 await ctx.tick()
             assert not ctx.get(ctrl.update_issue.valid) and not ctx.get(ctrl.y_rd.en)
+            assert not ctx.get(ctrl.update_read.valid)
             if t + 1 < n_iter:
                 assert await wait_for(ctx, ctrl.start_pairs) == UPD + 1
         # OUTPUT, with back-pressure
