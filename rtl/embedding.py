@@ -421,8 +421,10 @@ class PartnerIndex(wiring.Component):
     """Negative-sample partner ``j = i + 1 + ((h & 0xFFFF) * (n - 1)) >> 16``, wrapped below n.
 
     Exactly :func:`nms.verif.models.desne.negative_samples` for the hash ``h`` of the sample's
-    counter: never ``i`` itself. Two stages (product; sum and wrap); ``j`` is valid
-    :attr:`latency` cycles after ``h`` and ``i``.
+    counter: never ``i`` itself. One registered stage (the product, ``i + 1`` and the room
+    ``n - 1 - i`` above the point), then the wrap in logic: ``q = prod >> 16 <= n - 2``, so
+    ``j = q - room`` if ``q >= room`` else ``i + 1 + q`` — a compare and two adds side by side,
+    the engine's Y read address. ``j`` is valid :attr:`latency` cycles after ``h`` and ``i``.
 
     Attributes
     ----------
@@ -433,7 +435,7 @@ class PartnerIndex(wiring.Component):
     j : Out(range(capacity))
     """
 
-    latency = 2
+    latency = 1
 
     def __init__(self, *, capacity: int):
         check_int("capacity", capacity, 2, 1 << 16, "2 to 65536 points")
@@ -448,11 +450,14 @@ class PartnerIndex(wiring.Component):
         m = Module()
         C = self.capacity
         prod = Signal(16 + bits_for(C))
-        point_d = Signal(range(C))
-        m.d.sync += [prod.eq(self.hash[:16] * self.nm1), point_d.eq(self.point)]
-        jr = Signal(range(2 * C + 1))
-        m.d.comb += jr.eq(point_d + 1 + (prod >> 16))
-        m.d.sync += self.j.eq(Mux(jr >= self.n, jr - self.n, jr))
+        ip1 = Signal(range(C + 1))          # i + 1
+        room = Signal(range(C))             # n - 1 - i: partners above i before the wrap
+        m.d.sync += [prod.eq(self.hash[:16] * self.nm1), ip1.eq(self.point + 1),
+                     room.eq(self.nm1 - self.point)]
+        q = Signal(range(C))
+        m.d.comb += q.eq(prod >> 16)
+        # i + 1 + q >= n  <=>  q >= room; then the wrapped partner is q - room
+        m.d.comb += self.j.eq(Mux(q >= room, q - room, ip1 + q))
         return m
 
 
@@ -615,8 +620,9 @@ class PairLane(wiring.Component):
     The front end aligns every issued pair to its memory reads: an attractive pair reads its
     list entry ``(j, p)`` one cycle after the issue, a repulsive one hashes its sample counter
     (the hash unit is outside the lane: lane 0's is shared with the initialisation) and finds
-    its partner with :class:`PartnerIndex`; both then read ``Y[j]`` ``front_latency`` cycles
-    after the issue and enter the pair unit one cycle later. The own point's ``Y[i]`` is read on
+    its partner with :class:`PartnerIndex`; both then read ``Y[j]`` ``Hash32.latency + 1``
+    cycles after the issue, register the word once more behind the RAM and enter the pair unit
+    ``front_latency`` cycles after the issue. The own point's ``Y[i]`` is read on
     ``y_self`` in the same cycle — with ``hold_self`` only for the point's first pair (the
     sequencer's point-major order issues a point's pairs back to back): the read port's data
     register, not enabled again until the next point, holds ``Y[i]`` for the rest of them.
@@ -668,7 +674,7 @@ class PairLane(wiring.Component):
         self.params = dict(capacity=capacity, k=k, neg_samples=neg_samples, pair_units=pair_units)
         C, K = capacity, k
         self.hash_latency = Hash32.latency
-        self.front_latency = Hash32.latency + 3
+        self.front_latency = Hash32.latency + PartnerIndex.latency + 2
         self.write_latency = self.front_latency + PairUnit.latency + ScatterBank.write_latency
         knn_layout = data.StructLayout({"index": unsigned(geo.index_width),
                                         "p": unsigned(fp.P_BITS)})
@@ -709,35 +715,39 @@ class PairLane(wiring.Component):
                      self.hash_req.payload.eq(seq.counter),
                      self.hash_req.valid.eq(seq.issue & seq.mode)]
 
-        # front end: meta delayed to the Y read stage (F[H+2]) and one more to the pair input
+        # front end: meta delayed to the Y read stage (F[H+1]), the read words registered
+        # behind the RAM (F[H+3], no logic after the RAM output) to the pair input
+        R = H + 1
         v_t = _delay(m, seq.issue, H + 3, "fv")
         m_t = _delay(m, seq.mode, H + 3, "fm")
-        i_t = _delay(m, seq.point, H + 2, "fi")
-        sr_t = _delay(m, seq.self_read, H + 2, "fs")
+        i_t = _delay(m, seq.point, R, "fi")
+        sr_t = _delay(m, seq.self_read, R, "fs")
         l_t = _delay(m, seq.local, H + 3, "fl")
         z_t = _delay(m, seq.last, H + 3, "fz")
-        # attraction: (j, p) from the list memory at F[1], aligned to F[H+2]
-        kn_t = _delay(m, self.knn_r.data, H + 1, "kn")
-        # repulsion: the partner of the hashed sample, at F[H+2]
+        # attraction: (j, p) from the list memory at F[1]; j at F[R], p at F[H+3]
+        kn_t = _delay(m, self.knn_r.data, H + 2, "kn")
+        # repulsion: the partner of the hashed sample, at F[R] (PartnerIndex.latency = 1)
+        assert PartnerIndex.latency == R - H
         m.d.comb += [partner.hash.eq(self.hash_rsp), partner.point.eq(i_t[H]),
                      partner.n.eq(self.n), partner.nm1.eq(self.nm1)]
         j_sel = Signal(range(geo.capacity))
         m.d.comb += [
-            j_sel.eq(Mux(m_t[H + 2], partner.j, kn_t[-1].index)),
-            self.y_self.addr.eq(i_t[H + 2]),
+            j_sel.eq(Mux(m_t[R], partner.j, kn_t[R - 1].index)),
+            self.y_self.addr.eq(i_t[R]),
             self.y_part.addr.eq(j_sel),
             # read only for issued pairs; y_self's data register holds Y[i] between its reads
-            self.y_self.en.eq(v_t[H + 2] & sr_t[H + 2]),
-            self.y_part.en.eq(v_t[H + 2]),
+            self.y_self.en.eq(v_t[R] & sr_t[R]),
+            self.y_part.en.eq(v_t[R]),
         ]
-        j_in = Signal(jw)
-        p_in = Signal(fp.P_BITS)
-        m.d.sync += [j_in.eq(j_sel), p_in.eq(kn_t[-1].p)]
+        j_in = _delay(m, j_sel, H + 3 - R, "fj")[-1]
+        a_in, b_in = Signal(coord_layout()), Signal(coord_layout())
+        # the own point's register follows its port, which holds Y[i] while not enabled
+        m.d.sync += [a_in.eq(self.y_self.data), b_in.eq(self.y_part.data)]
         m.d.comb += [
             pu.i.valid.eq(v_t[H + 3]),
-            pu.i.payload.a.eq(self.y_self.data),
-            pu.i.payload.b.eq(self.y_part.data),
-            pu.i.payload.p.eq(p_in),
+            pu.i.payload.a.eq(a_in),
+            pu.i.payload.b.eq(b_in),
+            pu.i.payload.p.eq(kn_t[H + 2].p),
             pu.i.payload.mode.eq(m_t[H + 3]),
             pu.i.payload.tag.eq(Cat(j_in, l_t[H + 3], z_t[H + 3])),
         ]
@@ -1227,9 +1237,10 @@ class EmbeddingController(wiring.Component):
         return m
 
 
-#: the engine's fixed latencies: issue -> Y read address (hash + partner product + wrap), the
-#: pair unit, and the update pipeline (issue, read data, datapath stages)
-FRONT_LATENCY = Hash32.latency + 3
+#: the engine's fixed latencies: issue -> pair-unit input (hash, partner product with the wrap
+#: in logic to the Y read address, the RAM's register, one register behind it), the pair unit,
+#: and the update pipeline (issue, read data, datapath stages)
+FRONT_LATENCY = Hash32.latency + PartnerIndex.latency + 2
 #: The pair phase's drain: with the last issue in cycle T (``pairs_active`` low from T + 1) the
 #: divider starts in cycle T + 1 + PAIR_DRAIN. Two bounds: the kernel sum must be final then
 #: (its last term is added in T + FRONT_LATENCY + PairUnit.latency), and the last scatter write
@@ -1363,7 +1374,7 @@ class EmbeddingEngine(wiring.Component):
         self.kk_width = bits_for(k)
         self.fa_width, self.fr_width, self.wsum_width = geo.fa_width, geo.fr_width, geo.wsum_width
         self.hash_latency = Hash32.latency
-        # issue -> Y read address: hash (H) + j product + j wrap; Y data one cycle later
+        # issue -> pair unit: hash (H) + j product (wrap to the Y address), Y data, register
         self.front_latency = FRONT_LATENCY
         self.pair_latency = PairUnit.latency
         # after the last issue: front end + pair unit + the scatter bank's pipelined write
