@@ -33,6 +33,7 @@ BENCHMARKS = {
     "dataflow": "nms.bench.dataflow",
     "area": "nms.bench.area",
     "elaborate": "nms.bench.elaborate",
+    "knnscale": "nms.bench.knnscale",
 }
 
 

@@ -142,6 +142,8 @@ register_block(Block(
         Param("max_dim", int, 1024, "largest runtime vector length"),
         Param("k", int, 16, "K, neighbours kept per query"),
         Param("index_width", int, 16, "candidate index width in bits"),
+        Param("cand_tile", int, 1, "P, candidates per query-memory row read (beat-interleaved "
+              "groups; the device's datapath uses CAND_TILE with its chunk buffer)"),
     ),
 ))
 
