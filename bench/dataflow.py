@@ -13,15 +13,20 @@ Two sides, joined per row:
   baseline, after the choice.
 * **energy** (:mod:`nms.sw.energy` over :func:`nms.sw.dataflow.dataset_counts`) of the whole
   Fashion-MNIST training split (60 000 images) at 10 % for every dataflow (stream vs chunk
-  buffer, query tile T, candidate tile P) on each algorithm point, with the ECP5-85F block
-  budget (:func:`nms.sw.dataflow.memory_plan`).
+  buffer, query tile T, candidate tile P, lanes L) on each algorithm point, with its fit on
+  the ECP5-85F: block RAMs by :func:`nms.sw.dataflow.memory_plan`, LUTs and DSPs by the
+  measured area model (:func:`area_model`: the kNN stage built at several T, L, P, the other
+  stages from the timing map).
 
 Choice rule (fixed before the run): among rows that fit on chip, whose validation accuracy is
 no worse than the baseline's (mean over seeds >= baseline mean - the larger seed std of the
 two), pick the lowest selection energy; ties to fewer blocks.
 
 Accuracy runs are cached in ``<out>/dataflow_parts/accuracy.json`` (one entry per algorithm
-point and seed, written after each run) so an interrupted sweep resumes.
+point and seed, written after each run, with the commit it ran on) so an interrupted sweep
+resumes. The cache holds runs of one model revision only: after a change to the DE-SNE model
+the whole accuracy side is re-run (the second round found the first round's cached selections
+no longer reproduced by the current model, and re-ran all of them).
 """
 
 from __future__ import annotations
@@ -51,18 +56,36 @@ ALGORITHM_POINTS = (
     (1024, "pool4", 150, 8),
     (1024, "pool2", 100, 4),
     (256, "none", 300, 8),
+    # second round (selection still 1.19 epochs at I50): shorter schedules and fewer negative
+    # samples at C = 1024, where the embedding's per-iteration terms dominate
+    (1024, "pool4", 40, 8),
+    (1024, "pool4", 30, 8),
+    (1024, "pool4", 20, 8),
+    (1024, "pool4", 40, 4),
+    (1024, "pool4", 30, 4),
 )
 QUICK_POINTS = ALGORITHM_POINTS[:2]
 SEEDS = (0, 1, 2, 3)
 RATIO = 0.1
 #: dataflow knobs swept on the energy side for every algorithm point
-#: (buffer, T, P, hold_self); the first is the current RTL
+#: (buffer, T, P, hold_self[, L]); L (lanes) defaults to 8; the first is the current RTL.
+#: Second round: narrower engines (L = 2, 4) with larger T: the physical squared-difference
+#: units are T·L (one MULT18 each), so a larger query tile fits the DSPs only with fewer lanes
 FLOWS = ((False, 4, 1, False), (True, 4, 1, False), (True, 16, 1, False), (True, 64, 1, False),
          (True, 16, 4, False), (True, 8, 8, False), (True, 16, 4, True), (True, 8, 8, True),
-         (True, 64, 1, True), (True, 32, 2, True))
-#: most 8-bit squared-difference units the distance array may have on an ECP5-85F (an area
-#: estimate: ~80 LUT4 per unit with its adder-tree share, about half the device's 84 k LUTs)
-MAX_DIST_UNITS = 512
+         (True, 64, 1, True), (True, 32, 2, True),
+         (True, 4, 4, True), (True, 16, 4, True, 4), (True, 16, 4, True, 2),
+         (True, 16, 8, True, 2), (True, 32, 4, True, 2), (True, 32, 2, True, 2),
+         (True, 8, 4, True, 4))
+#: ECP5-85F resources (LFE5U-85F: 83 640 LUT4, 156 MULT18X18D) and the share of the LUTs the
+#: datapath may take (the rest: CSR bus, AXI ports, memory reader/writer, routing slack)
+ECP5_85F_LUTS, ECP5_85F_DSPS, LUT_SHARE = 83640, 156, 0.85
+#: second-round clock rule: the chosen engine's kNN stage (the datapath's widest stage) must
+#: close at >= CLOCK_FLOOR of the device engine's measured Fmax (a few % of nextpnr seed
+#: noise allowed), so the dataflow does not spend the clock that issue 12 is closing; engines
+#: never built are not eligible. DEVICE_ENGINE = the device's (T, L, P) before this round
+CLOCK_FLOOR = 0.95
+DEVICE_ENGINE = (4, 8, 4)
 SUBSET_SEED = 11
 
 
@@ -132,6 +155,7 @@ def run_accuracy(out_dir: Path, points=ALGORITHM_POINTS, seeds=SEEDS, *, log=pri
             acc = score_coreset(data, sub[sel["indices"]], trainer="mlp", seed=seed,
                                 splits=("val",))
             done["runs"][key] = {"point": list(point), "seed": seed, "val": acc["val"],
+                                 "revision": _revision(),
                                  "n_selected": int(sel["indices"].size),
                                  "select_seconds": t_sel,
                                  "indices": sub[sel["indices"]].tolist()}
@@ -140,16 +164,88 @@ def run_accuracy(out_dir: Path, points=ALGORITHM_POINTS, seeds=SEEDS, *, log=pri
     return done
 
 
+def _revision() -> str | None:
+    from nms.bench.timing import _revision as rev
+
+    return rev()
+
+
 def _flow(point, flow_knobs, dim):
     from nms.sw.dataflow import Dataflow
 
     c, reduce, _, neg = point
-    buffer, T, P, hold = flow_knobs
+    buffer, T, P, hold, *lanes = flow_knobs
     return Dataflow(buffer=buffer, tile=T, cand_tile=P, capacity=c, reduce=reduce,
-                    neg_samples=neg, hold_self=hold, max_dim=dim)
+                    neg_samples=neg, hold_self=hold, max_dim=dim, lanes=lanes[0] if lanes else 8)
 
 
-def energy_row(point, flow_knobs, y_full, dim, params, epochs=10) -> dict:
+def area_model(results: Path | None = None) -> dict:
+    """The measured ECP5-85F figures the fit and clock rules use (no guesses):
+
+    * the kNN stage (distance engine + selector, block ``knn_datapath``) built at several
+      (T, L, P): ``knn_scale.json`` (``nms.bench.knnscale``), plus the timing map's
+      ``knn_datapath`` row (T = 4, L = 8, P = 1). Its LUTs are fitted by least squares as
+      ``a + b·T`` (the selector's K-entry list per query dominates), with a ``c·T·L`` term
+      once the rows vary T·L at equal T; its DSPs are T·L (one MULT18 per squared-difference
+      unit, as every build shows);
+    * the other stages at their default parameters (C = 1024): ``timing.json`` rows
+      ``affinity``, ``embedding``, ``grid`` (LUT and DSP summed; an upper bound for C < 1024);
+    * the measured post-route Fmax of each built (T, L, P) engine.
+    """
+    results = Path(results) if results is not None else Path(__file__).resolve().parent / "results"
+    timing = json.loads((results / "timing.json").read_text())
+
+    def used(u, key):
+        v = u[key]
+        return int(v["used"]) if isinstance(v, dict) else int(v)
+
+    other = {r["block"]: r["utilisation"] for r in timing["stages"]
+             if r["block"] in ("affinity", "embedding", "grid")}
+    engines = {}
+    for r in timing["stages"]:
+        if r["block"] == "knn_datapath":
+            pr = r["params"]
+            key = (pr.get("tile", 4), pr.get("lanes", 8), pr.get("cand_tile", 1))
+            engines[key] = {"lut": used(r["utilisation"], "lut"), "fmax_mhz": r["fmax_mhz"],
+                            "source": "timing.md"}
+    scale = json.loads((results / "knn_scale.json").read_text())
+    for r in scale["rows"]:
+        if r.get("status") == "ok":
+            engines[(r["T"], r["L"], r["P"])] = {
+                "lut": used(r["report"]["utilisation"], "lut"),
+                "fmax_mhz": r["report"]["fmax_mhz"], "source": f"knn_scale.md row {r['label']}"}
+    keys = sorted(engines)
+    with_l = len({(t, t * l) for t, l, _ in keys}) > len({t for t, _, _ in keys})
+    A = np.array([[1.0, t] + ([t * l] if with_l else []) for t, l, _ in keys])
+    v = np.array([engines[k]["lut"] for k in keys], dtype=float)
+    coef, *_ = np.linalg.lstsq(A, v, rcond=None)
+    coef = coef.tolist() + ([] if with_l else [0.0])
+    return {"lut_other": sum(used(u, "lut") for u in other.values()),
+            "dsp_other": sum(used(u, "dsp") for u in other.values()),
+            "knn_lut_coef": coef, "knn_fit_has_tl": with_l,
+            "engines": [{"T": t, "L": l, "P": p, **engines[(t, l, p)]} for t, l, p in keys],
+            "knn_resid": (v - A @ np.array(coef[:A.shape[1]])).tolist(),
+            "lut_budget": int(LUT_SHARE * ECP5_85F_LUTS), "dsp_budget": ECP5_85F_DSPS,
+            "device_engine": list(DEVICE_ENGINE), "clock_floor": CLOCK_FLOOR}
+
+
+def area_estimate(flow, area: dict) -> dict:
+    """LUTs and DSPs of the whole datapath with ``flow``'s engine, and its measured kNN-stage
+    Fmax (``None`` if that engine was not built) (:func:`area_model`)."""
+    a, b, c = area["knn_lut_coef"]
+    T, L, P = flow.tile, flow.lanes, flow.cand_tile
+    luts = int(round(a + b * T + c * T * L)) + area["lut_other"]
+    dsps = T * L + area["dsp_other"]
+    built = {(e["T"], e["L"], e["P"]): e["fmax_mhz"] for e in area["engines"]}
+    fmax = built.get((T, L, P))
+    ref = built.get(tuple(area["device_engine"]))
+    return {"luts": luts, "dsps": dsps, "knn_fmax_mhz": fmax,
+            "fits": luts <= area["lut_budget"] and dsps <= area["dsp_budget"],
+            "clock_ok": bool(fmax is not None and ref is not None
+                             and fmax >= area["clock_floor"] * ref)}
+
+
+def energy_row(point, flow_knobs, y_full, dim, params, epochs=10, area=None) -> dict:
     """Energy, traffic and on-chip fit of one (algorithm point, dataflow) on the whole set."""
     from nms.sw.dataflow import dataset_counts, memory_plan
     from nms.sw.energy import selection_energy, training_comparison
@@ -161,10 +257,13 @@ def energy_row(point, flow_knobs, y_full, dim, params, epochs=10) -> dict:
     cmp = training_comparison(n_samples=len(y_full), n_selected=m, bytes_per_sample=dim,
                               selection_pj=e["total"], epochs=epochs, params=params)
     plan = memory_plan(flow)
-    units = flow.tile * flow.lanes * flow.cand_tile
+    area = area if area is not None else area_model()
+    est = area_estimate(flow, area)
     return {"point": _key(point), "flow": flow.as_dict(), "flow_label": flow.label,
-            "n_iter": point[2], "blocks": plan["blocks"], "dist_units": units,
-            "fits": bool(plan["fits"] and units <= MAX_DIST_UNITS),
+            "n_iter": point[2], "blocks": plan["blocks"], "dist_units": flow.tile * flow.lanes,
+            "luts": est["luts"], "dsps": est["dsps"], "knn_fmax_mhz": est["knn_fmax_mhz"],
+            "clock_ok": est["clock_ok"],
+            "fits": bool(plan["fits"] and est["fits"]),
             "chunk_buffer_bytes": plan["chunk_buffer_bytes"],
             "ddr_read_bytes": counts["ddr"]["read_bytes"],
             "ddr_vs_dataset": counts["ddr"]["read_bytes"] / (len(y_full) * dim),
@@ -196,7 +295,7 @@ def choose(rows, acc) -> dict | None:
         r["val_std"] = a["val_std"] if a else None
         r["accuracy_ok"] = bool(a and a["val_mean"] >= base["val_mean"]
                                 - max(base["val_std"], a["val_std"]))
-        if r["fits"] and r["accuracy_ok"]:
+        if r["fits"] and r["clock_ok"] and r["accuracy_ok"]:
             ok.append(r)
     return min(ok, key=lambda r: (r["selection_pj"], r["blocks"])) if ok else None
 
@@ -213,7 +312,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     ds = _fashion()
     y_full, dim = ds.y_train, int(np.prod(ds.X_train.shape[1:]))
     params = EnergyParams()
-    rows = [energy_row(pt, fk, y_full, dim, params) for pt in points for fk in FLOWS]
+    area = area_model(out_dir)
+    rows = [energy_row(pt, fk, y_full, dim, params, area=area) for pt in points for fk in FLOWS]
     best = choose(rows, acc)
     baseline = rows[0]
     # the test split, read only now: the chosen row and the baseline
@@ -233,10 +333,13 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                        "test_std": float(np.std([t["test"] for t in tests]))}
     res = {"benchmark": "dataflow", "quick": quick, "ratio": RATIO,
            "protocol": acc_done["protocol"], "seeds": list(seeds),
-           "choice_rule": "fits on the ECP5-85F (blocks and distance units) and validation "
+           "choice_rule": "fits on the ECP5-85F (DP16KD blocks of the memory plan; LUTs within "
+                          f"{LUT_SHARE:.0%} and DSPs within the device by the measured area model), "
+                          f"its kNN stage built and closing at >= {CLOCK_FLOOR:.0%} of the device "
+                          f"engine's (T, L, P = {DEVICE_ENGINE}) measured Fmax, and validation "
                           "accuracy >= baseline mean - the larger seed std; lowest selection "
                           "energy, ties to fewer blocks",
-           "max_dist_units": MAX_DIST_UNITS, "energy_params": params.as_dict(),
+           "area_model": area, "energy_params": params.as_dict(),
            "accuracy": acc, "rows": rows, "chosen": best, "baseline": baseline,
            "final": final,
            "environment": {"python": platform.python_version(), "numpy": np.__version__}}
@@ -270,17 +373,33 @@ def _markdown(res) -> str:
     for k, a in acc.items():
         lines.append(f"| {k} | {100 * a['val_mean']:.2f} ± {100 * a['val_std']:.2f} | {a['n']} |")
     lines += ["", "## Energy and fit, every row", "",
-              "| point | dataflow | blocks | dist units | fits | DDR / data set | selection (mJ) "
-              "| epochs | saving @10 | break-even epoch | accuracy ok | |",
-              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
+              "| point | dataflow | blocks | LUT (est.) | DSP | fits | kNN Fmax (MHz) | clock ok | "
+              "DDR / data set | selection (mJ) | epochs | saving @10 | break-even epoch | "
+              "accuracy ok | |",
+              "|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for r in sorted(rows, key=lambda r: r["selection_pj"]):
         mark = "**chosen**" if best is not None and r is best else (
             "baseline" if r is base else "")
-        lines.append(f"| {r['point']} | {r['flow_label']} | {r['blocks']} | {r['dist_units']} | "
-                     f"{'yes' if r['fits'] else 'no'} | {r['ddr_vs_dataset']:.2f} | "
+        lines.append(f"| {r['point']} | {r['flow_label']} | {r['blocks']} | {r['luts']} | "
+                     f"{r['dsps']} | {'yes' if r['fits'] else 'no'} | "
+                     f"{r['knn_fmax_mhz'] if r['knn_fmax_mhz'] is not None else '-'} | "
+                     f"{'yes' if r['clock_ok'] else 'no'} | {r['ddr_vs_dataset']:.2f} | "
                      f"{_mj(r['selection_pj'])} | {r['selection_in_epochs']:.2f} | "
                      f"{100 * r['saving_at_10']:.1f} % | {r['breakeven_epoch']:.2f} | "
                      f"{'yes' if r['accuracy_ok'] else 'no'} | {mark} |")
+    ar = res["area_model"]
+    a, b, c = ar["knn_lut_coef"]
+    lines += ["", "## Area model (measured; `area_model`)", "",
+              f"kNN stage LUTs ≈ {a:.0f} + {b:.0f}·T + {c:.1f}·T·L, least squares over the "
+              f"{len(ar['engines'])} built engines below (residuals "
+              + ", ".join(f"{v:+.0f}" for v in ar["knn_resid"]) + " LUT); DSPs = T·L. "
+              f"Other stages (affinity, embedding, grid at C = 1024, `timing.md`): "
+              f"{ar['lut_other']} LUT, {ar['dsp_other']} DSP. Budget: {ar['lut_budget']} LUT "
+              f"({LUT_SHARE:.0%} of {ECP5_85F_LUTS}), {ar['dsp_budget']} DSP.", "",
+              "| kNN engine (T, L, P) | LUT (measured) | Fmax (MHz) | source |",
+              "|---|---:|---:|---|"]
+    lines += [f"| {e['T']}, {e['L']}, {e['P']} | {e['lut']} | {e['fmax_mhz']:.1f} | {e['source']} |"
+              for e in ar["engines"]]
     lines += ["", "## Chosen default vs before (test split read only for these two rows)", "",
               "| | point | dataflow | val (%) | test (%) | selection (epochs) | saving @10 | "
               "DDR / data set |", "|---|---|---|---:|---:|---:|---:|---:|"]

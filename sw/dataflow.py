@@ -147,7 +147,8 @@ class Dataflow:
     @property
     def label(self) -> str:
         return (f"{'buffer' if self.buffer else 'stream'} T={self.tile} P={self.cand_tile} "
-                f"C={self.capacity} {self.reduce}{' hold' if self.hold_self else ''}")
+                f"L={self.lanes} C={self.capacity} {self.reduce}"
+                f"{' hold' if self.hold_self else ''}")
 
 
 def reduced_dim(dim: int, reduce: str) -> int:
