@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nms.rtl.params import BUFFER_DIM, CAND_TILE
+from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY
 
 __all__ = ["Param", "Block", "REGISTRY", "register_block", "get_block", "resolve_params",
            "elaborate", "generate", "port_table", "add_arguments", "main"]
@@ -167,7 +167,8 @@ DATAPATH_PARAMS = (
         Param("elem_width", int, 8, "unsigned element width in bits"),
         Param("max_dim", int, 1024, "largest runtime vector length"),
         Param("k", int, 16, "K, neighbours per point"),
-        Param("capacity", int, 1024, "C, most points per chunk (on-chip state)"),
+        Param("capacity", int, CAPACITY, "C, most points per chunk (on-chip state; default: the "
+              "chosen dataflow's)"),
         Param("neg_samples", int, 8, "negative samples per point and iteration"),
         Param("affinity_lanes", int, 4, "neighbours the affinity unit evaluates per cycle"),
         Param("pair_units", int, 2, "embedding pair units (power of two)"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_int", "BUFFER_DIM", "CAND_TILE"]
+__all__ = ["check_int", "BUFFER_DIM", "CAND_TILE", "CAPACITY"]
 
 #: the device's default chunk-buffer vector length (``NmsAccelerator(buffer_dim=...)``) and
 #: candidates per query-memory read (``cand_tile``): the chosen dataflow of ``docs/energy.md``
@@ -10,6 +10,11 @@ __all__ = ["check_int", "BUFFER_DIM", "CAND_TILE"]
 #: holds them equal). Here, in a module without Amaranth, so the host side reads them cheaply.
 BUFFER_DIM = 49
 CAND_TILE = 4
+#: the device's default chunk capacity C (points per chunk job, on-chip state): the second round
+#: of the dataflow sweep chose C = 256 (``bench/results/dataflow.md``: 0.79 full-data epochs of
+#: selection energy against 1.19 at C = 1024, validation accuracy within the rule); the model's
+#: ``DesneConfig.capacity``, the driver and the host's defaults read it from here
+CAPACITY = 256
 
 
 def check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:

@@ -42,7 +42,7 @@ from nms.rtl.axi import RESP_DECERR, AxiBurstWriter, axi4_signature, check_data_
 from nms.rtl.csr import BUSES, CsrBlock
 from nms.rtl.datapath import DesneDatapath, config_layout
 from nms.rtl.memport import AxiVectorPort, ResultPacker
-from nms.rtl.params import BUFFER_DIM, CAND_TILE, check_int
+from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY, check_int
 
 __all__ = ["NmsAccelerator", "ERROR_CAUSES", "ABORT_TAIL_CYCLES", "BUFFER_DIM", "CAND_TILE",
            "effective_registers"]
@@ -98,7 +98,7 @@ class NmsAccelerator(wiring.Component):
     """
 
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
-                 k: int = 16, capacity: int = 1024, neg_samples: int = 8, affinity_lanes: int = 4,
+                 k: int = 16, capacity: int = CAPACITY, neg_samples: int = 8, affinity_lanes: int = 4,
                  pair_units: int = 2, fetch_depth: int = 4, buffer_dim: int = BUFFER_DIM,
                  cand_tile: int = CAND_TILE, data_width: int = 64,
                  addr_width: int = 32, max_burst: int = 256, read_fifo: int | None = None,

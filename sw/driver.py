@@ -28,7 +28,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
-from nms.rtl.params import BUFFER_DIM, CAND_TILE
+from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY
 from nms.sw.dataflow import rtl_counters
 from nms.sw.transport import DeviceBusyError, DeviceError, JobRefusedError, Transport
 from nms.verif.models import desne
@@ -139,7 +139,7 @@ class ModelDevice(Transport):
 
     name = "model"
 
-    def __init__(self, *, capacity: int = 1024, max_dim: int = 1024, k: int = 16,
+    def __init__(self, *, capacity: int = CAPACITY, max_dim: int = 1024, k: int = 16,
                  neg_samples: int = 8, tile: int = 4, lanes: int = 8, data_width: int = 64,
                  job_delay_s: float = 0.0, mem_size: int = 1 << 32,
                  buffer_dim: int = BUFFER_DIM, cand_tile: int = CAND_TILE):

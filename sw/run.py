@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nms.rtl.params import CAPACITY
 from nms.sw import energy
 from nms.sw.baselines import random_select
 from nms.sw.datasets import load_dataset
@@ -97,8 +98,9 @@ def add_arguments(parser) -> None:
                         help="clock for the job time in the report, from the device's cycle "
                              "counters (default: the board's clock for --backend fpga, else "
                              f"{DEFAULT_CLOCK_HZ / 1e6:g} MHz)")
-    parser.add_argument("--capacity", type=positive_int_arg, default=1024,
-                        help="on-chip capacity C of the accelerator (points per chunk, default 1024)")
+    parser.add_argument("--capacity", type=positive_int_arg, default=CAPACITY,
+                        help="on-chip capacity C of the accelerator (points per chunk, default "
+                             f"{CAPACITY}: the chosen dataflow's)")
     parser.add_argument("--pool", type=pool_arg, default=None,
                         help="pooling in front of the kNN: none, pool2 (2x2) or pool4 (4x4); "
                              "default: the data set's (Fashion-MNIST 28x28 -> pool4, digits -> "
@@ -292,7 +294,7 @@ def device_report(counters: dict, transport, *, clock_hz: float | None = None) -
     return out
 
 
-def run_job(ds, *, ratio=0.1, backend="model", capacity=1024, config: desne.DesneConfig | None = None,
+def run_job(ds, *, ratio=0.1, backend="model", capacity=CAPACITY, config: desne.DesneConfig | None = None,
             model="lrt-cnn", rank=4, epochs=10, seed=0, skip_full=False, progress=True,
             shift="BG+WN", n_train=None, pretrain_epochs=None, sweep=False, port=None,
             clock_hz: float | None = None, transport_options: dict | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from nms.rtl import regmap
-from nms.rtl.params import BUFFER_DIM, CAND_TILE
+from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY
 from nms.sw.transport import DeviceError, Transport
 from nms.verif.sim.fastsim import FastSim, FastSimError
 
@@ -25,7 +25,7 @@ __all__ = ["RtlTransport", "DEFAULT_HW"]
 #: chosen dataflow (chunk buffer ``buffer_dim`` = 49 with the pooling unit, P = ``cand_tile`` = 4),
 #: C = 1024, vectors up to 1024 elements (digits and Fashion-MNIST fit), 64-bit AXI
 DEFAULT_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 1024, "k": 16,
-              "capacity": 1024, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
+              "capacity": CAPACITY, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
               "buffer_dim": BUFFER_DIM, "cand_tile": CAND_TILE,
               "data_width": 64, "max_burst": 256, "bus": "axi-lite"}
 

@@ -46,7 +46,10 @@ def test_final_rows_are_what_the_device_runs():
     old = cb._desne_config("desne-300", 784)
     assert (old.n_iter, old.exaggeration_iters, old.momentum_switch, old.pool) == (300, 100, 100,
                                                                                    "none")
-    assert old.replace(**CHOSEN_SCHEDULE) == dm.PRESETS["desne"]   # same stage 4
+    # same stage 4; the previous default keeps the C = 1024 it was measured with
+    assert old.capacity == 1024 and dm.PRESETS["desne"].capacity == dm.DesneConfig().capacity
+    assert old.replace(capacity=dm.DesneConfig().capacity,
+                       **CHOSEN_SCHEDULE) == dm.PRESETS["desne"]
     assert set(cb.FINAL_METHODS) >= {"desne", "desne-300"} and "desne-300" in SELECTORS
 
 

@@ -283,7 +283,7 @@ def test_bram_blocks_and_fit():
     # a raw 784-D chunk buffer of C = 1024 alone needs ~800 KB: it cannot fit
     assert not dfl.memory_plan(dfl.Dataflow(buffer=True))["fits"]
     assert dfl.memory_plan(dfl.BASELINE)["fits"] and dfl.memory_plan(dfl.CHOSEN)["fits"]
-    assert dfl.memory_plan(dfl.CHOSEN)["chunk_buffer_bytes"] == 1024 * 56
+    assert dfl.memory_plan(dfl.CHOSEN)["chunk_buffer_bytes"] == dfl.CHOSEN.capacity * 56   # 7 words of 8
 
 
 # ---- the reduced kNN input in the bit-exact model path ---------------------------------------------

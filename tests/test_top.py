@@ -82,14 +82,22 @@ def test_default_dataflow_is_the_chosen_one():
     from nms.sw.dataflow import CHOSEN, reduced_dim
     from nms.sw.transport_rtl import DEFAULT_HW
 
+    from nms.sw.driver import ModelDevice
+    from nms.verif.models.desne import DesneConfig
+
     assert CHOSEN.buffer and reduced_dim(28 * 28, CHOSEN.reduce) == 49
-    want = {"buffer_dim": 49, "cand_tile": CHOSEN.cand_tile}
+    want = {"buffer_dim": 49, "cand_tile": CHOSEN.cand_tile, "capacity": CHOSEN.capacity,
+            "tile": CHOSEN.tile, "lanes": CHOSEN.lanes, "k": CHOSEN.k,
+            "neg_samples": CHOSEN.neg_samples, "pair_units": CHOSEN.pair_units}
     sig = inspect.signature(NmsAccelerator).parameters
     for block in ("top", "datapath"):
         params = {p.name: p.default for p in get_block(block).params}
         assert {k: params[k] for k in want} == want, block
     assert {k: sig[k].default for k in want} == want
     assert {k: DEFAULT_HW[k] for k in want} == want
+    # the model's and the host's defaults are the same chunk capacity
+    assert DesneConfig().capacity == CHOSEN.capacity
+    assert ModelDevice().capacity == CHOSEN.capacity
     top = NmsAccelerator(**HW)                        # the test build takes the default too
     assert top.datapath.chunk_buffer and top.datapath.cand_tile == CHOSEN.cand_tile
     caps = regmap.capabilities(capacity=64, lanes=8, buffer_dim=49)

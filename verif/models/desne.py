@@ -25,6 +25,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
+from nms.rtl.params import CAPACITY
 from nms.verif.models.budget import class_budgets, largest_remainder
 from nms.verif.models.pool import POOL_NAMES, check_image, pool_vectors
 
@@ -93,6 +94,7 @@ class DesneConfig:
         Negative samples per point and iteration for the repulsive forces.
     capacity : int
         On-chip capacity C: a class with more points is processed in chunks of at most C.
+        Default ``nms.rtl.params.CAPACITY`` (256, the chosen dataflow's; docs/energy.md §6).
     allocation : {"proportional", "adaptive"}
         Budget allocation over grid cells: ``proportional`` (default) = quota by occupancy,
         largest remainder, as the NMS plain grid; ``adaptive`` = entropy-maximising
@@ -128,7 +130,7 @@ class DesneConfig:
     momentum_switch: int = DEFAULT_SCHEDULE["momentum_switch"]
     learning_rate: int = 32
     neg_samples: int = DEFAULT_SCHEDULE["neg_samples"]
-    capacity: int = 1024
+    capacity: int = CAPACITY
     allocation: str = "proportional"
     exemplar: str = "cover"
     cover_start: str = "mean"
@@ -173,14 +175,15 @@ _REGISTER_FIELDS = ("n_iter", "exaggeration_iters", "exaggeration_shift", "learn
 #: ``300`` = the previous default (the same stage 4, 300 iterations, no pooling; §11a.6);
 #: ``v0`` = the default before that (nearest cell centre, water-filling); ``nms`` = the
 #: NMS-style plain grid (nearest cell centre, proportional quotas). ``300``, ``v0`` and ``nms``
-#: keep the 300-iteration schedule they were measured with in the final table.
+#: keep the 300-iteration schedule and the chunk capacity C = 1024 they were measured with in
+#: the final table; ``desne`` has the default C (``nms.rtl.params.CAPACITY``).
 PRESETS = {
     "v0": DesneConfig(allocation="adaptive", exemplar="centre", cover_start="gain",
-                      **SCHEDULE_300),
+                      capacity=1024, **SCHEDULE_300),
     "nms": DesneConfig(allocation="proportional", exemplar="centre", cover_start="gain",
-                       **SCHEDULE_300),
+                       capacity=1024, **SCHEDULE_300),
     "300": DesneConfig(exemplar="cover", allocation="proportional", cover_start="mean",
-                       **SCHEDULE_300),
+                       capacity=1024, **SCHEDULE_300),
     "desne": DesneConfig(exemplar="cover", allocation="proportional", cover_start="mean"),
 }
 
