@@ -47,7 +47,8 @@ from nms.rtl.recip import Recip1p
 
 __all__ = ["PairUnit", "GainDivider", "PairSequencer", "PartnerIndex", "PointAccumulator",
            "ScatterBank", "PairLane", "UpdateDatapath", "Initialiser", "PerfCounters",
-           "EmbeddingController", "EmbeddingEngine", "ITER_BITS", "iteration_cycles"]
+           "EmbeddingController", "EmbeddingEngine", "ITER_BITS", "iteration_cycles",
+           "PAIR_DRAIN", "DIVIDE_MIN", "UPDATE_TAIL"]
 
 #: coordinate / velocity storage width: Q8.16 saturated to [-2**23, 2**23 - 1]
 Y_WIDTH = 24
@@ -64,6 +65,9 @@ from nms.rtl.regmap import ITER_BITS  # noqa: E402  (declared with the ITER fiel
 #: velocity past the clip bound in the same direction, so the clipped result is unchanged
 F_SAT = 1 << 34
 GAIN_BITS = 32
+#: multiplier operands wider than an 18 x 18 block multiplier are split at this bit (the low
+#: part 17 bits unsigned); every partial product goes straight into a register
+_DSP_LOW = 17
 
 
 def _delay(m, sig, n, name):
@@ -189,17 +193,27 @@ class PairUnit(wiring.Component):
         # stage 1: difference d = b - a
         dx, dy = Signal(signed(D_WIDTH)), Signal(signed(D_WIDTH))
         m.d.sync += [dx.eq(x.b.x - x.a.x), dy.eq(x.b.y - x.a.y)]
-        # stage 2: squares; the force direction (d for attraction, -d = a - b for repulsion) is
-        # chosen here so that the final floor shift acts on the signed product as in the model
-        sx, sy = Signal(2 * D_WIDTH - 1), Signal(2 * D_WIDTH - 1)
+        # stage 2: the squares as registered partial products (d split at bit 17: d = h * 2**17
+        # + l, d**2 = h**2 * 2**34 + h * l * 2**18 + l**2, one 18 x 18 multiplier each); the
+        # force direction (d for attraction, -d = a - b for repulsion) is chosen here so that
+        # the final floor shift acts on the signed product as in the model
+        L = _DSP_LOW
+        sq = []
+        for d, a in ((dx, "x"), (dy, "y")):
+            lo, hi = d[:L], d[L:].as_signed()
+            parts = (Signal(2 * L, name=f"sq_ll_{a}"),
+                     Signal(2 * len(hi) - 1, name=f"sq_hh_{a}"),
+                     Signal(signed(len(hi) + L + 1), name=f"sq_hl_{a}"))
+            m.d.sync += [parts[0].eq(lo * lo), parts[1].eq(hi * hi), parts[2].eq(hi * lo)]
+            sq.append(parts)
         vx, vy = Signal(signed(D_WIDTH + 1)), Signal(signed(D_WIDTH + 1))
-        m.d.sync += [sx.eq(dx * dx), sy.eq(dy * dy),
-                     vx.eq(Mux(mode[1], -dx, dx)), vy.eq(Mux(mode[1], -dy, dy))]
+        m.d.sync += [vx.eq(Mux(mode[1], -dx, dx)), vy.eq(Mux(mode[1], -dy, dy))]
         vx_d = _delay(m, vx, 1 + self.recip_latency + 1, "vx")[-1]
         vy_d = _delay(m, vy, 1 + self.recip_latency + 1, "vy")[-1]
-        # stage 3: d2 = (dx^2 + dy^2) >> 16
+        # stage 3: d2 = (dx^2 + dy^2) >> 16; h**2 * 2**34 and l**2 < 2**34 are a concatenation
         d2 = Signal(D2_WIDTH)
-        m.d.sync += d2.eq((sx + sy) >> 16)
+        (llx, hhx, hlx), (lly, hhy, hly) = sq
+        m.d.sync += d2.eq((Cat(llx, hhx) + Cat(lly, hhy) + ((hlx + hly) << (L + 1))) >> 16)
         # stages 4-5: kernel
         m.submodules.recip = recip = Recip1p(d2_width=D2_WIDTH)
         m.d.comb += [recip.i.payload.eq(d2), recip.i.valid.eq(valid[3])]
@@ -209,11 +223,13 @@ class PairUnit(wiring.Component):
         weight = Signal(fp.W_BITS)
         m.d.sync += weight.eq((Mux(mode[k], w, p[k]) * w) >> 16)
         w_out = _delay(m, w, 2, "w")[-1]
-        # stage 7: force term
-        m.d.sync += [
-            self.o.payload.fx.eq((weight * vx_d) >> 16),
-            self.o.payload.fy.eq((weight * vy_d) >> 16),
-        ]
+        # stage 7: the force term's two registered partial products (v split at bit 17); the
+        # output adds them: (weight * v) >> 16 = ((weight * v_hi) << 1) + ((weight * v_lo) >> 16)
+        for v, out, a in ((vx_d, self.o.payload.fx, "x"), (vy_d, self.o.payload.fy, "y")):
+            lo = Signal(fp.W_BITS + L, name=f"f_lo_{a}")
+            hi = Signal(signed(fp.W_BITS + len(v) - L + 1), name=f"f_hi_{a}")
+            m.d.sync += [lo.eq(weight * v[:L]), hi.eq(weight * v[L:].as_signed())]
+            m.d.comb += out.eq((hi << (L - 16)) + (lo >> 16))
         m.d.comb += [
             self.o.payload.w.eq(w_out),
             self.o.payload.mode.eq(mode[lat]),
@@ -782,15 +798,20 @@ class UpdateDatapath(wiring.Component):
     """One point per cycle: gathered forces -> new velocity and position (model's update step).
 
     ``att = Fa << shift`` while exaggerating, ``rep = (Fr * gain) >> 16``,
-    ``F = (att >> 1) + rep`` saturated to ±:data:`F_SAT` (with ``lr >= 1`` a saturated F still
-    drives V past the clip bound in the same direction, so no result changes),
-    ``V = clip(((momentum * V) >> 8) + ((lr * F) >> 8))``, ``Y = clip(Y + V)`` to
-    ``[Y_MIN, Y_MAX]`` — :func:`nms.verif.models.desne.embed` exactly.
+    ``F = (att >> 1) + rep`` saturated to ``[-F_SAT, F_SAT - 1]`` (with ``lr >= 1`` a saturated
+    F still drives V past the clip bound in the same direction, and ``lr = 0`` ignores F, so no
+    result changes), ``V = clip(((momentum * V) >> 8) + ((lr * F) >> 8))``,
+    ``Y = clip(Y + V)`` to ``[Y_MIN, Y_MAX]`` — :func:`nms.verif.models.desne.embed` exactly.
 
     The issue stage (``issue``: the point whose memories are read this cycle) is delayed one
     cycle to ``stage1`` (when the read data are there; the engine gathers ``i`` from them);
-    stages 2..6 follow, and ``o`` carries the point's new ``Y``/``V`` :attr:`latency` cycles
-    after ``stage1``.
+    stages 2..7 follow, and ``o`` carries the point's new ``Y``/``V`` :attr:`latency` cycles
+    after ``stage1``. Every product is split into partial products that fit one 18 x 18 block
+    multiplier each (operands split at bit 17) and go straight into registers; the next stage
+    adds them (exact: the floor shifts only cut bits of the lowest partial product): stage 2
+    ``Fr * gain`` (4 products per axis), 3 ``rep`` and ``momentum * V`` (2), 4 ``F`` and
+    ``(momentum * V) >> 8``, 5 ``lr * F`` (2; F has 35 bits after the saturation), 6 the
+    velocity, 7 its clip.
 
     Attributes
     ----------
@@ -803,7 +824,7 @@ class UpdateDatapath(wiring.Component):
     o : Out(stream.Signature({point, y: coord, v: coord}, always_ready=True))
     """
 
-    latency = 5
+    latency = 6
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
@@ -828,61 +849,92 @@ class UpdateDatapath(wiring.Component):
         C = geo.capacity
         coord = coord_layout()
         x = self.i
+        L = _DSP_LOW
         m.d.sync += [self.stage1.valid.eq(self.issue.valid),
                      self.stage1.payload.eq(self.issue.payload)]
-        # stage 2: the gathered values
-        u2_valid, u2_i = Signal(), Signal(range(C))
-        u2 = Signal(self.in_layout)
-        m.d.sync += [u2_valid.eq(self.stage1.valid), u2_i.eq(self.stage1.payload), u2.eq(x)]
-        # stage 3: exaggerated attraction, normalised repulsion, momentum term
+        # the point's index, Y and valid ride along: taps[s] is stage s + 1
+        valid = _delay(m, self.stage1.valid, self.latency, "uv")
+        point = _delay(m, self.stage1.payload, self.latency, "ui")
+        y_in = _delay(m, x.y, self.latency, "uy")
+        axes = ("x", "y")
+        # stage 2: the gathered values; Fr * gain as four registered partial products (Fr and
+        # gain split at bit 17: every product fits one 18 x 18 multiplier, nothing behind it)
+        u2_fa, u2_v = Signal(geo.pair(geo.fa_width)), Signal(coord)
+        g_lo, g_hi = self.gain[:L], self.gain[L:]
+        pr = {}
+        for a in axes:
+            fr = x.fr[a]
+            fr_lo, fr_hi = fr[:L], fr[L:].as_signed()
+            pr[a] = [Signal(signed(2 * L + 1), name=f"u2_pr_ll_{a}"),
+                     Signal(signed(L + len(g_hi) + 1), name=f"u2_pr_lh_{a}"),
+                     Signal(signed(len(fr_hi) + L + 1), name=f"u2_pr_hl_{a}"),
+                     Signal(signed(len(fr_hi) + len(g_hi) + 1), name=f"u2_pr_hh_{a}")]
+            m.d.sync += [pr[a][0].eq(fr_lo * g_lo), pr[a][1].eq(fr_lo * g_hi),
+                         pr[a][2].eq(fr_hi * g_lo), pr[a][3].eq(fr_hi * g_hi)]
+        m.d.sync += [u2_fa.eq(x.fa), u2_v.eq(x.v)]
+        # stage 3: exaggerated attraction; rep = (Fr * gain) >> 16 from the partial products
+        # (exact: the terms above bit 16 are multiples of 2**16); momentum * V as two partial
+        # products (V split at bit 17)
         att_w = geo.fa_width + 7
         rep_w = geo.fr_width + GAIN_BITS - 16 + 1
-        u3_valid, u3_i, u3_y = Signal(), Signal(range(C)), Signal(coord)
-        u3_att_x, u3_att_y = Signal(signed(att_w)), Signal(signed(att_w))
-        u3_rep_x, u3_rep_y = Signal(signed(rep_w)), Signal(signed(rep_w))
-        u3_mv_x, u3_mv_y = Signal(signed(Y_WIDTH + 8)), Signal(signed(Y_WIDTH + 8))
-        m.d.sync += [
-            u3_valid.eq(u2_valid), u3_i.eq(u2_i), u3_y.eq(u2.y),
-            u3_att_x.eq(Mux(self.exaggerate, u2.fa.x << self.shift, u2.fa.x)),
-            u3_att_y.eq(Mux(self.exaggerate, u2.fa.y << self.shift, u2.fa.y)),
-            u3_rep_x.eq((u2.fr.x * self.gain) >> 16),
-            u3_rep_y.eq((u2.fr.y * self.gain) >> 16),
-            u3_mv_x.eq(self.momentum * u2.v.x),
-            u3_mv_y.eq(self.momentum * u2.v.y),
-        ]
+        u3_att, u3_rep, u3_mv = {}, {}, {}
+        for a in axes:
+            ll, lh, hl, hh = pr[a]
+            u3_att[a] = Signal(signed(att_w), name=f"u3_att_{a}")
+            u3_rep[a] = Signal(signed(rep_w), name=f"u3_rep_{a}")
+            hi_lo = Signal(signed(rep_w), name=f"u3_rep_hl_{a}")      # hh << 2L - 16 | ll >> 16
+            mid = Signal(signed(rep_w), name=f"u3_rep_mid_{a}")
+            m.d.comb += [hi_lo.eq(Cat(ll[16:2 * L], hh).as_signed()), mid.eq(lh + hl)]
+            v = u2_v[a]
+            u3_mv[a] = [Signal(unsigned(fp.MOMENTUM_FRAC_BITS + L), name=f"u3_mv_lo_{a}"),
+                        Signal(signed(fp.MOMENTUM_FRAC_BITS + Y_WIDTH - L + 1),
+                               name=f"u3_mv_hi_{a}")]
+            m.d.sync += [
+                u3_att[a].eq(Mux(self.exaggerate, u2_fa[a] << self.shift, u2_fa[a])),
+                u3_rep[a].eq(hi_lo + (mid << (L - 16))),
+                u3_mv[a][0].eq(self.momentum * v[:L]),
+                u3_mv[a][1].eq(self.momentum * v[L:].as_signed()),
+            ]
         # stage 4: F = (att >> 1) + rep, saturated where that cannot change the clipped velocity
-        f_w = bits_for(F_SAT) + 1
-        u4_valid, u4_i, u4_y = Signal(), Signal(range(C)), Signal(coord)
-        u4_f_x, u4_f_y = Signal(signed(f_w)), Signal(signed(f_w))
-        u4_mv_x, u4_mv_y = Signal(signed(Y_WIDTH)), Signal(signed(Y_WIDTH))
-        m.d.sync += [
-            u4_valid.eq(u3_valid), u4_i.eq(u3_i), u4_y.eq(u3_y),
-            u4_f_x.eq(_clip((u3_att_x >> 1) + u3_rep_x, -F_SAT, F_SAT)),
-            u4_f_y.eq(_clip((u3_att_y >> 1) + u3_rep_y, -F_SAT, F_SAT)),
-            u4_mv_x.eq(u3_mv_x >> 8), u4_mv_y.eq(u3_mv_y >> 8),
-        ]
-        # stage 5: velocity before the clip
-        vs_w = f_w + 12
-        u5_valid, u5_i, u5_y = Signal(), Signal(range(C)), Signal(coord)
-        u5_vs_x, u5_vs_y = Signal(signed(vs_w)), Signal(signed(vs_w))
+        # (to [-F_SAT, F_SAT - 1], 35 bits: with lr >= 1, (lr * (F_SAT - 1)) >> 8 still drives
+        # V past the clip bound; lr = 0 ignores F); (momentum * V) >> 8 from its two products
+        f_w = bits_for(F_SAT - 1) + 1
+        u4_f, u4_mv = {}, {}
+        for a in axes:
+            u4_f[a] = Signal(signed(f_w), name=f"u4_f_{a}")
+            u4_mv[a] = Signal(signed(Y_WIDTH), name=f"u4_mv_{a}")
+            lo, hi = u3_mv[a]
+            m.d.sync += [
+                u4_f[a].eq(_clip((u3_att[a] >> 1) + u3_rep[a], -F_SAT, F_SAT - 1)),
+                u4_mv[a].eq((hi << (L - 8)) + (lo >> 8)),
+            ]
+        # stage 5: lr * F as two partial products (F split at bit 17: 17 + 18 bits)
         lr = self.learning_rate
-        m.d.sync += [
-            u5_valid.eq(u4_valid), u5_i.eq(u4_i), u5_y.eq(u4_y),
-            u5_vs_x.eq(((lr * u4_f_x) >> 8) + u4_mv_x),
-            u5_vs_y.eq(((lr * u4_f_y) >> 8) + u4_mv_y),
-        ]
-        # stage 6: clipped velocity; the position follows combinationally
-        u6_valid, u6_i, u6_y, u6_v = Signal(), Signal(range(C)), Signal(coord), Signal(coord)
-        m.d.sync += [
-            u6_valid.eq(u5_valid), u6_i.eq(u5_i), u6_y.eq(u5_y),
-            u6_v.x.eq(_clip(u5_vs_x, fp.Y_MIN, fp.Y_MAX)),
-            u6_v.y.eq(_clip(u5_vs_y, fp.Y_MIN, fp.Y_MAX)),
-        ]
+        u5_p, u5_mv = {}, {}
+        for a in axes:
+            f = u4_f[a]
+            u5_p[a] = [Signal(unsigned(len(lr) + L), name=f"u5_lf_lo_{a}"),
+                       Signal(signed(len(lr) + f_w - L + 1), name=f"u5_lf_hi_{a}")]
+            u5_mv[a] = Signal(signed(Y_WIDTH), name=f"u5_mv_{a}")
+            m.d.sync += [u5_p[a][0].eq(lr * f[:L]), u5_p[a][1].eq(lr * f[L:].as_signed()),
+                         u5_mv[a].eq(u4_mv[a])]
+        # stage 6: the velocity before the clip: ((lr * F) >> 8) + ((momentum * V) >> 8)
+        vs_w = f_w + 13
+        u6_vs = {}
+        for a in axes:
+            lo, hi = u5_p[a]
+            u6_vs[a] = Signal(signed(vs_w), name=f"u6_vs_{a}")
+            m.d.sync += u6_vs[a].eq((hi << (L - 8)) + (lo >> 8) + u5_mv[a])
+        # stage 7: clipped velocity; the position follows combinationally
+        u7_v = Signal(coord)
+        for a in axes:
+            m.d.sync += u7_v[a].eq(_clip(u6_vs[a], fp.Y_MIN, fp.Y_MAX))
+        u7_y = y_in[-1]
         m.d.comb += [
-            self.o.valid.eq(u6_valid), self.o.payload.point.eq(u6_i),
-            self.o.payload.v.eq(u6_v),
-            self.o.payload.y.x.eq(_clip(u6_y.x + u6_v.x, fp.Y_MIN, fp.Y_MAX)),
-            self.o.payload.y.y.eq(_clip(u6_y.y + u6_v.y, fp.Y_MIN, fp.Y_MAX)),
+            self.o.valid.eq(valid[-1]), self.o.payload.point.eq(point[-1]),
+            self.o.payload.v.eq(u7_v),
+            self.o.payload.y.x.eq(_clip(u7_y.x + u7_v.x, fp.Y_MIN, fp.Y_MAX)),
+            self.o.payload.y.y.eq(_clip(u7_y.y + u7_v.y, fp.Y_MIN, fp.Y_MAX)),
         ]
         return m
 
@@ -1054,16 +1106,19 @@ class EmbeddingController(wiring.Component):
       them (entries ``>= n`` are never read in this job). The sweep runs during LOAD and ends
       no later than the final list beat (``n <= n * kk`` beats of one cycle at least); the
       final beat is refused until the sweep ends (an interlock that never stalls);
-    * LOAD writes the ``n * kk`` list beats to ``knn[i * k + e]``, then starts the
+    * LOAD writes the ``n * kk`` list beats to ``knn[i * k + e]`` (each in the cycle after its
+      handshake, from registers), then starts the
       :class:`Initialiser` (``init``) and waits for it (the sample counter base comes on
       ``init_base1``);
     * PAIRS pulses ``start_pairs`` (and ``clear_wsum``) and waits until the lanes have been
       idle for ``pair_drain`` cycles (``pairs_active`` low);
-    * DIVIDE starts the gain divider (``div_start``) and takes its result (``div_result``);
+    * DIVIDE starts the gain divider (``div_start``) and takes its result (``div_result``), no
+      earlier than ``divide_min`` cycles after ``div_start``;
     * UPDATE issues the points ``0 .. n-1`` on ``update_issue`` (one per cycle; the Y/V read
       addresses; ``update_read`` carries each one a cycle earlier, from DIVIDE's last cycle on:
-      the lanes' bank read addresses, whose words come through two registers) and waits
-      ``update_latency + 1`` more cycles for the writes, then the next iteration starts (the sample counters move on by ``n * S``) or OUTPUT;
+      the lanes' bank read addresses, whose words come through two registers); ``update_tail``
+      cycles after the last issue the next iteration starts (the sample counters move on by
+      ``n * S``) or OUTPUT (the engine's :data:`UPDATE_TAIL` says why that is late enough);
     * OUTPUT streams ``Y[0 .. n-1]`` from ``y_rd`` on ``coords`` (the read port's enable holds a
       stalled beat stable).
 
@@ -1072,16 +1127,18 @@ class EmbeddingController(wiring.Component):
     per job).
 
     ``exaggerate`` (``t < exaggeration_iters``) and ``momentum`` (early while
-    ``t < momentum_switch``) are this iteration's; ``busy`` is high from the config beat to the
-    last coordinate's handshake.
+    ``t < momentum_switch``) are this iteration's (registers, a cycle behind ``t``); ``busy`` is
+    high from the config beat to the last coordinate's handshake.
     """
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_drain: int,
-                 update_latency: int):
+                 divide_min: int, update_tail: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, 1)
         check_int("pair_drain", pair_drain, 1, 256, "1 to 256 cycles")
-        check_int("update_latency", update_latency, 1, 64, "1 to 64 cycles")
-        self.pair_drain, self.update_latency = pair_drain, update_latency
+        check_int("divide_min", divide_min, 1, GAIN_BITS + 1, f"1 to {GAIN_BITS + 1} cycles")
+        check_int("update_tail", update_tail, 2, 64, "2 to 64 cycles")
+        self.pair_drain, self.update_tail = pair_drain, update_tail
+        self.divide_min = divide_min
         C, K = capacity, k
         self.config_layout = config_layout(geo)
         self.knn_layout = data.StructLayout({"index": unsigned(geo.index_width),
@@ -1127,7 +1184,7 @@ class EmbeddingController(wiring.Component):
         mom_early = Signal(fp.MOMENTUM_FRAC_BITS)
         mom_late = Signal(fp.MOMENTUM_FRAC_BITS)
         t = Signal(ITER_BITS)            # current iteration
-        quiet = Signal(range(max(self.pair_drain, self.update_latency + 2) + 2))
+        quiet = Signal(range(max(self.pair_drain, self.update_tail, GAIN_BITS + 1) + 2))
         upd_act = Signal()
         upd_i = Signal(range(C))
         out_ptr = Signal(range(C + 1))
@@ -1136,9 +1193,6 @@ class EmbeddingController(wiring.Component):
         load_i = Signal(range(C))
         load_base = Signal(range(C * K))
         m.d.comb += [
-            self.exaggerate.eq(t < ex_iters),
-            self.momentum.eq(Mux(t < mom_switch, mom_early, mom_late)),
-            self.knn_w.addr.eq(load_base + load_e), self.knn_w.data.eq(self.knn.payload),
             self.y_rd.addr.eq(upd_i),
             # read Y only where the data is used: an update issue, or the next output beat
             self.y_rd.en.eq((upd_act & self.in_update) | (out_fetch & (out_ptr != n))),
@@ -1146,10 +1200,18 @@ class EmbeddingController(wiring.Component):
             self.update_issue.payload.eq(upd_i),
             self.coords.payload.eq(self.y_rd.data),
             self.perf_pairs.eq(self.in_pairs & ~self.start_pairs),
-            self.div_result.ready.eq(1),
         ]
         with m.If(self.init_base1.valid):
             m.d.sync += self.iter_base.eq(self.init_base1.payload)
+        # the list writes a cycle behind their beats, from registers (the write enable fans
+        # out to every block RAM of the list memory)
+        knn_w_en = Signal()
+        m.d.sync += knn_w_en.eq(0)
+        m.d.comb += self.knn_w.en.eq(knn_w_en)
+        # registered (a cycle behind t, which is set long before an update uses them): the
+        # compares stay off the update's multiplier inputs
+        m.d.sync += [self.exaggerate.eq(t < ex_iters),
+                     self.momentum.eq(Mux(t < mom_switch, mom_early, mom_late))]
 
         def iteration_or_output(last):
             """After the initialisation or an update: the output if ``last``, else a pair phase."""
@@ -1181,7 +1243,8 @@ class EmbeddingController(wiring.Component):
                 final_beat = (load_e == kk - 1) & (load_i == n - 1)
                 m.d.comb += self.knn.ready.eq(~final_beat | sweep_ends)
                 with m.If(self.knn.valid & self.knn.ready):
-                    m.d.comb += self.knn_w.en.eq(1)
+                    m.d.sync += [knn_w_en.eq(1), self.knn_w.addr.eq(load_base + load_e),
+                                 self.knn_w.data.eq(self.knn.payload)]
                     with m.If(load_e == kk - 1):
                         m.d.sync += [load_e.eq(0), load_i.eq(load_i + 1),
                                      load_base.eq(load_base + K)]
@@ -1203,8 +1266,14 @@ class EmbeddingController(wiring.Component):
                     with m.If(quiet == self.pair_drain):
                         m.next = "DIVIDE"
                         m.d.comb += self.div_start.eq(1)
+                        m.d.sync += quiet.eq(1)             # cycles since div_start
             with m.State("DIVIDE"):
-                with m.If(self.div_result.valid):
+                # the gain is taken divide_min cycles after div_start at the earliest (only a
+                # saturated, one-cycle division is ever that early)
+                m.d.comb += self.div_result.ready.eq(quiet >= self.divide_min)
+                with m.If(quiet < self.divide_min):
+                    m.d.sync += quiet.eq(quiet + 1)
+                with m.If(self.div_result.valid & self.div_result.ready):
                     m.d.comb += [self.update_read.valid.eq(1), self.update_read.payload.eq(0)]
                     m.d.sync += [self.gain.eq(self.div_result.payload), upd_act.eq(1),
                                  upd_i.eq(0), quiet.eq(0)]
@@ -1221,7 +1290,7 @@ class EmbeddingController(wiring.Component):
                         m.d.sync += [upd_act.eq(0), self.iter_base.eq(self.iter_base + n * S)]
                 with m.Else():
                     m.d.sync += quiet.eq(quiet + 1)
-                    with m.If(quiet == self.update_latency + 1):
+                    with m.If(quiet == self.update_tail - 1):    # the last issue + tail
                         m.d.sync += [t.eq(t + 1), quiet.eq(0)]
                         iteration_or_output(t + 1 == n_iter)
             with m.State("OUTPUT"):
@@ -1242,23 +1311,32 @@ class EmbeddingController(wiring.Component):
 #: and the update pipeline (issue, read data, datapath stages)
 FRONT_LATENCY = Hash32.latency + PartnerIndex.latency + 2
 #: The pair phase's drain: with the last issue in cycle T (``pairs_active`` low from T + 1) the
-#: divider starts in cycle T + 1 + PAIR_DRAIN. Two bounds: the kernel sum must be final then
-#: (its last term is added in T + FRONT_LATENCY + PairUnit.latency), and the last scatter write
-#: (T + FRONT_LATENCY + PairUnit.latency + ScatterBank.write_latency) must come before the first
-#: read of the banks for the update, ``update_read`` in DIVIDE's last cycle: at the earliest
-#: (a saturated gain, a one-cycle division) T + PAIR_DRAIN + 2. The scatter bound is the larger:
-#: the last scatter write is in the divider's start cycle.
-PAIR_DRAIN = max(FRONT_LATENCY + PairUnit.latency,
-                 FRONT_LATENCY + PairUnit.latency + ScatterBank.write_latency - 1)
+#: divider starts in cycle D = T + 1 + PAIR_DRAIN, when the kernel sum must be final: its last
+#: term is added in T + FRONT_LATENCY + PairUnit.latency.
+PAIR_DRAIN = FRONT_LATENCY + PairUnit.latency
+#: The earliest the controller takes the gain, in cycles after D (a saturated gain is ready in
+#: D + 1, any other in D + GAIN_BITS + 1): the update's first bank read (``update_read``) is in
+#: that cycle, after the last scatter write in T + FRONT_LATENCY + PairUnit.latency +
+#: ScatterBank.write_latency = D - 1 + ScatterBank.write_latency.
+DIVIDE_MIN = ScatterBank.write_latency
+assert DIVIDE_MIN <= GAIN_BITS + 1      # the cycle formula's division is never lengthened
 UPDATE_LATENCY = 1 + UpdateDatapath.latency
+#: The update's tail: with the last update issue in cycle L, the next phase starts in cycle
+#: L + UPDATE_TAIL. The last Y/V write is in L + UPDATE_LATENCY; the next pair phase's first Y
+#: read comes FRONT_LATENCY - 2 cycles after its first issue in L + UPDATE_TAIL + 1, and
+#: OUTPUT reads Y[i] from L + UPDATE_TAIL + 1 + i on (Y[n - 1] written last, in L +
+#: UPDATE_LATENCY), so both follow every write.
+UPDATE_TAIL = 8
+assert UPDATE_LATENCY < UPDATE_TAIL + 1 + FRONT_LATENCY - 2
+assert UPDATE_LATENCY < UPDATE_TAIL + 1
 
 
 def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int) -> int:
     """Cycles of one embedding iteration without stalls (exact; asserted under Verilator).
 
     Pair issue ``ceil(n / U) * (kk + S)`` + pair drain (:data:`PAIR_DRAIN`) + 1 + division
-    (``GAIN_BITS + 1`` = 33 cycles; 1 when the gain saturates, ``Wsum <= n``, which the count
-    does not assume) + ``n`` update issues + update drain (:data:`UPDATE_LATENCY` + 2).
+    (``GAIN_BITS + 1`` = 33 cycles; :data:`DIVIDE_MIN` when the gain saturates, ``Wsum <= n``,
+    which the count does not assume) + ``n`` update issues + the update's tail (:data:`UPDATE_TAIL`).
 
     Parameters
     ----------
@@ -1271,7 +1349,7 @@ def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int) -> i
                         ("neg_samples", neg_samples)):
         check_int(name, value, 1, None, "a positive count")
     pairs = -(-n // pair_units) * (kk + neg_samples)
-    return pairs + PAIR_DRAIN + 1 + (GAIN_BITS + 1) + n + UPDATE_LATENCY + 2
+    return pairs + PAIR_DRAIN + 1 + (GAIN_BITS + 1) + n + UPDATE_TAIL
 
 
 def config_layout(geo):
@@ -1377,8 +1455,8 @@ class EmbeddingEngine(wiring.Component):
         # issue -> pair unit: hash (H) + j product (wrap to the Y address), Y data, register
         self.front_latency = FRONT_LATENCY
         self.pair_latency = PairUnit.latency
-        # after the last issue: front end + pair unit + the scatter bank's pipelined write
-        # (:data:`PAIR_DRAIN`: the last write lands in the divider's start cycle)
+        # after the last issue: front end + pair unit (:data:`PAIR_DRAIN`; the scatter bank's
+        # last write is covered by the division's minimum, :data:`DIVIDE_MIN`)
         self.pair_drain = PAIR_DRAIN
         # issue, stage 1 (read data), then the datapath's stages
         self.update_latency = UPDATE_LATENCY
@@ -1410,7 +1488,8 @@ class EmbeddingEngine(wiring.Component):
                 "wsum_width": self.wsum_width, "unit_depth": self.unit_depth,
                 "knn_depth": self.capacity * self.k, "front_latency": self.front_latency,
                 "pair_latency": self.pair_latency, "pair_drain": self.pair_drain,
-                "update_latency": self.update_latency, "iter_bits": ITER_BITS}
+                "update_latency": self.update_latency, "update_tail": UPDATE_TAIL,
+                "iter_bits": ITER_BITS}
 
     def iteration_cycles(self, n: int, kk: int) -> int:
         """:func:`iteration_cycles` of this engine's pair units and negative samples."""
@@ -1437,7 +1516,7 @@ class EmbeddingEngine(wiring.Component):
         # ---- controller, initialisation, divider, update, counters ---------------------------
         m.submodules.controller = ctrl = EmbeddingController(
             capacity=C, k=K, neg_samples=self.neg_samples, pair_drain=self.pair_drain,
-            update_latency=self.update_latency)
+            divide_min=DIVIDE_MIN, update_tail=UPDATE_TAIL)
         m.submodules.init = init = Initialiser(capacity=C)
         m.submodules.divider = div = GainDivider(n_width=self.n_width,
                                                  den_width=self.wsum_width)

@@ -2,8 +2,8 @@
 
 Equal to :func:`nms.verif.models.desne.recip1p`: ``u = d2 + 2**16``, ``e = bit_length(u) - 1``
 (``>= 16``), ``w = RECIP_LUT[(u >> (e - 8)) & 255] >> (e - 16)``. The table is a ROM built from
-``fixedpoint.RECIP_LUT`` (the single source of truth); a synchronous ROM read is one pipeline
-stage, so the unit accepts one value per cycle.
+``fixedpoint.RECIP_LUT`` (the single source of truth). Four pipeline stages, no logic behind
+the ROM's output, one value per cycle.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["Recip1p"]
 
 
 class Recip1p(wiring.Component):
-    """Pipelined ``1 / (1 + d2)`` (Q.16 in, Q1.16 out), latency 2, never stalls.
+    """Pipelined ``1 / (1 + d2)`` (Q.16 in, Q1.16 out), latency 4, never stalls.
 
     Parameters
     ----------
@@ -35,10 +35,11 @@ class Recip1p(wiring.Component):
         Kernel value ``w`` (Q1.16, ``1 <= w <= 65536`` for ``d2 < 2**32``; ``0`` is possible only
         for larger ``d2``), exactly :attr:`latency` cycles after the input.
     latency : int
-        2: stage 1 normalises and addresses the ROM, stage 2 shifts the ROM word.
+        4: stage 1 adds 2**16 and finds the leading one, stage 2 normalises into the ROM
+        address, stage 3 registers the ROM word behind the RAM, stage 4 shifts it.
     """
 
-    latency = 2
+    latency = 4
 
     def __init__(self, *, d2_width: int = 33):
         if isinstance(d2_width, bool) or not isinstance(d2_width, int):
@@ -55,26 +56,37 @@ class Recip1p(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         uw = self.u_width
+        x = self.i.payload
+        # stage 1: u = d2 + 2**16 and e - 16 (e = index of its leading one, >= 16): a priority
+        # encoder, the later (higher) bit wins because it is assigned last
         u = Signal(uw)
-        m.d.comb += u.eq(self.i.payload + (1 << 16))
-        # e = index of the leading one (>= 16 because u >= 2**16): a priority encoder, the later
-        # (higher) bit wins because it is assigned last
-        e = Signal(range(uw))
-        m.d.comb += e.eq(16)
+        m.d.comb += u.eq(x + (1 << 16))
+        sh = Signal(range(uw - 15))
+        m.d.comb += sh.eq(0)
         for b in range(17, uw):
             with m.If(u[b]):
-                m.d.comb += e.eq(b)
-        norm = Signal(range(uw))         # e - 8: the shift that leaves 8 mantissa bits
-        m.d.comb += norm.eq(e - 8)
+                m.d.comb += sh.eq(b - 16)
+        u1, sh1 = Signal(uw), Signal(range(uw - 15))
+        m.d.sync += [u1.eq(u), sh1.eq(sh)]
+        # stage 2: the 8 mantissa bits below the leading one address the ROM (u >> (e - 8))
         idx = Signal(fp.RECIP_LUT_BITS)
-        m.d.comb += idx.eq((u >> norm)[:8])
-
+        m.d.comb += idx.eq((u1 >> (sh1 + 8))[:8])
         m.submodules.lut = lut = Memory(shape=unsigned(fp.W_BITS), depth=len(fp.RECIP_LUT),
                                         init=fp.RECIP_LUT)
         rd = lut.read_port()
         m.d.comb += rd.addr.eq(idx)
-        shift = Signal(range(uw))        # e - 16, aligned with the ROM data
-        valid1 = Signal()
-        m.d.sync += [shift.eq(e - 16), valid1.eq(self.i.valid)]
-        m.d.sync += [self.o.payload.eq(rd.data >> shift), self.o.valid.eq(valid1)]
+        # stage 3: the ROM word registered behind the RAM; stage 4: shifted by e - 16
+        word = Signal(fp.W_BITS)
+        sh_t = [sh1]
+        for s in range(2):
+            r = Signal(range(uw - 15), name=f"sh{s + 2}")
+            m.d.sync += r.eq(sh_t[-1])
+            sh_t.append(r)
+        m.d.sync += [word.eq(rd.data), self.o.payload.eq(word >> sh_t[2])]
+        valid = self.i.valid
+        for s in range(self.latency):
+            v = Signal(name=f"valid{s + 1}")
+            m.d.sync += v.eq(valid)
+            valid = v
+        m.d.comb += self.o.valid.eq(valid)
         return m

@@ -17,8 +17,8 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.embedding import (F_SAT, PAIR_DRAIN, EmbeddingController, EmbeddingEngine, GainDivider,
-                               Initialiser, PairLane,
+from nms.rtl.embedding import (DIVIDE_MIN, F_SAT, PAIR_DRAIN, EmbeddingController,
+                               EmbeddingEngine, GainDivider, Initialiser, PairLane,
                                PairSequencer, PairUnit, PartnerIndex, PerfCounters, PointAccumulator,
                                ScatterBank, UpdateDatapath, coord_layout)
 from nms.rtl.hash import Hash32
@@ -408,10 +408,10 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
             await ctx.tick()
         assert cycles == -(-(n - u) // U) * (kk + S)           # one pair per cycle, no gap
         # the engine's drain: the divider starts PAIR_DRAIN cycles after act falls; the banks
-        # are read for the update one cycle later at the earliest (a one-cycle, saturated
+        # are read for the update DIVIDE_MIN cycles later at the earliest (a saturated
         # division), so that is when this test reads them; the lane's last write comes before
-        assert lane.write_latency <= PAIR_DRAIN + 1
-        for _ in range(PAIR_DRAIN + 1):
+        assert lane.write_latency <= PAIR_DRAIN + DIVIDE_MIN
+        for _ in range(PAIR_DRAIN + DIVIDE_MIN):
             count_reads()
             await ctx.tick()
         points = -(-(n - u) // U)
@@ -628,9 +628,9 @@ class _ControllerHarness(Elaboratable):
 
 
 def test_controller_phase_sequence_and_timing():
-    C, K, S, DRAIN, UPD = 16, 4, 3, 9, 6
+    C, K, S, DRAIN, DMIN, TAIL = 16, 4, 3, 9, 3, 8
     ctrl = EmbeddingController(capacity=C, k=K, neg_samples=S, pair_drain=DRAIN,
-                               update_latency=UPD)
+                               divide_min=DMIN, update_tail=TAIL)
     rng = random.Random(11)
     Y = [{"x": rng.randrange(-1000, 1000), "y": rng.randrange(-1000, 1000)} for _ in range(C)]
     top = _ControllerHarness(ctrl, C, K, Y)
@@ -666,21 +666,36 @@ def test_controller_phase_sequence_and_timing():
             if cycle < n:
                 assert ctx.get(ctrl.sweep.payload) == cycle
 
+        writes = []
+
+        def record_write():
+            if ctx.get(ctrl.knn_w.en):
+                d = ctx.get(ctrl.knn_w.data)
+                writes.append((ctx.get(ctrl.knn_w.addr), {"index": d["index"], "p": d["p"]},
+                               cycle))
+
+        handshakes = []
         for b, beat in enumerate(lists):                    # LOAD, with idle cycles
             while rng.random() < 0.3:
                 ctx.set(ctrl.knn.valid, 0)
                 check_sweep()
+                record_write()
                 await ctx.tick()
                 cycle += 1
             check_sweep()
             ctx.set(ctrl.knn.valid, 1)
             ctx.set(ctrl.knn.payload, beat)
-            assert ctx.get(ctrl.knn.ready) and ctx.get(ctrl.knn_w.en)
-            assert ctx.get(ctrl.knn_w.addr) == (b // kk) * K + b % kk
+            assert ctx.get(ctrl.knn.ready)
             assert ctx.get(ctrl.init.start) == (b == len(lists) - 1)
+            handshakes.append(cycle)
+            record_write()
             await ctx.tick()
             cycle += 1
         ctx.set(ctrl.knn.valid, 0)
+        record_write()
+        # every beat written to knn[i * k + e] once, in the cycle after its handshake
+        assert writes == [((b // kk) * K + b % kk, beat, c + 1)
+                          for b, (beat, c) in enumerate(zip(lists, handshakes))]
         assert not ctx.get(ctrl.sweep.valid)
         assert not ctx.get(ctrl.knn.ready)
         for _ in range(4):                                  # the initialiser works
@@ -703,14 +718,19 @@ def test_controller_phase_sequence_and_timing():
             ctx.set(ctrl.pairs_active, 0)
             assert await wait_for(ctx, ctrl.div_start) == DRAIN    # drain, then the divider
             await ctx.tick()
-            for _ in range(rng.randint(0, 33)):
-                assert not ctx.get(ctrl.update_read.valid)
+            # the result comes after 1 (saturated) to 33 cycles and is held until taken, no
+            # earlier than DMIN cycles after div_start
+            ready_in = rng.choice([1, 2, DMIN, rng.randint(1, 33)])
+            for c in range(1, max(ready_in, DMIN) + 1):
+                ctx.set(ctrl.div_result.valid, c >= ready_in)
+                ctx.set(ctrl.div_result.payload, 1000 + t)
+                taken = ctx.get(ctrl.div_result.ready) and c >= ready_in
+                assert taken == (c == max(ready_in, DMIN))
+                # the banks' read of point 0, a cycle ahead of its issue, with the gain
+                assert ctx.get(ctrl.update_read.valid) == taken
+                if taken:
+                    assert ctx.get(ctrl.update_read.payload) == 0
                 await ctx.tick()
-            ctx.set(ctrl.div_result.valid, 1)
-            ctx.set(ctrl.div_result.payload, 1000 + t)
-            # the banks' read of point 0, a cycle ahead of its issue
-            assert ctx.get(ctrl.update_read.valid) and ctx.get(ctrl.update_read.payload) == 0
-            await ctx.tick()
             ctx.set(ctrl.div_result.valid, 0)
             assert ctx.get(ctrl.gain) == 1000 + t
             for i in range(n):                              # UPDATE: one point per cycle
@@ -727,7 +747,8 @@ def test_controller_phase_sequence_and_timing():
             assert not ctx.get(ctrl.update_issue.valid) and not ctx.get(ctrl.y_rd.en)
             assert not ctx.get(ctrl.update_read.valid)
             if t + 1 < n_iter:
-                assert await wait_for(ctx, ctrl.start_pairs) == UPD + 1
+                # the next pair phase starts TAIL cycles after the last update issue
+                assert await wait_for(ctx, ctrl.start_pairs) == TAIL - 1
         # OUTPUT, with back-pressure
         beats, out_reads = [], 0
         for _ in range(200):
