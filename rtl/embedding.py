@@ -33,7 +33,7 @@ needs read-during-write logic (:func:`_block_ram`).
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -114,6 +114,61 @@ def _block_ram(m, name, shape, depth, read_ports=1):
         m.submodules[f"{name}_read{r}"] = port = _RegisteredRead(mem)
         reads.append(port)
     return (mem, *reads, mem.write_port())
+
+
+#: DP16KD aspect ratios (depth, width): the widest one as deep as a memory needs no cascade
+#: multiplexer behind the RAM outputs
+_DP16KD_MODES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+
+
+class _SlicedWrite(wiring.Component):
+    """One write port fanned out to the bit slices of :func:`_sliced_block_ram`."""
+
+    def __init__(self, shape, depth, writes, slices):
+        self._writes, self._slices = writes, slices
+        super().__init__(WritePort.Signature(addr_width=ceil_log2(depth), shape=shape))
+
+    def elaborate(self, platform):
+        m = Module()
+        bits = Value.cast(self.data)
+        for (lo, hi), wr in zip(self._slices, self._writes):
+            m.d.comb += [wr.addr.eq(self.addr), wr.en.eq(self.en), wr.data.eq(bits[lo:hi])]
+        return m
+
+
+class _SlicedRead(wiring.Component):
+    """One registered read port over the bit slices of :func:`_sliced_block_ram`."""
+
+    def __init__(self, shape, depth, reads):
+        self._reads = reads
+        super().__init__(ReadPort.Signature(addr_width=ceil_log2(depth), shape=shape))
+
+    def elaborate(self, platform):
+        m = Module()
+        for rd in self._reads:
+            m.d.comb += [rd.addr.eq(self.addr), rd.en.eq(self.en)]
+        m.d.comb += self.data.eq(Cat(*(rd.data for rd in self._reads)))
+        return m
+
+
+def _sliced_block_ram(m, name, shape, depth, read_ports=1):
+    """:func:`_block_ram` built from bit slices each exactly one block RAM deep: a deep memory
+    (the neighbour lists, C * k words) would otherwise be cascaded in depth, with a
+    multiplexer after the RAM outputs of every bit, as wide as the RAM allows, and deep ones
+    spread the cascade's RAMs over the die. Returns the registered read ports and the write
+    port (each a submodule of ``m``)."""
+    width = Shape.cast(shape).width
+    slice_w = next((w for d, w in _DP16KD_MODES if d >= depth), 1)
+    slices = [(lo, min(lo + slice_w, width)) for lo in range(0, width, slice_w)]
+    parts = [_block_ram(m, f"{name}_b{lo}", unsigned(hi - lo), depth, read_ports)
+             for lo, hi in slices]
+    m.submodules[f"{name}_write"] = write = _SlicedWrite(shape, depth, [p[-1] for p in parts],
+                                                         slices)
+    reads = []
+    for r in range(read_ports):
+        m.submodules[f"{name}_read{r}"] = rd = _SlicedRead(shape, depth, [p[1 + r] for p in parts])
+        reads.append(rd)
+    return (*reads, write)
 
 
 def _check_bool(name, value):
@@ -221,7 +276,10 @@ class PairUnit(wiring.Component):
         # stage 6: weight = (p * w) >> 16 (attraction) or (w * w) >> 16 (repulsion); <= 65536
         k = 3 + self.recip_latency
         weight = Signal(fp.W_BITS)
-        m.d.sync += weight.eq((Mux(mode[k], w, p[k]) * w) >> 16)
+        # the first operand (w for repulsion, p for attraction) is chosen inside the kernel
+        # unit's output register, so both multiplier inputs come straight from registers
+        m.d.comb += [recip.alt.eq(p[k - 1]), recip.alt_sel.eq(~mode[k - 1])]
+        m.d.sync += weight.eq((recip.o_alt * w) >> 16)
         w_out = _delay(m, w, 2, "w")[-1]
         # stage 7: the force term's two registered partial products (v split at bit 17); the
         # output adds them: (weight * v) >> 16 = ((weight * v_hi) << 1) + ((weight * v_lo) >> 16)
@@ -481,8 +539,8 @@ class PointAccumulator(wiring.Component):
     """Per-point force sums of one lane, and its kernel sum.
 
     A register sums the force terms of the current point; on the point's ``last`` term the sum
-    is written once to the attraction bank (``mode = 0``) or the repulsion bank (``mode = 1``) at
-    the point's local address, and the register restarts. ``wsum`` adds the kernel value ``w``
+    is written once (in the next cycle, from registers) to the attraction bank (``mode = 0``) or
+    the repulsion bank (``mode = 1``) at the point's local address, and the register restarts. ``wsum`` adds the kernel value ``w``
     of every repulsive term (``clear_wsum`` restarts it). The banks are read by the update phase
     (``l_addr``/``r_addr`` -> ``l_data``/``r_data`` :attr:`read_latency` = 2 cycles later: the
     RAM's output register and one behind it).
@@ -528,13 +586,20 @@ class PointAccumulator(wiring.Component):
         x = self.i.payload
         acc_x, acc_y = Signal(signed(geo.fa_width)), Signal(signed(geo.fa_width))
         sum_x, sum_y = acc_x + x.fx, acc_y + x.fy
-        m.d.comb += [l_wr.addr.eq(x.local), r_wr.addr.eq(x.local),
-                     l_wr.data.x.eq(sum_x), l_wr.data.y.eq(sum_y),
-                     r_wr.data.x.eq(sum_x), r_wr.data.y.eq(sum_y)]
+        # the point's sum is written a cycle later from registers (write-behind: the banks are
+        # read only in the update phase)
+        w_addr = Signal(geo.local_width)
+        w_sum = Signal(geo.pair(geo.fa_width))
+        w_l, w_r = Signal(), Signal()
+        m.d.sync += [w_addr.eq(x.local), w_sum.x.eq(sum_x), w_sum.y.eq(sum_y),
+                     w_l.eq(0), w_r.eq(0)]
+        m.d.comb += [l_wr.addr.eq(w_addr), r_wr.addr.eq(w_addr),
+                     l_wr.data.x.eq(w_sum.x), l_wr.data.y.eq(w_sum.y),
+                     r_wr.data.x.eq(w_sum.x), r_wr.data.y.eq(w_sum.y),
+                     l_wr.en.eq(w_l), r_wr.en.eq(w_r)]
         with m.If(self.i.valid):
             with m.If(x.last):
-                m.d.sync += [acc_x.eq(0), acc_y.eq(0)]
-                m.d.comb += [l_wr.en.eq(~x.mode), r_wr.en.eq(x.mode)]
+                m.d.sync += [acc_x.eq(0), acc_y.eq(0), w_l.eq(~x.mode), w_r.eq(x.mode)]
             with m.Else():
                 m.d.sync += [acc_x.eq(sum_x), acc_y.eq(sum_y)]
         with m.If(self.clear_wsum):
@@ -1173,13 +1238,14 @@ class EmbeddingController(wiring.Component):
         # job-start clear sweep of the scatter banks (entries 0 .. n-1, one per cycle)
         sweep_act = self.sweep.valid
         sweep_i = self.sweep.payload
-        sweep_ends = ~sweep_act | (sweep_i == self.n - 1)      # finished, or finishing now
+        sweep_ends = ~sweep_act | (sweep_i == self.nm1)      # finished, or finishing now
         with m.If(sweep_act):
             m.d.sync += sweep_i.eq(sweep_i + 1)
-            with m.If(sweep_i == self.n - 1):
+            with m.If(sweep_i == self.nm1):
                 m.d.sync += sweep_act.eq(0)
         cfg = self.config.payload
         n, kk = self.n, self.kk
+        kkm1 = Signal(range(K))          # kk - 1 (and self.nm1 = n - 1): registers for compares
         n_iter, ex_iters, mom_switch = Signal(ITER_BITS), Signal(ITER_BITS), Signal(ITER_BITS)
         mom_early = Signal(fp.MOMENTUM_FRAC_BITS)
         mom_late = Signal(fp.MOMENTUM_FRAC_BITS)
@@ -1212,6 +1278,12 @@ class EmbeddingController(wiring.Component):
         # compares stay off the update's multiplier inputs
         m.d.sync += [self.exaggerate.eq(t < ex_iters),
                      self.momentum.eq(Mux(t < mom_switch, mom_early, mom_late))]
+        # likewise the iteration-count compares that choose the next phase
+        no_iter, last_iter = Signal(), Signal()
+        # the banks' read address is a register of its own, a step ahead of upd_i
+        with m.If(self.update_read.valid):
+            m.d.sync += self.update_read.payload.eq(self.update_read.payload + 1)
+        m.d.sync += [no_iter.eq(n_iter == 0), last_iter.eq(t + 1 == n_iter)]
 
         def iteration_or_output(last):
             """After the initialisation or an update: the output if ``last``, else a pair phase."""
@@ -1228,7 +1300,7 @@ class EmbeddingController(wiring.Component):
                 with m.If(self.config.valid):
                     m.d.sync += [
                         n.eq(_clip(cfg.n, 2, C)), self.nm1.eq(_clip(cfg.n, 2, C) - 1),
-                        kk.eq(_clip(cfg.kk, 1, K)),
+                        kk.eq(_clip(cfg.kk, 1, K)), kkm1.eq(_clip(cfg.kk, 1, K) - 1),
                         n_iter.eq(cfg.n_iter), ex_iters.eq(cfg.exaggeration_iters),
                         self.shift.eq(cfg.exaggeration_shift),
                         mom_early.eq(cfg.momentum_early), mom_late.eq(cfg.momentum_late),
@@ -1240,15 +1312,15 @@ class EmbeddingController(wiring.Component):
                     m.next = "LOAD"
             with m.State("LOAD"):
                 # interlock: the lanes must not see the banks before the sweep has ended
-                final_beat = (load_e == kk - 1) & (load_i == n - 1)
+                final_beat = (load_e == kkm1) & (load_i == self.nm1)
                 m.d.comb += self.knn.ready.eq(~final_beat | sweep_ends)
                 with m.If(self.knn.valid & self.knn.ready):
                     m.d.sync += [knn_w_en.eq(1), self.knn_w.addr.eq(load_base + load_e),
                                  self.knn_w.data.eq(self.knn.payload)]
-                    with m.If(load_e == kk - 1):
+                    with m.If(load_e == kkm1):
                         m.d.sync += [load_e.eq(0), load_i.eq(load_i + 1),
                                      load_base.eq(load_base + K)]
-                        with m.If(load_i == n - 1):
+                        with m.If(load_i == self.nm1):
                             m.d.comb += self.init.start.eq(1)
                             m.next = "INIT"
                     with m.Else():
@@ -1256,7 +1328,7 @@ class EmbeddingController(wiring.Component):
             with m.State("INIT"):
                 with m.If(self.init.done):
                     m.d.sync += t.eq(0)
-                    iteration_or_output(n_iter == 0)
+                    iteration_or_output(no_iter)
             with m.State("PAIRS"):
                 m.d.comb += self.in_pairs.eq(1)
                 with m.If(self.pairs_active):
@@ -1266,7 +1338,8 @@ class EmbeddingController(wiring.Component):
                     with m.If(quiet == self.pair_drain):
                         m.next = "DIVIDE"
                         m.d.comb += self.div_start.eq(1)
-                        m.d.sync += quiet.eq(1)             # cycles since div_start
+                        m.d.sync += [quiet.eq(1),            # cycles since div_start
+                                     self.update_read.payload.eq(0)]
             with m.State("DIVIDE"):
                 # the gain is taken divide_min cycles after div_start at the earliest (only a
                 # saturated, one-cycle division is ever that early)
@@ -1274,7 +1347,7 @@ class EmbeddingController(wiring.Component):
                 with m.If(quiet < self.divide_min):
                     m.d.sync += quiet.eq(quiet + 1)
                 with m.If(self.div_result.valid & self.div_result.ready):
-                    m.d.comb += [self.update_read.valid.eq(1), self.update_read.payload.eq(0)]
+                    m.d.comb += self.update_read.valid.eq(1)
                     m.d.sync += [self.gain.eq(self.div_result.payload), upd_act.eq(1),
                                  upd_i.eq(0), quiet.eq(0)]
                     m.next = "UPDATE"
@@ -1282,9 +1355,8 @@ class EmbeddingController(wiring.Component):
                 m.d.comb += self.in_update.eq(1)
                 with m.If(upd_act):
                     m.d.sync += upd_i.eq(upd_i + 1)
-                    m.d.comb += [self.update_read.valid.eq(upd_i != n - 1),
-                                 self.update_read.payload.eq(upd_i + 1)]
-                    with m.If(upd_i == n - 1):
+                    m.d.comb += self.update_read.valid.eq(upd_i != self.nm1)
+                    with m.If(upd_i == self.nm1):
                         # the next iteration's sample counters start N * S further on (set
                         # here, not with start_pairs, which already reads the new value)
                         m.d.sync += [upd_act.eq(0), self.iter_base.eq(self.iter_base + n * S)]
@@ -1292,7 +1364,7 @@ class EmbeddingController(wiring.Component):
                     m.d.sync += quiet.eq(quiet + 1)
                     with m.If(quiet == self.update_tail - 1):    # the last issue + tail
                         m.d.sync += [t.eq(t + 1), quiet.eq(0)]
-                        iteration_or_output(t + 1 == n_iter)
+                        iteration_or_output(last_iter)
             with m.State("OUTPUT"):
                 # the read port holds its data while disabled, so a stalled beat stays stable
                 m.d.comb += [out_fetch.eq(~self.coords.valid | self.coords.ready),
@@ -1510,7 +1582,7 @@ class EmbeddingEngine(wiring.Component):
         _, y_upd, *y_lane, y_wr = _block_ram(m, "ymem", self.coord_layout, C,
                                              read_ports=1 + 2 * U)   # update/output, lanes
         _, v_rd, v_wr = _block_ram(m, "vmem", self.coord_layout, C)
-        _, *knn_lane, knn_wr = _block_ram(m, "knnmem", self.knn_layout, C * K, read_ports=U)
+        *knn_lane, knn_wr = _sliced_block_ram(m, "knnmem", self.knn_layout, C * K, read_ports=U)
         m.d.comb += v_rd.en.eq(1)
 
         # ---- controller, initialisation, divider, update, counters ---------------------------

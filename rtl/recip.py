@@ -8,7 +8,7 @@ the ROM's output, one value per cycle.
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,6 +34,11 @@ class Recip1p(wiring.Component):
     o : Out(stream.Signature(unsigned(17), always_ready=True))
         Kernel value ``w`` (Q1.16, ``1 <= w <= 65536`` for ``d2 < 2**32``; ``0`` is possible only
         for larger ``d2``), exactly :attr:`latency` cycles after the input.
+    alt, alt_sel : In
+        Given ``latency - 1`` cycles after an input: ``o_alt`` (registered with ``o``) is ``alt``
+        if ``alt_sel`` else ``w`` — a multiplexed multiplier operand without logic between the
+        register and the multiplier.
+    o_alt : Out(unsigned(17))
     latency : int
         4: stage 1 adds 2**16 and finds the leading one, stage 2 normalises into the ROM
         address, stage 3 registers the ROM word behind the RAM, stage 4 shifts it.
@@ -51,6 +56,8 @@ class Recip1p(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(unsigned(d2_width), always_ready=True)),
             "o": Out(stream.Signature(unsigned(fp.W_BITS), always_ready=True)),
+            "alt": In(unsigned(fp.W_BITS)), "alt_sel": In(1),
+            "o_alt": Out(unsigned(fp.W_BITS)),
         })
 
     def elaborate(self, platform):
@@ -82,7 +89,9 @@ class Recip1p(wiring.Component):
             r = Signal(range(uw - 15), name=f"sh{s + 2}")
             m.d.sync += r.eq(sh_t[-1])
             sh_t.append(r)
-        m.d.sync += [word.eq(rd.data), self.o.payload.eq(word >> sh_t[2])]
+        w = word >> sh_t[2]
+        m.d.sync += [word.eq(rd.data), self.o.payload.eq(w),
+                     self.o_alt.eq(Mux(self.alt_sel, self.alt, w))]
         valid = self.i.valid
         for s in range(self.latency):
             v = Signal(name=f"valid{s + 1}")
