@@ -77,6 +77,40 @@ print("@@RESULT@@" + json.dumps(res))
 """
 
 
+def _partial(out: Path) -> dict | None:
+    """What a build that did not finish got to: the packed utilisation (the same figures a
+    finished build reports) and nextpnr's last timing estimate, from the partial ``top.tim``."""
+    import re
+
+    from nms.fpga.report import LogParseError, parse_nextpnr_log, summarise_utilisation
+
+    tim = out / "top.tim"
+    if not tim.exists():
+        return None
+    text = tim.read_text(errors="replace")
+    try:
+        pnr = parse_nextpnr_log(text)
+    except LogParseError:
+        return None
+    router = [ln for ln in text.splitlines() if re.match(r"Info:\s+\d+ \|", ln)]
+    return {"utilisation": summarise_utilisation("ecp5", pnr, {"cells": {}}),
+            "routing_started": "Routing.." in text or "Router1" in text,
+            # nextpnr router1's last progress line: iterations | arcs | overused | time (s)
+            "last_router_line": router[-1][5:].strip() if router else None}
+
+
+def _fmax_pre_route(out: Path) -> float | None:
+    """nextpnr's first (pre-route) Fmax estimate of the board clock in ``top.tim``."""
+    import re
+
+    tim = out / "top.tim"
+    if not tim.exists():
+        return None
+    m = re.search(r"Max frequency for clock '[^']*cd_sync[^']*': ([\d.]+) MHz",
+                  tim.read_text(errors="replace"))
+    return float(m.group(1)) if m else None
+
+
 def _build_row(label: str, T: int, L: int, P: int, root: Path, limit_s: float) -> dict:
     """One build in a child process (own session, so a timeout kills the whole tool chain)."""
     out = root / label
@@ -93,13 +127,17 @@ def _build_row(label: str, T: int, L: int, P: int, root: Path, limit_s: float) -
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return {"status": "timeout", "wall_seconds": round(time.perf_counter() - t0, 1),
-                    "error": f"did not finish in {limit_s / 60:.0f} min (killed)"}
+                    "error": f"did not finish in {limit_s / 60:.0f} min (killed)",
+                    "packed": _partial(out), "fmax_pre_route_mhz": _fmax_pre_route(out)}
     line = next((ln for ln in stdout.splitlines() if ln.startswith("@@RESULT@@")), None)
     if line is None:
         return {"status": "crashed", "wall_seconds": round(time.perf_counter() - t0, 1),
                 "error": f"build process exited {proc.returncode} without a result "
                          f"(see {out / 'child.log'})"}
     res = json.loads(line[len("@@RESULT@@"):])
+    if res["status"] != "ok":
+        res["packed"] = _partial(out)
+    res["fmax_pre_route_mhz"] = _fmax_pre_route(out)
     tim = out / "top.tim"
     if res["status"] == "ok" and tim.exists():
         crit = critical_path(tim.read_text(errors="replace"))
@@ -108,7 +146,9 @@ def _build_row(label: str, T: int, L: int, P: int, root: Path, limit_s: float) -
 
 
 def _used(row: dict, key: str):
-    u = row.get("report", {}).get("utilisation", {}).get(key)
+    """Post-route utilisation; for a build that did not finish, the packed figures."""
+    util = row.get("report", {}).get("utilisation") or (row.get("packed") or {}).get("utilisation")
+    u = (util or {}).get(key)
     return u["used"] if isinstance(u, dict) else None
 
 
@@ -150,7 +190,7 @@ def _chunk_buffer_bram(L: int) -> int:
 
 
 def _whole(row: dict, others: dict) -> dict | None:
-    if row.get("status") != "ok" or not others:
+    if _used(row, "lut") is None or not others:
         return None
     out = {}
     for k in DEVICE:
@@ -221,16 +261,21 @@ def _markdown(r: dict) -> str:
         f"Device: {d['lut']} LUT, {d['ff']} FF, {d['dsp']} DSP (MULT18), {d['bram']} DP16KD. "
         f"Goal {r['goal_mhz']:.0f} MHz. Builds one at a time, limit {r['limit_s'] / 60:.0f} min "
         "each; build s = the Yosys + nextpnr + pack wall time (the machine is shared: the load "
-        "after each build is in the JSON).",
+        "after each build is in the JSON). *pre-route est.* is nextpnr's first timing estimate "
+        "(before placement is refined and routing): the only speed figure of a build that did not "
+        "finish; compare it with the post-route Fmax of the rows that did.",
         "",
-        "| row | T | L | P | T·L | LUT | FF | DSP | DSP = T·L | BRAM | Fmax (MHz) | critical path "
-        "(post-route) | logic / routing (ns) | build s | status | revision |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---|---|",
+        "| row | T | L | P | T·L | LUT | FF | DSP | DSP = T·L | BRAM | Fmax (MHz) | pre-route est. "
+        "(MHz) | critical path (post-route) | logic / routing (ns) | build s | status | revision |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---:|---|---|",
     ]
     for row in r["rows"]:
         rep = row.get("report", {})
         f = rep.get("fmax_mhz")
         status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('error', '')}"
+        if row["status"] != "ok" and row.get("packed"):
+            status += "; LUT / FF / DSP / BRAM are the packed figures"
+        est = row.get("fmax_pre_route_mhz")
         c = row.get("critical_path") or {}
         path = (f"`{str(c.get('source')).removeprefix('exerciser.block.')}` → "
                 f"`{str(c.get('sink')).removeprefix('exerciser.block.')}`") if c else "-"
@@ -241,7 +286,8 @@ def _markdown(r: dict) -> str:
             f"| {row['label']} | {row['T']} | {row['L']} | {row['P']} | {row['T'] * row['L']} | "
             f"{_fmt(_used(row, 'lut'))} | {_fmt(_used(row, 'ff'))} | {_fmt(_used(row, 'dsp'))} | "
             f"{ {True: 'yes', False: 'no', None: '-'}[row['dsp_is_T_times_L']] } | "
-            f"{_fmt(_used(row, 'bram'))} | {'-' if f is None else f'{f:.1f}'} | {path} | {split} | "
+            f"{_fmt(_used(row, 'bram'))} | {'-' if f is None else f'{f:.1f}'} | "
+            f"{'-' if est is None else f'{est:.1f}'} | {path} | {split} | "
             f"{'-' if secs is None else f'{secs:.0f}'} | {status} | {row.get('revision') or '-'} |")
     if r["missing"]:
         lines += ["", f"Not built yet (run again to resume): {', '.join(r['missing'])}."]
@@ -278,6 +324,13 @@ def _markdown(r: dict) -> str:
         for row in r["rows"]:
             w = row.get("whole_datapath_estimate")
             if not w:
+                continue
+            if row["status"] != "ok":
+                lines.append(f"| {row['label']} | {row['T']} | {row['L']} | {row['P']} | "
+                             + " | ".join(f"{w[k]['with_top']} ({100 * w[k]['fraction']:.0f} %)"
+                                          for k in ("lut", "dsp", "bram", "ff"))
+                             + f" | {'yes' if w['fits'] else '**no**'} (packed kNN figures) "
+                               "| kNN not routed |")
                 continue
             slow = min([("knn", row["report"]["fmax_mhz"])]
                        + [(b, v["fmax_mhz"]) for b, v in o.items()], key=lambda x: x[1])
