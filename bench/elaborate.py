@@ -28,19 +28,19 @@ from pathlib import Path
 
 from nms.bench import _report
 
-#: label -> (block, generator parameters); the default is nms.sw.dataflow.CHOSEN's (C = 256,
+#: label -> (block, generator parameters); the default is nms.sw.dataflow.CHOSEN's (C = 1024,
 #: T = 4, P = 4, chunk buffer for 4x4-pooled 28x28 images); "784-D" sets max_dim to
-#: Fashion-MNIST's vector length; the previous choice (C = 1024, T = 16) stays as the large row
+#: Fashion-MNIST's vector length; the first sweep round's T = 16 stays as the large row
 ROWS = {
     "datapath, test size (C = 128, T = 4, buffer 16, P = 4)":
         ("datapath", {"capacity": 128, "tile": 4, "max_dim": 64, "k": 8, "neg_samples": 4,
                       "buffer_dim": 16, "cand_tile": 4}),
-    "datapath, default (C = 256, T = 4, buffer 49, P = 4)": ("datapath", {}),
-    "top, default (C = 256, T = 4, buffer 49, P = 4)": ("top", {}),
-    "datapath, default at 784-D (C = 256, T = 4, P = 4, buffer 49)":
+    "datapath, default (C = 1024, T = 4, buffer 49, P = 4)": ("datapath", {}),
+    "top, default (C = 1024, T = 4, buffer 49, P = 4)": ("top", {}),
+    "datapath, default at 784-D (C = 1024, T = 4, P = 4, buffer 49)":
         ("datapath", {"max_dim": 784}),
-    "top, default at 784-D (C = 256, T = 4, P = 4, buffer 49)": ("top", {"max_dim": 784}),
-    "datapath, previous choice (C = 1024, T = 16, P = 4, 784-D, buffer 49)":
+    "top, default at 784-D (C = 1024, T = 4, P = 4, buffer 49)": ("top", {"max_dim": 784}),
+    "datapath, T = 16 (C = 1024, P = 4, 784-D, buffer 49; the first round's choice)":
         ("datapath", {"capacity": 1024, "tile": 16, "cand_tile": 4, "max_dim": 784,
                       "buffer_dim": 49}),
 }

@@ -53,14 +53,13 @@ def test_default_device_plans_chunks_that_fit_the_chunk_buffer(digits):
     """The default device has the chunk buffer (the chosen dataflow): the driver plans chunks of
     at most what it holds, so a default job is never refused (BAD_CHUNK_BUFFER) — here unpooled
     64-D digits (the default pooling of 8x8 images is none) need 8 words each: C = 100 with
-    buffer_dim = 49 holds 700 words, 87 vectors; at the default C = 256, 224 (a digits class,
-    at most 137 images, is still one chunk). The result equals the model's
+    buffer_dim = 49 holds 700 words, 87 vectors; at the default C = 1024, 896. The result equals the model's
     select with that chunk capacity, and every image is read from DDR once."""
     X, y = digits
     keep = np.isin(y, [0, 1, 2])
     X, y = X[keep], y[keep]
-    assert Driver(ModelDevice()).chunk_capacity(64, "none") == 224
-    assert Driver(ModelDevice()).chunk_capacity(784, "pool4") == 256
+    assert Driver(ModelDevice()).chunk_capacity(64, "none") == 896
+    assert Driver(ModelDevice()).chunk_capacity(784, "pool4") == 1024
     drv = Driver(ModelDevice(capacity=100))
     drv.config = drv.config.replace(n_iter=60, exaggeration_iters=20, momentum_switch=20)
     got = drv.select(X, y, 0.1, seed=5)
