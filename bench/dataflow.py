@@ -283,8 +283,80 @@ def _acc_table(acc_runs, points):
     return out
 
 
-def choose(rows, acc) -> dict | None:
-    """The choice rule of the module docstring; ``None`` if no row qualifies."""
+#: the one-default check of the sweep's candidates: DE-SNE's default job is one configuration
+#: (docs/algorithm.md §11a.6), so a row whose algorithm point is not the current default (C =
+#: 1024, 4x4 pooling, 50 iterations, 8 negative samples) must also pass the project's
+#: one-default rule (``nms.bench.coreset.DEFAULT_CHECK_RULE``) at EVERY ratio, not only at the
+#: sweep's 10 %. The first entry is the current default; the others are the points whose rows
+#: spend less energy than the default's on a clock-eligible engine
+DEFAULT_POINT = (1024, "pool4", 50, 8)
+CHECK_POINTS = (DEFAULT_POINT, (512, "pool4", 50, 8), (256, "pool4", 50, 8),
+                (1024, "pool4", 20, 8), (1024, "pool4", 30, 8), (1024, "pool4", 30, 4),
+                (1024, "pool4", 40, 4), (1024, "pool4", 40, 8))
+
+
+def run_default_check(out_dir: Path, points=CHECK_POINTS, seeds=SEEDS, *, log=print) -> dict:
+    """Validation accuracy (MLP) of DE-SNE's default job at each algorithm point (chunk capacity
+    C, pooling, schedule), at 1/5/10/20 %, on the coreset search's stratified Fashion-MNIST
+    subset (2 000 images a class: chunks of 1 000 / 500 / 250 images at C = 1 024 / 512 / 256,
+    the per-chunk budgets of the full pool); verdict per candidate by the one-default rule
+    against ``points[0]``. Resumable (``dataflow_parts/default_check.json``). The test split is
+    not read."""
+    from nms.bench.coreset import RATIOS, _datasets
+    from nms.sw.harness import score_coreset
+    from nms.verif.models import desne as dm
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parts = Path(out_dir) / "dataflow_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    path = parts / "default_check.json"
+    done = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    (name, data), = _datasets(True, False, names=("fashion-mnist",))
+    for point in points:
+        c, reduce, n_iter, neg = point
+        cfg = _config(n_iter, neg).replace(capacity=c, pool=reduce)
+        for ratio in RATIOS:
+            for seed in seeds:
+                key = f"{_key(point)}/r{ratio}/s{seed}"
+                if key in done["runs"]:
+                    continue
+                sel = dm.select(data.X, data.y, ratio, cfg, seed=seed)
+                acc = score_coreset(data, sel["indices"], trainer="mlp", seed=seed,
+                                    splits=("val",))["val"]
+                done["runs"][key] = {"point": list(point), "ratio": ratio, "seed": seed,
+                                     "val": acc, "revision": _revision()}
+                log(f"[default check] {key}: val {100 * acc:.2f} %")
+                path.write_text(json.dumps(done))
+    table, checks = {}, []
+    for point in points:
+        for ratio in RATIOS:
+            v = [r["val"] for r in done["runs"].values()
+                 if tuple(r["point"]) == tuple(point) and r["ratio"] == ratio
+                 and r["seed"] in seeds]
+            table[f"{_key(point)}/r{ratio}"] = {"mean": float(np.mean(v)),
+                                               "std": float(np.std(v)), "n": len(v)}
+    cur = _key(points[0])
+    passes = {cur: True}
+    for point in points[1:]:
+        ok = True
+        for ratio in RATIOS:
+            a, b = table[f"{cur}/r{ratio}"], table[f"{_key(point)}/r{ratio}"]
+            tol = max(a["std"], b["std"])
+            good = b["mean"] >= a["mean"] - tol
+            ok &= good
+            checks.append({"point": _key(point), "ratio": ratio, "current": a["mean"],
+                           "candidate": b["mean"], "difference": b["mean"] - a["mean"],
+                           "tolerance": tol, "ok": bool(good)})
+        passes[_key(point)] = bool(ok)
+    return {"points": [_key(p) for p in points], "seeds": list(seeds), "ratios": list(RATIOS),
+            "pool_per_class": data.summary.get("pool_subset_per_class"),
+            "table": table, "checks": checks, "passes": passes}
+
+
+def choose(rows, acc, point_ok=None) -> dict | None:
+    """The choice rule of the module docstring; ``None`` if no row qualifies. ``point_ok``
+    (point key -> bool, :func:`run_default_check`) excludes the algorithm points that fail the
+    one-default check at some ratio; a point it does not list is not eligible."""
     base = acc.get(_key(ALGORITHM_POINTS[0]))
     if base is None:
         raise ValueError("the baseline algorithm point has no accuracy runs")
@@ -295,7 +367,8 @@ def choose(rows, acc) -> dict | None:
         r["val_std"] = a["val_std"] if a else None
         r["accuracy_ok"] = bool(a and a["val_mean"] >= base["val_mean"]
                                 - max(base["val_std"], a["val_std"]))
-        if r["fits"] and r["clock_ok"] and r["accuracy_ok"]:
+        r["default_check_ok"] = point_ok is None or bool(point_ok.get(r["point"], False))
+        if r["fits"] and r["clock_ok"] and r["accuracy_ok"] and r["default_check_ok"]:
             ok.append(r)
     return min(ok, key=lambda r: (r["selection_pj"], r["blocks"])) if ok else None
 
@@ -314,7 +387,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     params = EnergyParams()
     area = area_model(out_dir)
     rows = [energy_row(pt, fk, y_full, dim, params, area=area) for pt in points for fk in FLOWS]
-    best = choose(rows, acc)
+    check = None if quick else run_default_check(out_dir)
+    best = choose(rows, acc, check["passes"] if check else None)
     baseline = rows[0]
     # the test split, read only now: the chosen row and the baseline
     data = prepare(ds)
@@ -337,11 +411,13 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                           f"{LUT_SHARE:.0%} and DSPs within the device by the measured area model), "
                           f"its kNN stage built and closing at >= {CLOCK_FLOOR:.0%} of the device "
                           f"engine's (T, L, P = {DEVICE_ENGINE}) measured Fmax, and validation "
-                          "accuracy >= baseline mean - the larger seed std; lowest selection "
-                          "energy, ties to fewer blocks",
+                          "accuracy >= baseline mean - the larger seed std; an algorithm point "
+                          "other than the current default must also pass the one-default check "
+                          "at every ratio (run_default_check); lowest selection energy, ties to "
+                          "fewer blocks",
            "area_model": area, "energy_params": params.as_dict(),
            "accuracy": acc, "rows": rows, "chosen": best, "baseline": baseline,
-           "final": final,
+           "final": final, "default_check": check,
            "environment": {"python": platform.python_version(), "numpy": np.__version__}}
     (out_dir / "dataflow.json").write_text(json.dumps(res, indent=1))
     (out_dir / "dataflow.md").write_text(_markdown(res))
@@ -387,6 +463,21 @@ def _markdown(res) -> str:
                      f"{_mj(r['selection_pj'])} | {r['selection_in_epochs']:.2f} | "
                      f"{100 * r['saving_at_10']:.1f} % | {r['breakeven_epoch']:.2f} | "
                      f"{'yes' if r['accuracy_ok'] else 'no'} | {mark} |")
+    chk = res.get("default_check")
+    if chk:
+        lines += ["", "## One-default check (validation, every ratio; `run_default_check`)", "",
+                  f"DE-SNE's default job at each candidate algorithm point on the coreset search's "
+                  f"Fashion-MNIST subset ({chk['pool_per_class']} images a class), seeds "
+                  f"{chk['seeds']}, MLP, validation split. Rule: the one-default rule "
+                  f"(`nms.bench.coreset.DEFAULT_CHECK_RULE`) against {chk['points'][0]} (the "
+                  "current default) at every ratio.", "",
+                  "| point | " + " | ".join(f"{100 * q:.0f} %" for q in chk["ratios"])
+                  + " | passes |", "|---|" + "---:|" * len(chk["ratios"]) + "---|"]
+        for k in chk["points"]:
+            cells = [chk["table"][f"{k}/r{q}"] for q in chk["ratios"]]
+            lines.append(f"| {k} | " + " | ".join(f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f}"
+                                                  for t in cells)
+                         + f" | {'yes' if chk['passes'][k] else 'no'} |")
     ar = res["area_model"]
     a, b, c = ar["knn_lut_coef"]
     lines += ["", "## Area model (measured; `area_model`)", "",

@@ -349,6 +349,15 @@ def desne_300_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
     return desne_select(X, y, ratio, seed, config=PRESETS["300"], details=details)
 
 
+def desne_50_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
+    """The DE-SNE default before the second dataflow round (``PRESETS["50"]``: the same job,
+    50 iterations, pooled by ``default_pool`` like ``desne``), kept for comparison."""
+    from nms.verif.models.desne import PRESETS
+    from nms.verif.models.pool import default_pool
+    return desne_select(X, y, ratio, seed, details=details,
+                        config=PRESETS["50"].replace(pool=default_pool(X.shape[1])))
+
+
 def desne_nms_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
     """DE-SNE with the NMS-style plain grid (``PRESETS["nms"]``: nearest cell centre,
     proportional quotas, 300 iterations, no pooling), kept for comparison."""
@@ -366,13 +375,14 @@ def desne_v0_select(X, y, ratio, seed=0, *, details: bool = False) -> dict:
 for _f in (herding_select, kcenter_select, maxherding_select):
     _f.seed_independent = True  # lets the harness reuse one selection across seeds
 for _f in (random_select, facility_select, typiclust_select, desne_select, desne_300_select,
-           desne_nms_select, desne_v0_select):
+           desne_50_select, desne_nms_select, desne_v0_select):
     _f.seed_independent = False
 
 #: name -> selector ``f(X, y, ratio, seed=0) -> {"indices", ...}``
 SELECTORS = {
     "desne": desne_select,
     "desne-300": desne_300_select,
+    "desne-50": desne_50_select,
     "desne-nms": desne_nms_select,
     "desne-v0": desne_v0_select,
     "random": random_select,

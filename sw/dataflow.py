@@ -171,7 +171,7 @@ def reduced_dim(dim: int, reduce: str) -> int:
 BASELINE = Dataflow()
 #: the default chosen by the sweep ``nms bench dataflow`` (bench/results/dataflow.md; a test
 #: holds these equal to the recorded choice) and the DE-SNE schedule it runs with
-CHOSEN = Dataflow(buffer=True, tile=4, cand_tile=4, capacity=256, reduce="pool4",
+CHOSEN = Dataflow(buffer=True, tile=4, cand_tile=4, capacity=1024, reduce="pool4",
                   hold_self=True)
 #: (n_iter, exaggeration_iters, momentum_switch, neg_samples): defined once, as the DE-SNE
 #: default, in the model layer (``nms.verif.models.desne.DEFAULT_SCHEDULE``)
