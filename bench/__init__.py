@@ -34,6 +34,7 @@ BENCHMARKS = {
     "area": "nms.bench.area",
     "elaborate": "nms.bench.elaborate",
     "knnscale": "nms.bench.knnscale",
+    "mainjob": "nms.bench.mainjob",
 }
 
 
