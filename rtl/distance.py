@@ -5,7 +5,7 @@ See ``docs/distance-engine.md`` for the protocol, timing and widths in one page.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -115,8 +115,10 @@ class DistanceEngine(wiring.Component):
         self.square_width = 2 * elem_width
         self.acc_width = bits_for(max_dim * ((1 << elem_width) - 1) ** 2)
         self.beat_sum_width = bits_for(lanes * ((1 << elem_width) - 1) ** 2)
-        # accept -> S1 (memory read) -> S2 (difference) -> S3 (square) -> adder tree -> acc/FIFO
-        self.latency = 3 + self.lane_shift + 1
+        # accept -> S1 (memory read) -> S2 (row registered behind the RAM) -> S3 (difference)
+        # -> S4 (multiplier input register) -> S5 (square, multiplier output register)
+        # -> adder tree -> acc/FIFO
+        self.latency = 5 + self.lane_shift + 1
         # SyncFIFOBuffered adds one cycle; with this many credits the no-stall case never waits.
         self.fifo_depth = self.latency + 4
 
@@ -156,6 +158,34 @@ class DistanceEngine(wiring.Component):
                 "beat_sum_width": self.beat_sum_width, "latency": self.latency,
                 "fifo_depth": self.fifo_depth, "macs_per_cycle": self.lanes * self.tile}
 
+    @staticmethod
+    def _square(m, platform, diff, square, name):
+        """``square = diff * diff`` two cycles after ``diff``: the multiplier's operands and its
+        product are both registered. On ECP5 the registers are the MULT18X18D's own input and
+        output registers (Yosys' DSP mapping leaves them off and puts the multiplier between two
+        fabric flip-flops, often far from both: its routing limited the engine); elsewhere
+        (simulation, generic Verilog) two plain registers with the same timing."""
+        if getattr(platform, "family", None) == "ecp5":
+            a = Signal(18, name=f"mul_a_{name}")
+            p = Signal(36, name=f"mul_p_{name}")
+            m.d.comb += [a.eq(diff.as_signed()), square.eq(p[:len(square)])]   # sign-extended
+            ports = {f"i_A{i}": a[i] for i in range(18)}
+            ports.update({f"i_B{i}": a[i] for i in range(18)})
+            ports.update({f"i_C{i}": Const(0) for i in range(18)})
+            ports.update({f"o_P{i}": p[i] for i in range(36)})
+            m.submodules[f"mul_{name}"] = Instance(
+                "MULT18X18D",
+                p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+                p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
+                p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
+                p_GSR="DISABLED",
+                i_CLK0=ClockSignal("sync"), i_CE0=Const(1), i_RST0=Const(0),
+                i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+                **ports)
+        else:
+            a = Signal.like(diff, name=f"mul_a_{name}")
+            m.d.sync += [a.eq(diff), square.eq(a * a)]
+
     def elaborate(self, platform):
         m = Module()
         L, T, w = self.lanes, self.tile, self.elem_width
@@ -181,10 +211,18 @@ class DistanceEngine(wiring.Component):
         tail_mask = Signal(L, init=all_lanes)       # lanes in use on that beat
 
         # ---- query memory: one row per beat index, T queries side by side ---------------------
+        # `no_rw_check`: the rows are written only while loading and read only while streaming,
+        # so no read ever sees a same-cycle write; without it Yosys emulates read-during-write
+        # with a bypass multiplexer behind the RAM output. The read is an asynchronous port plus
+        # a data register (`rd_data`), the form Yosys merges into the DP16KD's read port.
         m.submodules.queries = queries = Memory(shape=unsigned(T * L * w), depth=self.beats_max,
-                                                init=[])
+                                                init=[], attrs={"no_rw_check": 1})
         wr = queries.write_port(granularity=L * w)
-        rd = queries.read_port()
+        rd = queries.read_port(domain="comb")
+        rd_en = Signal(init=1)
+        rd_data = Signal(T * L * w)
+        with m.If(rd_en):
+            m.d.sync += rd_data.eq(rd.data)
 
         loading = Signal(init=1)  # 1: accepting the tile's queries; 0: streaming candidates
         load_query = Signal(range(max(T, 2)))
@@ -227,7 +265,7 @@ class DistanceEngine(wiring.Component):
             # one row read per beat index of a group (on slot 0), held for the other slots
             slot_in = self.candidate.payload.slot
             group_end = self.candidate.payload.group_end
-            m.d.comb += rd.en.eq(accept & (slot_in == 0))
+            m.d.comb += rd_en.eq(accept & (slot_in == 0))
         else:
             group_end = 1
         with m.If(accept):
@@ -269,21 +307,28 @@ class DistanceEngine(wiring.Component):
             m.d.sync += [r.eq(p) for r, p in zip(regs, flags[-1])]
             flags.append(regs)
 
-        # ---- S2: masked differences (w+1 bit signed); S3: squares ----------------------------
-        row = rd.data
+        # ---- S2: the row registered behind the RAM (no logic after the DP16KD output) --------
+        row = Signal(T * L * w)
+        s2_cand = Signal(data.ArrayLayout(unsigned(w), L))
+        s2_mask = Signal(L)
+        m.d.sync += [row.eq(rd_data), s2_cand.eq(s1_cand), s2_mask.eq(s1_mask)]
+        next_flags(2)
+
+        # ---- S3: masked differences (w+1 bit signed); S4/S5: squares ------------------------
         sq = []
         for t in range(T):
             sq_t = []
             for lane in range(L):
                 q = row[(t * L + lane) * w:(t * L + lane + 1) * w]
                 diff = Signal(signed(w + 1), name=f"diff_{t}_{lane}")
-                m.d.sync += diff.eq(Mux(s1_mask[lane], q - s1_cand[lane], 0))
+                m.d.sync += diff.eq(Mux(s2_mask[lane], q - s2_cand[lane], 0))
                 square = Signal(unsigned(2 * w), name=f"square_{t}_{lane}")
-                m.d.sync += square.eq(diff * diff)
+                self._square(m, platform, diff, square, f"{t}_{lane}")
                 sq_t.append(square)
             sq.append(sq_t)
-        next_flags(2)
         next_flags(3)
+        next_flags(4)
+        next_flags(5)
 
         # ---- adder tree, one register level per pairwise addition level ----------------------
         level = 0
@@ -300,7 +345,7 @@ class DistanceEngine(wiring.Component):
                     summed.append(s)
                 new.append(summed)
             sq = new
-            next_flags(3 + level)
+            next_flags(5 + level)
         beat_sums = [sq[t][0] for t in range(T)]
         valid, first, final, last = flags[-1][:4]
 

@@ -5,7 +5,7 @@ See ``docs/rtl-knn.md`` for ports, timing and the no-stall condition in one page
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -38,13 +38,14 @@ class KnnSelector(wiring.Component):
     Rows of queries with ``base + t >= N`` (the padding of a partial final tile) and empty rows
     (``N = 1``) are not emitted.
 
-    Input ``ready`` is low only (a) on a pass's first beat while no ``tile_base`` beat is offered,
-    and (b) on a pass's ``last`` beat while the output bank still holds rows of the previous pass.
+    Beats enter through a 2-entry input buffer (``ready`` = not full); the head beat waits only
+    (a) on a pass's first beat while no ``tile_base`` beat is offered, and (b) on a pass's
+    ``last`` beat while the output bank still holds rows of the previous pass.
     So the engine is never stalled if the ``tile_base`` beat arrives before the pass's first
     result and the rows (at most ``tile * k`` beats, one per cycle) drain while the next pass runs:
-    with an always-ready sink this holds when the next pass delivers its ``last`` beat more than
-    ``tile * min(k, N - 1)`` cycles after this pass's ``last`` beat, e.g. whenever
-    ``N >= tile * k`` (one result per cycle at most).
+    with an always-ready sink this holds when the next pass delivers its ``last`` beat at least
+    ``tile * min(k, N - 1) + 2`` cycles after this pass's ``last`` beat, e.g. whenever
+    ``N >= tile * k + 2`` (one result per cycle at most).
 
     Parameters
     ----------
@@ -71,7 +72,9 @@ class KnnSelector(wiring.Component):
         last: unsigned(1)}`` (``index`` at the LSB; the affinity unit's ``row`` layout); ``last``
         ends a query's row.
     latency : int
-        Cycles from accepting a pass's ``last`` beat to the first row beat being offered (1).
+        Cycles from accepting a pass's ``last`` beat to the first row beat being offered (4: the
+        beat leaves the input buffer into the lists, the bank copies them, the first shift is
+        decided a cycle ahead, the beat enters the output buffer).
 
     Raises
     ------
@@ -88,7 +91,7 @@ class KnnSelector(wiring.Component):
         self.tile = tile
         self.dist_width = dist_width
         self.index_width = index_width
-        self.latency = 1
+        self.latency = 4
         self.dist_layout = data.StructLayout({
             "dist": data.ArrayLayout(unsigned(dist_width), tile),
             "last": unsigned(1),
@@ -141,13 +144,28 @@ class KnnSelector(wiring.Component):
         cur_bt = [Signal(iw + 1, name=f"cur_bt_{t}") for t in range(T)]
         next_bt = [Signal(iw + 1, name=f"next_bt_{t}") for t in range(T)]
 
+        # ---- input: a 2-entry buffer; `dist.ready` is "not full" (a register compare), so the
+        # selector's accept logic and the engine's output FIFO are not one combinational path
+        ibuf = [Signal(self.dist_layout, name=f"in_{j}") for j in range(2)]
+        icount = Signal(range(3))       # beats in the buffer; ibuf[0] is the head
+        push = Signal()
+        m.d.comb += [self.dist.ready.eq(icount != 2),
+                     push.eq(self.dist.valid & self.dist.ready)]
+        head = ibuf[0]
+
         busy = o_act.any()
-        in_last = self.dist.payload.last
-        # Registered conditions only (plus the engine's registered payload): no combinational
-        # path from `rows.ready` to `dist.ready`.
-        m.d.comb += self.dist.ready.eq(Mux(first, next_ok, 1) & ~(in_last & busy))
-        accept = Signal()
-        m.d.comb += accept.eq(self.dist.valid & self.dist.ready)
+        in_last = head.last
+        # Registered conditions only: no combinational path from `rows.ready` to `dist.ready`.
+        accept = Signal()                # the head beat is taken by the selection this cycle
+        m.d.comb += accept.eq((icount != 0) & Mux(first, next_ok, 1) & ~(in_last & busy))
+        with m.If(accept):
+            m.d.sync += ibuf[0].eq(ibuf[1])
+        with m.If(push):
+            with m.If((icount == 0) | ((icount == 1) & accept)):
+                m.d.sync += ibuf[0].eq(self.dist.payload)
+            with m.Else():
+                m.d.sync += ibuf[1].eq(self.dist.payload)
+        m.d.sync += icount.eq(icount + push - accept)
 
         index = cand             # 0 on a pass's first beat: a register, no mux on its fan-out
         base_t = [Mux(first, next_bt[t], cur_bt[t]) for t in range(T)]   # base + t of the beat
@@ -178,14 +196,25 @@ class KnnSelector(wiring.Component):
                     m.d.sync += next_ok.eq(0)
 
         # ---- per query: compare with every entry in parallel, shift right from the first larger
+        # Timing: no clock enable on the lists. Every cycle each list takes its next value, which
+        # equals the list itself unless the beat is inserted (`ins`: accepted, not the query
+        # itself); on a pass's first beat the entries count as empty (`first`), so the lists need
+        # no clearing. The finished lists of a pass (written with its `last` beat) are copied to
+        # the bank one cycle later (`load_d`, a register) while the next pass already runs.
+        load_d = Signal()
+        m.d.sync += load_d.eq(accept & in_last)
         for t in range(T):
-            d = self.dist.payload.dist[t]
+            d = head.dist[t]
             own = Signal(name=f"own_{t}")
             m.d.comb += own.eq(Mux(first, next_base_zero if t == 0 else 0, own_next[t]))
+            ins = Signal(name=f"ins_{t}")
+            m.d.comb += ins.eq(accept & ~own)
+            vld = [Signal(name=f"vld_{t}_{i}") for i in range(K)]   # holds a candidate of the pass
+            m.d.comb += [vld[i].eq(l_vld[t][i] & ~first) for i in range(K)]
             less = [Signal(name=f"less_{t}_{i}") for i in range(K)]
             for i in range(K):
                 # an empty entry acts as +infinity; strict < keeps the earlier index on a tie
-                m.d.comb += less[i].eq(~own & (~l_vld[t][i] | (d < l_dist[t][i])))
+                m.d.comb += less[i].eq(ins & (~vld[i] | (d < l_dist[t][i])))
             n_dist = [Signal(dw, name=f"next_dist_{t}_{i}") for i in range(K)]
             n_idx = [Signal(iw, name=f"next_idx_{t}_{i}") for i in range(K)]
             n_vld = [Signal(name=f"next_vld_{t}_{i}") for i in range(K)]
@@ -194,46 +223,76 @@ class KnnSelector(wiring.Component):
                 shift = less[i - 1] if i > 0 else Const(0)
                 with m.If(shift):
                     m.d.comb += [n_dist[i].eq(l_dist[t][i - 1]), n_idx[i].eq(l_idx[t][i - 1]),
-                                 n_vld[i].eq(l_vld[t][i - 1])]
+                                 n_vld[i].eq(vld[i - 1])]
                 with m.Elif(less[i]):
                     m.d.comb += [n_dist[i].eq(d), n_idx[i].eq(index), n_vld[i].eq(1)]
                 with m.Else():
                     m.d.comb += [n_dist[i].eq(l_dist[t][i]), n_idx[i].eq(l_idx[t][i]),
-                                 n_vld[i].eq(l_vld[t][i])]
-            with m.If(accept):
-                with m.If(in_last):
-                    # the finished lists go to the bank; the next pass starts from empty lists
-                    m.d.sync += [l_vld[t][i].eq(0) for i in range(K)]
-                    m.d.sync += [o_dist[t][i].eq(n_dist[i]) for i in range(K)]
-                    m.d.sync += [o_idx[t][i].eq(n_idx[i]) for i in range(K)]
-                    m.d.sync += [o_vld[t][i].eq(n_vld[i]) for i in range(K)]
-                    # emit the row only for a real query (base + t < N, N = index + 1)
-                    m.d.sync += o_act[t].eq(n_vld[0] & (base_t[t] <= index))
-                with m.Else():
-                    m.d.sync += [l_dist[t][i].eq(n_dist[i]) for i in range(K)]
-                    m.d.sync += [l_idx[t][i].eq(n_idx[i]) for i in range(K)]
-                    m.d.sync += [l_vld[t][i].eq(n_vld[i]) for i in range(K)]
+                                 n_vld[i].eq(vld[i])]
+            m.d.sync += [l_dist[t][i].eq(n_dist[i]) for i in range(K)]
+            m.d.sync += [l_idx[t][i].eq(n_idx[i]) for i in range(K)]
+            m.d.sync += [l_vld[t][i].eq(n_vld[i]) for i in range(K)]
+            with m.If(accept & in_last):
+                # emit the row only for a real query (base + t < N, N = index + 1)
+                m.d.sync += o_act[t].eq(n_vld[0] & (base_t[t] <= index))
 
         # ---- output: the lowest active row shifts its entries out, one per beat ---------------
-        sel = Signal(T)  # one-hot lowest active row
-        m.d.comb += sel.eq(o_act & ~(o_act - 1))
+        # Timing: the shift of row t (the enable of its K bank entries, 2·K·... loads) is a
+        # register, `pop_row[t]`, decided a cycle ahead from registers and `rows.ready`; the beat
+        # moves into a 2-entry output buffer, so the bank never waits on `rows.ready`
+        # combinationally. A beat pops only while the buffer will have room for it whatever the
+        # sink does (at most one beat in it after this cycle).
         row_last = [Const(1) if K == 1 else ~o_vld[t][1] for t in range(T)]
+        pop_row = Signal(T)      # one-hot (or 0): the row whose head moves to the buffer now
+        pop = Signal()           # pop_row.any(), its own register
+        buf = [Signal(self.row_layout, name=f"out_{j}") for j in range(2)]
+        count = Signal(range(3))  # beats in the buffer
         payload = self.rows.payload
-        with m.Switch(sel):
-            for t in range(T):
-                with m.Case(1 << t):
-                    m.d.comb += [payload.index.eq(o_idx[t][0]), payload.dist.eq(o_dist[t][0]),
-                                 payload.last.eq(row_last[t])]
-        m.d.comb += self.rows.valid.eq(busy)
-        out_accept = self.rows.valid & self.rows.ready
+        m.d.comb += [self.rows.valid.eq(count != 0), payload.eq(buf[0])]
+        take = Signal()
+        m.d.comb += take.eq((count != 0) & self.rows.ready)
+
+        popped = Signal(self.row_layout)
+        p_idx, p_dist, p_last = Const(0, iw), Const(0, dw), Const(0)
         for t in range(T):
-            with m.If(out_accept & sel[t]):
+            p_idx = p_idx | Mux(pop_row[t], o_idx[t][0], 0)
+            p_dist = p_dist | Mux(pop_row[t], o_dist[t][0], 0)
+            p_last = p_last | (pop_row[t] & row_last[t])
+        m.d.comb += [popped.index.eq(p_idx), popped.dist.eq(p_dist), popped.last.eq(p_last)]
+
+        with m.If(take):
+            m.d.sync += buf[0].eq(buf[1])
+        with m.If(pop):
+            with m.If((count == 0) | ((count == 1) & take)):
+                m.d.sync += buf[0].eq(popped)
+            with m.Else():
+                m.d.sync += buf[1].eq(popped)
+        m.d.sync += count.eq(count + pop - take)
+
+        # the next cycle's pop: the lowest row still active after this cycle's pop
+        done_rows = Signal(T)
+        act_after = Signal(T)
+        m.d.comb += [done_rows.eq(Cat(*[pop_row[t] & row_last[t] for t in range(T)])),
+                     act_after.eq(o_act & ~done_rows)]
+        full_next = ((count == 2) & ~take) | ((count == 1) & pop & ~take)
+        pop_next = Signal()
+        m.d.comb += pop_next.eq(act_after.any() & ~full_next)
+        m.d.sync += [pop.eq(pop_next),
+                     pop_row.eq(Mux(pop_next, act_after & ~(act_after - 1), 0))]
+
+        for t in range(T):
+            with m.If(pop_row[t]):
                 for i in range(K - 1):
                     m.d.sync += [o_dist[t][i].eq(o_dist[t][i + 1]), o_idx[t][i].eq(o_idx[t][i + 1]),
                                  o_vld[t][i].eq(o_vld[t][i + 1])]
                 m.d.sync += o_vld[t][K - 1].eq(0)
                 with m.If(row_last[t]):
                     m.d.sync += o_act[t].eq(0)
+            with m.Elif(load_d):
+                # the bank is idle here: `last` is accepted only while no row is active
+                m.d.sync += [o_dist[t][i].eq(l_dist[t][i]) for i in range(K)]
+                m.d.sync += [o_idx[t][i].eq(l_idx[t][i]) for i in range(K)]
+                m.d.sync += [o_vld[t][i].eq(l_vld[t][i]) for i in range(K)]
         return m
 
 

@@ -137,11 +137,13 @@ def test_selector_random_ties_gaps_backpressure(k, tile):
 
 
 def test_selector_accepts_one_beat_per_cycle():
-    """Always-valid input, always-ready output, N >= tile * k: no cycle without an input beat."""
+    """Always-valid input, always-ready output, N >= tile * k + 2 (a pass of N beats outlasts
+    the previous pass's tile * k row beats plus the selector's 2-cycle start): no cycle without
+    an input beat."""
     k, tile = 3, 2
     sel = KnnSelector(k=k, tile=tile, dist_width=8, index_width=6)
     rng = np.random.default_rng(5)
-    passes = [(b, rng.integers(0, 256, (tile * k + 1, tile))) for b in (0, 2, 4, 6)]
+    passes = [(b, rng.integers(0, 256, (tile * k + 2, tile))) for b in (0, 2, 4, 6)]
     got, accepts = _run_selector(sel, passes, seed=0, p_valid=1.0, p_ready=1.0)
     assert got == selector_model(passes, k, tile)
     assert accepts == list(range(accepts[0], accepts[0] + len(accepts)))
