@@ -153,11 +153,17 @@ class KnnSelector(wiring.Component):
                      push.eq(self.dist.valid & self.dist.ready)]
         head = ibuf[0]
 
-        busy = o_act.any()
         in_last = head.last
-        # Registered conditions only: no combinational path from `rows.ready` to `dist.ready`.
-        accept = Signal()                # the head beat is taken by the selection this cycle
-        m.d.comb += accept.eq((icount != 0) & Mux(first, next_ok, 1) & ~(in_last & busy))
+        # Whether the head beat is taken by the selection (`accept`) is decided a cycle ahead
+        # and registered (`go`), and so is, per query, whether it is inserted (`ins_r`: taken
+        # and not the query itself): no combinational accept logic fans out to the T lists.
+        # The head waits (a) on a pass's first beat until the tile base is there and (b) on a
+        # pass's last beat while a row of the previous pass is active; in the cycle after a
+        # bank load the rows count as active (their flags are being written).
+        go = Signal()
+        ins_r = Signal(T)
+        act_after = Signal(T)            # o_act after this cycle's row pops (output section)
+        accept = go
         with m.If(accept):
             m.d.sync += ibuf[0].eq(ibuf[1])
         with m.If(push):
@@ -184,6 +190,22 @@ class KnnSelector(wiring.Component):
             m.d.sync += [next_ok.eq(1), next_base_zero.eq(b == 0)]
             m.d.sync += [next_bt[t].eq(b + t) for t in range(T)]
             m.d.sync += [next_is_one[t].eq(b + t == 1) for t in range(T)]
+        tb_take = self.tile_base.valid & self.tile_base.ready
+        hv_next = (icount + push - accept) != 0
+        hl_next = Mux(accept, Mux(icount == 2, ibuf[1].last, self.dist.payload.last),
+                      Mux(icount != 0, ibuf[0].last, self.dist.payload.last))
+        first_next = Mux(accept, in_last, first)
+        next_ok_next = tb_take | (next_ok & ~(accept & first))
+        nbz_next = Mux(tb_take, self.tile_base.payload == 0, next_base_zero)
+        busy_next = Mux(accept & in_last, 1, act_after.any())
+        go_next = Signal()
+        m.d.comb += go_next.eq(hv_next & Mux(first_next, next_ok_next, 1) & ~(hl_next & busy_next))
+        m.d.sync += go.eq(go_next)
+        for t in range(T):
+            own_next_next = Mux(accept, Mux(first, next_is_one[t], cand_p1 == cur_bt[t]),
+                                own_next[t])
+            own_c = Mux(first_next, nbz_next if t == 0 else 0, own_next_next)
+            m.d.sync += ins_r[t].eq(go_next & ~own_c)
         with m.If(accept):
             m.d.sync += [first.eq(in_last), cand.eq(Mux(in_last, 0, cand_p1)),
                          cand_p1.eq(Mux(in_last, 1, cand_p1 + 1))]
@@ -205,10 +227,7 @@ class KnnSelector(wiring.Component):
         m.d.sync += load_d.eq(accept & in_last)
         for t in range(T):
             d = head.dist[t]
-            own = Signal(name=f"own_{t}")
-            m.d.comb += own.eq(Mux(first, next_base_zero if t == 0 else 0, own_next[t]))
-            ins = Signal(name=f"ins_{t}")
-            m.d.comb += ins.eq(accept & ~own)
+            ins = ins_r[t]
             vld = [Signal(name=f"vld_{t}_{i}") for i in range(K)]   # holds a candidate of the pass
             m.d.comb += [vld[i].eq(l_vld[t][i] & ~first) for i in range(K)]
             less = [Signal(name=f"less_{t}_{i}") for i in range(K)]
@@ -271,7 +290,6 @@ class KnnSelector(wiring.Component):
 
         # the next cycle's pop: the lowest row still active after this cycle's pop
         done_rows = Signal(T)
-        act_after = Signal(T)
         m.d.comb += [done_rows.eq(Cat(*[pop_row[t] & row_last[t] for t in range(T)])),
                      act_after.eq(o_act & ~done_rows)]
         full_next = ((count == 2) & ~take) | ((count == 1) & pop & ~take)
