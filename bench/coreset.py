@@ -757,6 +757,24 @@ def run_final_piece(out_dir: Path, dataset: str, trainer: str, *, methods=FINAL_
     return runs
 
 
+def _unique_runs(runs: list) -> list:
+    """One run per (method, ratio, seed): part files written by parallel processes may both hold
+    a run (the trainer is deterministic, so they agree); runs that disagree are an error."""
+    seen, out = {}, []
+    for r in runs:
+        key = (r["method"], r["ratio"], r["seed"])
+        if key in seen:
+            a = seen[key]
+            if (a["val_accuracy"], a["test_accuracy"]) != (r["val_accuracy"], r["test_accuracy"]):
+                raise ValueError(f"two recorded runs of {key} disagree: "
+                                 f"{a['val_accuracy']}/{a['test_accuracy']} vs "
+                                 f"{r['val_accuracy']}/{r['test_accuracy']}")
+            continue
+        seen[key] = r
+        out.append(r)
+    return out
+
+
 def assemble(out_dir: Path) -> dict:
     """``coreset.json`` / ``coreset.md`` from every finished piece, with the goal checks."""
     out_dir = Path(out_dir)
@@ -768,6 +786,8 @@ def assemble(out_dir: Path) -> dict:
             merged[key]["runs"] += pc["runs"]
         else:
             merged[key] = pc
+    for pc in merged.values():
+        pc["runs"] = _unique_runs(pc["runs"])
     pieces = [merged[k] for k in sorted(merged)]
     tables = []
     for pc in pieces:

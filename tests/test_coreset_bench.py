@@ -101,6 +101,18 @@ def test_assemble_goal_checks(tmp_path):
     assert g["one_std"] == pytest.approx(np.std([0.81, 0.82, 0.83]))
     md = (tmp_path / "coreset.md").read_text()
     assert "| desne | 80.00 ± 0.00 (n=3) |" in md and "herding" in md
+    # a second part file holding one of the same runs again counts it once; a disagreeing copy
+    # is an error, not a silent extra seed
+    part2 = tmp_path / "coreset_parts" / "toy_mlp_s2.json"
+    part2.write_text(json.dumps({"dataset": {"name": "toy"}, "trainer": "mlp",
+                                 "runs": [runs[-1]]}))
+    again = cb.assemble(tmp_path)
+    herding = next(r for r in again["tables"][0]["rows"] if r["method"] == "herding")
+    assert herding["seeds"] == [0, 1, 2]
+    part2.write_text(json.dumps({"dataset": {"name": "toy"}, "trainer": "mlp",
+                                 "runs": [{**runs[-1], "val_accuracy": 0.5}]}))
+    with pytest.raises(ValueError, match="disagree"):
+        cb.assemble(tmp_path)
 
 
 def test_final_redo_reruns_only_the_named_methods(tmp_path):
