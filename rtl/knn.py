@@ -31,9 +31,10 @@ class KnnSelector(wiring.Component):
     index ahead of a later equal distance, so ties go to the lower index as in
     ``nms.verif.models.desne.knn``.
 
-    When the pass's ``last`` beat is accepted the lists (including that beat) move to an output
-    bank in the same cycle and the insertion registers start the next pass empty: the bank is
-    emitted while the next pass is selected. Rows leave in query order ``t = 0 .. tile-1``; row
+    When the pass's ``last`` beat is taken the lists (including that beat) are copied to an
+    output bank in the next cycle and the insertion registers start the next pass as empty (a
+    pass's first beat ignores their old entries): the bank is emitted while the next pass is
+    selected. Rows leave in query order ``t = 0 .. tile-1``; row
     ``t`` holds ``min(k, N - 1)`` beats sorted by (distance, index), ``last`` on its final beat.
     Rows of queries with ``base + t >= N`` (the padding of a partial final tile) and empty rows
     (``N = 1``) are not emitted.
