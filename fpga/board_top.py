@@ -49,8 +49,10 @@ __all__ = ["BoardConfig", "BOARD_CONFIGS", "get_config", "core_params", "BoardJo
 #: holds only digits, which the default pooling leaves unpooled (the buffer would save DDR
 #: reads but pool nothing). Give ``hw={"buffer_dim": 49, "cand_tile": 4}`` to build the chosen
 #: dataflow on the board.
+#: C = 512, not the device's 1024: at 1024 the top needs 249 of the 85F's 208 DP16KD (window 64,
+#: coverage stage 57, embedding 94, grid 22; bench/results/boardtop.md); at 512 it needs 179
 _ULX3S_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 1024, "k": 16,
-             "capacity": 1024, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
+             "capacity": 512, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
              "buffer_dim": 0, "cand_tile": 1, "data_width": 64, "max_burst": 256}
 #: what fits the UP5K's 5280 logic cells and 8 DSPs next to the bridge (see nms bench fpga)
 _ICEBREAKER_HW = {"lanes": 2, "tile": 1, "elem_width": 8, "max_dim": 64, "k": 4,
@@ -86,9 +88,12 @@ class BoardConfig:
 
 BOARD_CONFIGS = {
     "ulx3s-85f": BoardConfig(
-        board="ulx3s-85f", hw=_ULX3S_HW, clock_hz=50e6, mem_size=128 * 1024, mem_backend="bram",
-        # VCO = 25 MHz / 1 * 2 * 12 = 600 MHz (400..800), CLKOP = 600 / 12 = 50 MHz
-        pll={"CLKI_DIV": 1, "CLKFB_DIV": 2, "CLKOP_DIV": 12, "in_mhz": 25, "out_mhz": 50}),
+        board="ulx3s-85f", hw=_ULX3S_HW, clock_hz=100e6 / 3, mem_size=128 * 1024,
+        mem_backend="bram",
+        # 33.3 MHz: the whole top routed at 36.7 MHz against a 50 MHz target (boardtop.md).
+        # CLKOP = 25 MHz / 3 * 4 = 33.3 MHz, VCO = 33.3 * 18 = 600 MHz (400..800)
+        pll={"CLKI_DIV": 3, "CLKFB_DIV": 4, "CLKOP_DIV": 18, "in_mhz": 25,
+             "out_mhz": round(100 / 3, 3)}),
     "icebreaker": BoardConfig(
         board="icebreaker", hw=_ICEBREAKER_HW, clock_hz=24e6, mem_size=128 * 1024,
         mem_backend="spram",

@@ -150,7 +150,7 @@ def test_raw_frames_and_null_region(board):
 
 
 def test_transport_argument_errors():
-    with pytest.raises(ValueError, match="capacity=1024, not 64"):
+    with pytest.raises(ValueError, match="capacity=512, not 64"):
         SerialTransport(port="socket://127.0.0.1:1", board="ulx3s-85f", capacity=64)
     with pytest.raises(ValueError, match="capacity=100"):
         SerialTransport(port="socket://127.0.0.1:1", capacity=100)
