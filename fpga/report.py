@@ -144,6 +144,15 @@ def tool_errors(text: str, limit: int = 5) -> list[str]:
     return [m.group(0).strip() for m in _ERROR_LINE.finditer(text)][:limit]
 
 
+def _top_line(top: dict) -> str:
+    """The probe top's LFSR/fold figures, or a job top's own summary (it has no probe)."""
+    if "input_bits" in top:
+        return (f"- board top: {top['input_bits']} input bits from the LFSR chain, "
+                f"{top['output_bits']} output bits XOR-folded in {top['fold_stages']} stages "
+                "to the LED")
+    return "- board top: " + ", ".join(f"{k}={v}" for k, v in top.items())
+
+
 def format_markdown(report: dict) -> str:
     """Render a build report (as written to ``report.json``) as Markdown."""
     params = ", ".join(f"{k}={v}" for k, v in report["params"].items()) or "(defaults)"
@@ -152,9 +161,7 @@ def format_markdown(report: dict) -> str:
         "",
         f"- device: {report['device']}",
         f"- block: `{report['block']}` ({params})",
-        f"- board top: {report['top']['input_bits']} input bits from the LFSR chain, "
-        f"{report['top']['output_bits']} output bits XOR-folded in "
-        f"{report['top']['fold_stages']} stages to the LED",
+        _top_line(report["top"]),
         f"- post-route Fmax: **{report['fmax_mhz']:.2f} MHz** (target {report['target_mhz']:.2f} "
         f"MHz, {'met' if report['timing_met'] else 'NOT met'})",
         f"- bitstream: `{report['bitstream']['file']}` ({report['bitstream']['bytes']} bytes)",

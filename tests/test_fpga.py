@@ -248,3 +248,15 @@ def test_icebreaker_bitstream_through_the_cli(tmp_path, capsys):
     assert report["target_mhz"] == 12.0 and report["board"] == "icebreaker"
     _check_report(tmp_path, report, suffix=".bin", min_bytes=100_000)
     assert report["utilisation"]["dsp"]["cell"] == "ICESTORM_DSP"
+
+
+def test_report_markdown_of_a_job_top():
+    """A job top has no LFSR probe: its report line is the top's own summary (this once crashed
+    the writer after a 23-minute build)."""
+    from nms.fpga.report import format_markdown
+    rep = {"block": "top", "board": "ulx3s-85f", "device": "LFE5U-85F", "params": {"capacity": 512},
+           "top": {"kind": "job top", "clock_mhz": 33.3}, "fmax_mhz": 37.4, "target_mhz": 33.3,
+           "timing_met": True, "bitstream": {"file": "top.bit", "bytes": 1}, "build_seconds": 1.0,
+           "utilisation": {}, "tools": {"yosys": "x"}}
+    md = format_markdown(rep)
+    assert "- board top: kind=job top, clock_mhz=33.3" in md
