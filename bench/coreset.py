@@ -490,6 +490,15 @@ def run_default_check(out_dir: Path, *, seeds=DEFAULT_CHECK_SEEDS, diagnostics=T
     return result
 
 
+def default_rule_check(current: dict, candidate: dict) -> dict:
+    """:data:`DEFAULT_CHECK_RULE` for one ratio: ``current`` and ``candidate`` are
+    ``{"mean", "std"}`` of validation accuracy over the seeds."""
+    tol = max(current["std"], candidate["std"])
+    return {"current": current["mean"], "candidate": candidate["mean"],
+            "difference": candidate["mean"] - current["mean"], "tolerance": tol,
+            "ok": bool(candidate["mean"] >= current["mean"] - tol)}
+
+
 def _default_result(runs, configs, seeds):
     table = {}
     for r in runs:
@@ -501,10 +510,7 @@ def _default_result(runs, configs, seeds):
         for q in RATIOS:
             a = next(r for r in rows if (r["dataset"], r["method"], r["ratio"]) == (d, cur, q))
             b = next(r for r in rows if (r["dataset"], r["method"], r["ratio"]) == (d, cand, q))
-            tol = max(a["std"], b["std"])
-            checks.append({"dataset": d, "ratio": q, "current": a["mean"], "candidate": b["mean"],
-                           "difference": b["mean"] - a["mean"], "tolerance": tol,
-                           "ok": bool(b["mean"] >= a["mean"] - tol)})
+            checks.append({"dataset": d, "ratio": q, **default_rule_check(a, b)})
     return {"stage": "default", "rule": DEFAULT_CHECK_RULE, "seeds": list(seeds),
             "ratios": list(RATIOS), "trainer": "mlp", "split": "validation",
             "fashion_pool_per_class": SEARCH_FASHION_PER_CLASS, "configs": configs,

@@ -302,7 +302,7 @@ def run_default_check(out_dir: Path, points=CHECK_POINTS, seeds=SEEDS, *, log=pr
     the per-chunk budgets of the full pool); verdict per candidate by the one-default rule
     against ``points[0]``. Resumable (``dataflow_parts/default_check.json``). The test split is
     not read."""
-    from nms.bench.coreset import RATIOS, _datasets
+    from nms.bench.coreset import RATIOS, _datasets, default_rule_check
     from nms.sw.harness import score_coreset
     from nms.verif.models import desne as dm
 
@@ -340,13 +340,9 @@ def run_default_check(out_dir: Path, points=CHECK_POINTS, seeds=SEEDS, *, log=pr
     for point in points[1:]:
         ok = True
         for ratio in RATIOS:
-            a, b = table[f"{cur}/r{ratio}"], table[f"{_key(point)}/r{ratio}"]
-            tol = max(a["std"], b["std"])
-            good = b["mean"] >= a["mean"] - tol
-            ok &= good
-            checks.append({"point": _key(point), "ratio": ratio, "current": a["mean"],
-                           "candidate": b["mean"], "difference": b["mean"] - a["mean"],
-                           "tolerance": tol, "ok": bool(good)})
+            c = default_rule_check(table[f"{cur}/r{ratio}"], table[f"{_key(point)}/r{ratio}"])
+            ok &= c["ok"]
+            checks.append({"point": _key(point), "ratio": ratio, **c})
         passes[_key(point)] = bool(ok)
     return {"points": [_key(p) for p in points], "seeds": list(seeds), "ratios": list(RATIOS),
             "pool_per_class": data.summary.get("pool_subset_per_class"),
