@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY
+from nms.rtl.params import BUFFER_BANKS, BUFFER_DIM, CAND_TILE, CAPACITY
 
 __all__ = ["Param", "Block", "REGISTRY", "register_block", "get_block", "resolve_params",
            "elaborate", "generate", "port_table", "add_arguments", "main"]
@@ -180,6 +180,8 @@ DATAPATH_PARAMS = (
               "dataflow, 7x7 = 4x4-pooled 28x28 images)"),
         Param("cand_tile", int, CAND_TILE, "P, candidates per query-memory row read (> 1 needs "
               "buffer_dim > 0)"),
+        Param("buffer_banks", int, BUFFER_BANKS, "most chunk-buffer banks, split by word address; "
+              "a read touches one bank (default: the chosen dataflow, 8 KB banks at C = 1024)"),
 )
 
 

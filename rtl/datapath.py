@@ -301,6 +301,9 @@ class DesneDatapath(wiring.Component):
         P, candidates per query-memory row read of the distance engine, 1..16 (``> 1`` needs
         the chunk buffer, which serves the candidates in the engine's beat-interleaved groups;
         ``docs/energy.md`` §6.4). Default 1.
+    buffer_banks : int
+        Most banks of the chunk buffer, 1..64 (:class:`ChunkBuffer` ``banks``: split by word
+        address, a read enables only its bank; ``docs/energy.md`` §6.7). Default 1.
     hold_self : bool
         The embedding reads the own point's ``Y[i]`` once per point and iteration instead of
         once per pair (``EmbeddingEngine(hold_self=...)``, ``docs/energy.md`` §6.5; same
@@ -332,7 +335,8 @@ class DesneDatapath(wiring.Component):
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8,
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
                  affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4,
-                 buffer_dim: int = 0, cand_tile: int = 1, hold_self: bool = True):
+                 buffer_dim: int = 0, cand_tile: int = 1, buffer_banks: int = 1,
+                 hold_self: bool = True):
         _check_pow2("lanes", lanes, 256)
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
@@ -356,6 +360,8 @@ class DesneDatapath(wiring.Component):
             raise ValueError(f"cand_tile={cand_tile} needs the chunk buffer (buffer_dim > 0): "
                              "only it can serve the candidates in interleaved groups")
         self.cand_tile = cand_tile
+        check_int("buffer_banks", buffer_banks, 1, 64, "1 to 64 chunk-buffer banks")
+        self.buffer_banks = buffer_banks
         self.lane_shift = ceil_log2(lanes)
         self.buffer_depth = capacity * -(-buffer_dim // lanes)
         self.lanes, self.tile, self.elem_width, self.max_dim = lanes, tile, elem_width, max_dim
@@ -384,7 +390,7 @@ class DesneDatapath(wiring.Component):
             self.pool = PoolUnit(lanes=lanes, elem_width=elem_width, max_dim=max_dim)
             self.buffer = ChunkBuffer(lanes=lanes, elem_width=elem_width, depth=self.buffer_depth,
                                       beats_max=self.fetcher.beats_max, index_width=iw,
-                                      count_width=cw, cand_tile=cand_tile)
+                                      count_width=cw, cand_tile=cand_tile, banks=buffer_banks)
         self.controller = JobController(capacity=capacity, tile=tile, max_dim=max_dim, k=k,
                                         cmd_layout=self.fetcher.cmd_layout,
                                         embed_config_layout=self.embedding.config_layout,
@@ -413,7 +419,7 @@ class DesneDatapath(wiring.Component):
                 "neg_samples": self.neg_samples, "affinity_lanes": self.affinity_lanes,
                 "pair_units": self.pair_units, "fetch_depth": self.fetch_depth,
                 "buffer_dim": self.buffer_dim, "cand_tile": self.cand_tile,
-                "hold_self": self.hold_self}
+                "buffer_banks": self.buffer_banks, "hold_self": self.hold_self}
 
     @property
     def refusal_params(self) -> dict:

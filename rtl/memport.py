@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from nms.rtl.axi import AxiBurstReader, axi4_signature, check_data_width
-from nms.rtl.params import check_int
+from nms.rtl.params import bank_geometry, check_int
 
 __all__ = ["MemReadSignature", "VectorFetcher", "ChunkBuffer", "DEST_QUERY", "DEST_CANDIDATE",
            "AxiVectorPort",
@@ -245,6 +245,13 @@ class ChunkBuffer(wiring.Component):
         Widths of a command's ``first`` and ``count`` (1..32).
     cand_tile : int
         P, the engine's candidate group, 1..16. Default 1.
+    banks : int
+        Most banks, 1..64. Default 1. The words are split by address into
+        ``banks_used`` banks of ``bank_words`` words (:func:`nms.rtl.params.bank_geometry`: a
+        power of two, so the bank is the address's high bits), each its own memory; a read
+        enables only the bank it addresses and a registered bank index selects the word behind
+        them, so an access touches one bank (``docs/energy.md`` §6.7 prices it so). Same beats,
+        same cycles as one bank.
 
     Attributes
     ----------
@@ -268,12 +275,18 @@ class ChunkBuffer(wiring.Component):
 
     def __init__(self, *, lanes: int = 8, elem_width: int = 8, depth: int = 1024,
                  beats_max: int = 128, index_width: int = 10, count_width: int = 11,
-                 cand_tile: int = 1):
+                 cand_tile: int = 1, banks: int = 1):
         check_int("lanes", lanes, 1, 256, "a power of two from 1 to 256")
         if lanes & (lanes - 1):
             raise ValueError(f"lanes={lanes} is not a power of two")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
         check_int("depth", depth, 1, 1 << 22, "1 to 4194304 words")
+        check_int("banks", banks, 1, 64, "1 to 64 banks")
+        self.banks = banks
+        self.bank_words, self.banks_used = bank_geometry(depth, banks)
+        #: the banks' read enables (not a port; for tests and energy accounting): with banks
+        #: one bit per bank, at most one set, set only for a word served to the engine
+        self.bank_reads = Signal(self.banks_used, name="bank_reads")
         check_int("beats_max", beats_max, 1, 1 << 16, "1 to 65536 words per vector")
         check_int("index_width", index_width, 1, 32, "1 to 32 bits")
         check_int("count_width", count_width, 1, 32, "1 to 32 bits")
@@ -305,17 +318,26 @@ class ChunkBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, ew = self.lanes, self.elem_width
-        m.submodules.mem = mem = Memory(shape=unsigned(L * ew), depth=self.depth, init=[])
-        wr = mem.write_port()
-        rd = mem.read_port()
+        B, bw = self.banks_used, self.bank_words
+        shift = bw.bit_length() - 1
+        mems = []
+        for b in range(B):
+            depth_b = min(bw, self.depth - b * bw)
+            mem = Memory(shape=unsigned(L * ew), depth=depth_b, init=[])
+            m.submodules[f"mem{b}" if B > 1 else "mem"] = mem
+            mems.append((mem.write_port(), mem.read_port()))
 
         # ---- write side: the job's vectors, in order from word 0 -------------------------------
         wptr = Signal(range(self.depth + 1))
         filled = Signal()
-        m.d.comb += [self.fill.ready.eq(1), wr.addr.eq(wptr),
-                     wr.data.eq(self.fill.payload.data.as_value()),
-                     wr.en.eq(self.fill.valid & (wptr != self.depth)),
+        wr_en = Signal()
+        m.d.comb += [self.fill.ready.eq(1),
+                     wr_en.eq(self.fill.valid & (wptr != self.depth)),
                      filled.eq((wptr == self.fill_words) & (self.fill_words != 0))]
+        for b, (wr, _) in enumerate(mems):
+            m.d.comb += [wr.addr.eq(wptr if B == 1 else wptr[:shift]),
+                         wr.data.eq(self.fill.payload.data.as_value()),
+                         wr.en.eq(wr_en if B == 1 else wr_en & (wptr[shift:] == b))]
         with m.If(self.fill.valid):
             m.d.sync += [wptr.eq(wptr + 1), self.write_beats.eq(self.write_beats + 1)]
 
@@ -342,13 +364,33 @@ class ChunkBuffer(wiring.Component):
         out_valid, out_dest, out_last, out_pad = Signal(), Signal(), Signal(), Signal()
         out_slot, out_gend = Signal(range(max(P, 2))), Signal()
         advance = ~out_valid | out.ready
+        raddr = Signal(range(self.depth + 1))
         m.d.comb += [
             self.cmd.ready.eq(~active),
-            rd.addr.eq(gbase + paddr + beat), rd.en.eq(advance),
+            raddr.eq(gbase + paddr + beat),
             out.valid.eq(out_valid),
-            out.payload.data.eq(Mux(out_pad, 0, rd.data)),
             out.payload.dest.eq(out_dest), out.payload.last.eq(out_last),
         ]
+        if B == 1:
+            rd = mems[0][1]
+            m.d.comb += [rd.addr.eq(raddr), rd.en.eq(advance), self.bank_reads.eq(rd.en),
+                         out.payload.data.eq(Mux(out_pad, 0, rd.data))]
+        else:
+            # only the addressed bank reads (and only for a real beat); the bank index of the
+            # word now in the read stage selects among the banks' held outputs
+            rd_bank = Signal(range(B))
+            rdata = Signal(L * ew)
+            for b, (_, rd) in enumerate(mems):
+                m.d.comb += [rd.addr.eq(raddr[:shift]),
+                             rd.en.eq(advance & issue & ~pad & (raddr[shift:] == b)),
+                             self.bank_reads[b].eq(rd.en)]
+            with m.If(advance & issue):
+                m.d.sync += rd_bank.eq(raddr[shift:])
+            with m.Switch(rd_bank):
+                for b, (_, rd) in enumerate(mems):
+                    with m.Case(b):
+                        m.d.comb += rdata.eq(rd.data)
+            m.d.comb += out.payload.data.eq(Mux(out_pad, 0, rdata))
         if P > 1:
             m.d.comb += [out.payload.slot.eq(out_slot), out.payload.group_end.eq(out_gend)]
         with m.If(self.cmd.valid & ~active):

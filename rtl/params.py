@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_int", "BUFFER_DIM", "CAND_TILE", "CAPACITY"]
+__all__ = ["check_int", "BUFFER_DIM", "BUFFER_BANKS", "CAND_TILE", "CAPACITY", "bank_geometry"]
 
 #: the device's default chunk-buffer vector length (``NmsAccelerator(buffer_dim=...)``) and
 #: candidates per query-memory read (``cand_tile``): the chosen dataflow of ``docs/energy.md``
@@ -17,6 +17,25 @@ CAND_TILE = 4
 #: (``bench/results/dataflow.md``: C = 256 loses 2.2 points of validation accuracy at 1 %,
 #: C = 512 0.8 at 5 %), so C stays 1024
 CAPACITY = 1024
+#: the device's default number of chunk-buffer banks (``NmsAccelerator(buffer_banks=...)``,
+#: ``docs/energy.md`` §6.7): the buffer is split by word address into banks of
+#: :func:`bank_geometry` words and a read enables only the bank it addresses, so an access
+#: touches one 8 KB bank (C = 1024 vectors of 7 words of 8 bytes: 7 banks of 1024 words)
+#: instead of the whole 56 KB buffer — the chosen row of the dataflow sweep's third round
+BUFFER_BANKS = 8
+
+
+def bank_geometry(depth: int, banks: int) -> tuple[int, int]:
+    """``(bank_words, banks_used)`` of a memory of ``depth`` words split into at most ``banks``
+    banks by word address: ``bank_words`` is the smallest power of two >= ``ceil(depth /
+    banks)`` (so the bank is the address's high bits, no divider) and ``banks_used =
+    ceil(depth / bank_words)``. The one definition the RTL (``ChunkBuffer``) and the energy
+    model (``nms.sw.dataflow``) share."""
+    check_int("depth", depth, 1, 1 << 22, "1 to 4194304 words")
+    check_int("banks", banks, 1, 64, "1 to 64 banks")
+    per_bank = -(-depth // banks)
+    bank_words = 1 << max(0, (per_bank - 1).bit_length())
+    return bank_words, -(-depth // bank_words)
 
 
 def check_int(name: str, value, lo: int, hi: int | None, what: str) -> int:

@@ -42,7 +42,7 @@ from nms.rtl.axi import RESP_DECERR, AxiBurstWriter, axi4_signature, check_data_
 from nms.rtl.csr import BUSES, CsrBlock
 from nms.rtl.datapath import DesneDatapath, config_layout
 from nms.rtl.memport import AxiVectorPort, ResultPacker
-from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY, check_int
+from nms.rtl.params import BUFFER_BANKS, BUFFER_DIM, CAND_TILE, CAPACITY, check_int
 
 __all__ = ["NmsAccelerator", "ERROR_CAUSES", "ABORT_TAIL_CYCLES", "BUFFER_DIM", "CAND_TILE",
            "effective_registers"]
@@ -80,6 +80,9 @@ class NmsAccelerator(wiring.Component):
     cand_tile : int
         P, candidates per query-memory row read of the distance engine, 1..16 (``> 1`` needs
         ``buffer_dim > 0``). Default :data:`CAND_TILE` = 4, the chosen dataflow.
+    buffer_banks : int
+        Most banks of the chunk buffer, 1..64 (a read touches only its bank). Default
+        :data:`BUFFER_BANKS` = 8, the chosen dataflow (C = 1024: 7 banks of 8 KB).
     data_width : int
         AXI4 data width, 32, 64 or 128. Default 64.
     addr_width : int
@@ -100,7 +103,8 @@ class NmsAccelerator(wiring.Component):
     def __init__(self, *, lanes: int = 8, tile: int = 4, elem_width: int = 8, max_dim: int = 1024,
                  k: int = 16, capacity: int = CAPACITY, neg_samples: int = 8, affinity_lanes: int = 4,
                  pair_units: int = 2, fetch_depth: int = 4, buffer_dim: int = BUFFER_DIM,
-                 cand_tile: int = CAND_TILE, data_width: int = 64,
+                 cand_tile: int = CAND_TILE, buffer_banks: int = BUFFER_BANKS,
+                 data_width: int = 64,
                  addr_width: int = 32, max_burst: int = 256, read_fifo: int | None = None,
                  bus: str = "axi-lite"):
         check_data_width(data_width)
@@ -115,7 +119,8 @@ class NmsAccelerator(wiring.Component):
                                       max_dim=max_dim, k=k, capacity=capacity,
                                       neg_samples=neg_samples, affinity_lanes=affinity_lanes,
                                       pair_units=pair_units, fetch_depth=fetch_depth,
-                                      buffer_dim=buffer_dim, cand_tile=cand_tile)
+                                      buffer_dim=buffer_dim, cand_tile=cand_tile,
+                                      buffer_banks=buffer_banks)
         dp = self.datapath
         self.vport = AxiVectorPort(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
                                    index_width=dp.index_width, count_width=dp.count_width,

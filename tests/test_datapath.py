@@ -76,7 +76,7 @@ def test_parameters_must_be_ints():
 def test_parameters_and_derived_recorded():
     dp = DesneDatapath(**HW)
     assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0, "cand_tile": 1,
-                             "hold_self": True}
+                             "buffer_banks": 1, "hold_self": True}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8
     assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width
@@ -97,6 +97,7 @@ def test_generate_datapath_block_lints(tmp_path):
     text, meta = generate("datapath", params)
     assert meta["parameters"]["capacity"] == 64 and meta["parameters"]["fetch_depth"] == 4
     assert meta["parameters"]["buffer_dim"] == 16 and meta["parameters"]["cand_tile"] == 4
+    assert meta["parameters"]["buffer_banks"] == 8          # the generator's default
     names = {p["name"] for p in meta["ports"]}
     assert {"config", "start", "mem__req__payload", "mem__resp__payload", "indices__payload",
             "busy", "done", "error", "perf"} <= names
@@ -221,8 +222,9 @@ def test_random_uint8_and_status(tmp_path):
 
 
 #: the same build with a chunk buffer sized for 2x2-pooled digits (128 x ceil(16/8) = 256
-#: words) and P = 4 candidates per query-memory row read (the chosen dataflow's engine)
-HW_BUF = {**HW, "buffer_dim": 16, "cand_tile": 4}
+#: words, in 8 banks of 32: a job's words span several) and P = 4 candidates per query-memory
+#: row read (the chosen dataflow's engine and bank count)
+HW_BUF = {**HW, "buffer_dim": 16, "cand_tile": 4, "buffer_banks": 8}
 _VERILOG_BUF: dict = {}
 
 
@@ -239,6 +241,7 @@ def _run_buf(jobs, *, seed=1, backpressure=0.3, mem=MEM, report=None, check_stag
 def test_chunk_buffer_sizes_and_bytes():
     dp = DesneDatapath(**HW_BUF)
     assert (dp.chunk_buffer, dp.buffer_depth) == (True, 256)
+    assert (dp.buffer.bank_words, dp.buffer.banks_used) == (32, 8)
     assert dp.bytes_read(37, 64) == 37 * 64                    # every vector once
     assert dp.refusal_params == {"capacity": 128, "max_dim": 64, "lanes": 8,
                                  "buffer_depth": 256, "pool_max": 2}

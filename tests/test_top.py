@@ -88,7 +88,8 @@ def test_default_dataflow_is_the_chosen_one():
     assert CHOSEN.buffer and reduced_dim(28 * 28, CHOSEN.reduce) == 49
     want = {"buffer_dim": 49, "cand_tile": CHOSEN.cand_tile, "capacity": CHOSEN.capacity,
             "tile": CHOSEN.tile, "lanes": CHOSEN.lanes, "k": CHOSEN.k,
-            "neg_samples": CHOSEN.neg_samples, "pair_units": CHOSEN.pair_units}
+            "neg_samples": CHOSEN.neg_samples, "pair_units": CHOSEN.pair_units,
+            "buffer_banks": CHOSEN.buffer_banks}
     sig = inspect.signature(NmsAccelerator).parameters
     for block in ("top", "datapath"):
         params = {p.name: p.default for p in get_block(block).params}
