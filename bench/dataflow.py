@@ -20,7 +20,7 @@ Two sides, joined per row:
 
 Choice rule (fixed before the run): among rows that fit on chip, whose validation accuracy is
 no worse than the baseline's (mean over seeds >= baseline mean - the larger seed std of the
-two), pick the lowest selection energy; ties to fewer blocks.
+two), pick the lowest selection energy; ties to fewer blocks, then fewer chunk-buffer banks.
 
 Accuracy runs are cached in ``<out>/dataflow_parts/accuracy.json`` (one entry per algorithm
 point and seed, written after each run, with the commit it ran on) so an interrupted sweep
@@ -76,7 +76,12 @@ FLOWS = ((False, 4, 1, False), (True, 4, 1, False), (True, 16, 1, False), (True,
          (True, 64, 1, True), (True, 32, 2, True),
          (True, 4, 4, True), (True, 16, 4, True, 4), (True, 16, 4, True, 2),
          (True, 16, 8, True, 2), (True, 32, 4, True, 2), (True, 32, 2, True, 2),
-         (True, 8, 4, True, 4))
+         (True, 8, 4, True, 4),
+         # third round (the chunk buffer, read once per query tile, was the largest term at
+         # 1.18 epochs): the buffer in banks by word address, a read touching one bank
+         # (buffer_banks, the 6th knob), on the device engine and on the larger-T engines
+         (True, 4, 4, True, 8, 2), (True, 4, 4, True, 8, 4), (True, 4, 4, True, 8, 8),
+         (True, 4, 4, True, 8, 16), (True, 8, 4, True, 4, 8), (True, 16, 8, True, 2, 8))
 #: ECP5-85F resources (LFE5U-85F: 83 640 LUT4, 156 MULT18X18D) and the share of the LUTs the
 #: datapath may take (the rest: CSR bus, AXI ports, memory reader/writer, routing slack)
 ECP5_85F_LUTS, ECP5_85F_DSPS, LUT_SHARE = 83640, 156, 0.85
@@ -174,9 +179,11 @@ def _flow(point, flow_knobs, dim):
     from nms.sw.dataflow import Dataflow
 
     c, reduce, _, neg = point
-    buffer, T, P, hold, *lanes = flow_knobs
+    buffer, T, P, hold, *rest = flow_knobs
+    lanes, banks = (list(rest) + [8, 1][len(rest):])[:2]
     return Dataflow(buffer=buffer, tile=T, cand_tile=P, capacity=c, reduce=reduce,
-                    neg_samples=neg, hold_self=hold, max_dim=dim, lanes=lanes[0] if lanes else 8)
+                    neg_samples=neg, hold_self=hold, max_dim=dim, lanes=lanes,
+                    buffer_banks=banks)
 
 
 def area_model(results: Path | None = None) -> dict:
@@ -366,7 +373,8 @@ def choose(rows, acc, point_ok=None) -> dict | None:
         r["default_check_ok"] = point_ok is None or bool(point_ok.get(r["point"], False))
         if r["fits"] and r["clock_ok"] and r["accuracy_ok"] and r["default_check_ok"]:
             ok.append(r)
-    return min(ok, key=lambda r: (r["selection_pj"], r["blocks"])) if ok else None
+    return min(ok, key=lambda r: (r["selection_pj"], r["blocks"],
+                                  r["flow"].get("buffer_banks", 1))) if ok else None
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
@@ -410,7 +418,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                           "accuracy >= baseline mean - the larger seed std; an algorithm point "
                           "other than the current default must also pass the one-default check "
                           "at every ratio (run_default_check); lowest selection energy, ties to "
-                          "fewer blocks",
+                          "fewer blocks, then fewer chunk-buffer banks",
            "area_model": area, "energy_params": params.as_dict(),
            "accuracy": acc, "rows": rows, "chosen": best, "baseline": baseline,
            "final": final, "default_check": check,

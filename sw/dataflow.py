@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.params import bank_geometry
 from nms.verif.models import desne
 # the pooling is part of the bit-exact model (the RTL's pooling unit is checked against it)
 from nms.verif.models.pool import pooled_dim, reduce_vectors
@@ -102,6 +103,10 @@ class Dataflow:
         partner. Same arithmetic, same results.
     max_dim : int
         Largest raw vector length (sizes the query memory and the chunk buffer).
+    buffer_banks : int
+        Most banks of the chunk buffer (1..64; ``nms.rtl.params.bank_geometry``): a read
+        touches one bank, so its per-bit energy is the bank's size's (``docs/energy.md`` §6.7).
+        1 = one memory.
     """
 
     buffer: bool = False
@@ -115,6 +120,7 @@ class Dataflow:
     pair_units: int = 2
     max_dim: int = 784
     hold_self: bool = False
+    buffer_banks: int = 1
 
     def __post_init__(self):
         for name in ("buffer", "hold_self"):
@@ -133,6 +139,7 @@ class Dataflow:
         _int("Dataflow.neg_samples", self.neg_samples, 1, 64)
         _int("Dataflow.pair_units", self.pair_units, 1, 16)
         _int("Dataflow.max_dim", self.max_dim, 1, 1 << 16)
+        _int("Dataflow.buffer_banks", self.buffer_banks, 1, 64)
         if self.reduce not in REDUCTIONS:
             raise ValueError(f"Dataflow.reduce must be one of {sorted(REDUCTIONS)}, "
                              f"not {self.reduce!r}")
@@ -148,7 +155,14 @@ class Dataflow:
     def label(self) -> str:
         return (f"{'buffer' if self.buffer else 'stream'} T={self.tile} P={self.cand_tile} "
                 f"L={self.lanes} C={self.capacity} {self.reduce}"
-                f"{' hold' if self.hold_self else ''}")
+                f"{' hold' if self.hold_self else ''}"
+                f"{f' B={self.buffer_banks}' if self.buffer_banks > 1 else ''}")
+
+    def buffer_banks_geometry(self) -> tuple[int, int, int]:
+        """``(depth, bank_words, banks_used)`` of the chunk buffer at full capacity: ``C ·
+        ceil(D'_max / L)`` words of L bytes, split as the RTL splits it."""
+        depth = self.capacity * _ceil(reduced_dim(self.max_dim, self.reduce), self.lanes)
+        return (depth, *bank_geometry(depth, self.buffer_banks))
 
 
 def reduced_dim(dim: int, reduce: str) -> int:
@@ -172,7 +186,7 @@ BASELINE = Dataflow()
 #: the default chosen by the sweep ``nms bench dataflow`` (bench/results/dataflow.md; a test
 #: holds these equal to the recorded choice) and the DE-SNE schedule it runs with
 CHOSEN = Dataflow(buffer=True, tile=4, cand_tile=4, capacity=1024, reduce="pool4",
-                  hold_self=True)
+                  hold_self=True, buffer_banks=8)
 #: (n_iter, exaggeration_iters, momentum_switch, neg_samples): defined once, as the DE-SNE
 #: default, in the model layer (``nms.verif.models.desne.DEFAULT_SCHEDULE``)
 CHOSEN_SCHEDULE = dict(desne.DEFAULT_SCHEDULE)
@@ -308,7 +322,10 @@ def chunk_counts(*, n: int, dim: int, budget: int, flow: Dataflow, n_iter: int,
     if flow.buffer:
         ddr_read = n * dim                               # every raw vector once
         mem_beats = n * bpv_raw
-        mem("chunk_buffer", C * d2_max, read_bits=8 * (n + tiles * n) * bpv * L,
+        # priced at the size of the one bank a word access touches (the whole buffer, C·b·L
+        # bytes, when it is one memory)
+        depth, bank_words, _ = flow.buffer_banks_geometry()
+        mem("chunk_buffer", min(depth, bank_words) * L, read_bits=8 * (n + tiles * n) * bpv * L,
             write_bits=8 * n * bpv * L)
     else:
         ddr_read = (n + tiles * n) * dim                 # queries once + the chunk per tile
@@ -465,8 +482,12 @@ def memory_plan(flow: Dataflow) -> dict:
         "grid_cellmap": (1 << (2 * fp.GRID_BITS_MAX), 16),
     }
     if flow.buffer:
-        # L bytes per word, one vector after another: C·ceil(D'/L) words
-        mems["chunk_buffer"] = (C * _ceil(d2, L), 8 * L)
+        # L bytes per word, one vector after another: C·ceil(D'/L) words, in banks
+        depth, bank_words, banks = flow.buffer_banks_geometry()
+        if banks == 1:
+            mems["chunk_buffer"] = (depth, 8 * L)
+        for b in range(banks if banks > 1 else 0):
+            mems[f"chunk_buffer{b}"] = (min(bank_words, depth - b * bank_words), 8 * L)
     rows = {name: {"depth": d, "width": w, "blocks": bram_blocks(d, w)} for name, (d, w) in mems.items()}
     total = sum(r["blocks"] for r in rows.values())
     return {"memories": rows, "blocks": total, "available": ECP5_85F_BLOCKS,

@@ -28,7 +28,7 @@ import numpy as np
 
 from nms.rtl import fixedpoint as fp
 from nms.rtl import regmap
-from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY
+from nms.rtl.params import BUFFER_BANKS, BUFFER_DIM, CAND_TILE, CAPACITY
 from nms.sw.dataflow import rtl_counters
 from nms.sw.transport import DeviceBusyError, DeviceError, JobRefusedError, Transport
 from nms.verif.models import desne
@@ -142,7 +142,8 @@ class ModelDevice(Transport):
     def __init__(self, *, capacity: int = CAPACITY, max_dim: int = 1024, k: int = 16,
                  neg_samples: int = 8, tile: int = 4, lanes: int = 8, data_width: int = 64,
                  job_delay_s: float = 0.0, mem_size: int = 1 << 32,
-                 buffer_dim: int = BUFFER_DIM, cand_tile: int = CAND_TILE):
+                 buffer_dim: int = BUFFER_DIM, cand_tile: int = CAND_TILE,
+                 buffer_banks: int = BUFFER_BANKS):
         p = regmap.check_params({"capacity": capacity, "max_dim": max_dim, "k": k,
                                  "neg_samples": neg_samples, "tile": tile}, owner="ModelDevice")
         self.capacity, self.max_dim, self.k = p["capacity"], p["max_dim"], p["k"]
@@ -165,6 +166,12 @@ class ModelDevice(Transport):
             raise ValueError(f"ModelDevice.cand_tile must be an int in [1, 16] (> 1 only with "
                              f"buffer_dim > 0), not {cand_tile!r} (buffer_dim={buffer_dim})")
         self.cand_tile = cand_tile
+        if isinstance(buffer_banks, bool) or not isinstance(buffer_banks, int) \
+                or not 1 <= buffer_banks <= 64:
+            raise ValueError(f"ModelDevice.buffer_banks must be an int in [1, 64], not "
+                             f"{buffer_banks!r}")
+        # no result or counter depends on it; the energy report prices the buffer's banks
+        self.buffer_banks = buffer_banks
         if isinstance(mem_size, bool) or not isinstance(mem_size, int) or not 0 < mem_size <= 1 << 32:
             raise ValueError(f"ModelDevice.mem_size must be an int in [1, 2**32], not {mem_size!r}")
         if not job_delay_s >= 0:
@@ -183,7 +190,7 @@ class ModelDevice(Transport):
     #: ``NmsAccelerator`` parameters the model takes (the others do not change a result or an
     #: untimed counter)
     HW_KEYS = ("capacity", "max_dim", "k", "neg_samples", "tile", "lanes", "data_width",
-               "buffer_dim", "cand_tile")
+               "buffer_dim", "cand_tile", "buffer_banks")
 
     @classmethod
     def from_hw(cls, hw: dict, **kwargs) -> "ModelDevice":

@@ -401,6 +401,7 @@ def selection_report(y, *, dim: int, ratio: float, config, hardware=None, flow=N
             # a generated device has); P candidates per query-memory read as generated
             hw["hold_self"] = bool(getattr(hardware, "hold_self", True))
             hw["cand_tile"] = int(getattr(hardware, "cand_tile", 1))
+            hw["buffer_banks"] = int(getattr(hardware, "buffer_banks", 1))
         if chunk_capacity is not None:
             hw["capacity"] = int(chunk_capacity)   # the chunks the driver planned (buffer limit)
         # a device with the chunk buffer (buffer_dim > 0) runs the buffered dataflow, pooled as

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from nms.rtl import regmap
-from nms.rtl.params import BUFFER_DIM, CAND_TILE, CAPACITY
+from nms.rtl.params import BUFFER_BANKS, BUFFER_DIM, CAND_TILE, CAPACITY
 from nms.sw.transport import DeviceError, Transport
 from nms.verif.sim.fastsim import FastSim, FastSimError
 
@@ -26,7 +26,7 @@ __all__ = ["RtlTransport", "DEFAULT_HW"]
 #: C = 1024, vectors up to 1024 elements (digits and Fashion-MNIST fit), 64-bit AXI
 DEFAULT_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 1024, "k": 16,
               "capacity": CAPACITY, "neg_samples": 8, "affinity_lanes": 4, "pair_units": 2,
-              "buffer_dim": BUFFER_DIM, "cand_tile": CAND_TILE,
+              "buffer_dim": BUFFER_DIM, "cand_tile": CAND_TILE, "buffer_banks": BUFFER_BANKS,
               "data_width": 64, "max_burst": 256, "bus": "axi-lite"}
 
 
@@ -72,6 +72,7 @@ class RtlTransport(Transport):
         self.capacity, self.max_dim, self.k = cfg["capacity"], cfg["max_dim"], cfg["k"]
         self.neg_samples, self.tile = cfg["neg_samples"], cfg["tile"]
         self.lanes, self.buffer_dim, self.cand_tile = cfg["lanes"], cfg["buffer_dim"], cfg["cand_tile"]
+        self.buffer_banks = cfg["buffer_banks"]
         self.clock_hz = float(clock_hz)
         self.max_cycles = int(max_cycles)
         self._regs, self._addr = regmap.REGMAP, regmap.ADDR

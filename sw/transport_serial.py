@@ -20,7 +20,7 @@ import struct
 import time
 
 from nms.fpga.board_top import BOARD_CONFIGS, CSR_BASE, BoardConfig, get_config
-from nms.rtl.params import BUFFER_DIM, CAND_TILE
+from nms.rtl.params import BUFFER_BANKS, BUFFER_DIM, CAND_TILE
 from nms.rtl.top import effective_registers
 from nms.rtl.uartbone import CMD_READ_INCR, CMD_WRITE_INCR, MAX_WORDS
 from nms.sw.transport import DeviceError, Transport
@@ -106,6 +106,7 @@ class SerialTransport(Transport):
         self.lanes = hw.get("lanes", 8)
         self.buffer_dim = hw.get("buffer_dim", BUFFER_DIM)
         self.cand_tile = hw.get("cand_tile", CAND_TILE)
+        self.buffer_banks = hw.get("buffer_banks", BUFFER_BANKS)
         self.mem_size = cfg.mem_size
         self.job_timeout_s = float(job_timeout_s)
         self.timeout = float(timeout)

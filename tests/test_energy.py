@@ -372,13 +372,15 @@ def test_model_backend_chunk_buffer_counters_equal_the_formula():
     got = Driver(dev, cfg).select(X, y, 0.1, seed=1)["counters"]
     # the device as generated: P = dev.cand_tile candidates per query row, Y[i] held
     flow = dfl.Dataflow(buffer=True, reduce="pool2", capacity=64, k=8, neg_samples=4, tile=4,
-                        max_dim=64, cand_tile=dev.cand_tile, hold_self=True)
+                        max_dim=64, cand_tile=dev.cand_tile, hold_self=True,
+                        buffer_banks=dev.buffer_banks)
     want = dfl.dataset_counts(y, dim=64, ratio=0.1, flow=flow, n_iter=6)
     assert got["near_bytes_read"] == want["rtl"]["bytes_read"] == 150 * 64
     rep = selection_report(y, dim=64, ratio=0.1, config=cfg, hardware=dev, epochs=10,
                            measured_near_bytes=got["near_bytes_read"])
     assert rep["flow"]["buffer"] and rep["flow"]["reduce"] == "pool2"
     assert rep["flow"]["cand_tile"] == dev.cand_tile == 4 and rep["flow"]["hold_self"]
+    assert rep["flow"]["buffer_banks"] == dev.buffer_banks == 8
     assert rep["energy"]["total"] == pytest.approx(selection_energy(want)["total"])
 
 
@@ -448,7 +450,7 @@ def test_verilated_chunk_buffer_counters_equal_the_formula(tmp_path):
 
     hw = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
           "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2, "buffer_dim": 16,
-          "cand_tile": 4}
+          "cand_tile": 4, "buffer_banks": 8}
     rng = np.random.default_rng(6)
     sched = {"exaggeration_iters": 3, "momentum_switch": 3, "perplexity": 5.0}
     jobs = [{"X": rng.integers(0, 256, size=(37, 64)).tolist(), "budget": 6, "seed": 3,
