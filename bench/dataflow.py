@@ -521,12 +521,13 @@ def _markdown(res) -> str:
 # the chosen dataflow in the RTL, measured: ``python -m nms.bench.dataflow rtl``
 
 #: the Verilated builds of tests/test_datapath.py (shared, cached): the streamed datapath and the
-#: chunk-buffer one (buffer sized for 2x2-pooled digits, P = 4 candidates per query-row read)
+#: chunk-buffer one (buffer sized for 2x2-pooled digits in 8 banks, P = 4 candidates per
+#: query-row read)
 RTL_HW = {"lanes": 8, "tile": 4, "elem_width": 8, "max_dim": 64, "k": 8, "capacity": 128,
           "neg_samples": 4, "affinity_lanes": 4, "pair_units": 2}
 RTL_BUILDS = (("stream", "datapath_c128", {}, "none"),
-              ("buffer P=4 pool2", "datapath_c128_buf16_p4", {"buffer_dim": 16, "cand_tile": 4},
-               "pool2"))
+              ("buffer P=4 pool2", "datapath_c128_buf16_p4",
+               {"buffer_dim": 16, "cand_tile": 4, "buffer_banks": 8}, "pool2"))
 RTL_SCHEDULE = {"n_iter": 30, "exaggeration_iters": 10, "momentum_switch": 10, "perplexity": 5.0}
 
 
@@ -571,7 +572,7 @@ def run_rtl(out_dir: Path, *, label: int = 3, seed: int = 7) -> dict:
         flow = dfl.Dataflow(buffer=bool(extra), tile=hw["tile"], cand_tile=extra.get("cand_tile", 1),
                             capacity=hw["capacity"], reduce=pool, lanes=hw["lanes"], k=hw["k"],
                             neg_samples=hw["neg_samples"], pair_units=hw["pair_units"],
-                            max_dim=hw["max_dim"])
+                            max_dim=hw["max_dim"], buffer_banks=extra.get("buffer_banks", 1))
         for r, job in zip(rec, jobs):
             c = dfl.chunk_counts(n=r["n"], dim=r["dim"], budget=job["budget"], flow=flow,
                                  n_iter=RTL_SCHEDULE["n_iter"])
