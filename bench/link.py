@@ -4,12 +4,15 @@ the wall-time budget of a digits job on the board derived from it.
 Everything is measured on the Verilated board core (:mod:`nms.verif.sim.boardsim`: the real
 ULX3S configuration — accelerator, 128 KiB block RAM, UART, bridge — with a bit-level UART line):
 
-* **link throughput** at three line rates (the divisor the board top is built with, 434 = 115200
-  baud at 50 MHz, and 1 / 3 Mbaud): simulated cycles from the first bit of a transfer to the
-  last bit of its last byte, converted to seconds at the board clock. Writes are sent as the host
-  sends them (8-word frames, LiteX's split, one burst) and as 255-word frames; reads one
-  255-word frame at a time (the host waits for each reply); a register read is one round trip.
-  Payload bytes/s are compared with the line's ``baud / 10``.
+* **link throughput** at three line rates (the board top's own, ``BOARD_CONFIGS[BOARD].baud``
+  with the divisor it is built with, and 1 / 3 Mbaud): simulated cycles from the first bit of a
+  transfer to the last bit of its last byte, converted to seconds at the board clock. The clock
+  is the board configuration's ``clock_hz`` (the PLL output) and every divisor is
+  ``divisor_for(clock_hz, baud)`` of it, so the report follows the board configuration. Writes
+  are sent as the host sends them (8-word frames, LiteX's split, one burst) and as 255-word
+  frames; reads one 255-word frame at a time (the host waits for each reply); a register read is
+  one round trip.
+  Payload bytes/s are compared with the line's ``clock / divisor / 10`` bytes/s (8N1).
 * **a digits job** through the serial transport over TCP (``BoardServer``): every byte the host
   sent and received, the frames, the accelerator's own cycle counters, the coreset equal to the
   bit-exact model; the job's time on the board is then ``line bytes / link rate + compute cycles
@@ -32,8 +35,9 @@ from nms.sw.transport_serial import WRITE_FRAME_WORDS, SerialTransport, encode_r
 from nms.verif.sim.boardsim import BoardServer, BoardSim
 
 BOARD = "ulx3s-85f"
-#: line rates measured (baud); the first is the board top's
-BAUDS = (115_200, 1_000_000, 3_000_000)
+#: line rates measured (baud); the first is the board top's (its divisor at the board clock is
+#: the one the top is built with)
+BAUDS = (BOARD_CONFIGS[BOARD].baud, 1_000_000, 3_000_000)
 #: divisor of the simulated line during the job (wire byte counts do not depend on it)
 JOB_DIVISOR = 16
 #: host turnaround per read round trip assumed for the budget (FTDI latency timer set to 1 ms;
@@ -133,6 +137,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     words = 256 if quick else 1024
     rates = [_measure_rate(sim, baud, cfg.clock_hz, words if baud != BAUDS[0] else words // 2, rng)
              for baud in BAUDS]
+    if rates[0]["divisor"] != cfg.divisor:
+        raise RuntimeError(f"link bench: divisor {rates[0]['divisor']} is not the board top's "
+                           f"{cfg.divisor}")
     job = _job(sim, 300 if quick else 1797, seed=0)
     sim.close()
     # the job's time on the board at each line rate
@@ -177,7 +184,10 @@ def _markdown(r: dict) -> str:
             lines.append(f"| {rate['baud']} ({rate['divisor']}) | {name} | {t['payload_bytes']} | "
                          f"{t['wire_bytes']} | {t['payload_bytes_per_s']:,.0f} | "
                          f"{t['wire_bytes_per_s']:,.0f} | {100 * t['line_utilisation']:.1f} % |")
-    lines += ["", "`line use` = wire bytes/s over the line's `baud / 10` (8N1). 8-word write "
+    actual = ", ".join(f"{rate['baud']} -> {rate['actual_baud']:,.0f}" for rate in r["rates"])
+    lines += ["", "Divisor = round(clock / baud), so the line runs at clock / divisor baud "
+              f"({actual}). `line use` = wire bytes/s over that line's `clock / divisor / 10` "
+              "(8N1). 8-word write "
               "frames carry 32 payload bytes in 38 wire bytes (84 %), 255-word frames 1020 in "
               "1026; a read frame costs a 6-byte request and the turnaround before its reply.",
               "", "## A digits job through the serial transport", ""]
