@@ -7,7 +7,7 @@ clock the PLL makes, the memory and the line rate:
 ==============  =======================  =============  ======================  =========
 board           accelerator              clock          memory                  UART
 ==============  =======================  =============  ======================  =========
-ulx3s-85f       streamed datapath,       25 -> 33.3 MHz 128 KiB block RAM at 0  115200 8N1
+ulx3s-85f       streamed datapath,       25->33.3 MHz   128 KiB block RAM at 0  115200 8N1
                 C = 512, 64-bit AXI      (EHXPLLL)      (64 of 208 DP16KD)
 icebreaker      smallest useful one      12 -> 24 MHz   128 KiB SPRAM at 0      115200 8N1
                 (see the table entry)    (SB_PLL40_PAD) (all 4 SB_SPRAM256KA)
