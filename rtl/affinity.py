@@ -6,7 +6,7 @@ Bit-exact with :func:`nms.verif.models.desne.affinities` (``robust`` and ``bisec
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -35,13 +35,15 @@ H_BITS = fp.H_BITS
 #: quotient bits per cycle of the entropy and normalisation dividers (radix 4: two chained
 #: compare-subtracts per cycle halve the division time that dominates each evaluation)
 DIV_BITS_PER_CYCLE = 2
-#: pipeline registers between a row-buffer read address and the accumulators (read, product,
-#: shift+saturate, exp2 table+shift, w*a)
-_PIPE = 4
-#: registered stages after the entropy division, one operation each (timing closure): the sum
-#: ``H = log2 S + quotient``, the error ``|H - target|`` (and ``H > target``), the ``(error,
-#: code)`` comparison with the best so far; the next code is chosen in the cycle after that
-_TAIL = 3
+#: pipeline registers between a row-buffer read address and the weights w (read, product,
+#: shift+saturate, exp2 table+shift); the output pass takes w there
+_PIPE_W = 4
+#: ... and the accumulators (one more: the registered w*a product)
+_PIPE = _PIPE_W + 1
+#: registered stages after the entropy division (timing closure): ``H - target`` and
+#: ``target - H`` (two adds from the quotient and registers), then ``|H - target|`` with the
+#: ``(error, code)`` comparison with the best so far; the next code is chosen in the cycle after
+_TAIL = 2
 
 
 class AffinityUnit(wiring.Component):
@@ -163,10 +165,10 @@ class AffinityUnit(wiring.Component):
         g = -(-n // self.lanes)
         evals = ROBUST_EVALS if mode == MODE_ROBUST else BISECT_EVALS
         # issue g groups, drain the lane pipeline, hand S/T to the divider, divide, take the
-        # quotient, then H, |H - target| and the comparison one registered stage each
+        # quotient, then H - target and the comparison one registered stage each
         eval_cycles = g + _PIPE + 1 + (self.h_div_cycles + 1) + _TAIL
         # per group: issue, pipeline, hand w to the dividers, divide, collect, then the beats
-        out_cycles = g * (1 + _PIPE + 1 + (self.p_div_cycles + 1) + 1) + n
+        out_cycles = g * (1 + _PIPE_W + 1 + (self.p_div_cycles + 1) + 1) + n
         return n + evals * eval_cycles + out_cycles
 
     def elaborate(self, platform):
@@ -214,14 +216,22 @@ class AffinityUnit(wiring.Component):
                                             init=fp.BETA_MANT)
         bmant_rd = bmant.read_port(domain="comb")
         mant = Signal(fp.BETA_MANT_BITS)
-        shift = Signal(range(fp.a_shift(0) + 1))
+        shift_min = fp.a_shift(code_max)
+        shift = Signal(range(fp.a_shift(0) - shift_min + 1))    # a_shift(code) - shift_min
+        # product bits at or above a_shift(code) + A_BITS: any set means a > A_MAX (saturate);
+        # a per-code mask, so saturation is an AND-OR beside the shifter, not a compare behind it
+        sat_mask = Signal(self.prod_width)
         # loaded every cycle from the `code` register (set by start_eval / start_output), so
         # they are valid from a pass's first issue cycle on: the product (second pipeline
         # cycle) is the first to use `mant`, the shift (third) the first to use `shift`. The
         # table read stays off the next-code logic's path.
         m.d.comb += bmant_rd.addr.eq(code[:fp.BETA_FRAC_BITS])
         # a_shift(c) = 37 - (c >> 5): a plain right shift, >= 6
-        m.d.sync += [mant.eq(bmant_rd.data), shift.eq(fp.a_shift(0) - code[fp.BETA_FRAC_BITS:])]
+        octave = code[fp.BETA_FRAC_BITS:]
+        m.d.sync += [mant.eq(bmant_rd.data),
+                     shift.eq(fp.a_shift(0) - shift_min - octave),
+                     sat_mask.eq(Cat(*[octave >= fp.a_shift(0) + fp.A_BITS - i
+                                       for i in range(self.prod_width)]))]
 
         # ---- lane pipeline: read -> product -> shift/saturate -> exp2 -> w*a ------------------
         issue = Signal()                    # present address `rd_addr` this cycle
@@ -235,10 +245,10 @@ class AffinityUnit(wiring.Component):
                          | ((addr == last_addr) & (Const(1) if lane == 0 else lane <= last_lane))
                          for lane in range(L)])
 
-        v1, v2, v3, v4 = (Signal(name=f"v{i}") for i in range(1, 5))
-        m1, m2, m3, m4 = (Signal(L, name=f"mask{i}") for i in range(1, 5))
-        m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2), v4.eq(v3),
-                     m1.eq(lane_mask(rd_addr)), m2.eq(m1), m3.eq(m2), m4.eq(m3)]
+        v1, v2, v3, v4, v5 = (Signal(name=f"v{i}") for i in range(1, 6))
+        m1, m2, m3 = (Signal(L, name=f"mask{i}") for i in range(1, 4))
+        m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2), v4.eq(v3), v5.eq(v4),
+                     m1.eq(lane_mask(rd_addr)), m2.eq(m1), m3.eq(m2)]
         idx2 = [Signal(iw, name=f"idx2_{i}") for i in range(L)]
         idx3 = [Signal(iw, name=f"idx3_{i}") for i in range(L)]
         idx4 = [Signal(iw, name=f"idx4_{i}") for i in range(L)]
@@ -252,26 +262,30 @@ class AffinityUnit(wiring.Component):
             m.d.sync += [prod[lane].eq(rports[lane].data.delta * mant),
                          idx2[lane].eq(rports[lane].data.index),
                          idx3[lane].eq(idx2[lane]), idx4[lane].eq(idx3[lane])]
-            raw = Signal(self.prod_width, name=f"araw_{lane}")
-            m.d.comb += raw.eq(prod[lane] >> shift)
-            # a = min(delta * mant >> shift, A_MAX): saturate, never wrap
-            m.d.sync += a3[lane].eq(Mux(raw > fp.A_MAX, fp.A_MAX, raw[:fp.A_BITS]))
+            # a = min(delta * mant >> a_shift, A_MAX): saturate, never wrap; only the A_BITS
+            # low bits of the shift are built
+            raw = Signal(fp.A_BITS, name=f"araw_{lane}")
+            m.d.comb += raw.eq(prod[lane][shift_min:] >> shift)
+            sat = (prod[lane] & sat_mask).any()
+            m.d.sync += a3[lane].eq(raw | sat.replicate(fp.A_BITS))
             erd = exp2.read_port(domain="comb")
             m.d.comb += erd.addr.eq(a3[lane][:fp.EXP2_LUT_BITS])
-            m.d.sync += [w4[lane].eq(erd.data >> a3[lane][fp.A_FRAC_BITS:]),
+            # masked here, so the w*a multiplier and the sums take w straight from a register
+            m.d.sync += [w4[lane].eq(Mux(m3[lane], erd.data >> a3[lane][fp.A_FRAC_BITS:], 0)),
                          a4[lane].eq(a3[lane])]
 
         # ---- accumulators S = sum w, T = sum w * a over the masked lanes ----------------------
         acc_s = Signal(self.sum_width)
         acc_t = Signal(self.tsum_width)
         clear_acc = Signal()
-        lane_w = [Mux(m4[lane], w4[lane], 0) for lane in range(L)]
-        lane_wa = [Signal(self.wa_width, name=f"wa_{lane}") for lane in range(L)]
+        # w*a registered behind its multiplier (DSP), so the adders start from registers
+        lane_w = [Signal(fp.W_BITS, name=f"w5_{lane}") for lane in range(L)]   # 0 if masked
+        lane_wa = [Signal(self.wa_width, name=f"wa5_{lane}") for lane in range(L)]
         for lane in range(L):
-            m.d.comb += lane_wa[lane].eq(lane_w[lane] * a4[lane])
+            m.d.sync += [lane_w[lane].eq(w4[lane]), lane_wa[lane].eq(w4[lane] * a4[lane])]
         with m.If(clear_acc):
             m.d.sync += [acc_s.eq(0), acc_t.eq(0)]
-        with m.Elif(v4):
+        with m.Elif(v5):
             m.d.sync += [acc_s.eq(acc_s + sum(lane_w)), acc_t.eq(acc_t + sum(lane_wa))]
 
         # ---- entropy: H = log2(S) + (T << 8) // S ---------------------------------------------
@@ -287,13 +301,21 @@ class AffinityUnit(wiring.Component):
                                            bits_per_cycle=DIV_BITS_PER_CYCLE)
         m.d.comb += [hdiv.operands.payload.n.eq(acc_t << fp.A_FRAC_BITS),
                      hdiv.operands.payload.d.eq(acc_s)]
-        # one registered stage per operation (EVAL_RESULT -> EVAL_ERR -> EVAL_CMP -> EVAL_NEXT)
-        h = Signal(H_BITS)                  # H, registered in EVAL_RESULT
-        err = Signal(H_BITS)                # |H - target|, registered in EVAL_ERR
+        # H = log2 S + quotient < 2**22, so H - target is exact in H_BITS + 1 signed bits;
+        # log2 S - target and target - log2 S are registered while the division runs
+        dw_h = H_BITS + 2
+        lt_pos = Signal(signed(dw_h))       # log2 S - target
+        lt_neg = Signal(signed(dw_h))       # target - log2 S
+        m.d.sync += [lt_pos.eq(log2_r - target), lt_neg.eq(target - log2_r)]
+        # EVAL_RESULT -> EVAL_CMP -> EVAL_NEXT, one registered stage each
+        h_pos = Signal(signed(dw_h))        # H - target, registered in EVAL_RESULT
+        h_neg = Signal(signed(dw_h))        # target - H, idem (no negation behind h_pos)
+        err = Signal(H_BITS)                # |H - target|, registered in EVAL_CMP
         h_above = Signal()                  # H > target (bisection direction), idem
-        better = Signal()                   # the (error, code) key beats the best, in EVAL_CMP
+        better = Signal()                   # the (error, code) key beats the best, idem
         with m.If(hdiv.quotient.valid & hdiv.quotient.ready):
-            m.d.sync += h.eq(log2_r + hdiv.quotient.payload)
+            m.d.sync += [h_pos.eq(lt_pos + hdiv.quotient.payload),
+                         h_neg.eq(lt_neg - hdiv.quotient.payload)]
         nb_code = Signal(fp.BETA_CODE_BITS)
         m.d.comb += nb_code.eq(Mux(better, code, best_code))
 
@@ -393,17 +415,15 @@ class AffinityUnit(wiring.Component):
             with m.State("EVAL_RESULT"):
                 m.d.comb += hdiv.quotient.ready.eq(1)
                 with m.If(hdiv.quotient.valid):
-                    m.next = "EVAL_ERR"
-
-            with m.State("EVAL_ERR"):
-                m.d.sync += [err.eq(Mux(h >= target, h - target, target - h)),
-                             h_above.eq(h > target)]
-                m.next = "EVAL_CMP"
+                    m.next = "EVAL_CMP"
 
             with m.State("EVAL_CMP"):
                 # the (error, code) key: ties go to the lower code
-                m.d.sync += better.eq(first_eval | (err < best_err)
-                                      | ((err == best_err) & (code < best_code)))
+                e = Signal(H_BITS)
+                m.d.comb += e.eq(Mux(h_pos[-1], h_neg, h_pos))
+                m.d.sync += [err.eq(e), h_above.eq(h_neg[-1]),
+                             better.eq(first_eval | (e < best_err)
+                                       | ((e == best_err) & (code < best_code)))]
                 m.next = "EVAL_NEXT"
 
             with m.State("EVAL_NEXT"):
@@ -424,7 +444,7 @@ class AffinityUnit(wiring.Component):
                 m.next = "OUT_WAIT"
 
             with m.State("OUT_WAIT"):
-                with m.If(v4):
+                with m.If(v4):                  # w4 is w: no need to wait for w*a
                     m.d.sync += [sent.eq(0), got.eq(0)]
                     for lane in range(L):
                         m.d.sync += [w_hold[lane].eq(w4[lane]), idx_hold[lane].eq(idx4[lane])]
