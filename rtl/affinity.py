@@ -15,7 +15,6 @@ from amaranth.utils import bits_for
 from nms.rtl import fixedpoint as fp
 from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
-from nms.rtl.log2 import Log2Unit
 # the search sequences are defined once, by the bit-exact model
 
 __all__ = ["AffinityUnit", "MODE_ROBUST", "MODE_BISECT", "ROBUST_EVALS", "BISECT_EVALS"]
@@ -289,12 +288,22 @@ class AffinityUnit(wiring.Component):
             m.d.sync += [acc_s.eq(acc_s + sum(lane_w)), acc_t.eq(acc_t + sum(lane_wa))]
 
         # ---- entropy: H = log2(S) + (T << 8) // S ---------------------------------------------
-        m.submodules.log2 = log2 = Log2Unit(value_width=self.sum_width)
-        m.d.comb += log2.value.eq(acc_s)
-        # registered: acc_s is final when the division starts, the quotient comes >= 12 cycles
-        # later, so the leading-one detection + LOG2_LUT get a cycle of their own for free
-        log2_r = Signal(log2.log2_width)
-        m.d.sync += log2_r.eq(log2.log2)
+        # log2 S as nms.rtl.log2.Log2Unit computes it, but in two registered steps (leading one
+        # and the 8 bits below it, then LOG2_LUT): S is final for the whole division (>= 12
+        # cycles), so the steps are free; S < 2**16 gives 0 + LOG2_LUT[0]
+        oct_w = max(1, (self.sum_width - 17).bit_length())
+        oct_c, idx_c = Signal(oct_w), Signal(fp.LOG2_LUT_BITS)
+        for i in range(16, self.sum_width):
+            with m.If(acc_s[i]):            # the highest set bit wins
+                m.d.comb += [oct_c.eq(i - 16), idx_c.eq(acc_s[i - fp.LOG2_LUT_BITS:i])]
+        l2_oct, l2_idx = Signal(oct_w), Signal(fp.LOG2_LUT_BITS)
+        m.d.sync += [l2_oct.eq(oct_c), l2_idx.eq(idx_c)]
+        m.submodules.log2_lut = log2_lut = Memory(shape=fp.H_FRAC_BITS, depth=len(fp.LOG2_LUT),
+                                                  init=fp.LOG2_LUT)
+        l2_rd = log2_lut.read_port(domain="comb")
+        m.d.comb += l2_rd.addr.eq(l2_idx)
+        log2_r = Signal(fp.H_FRAC_BITS + oct_w)
+        m.d.sync += log2_r.eq(Cat(l2_rd.data, l2_oct))     # (octave << 16) + LOG2_LUT[idx]
         m.submodules.hdiv = hdiv = Divider(dividend_width=self.tsum_width + fp.A_FRAC_BITS,
                                            divisor_width=self.sum_width,
                                            quotient_width=self.hq_width,
