@@ -13,7 +13,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 # the search sequences are defined once, by the bit-exact model
 
@@ -31,8 +30,8 @@ BISECT_EVALS = len(fp.BISECT_STEPS) + 1
 
 #: entropy / target width: Q8.16
 H_BITS = fp.H_BITS
-#: quotient bits per cycle of the entropy and normalisation dividers (radix 4: two chained
-#: compare-subtracts per cycle halve the division time that dominates each evaluation)
+#: quotient bits per cycle of the entropy and normalisation dividers (radix 4 halves the
+#: division time that dominates each evaluation; see :class:`_Radix4Divider`)
 DIV_BITS_PER_CYCLE = 2
 #: pipeline registers between a row-buffer read address and the weights w (read, product,
 #: shift+saturate, exp2 table+shift); the output pass takes w there
@@ -43,6 +42,61 @@ _PIPE = _PIPE_W + 1
 #: ``target - H`` (two adds from the quotient and registers), then ``|H - target|`` with the
 #: ``(error, code)`` comparison with the best so far; the next code is chosen in the cycle after
 _TAIL = 2
+
+
+class _Radix4Divider(wiring.Component):
+    """Exact ``n // d``, 2 quotient bits per cycle: :class:`nms.rtl.divider.Divider` with
+    ``bits_per_cycle=2`` (same ports, precondition ``n < d << quotient_width``, latency
+    ``cycles + 1``, same quotients), but each cycle compares ``4 r + 2 bits`` with ``d``, ``2d``
+    and ``3d`` in parallel (``3d`` registered with the operands) instead of chaining two
+    compare-subtracts: one carry chain per cycle instead of two (it limited the unit's clock)."""
+
+    def __init__(self, *, dividend_width: int, divisor_width: int, quotient_width: int):
+        self.divisor_width = divisor_width
+        self.quotient_width = quotient_width
+        self.cycles = -(-quotient_width // 2)
+        self.latency = self.cycles + 1
+        super().__init__({
+            "operands": In(stream.Signature(data.StructLayout({
+                "n": unsigned(dividend_width), "d": unsigned(divisor_width)}))),
+            "quotient": Out(stream.Signature(unsigned(quotient_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, cycles = self.divisor_width, self.cycles
+        steps = 2 * cycles
+        n, d = self.operands.payload.n, self.operands.payload.d
+        rem = Signal(dw)                    # < d while the precondition holds
+        dvs = [Signal(dw + 2, name=f"dvs{i}") for i in (1, 2, 3)]     # d, 2d, 3d
+        nq = Signal(steps)                  # dividend bits still to shift in | quotient bits
+        count = Signal(range(cycles + 1))
+        busy = Signal()
+        done = Signal()
+        m.d.comb += [self.operands.ready.eq(~busy & ~done),
+                     self.quotient.valid.eq(done),
+                     self.quotient.payload.eq(nq[:self.quotient_width])]
+        with m.If(self.operands.valid & self.operands.ready):
+            m.d.sync += [rem.eq(n >> steps), nq.eq(n), count.eq(cycles), busy.eq(1),
+                         dvs[0].eq(d), dvs[1].eq(d << 1), dvs[2].eq(d + (d << 1))]
+        with m.If(busy):
+            trial = Cat(nq[steps - 2], nq[steps - 1], rem)    # 4 r + next 2 bits, < 4 d
+            diff = [Signal(dw + 3, name=f"diff{i}") for i in (1, 2, 3)]
+            for df, dv in zip(diff, dvs):
+                m.d.comb += df.eq(trial - dv)                 # top bit set: trial < dv
+            digit = Signal(2)
+            new_rem = Signal(dw)
+            m.d.comb += [digit.eq(0), new_rem.eq(trial)]
+            for i, df in enumerate(diff):                     # the largest multiple <= trial
+                with m.If(~df[-1]):
+                    m.d.comb += [digit.eq(i + 1), new_rem.eq(df)]
+            m.d.sync += [rem.eq(new_rem), nq.eq(Cat(digit, nq[:steps - 2])),
+                         count.eq(count - 1)]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), done.eq(1)]
+        with m.If(self.quotient.valid & self.quotient.ready):
+            m.d.sync += done.eq(0)
+        return m
 
 
 class AffinityUnit(wiring.Component):
@@ -304,10 +358,9 @@ class AffinityUnit(wiring.Component):
         m.d.comb += l2_rd.addr.eq(l2_idx)
         log2_r = Signal(fp.H_FRAC_BITS + oct_w)
         m.d.sync += log2_r.eq(Cat(l2_rd.data, l2_oct))     # (octave << 16) + LOG2_LUT[idx]
-        m.submodules.hdiv = hdiv = Divider(dividend_width=self.tsum_width + fp.A_FRAC_BITS,
-                                           divisor_width=self.sum_width,
-                                           quotient_width=self.hq_width,
-                                           bits_per_cycle=DIV_BITS_PER_CYCLE)
+        m.submodules.hdiv = hdiv = _Radix4Divider(
+            dividend_width=self.tsum_width + fp.A_FRAC_BITS, divisor_width=self.sum_width,
+            quotient_width=self.hq_width)
         m.d.comb += [hdiv.operands.payload.n.eq(acc_t << fp.A_FRAC_BITS),
                      hdiv.operands.payload.d.eq(acc_s)]
         # H = log2 S + quotient < 2**22, so H - target is exact in H_BITS + 1 signed bits;
@@ -331,8 +384,8 @@ class AffinityUnit(wiring.Component):
         # ---- normalisation: P_j = (w_j << 16) // S, one divider per lane ------------------------
         pdivs = []
         for lane in range(L):
-            d = Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS, divisor_width=self.sum_width,
-                        quotient_width=fp.P_BITS, bits_per_cycle=DIV_BITS_PER_CYCLE)
+            d = _Radix4Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS,
+                               divisor_width=self.sum_width, quotient_width=fp.P_BITS)
             m.submodules[f"pdiv{lane}"] = d
             pdivs.append(d)
         w_hold = [Signal(fp.W_BITS, name=f"w_hold_{i}") for i in range(L)]
