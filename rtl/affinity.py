@@ -33,9 +33,9 @@ H_BITS = fp.H_BITS
 #: quotient bits per cycle of the entropy and normalisation dividers (radix 4 halves the
 #: division time that dominates each evaluation; see :class:`_Radix4Divider`)
 DIV_BITS_PER_CYCLE = 2
-#: pipeline registers between a row-buffer read address and the weights w (read, product,
-#: shift+saturate, exp2 table+shift); the output pass takes w there
-_PIPE_W = 4
+#: pipeline registers between a row-buffer read address and the weights w (read, partial
+#: products, product, shift+saturate, exp2 table+shift); the output pass takes w there
+_PIPE_W = 5
 #: ... and the accumulators (one more: the registered w*a product)
 _PIPE = _PIPE_W + 1
 #: registered stages after the entropy division (timing closure): ``H - target`` and
@@ -45,16 +45,19 @@ _TAIL = 2
 
 
 class _Radix4Divider(wiring.Component):
-    """Exact ``n // d``, 2 quotient bits per cycle: :class:`nms.rtl.divider.Divider` with
-    ``bits_per_cycle=2`` (same ports, precondition ``n < d << quotient_width``, latency
-    ``cycles + 1``, same quotients), but each cycle compares ``4 r + 2 bits`` with ``d``, ``2d``
-    and ``3d`` in parallel (``3d`` registered with the operands) instead of chaining two
-    compare-subtracts: one carry chain per cycle instead of two (it limited the unit's clock)."""
+    """Exact ``n // d``, 2 quotient bits per cycle: the ports, precondition (``n < d <<
+    quotient_width``) and quotients of :class:`nms.rtl.divider.Divider` with
+    ``bits_per_cycle=2``, but each cycle compares ``4 r + 2 bits`` with ``d``, ``2d`` and ``3d``
+    in parallel (``3d`` registered with the operands) instead of chaining two compare-subtracts
+    (one carry chain per cycle, not two: they limited the unit's clock), and an odd quotient's
+    top bit is decided when the operands are taken (one compare-subtract from registers), so
+    ``cycles = quotient_width // 2``; latency ``cycles + 1``."""
 
     def __init__(self, *, dividend_width: int, divisor_width: int, quotient_width: int):
+        assert quotient_width >= 2
         self.divisor_width = divisor_width
         self.quotient_width = quotient_width
-        self.cycles = -(-quotient_width // 2)
+        self.cycles = quotient_width // 2
         self.latency = self.cycles + 1
         super().__init__({
             "operands": In(stream.Signature(data.StructLayout({
@@ -65,9 +68,11 @@ class _Radix4Divider(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         dw, cycles = self.divisor_width, self.cycles
-        steps = 2 * cycles
+        steps = 2 * cycles                  # quotient bits from the iterations
+        odd = self.quotient_width > steps
         n, d = self.operands.payload.n, self.operands.payload.d
         rem = Signal(dw)                    # < d while the precondition holds
+        q_top = Signal()                    # the odd top quotient bit
         dvs = [Signal(dw + 2, name=f"dvs{i}") for i in (1, 2, 3)]     # d, 2d, 3d
         nq = Signal(steps)                  # dividend bits still to shift in | quotient bits
         count = Signal(range(cycles + 1))
@@ -75,10 +80,16 @@ class _Radix4Divider(wiring.Component):
         done = Signal()
         m.d.comb += [self.operands.ready.eq(~busy & ~done),
                      self.quotient.valid.eq(done),
-                     self.quotient.payload.eq(nq[:self.quotient_width])]
+                     self.quotient.payload.eq(Cat(nq, q_top)[:self.quotient_width])]
         with m.If(self.operands.valid & self.operands.ready):
-            m.d.sync += [rem.eq(n >> steps), nq.eq(n), count.eq(cycles), busy.eq(1),
+            m.d.sync += [nq.eq(n), count.eq(cycles), busy.eq(1),
                          dvs[0].eq(d), dvs[1].eq(d << 1), dvs[2].eq(d + (d << 1))]
+            top = n >> steps                # < 2d (odd) or < d (even) by the precondition
+            if odd:
+                take = top >= d
+                m.d.sync += [q_top.eq(take), rem.eq(Mux(take, top - d, top))]
+            else:
+                m.d.sync += rem.eq(top)
         with m.If(busy):
             trial = Cat(nq[steps - 2], nq[steps - 1], rem)    # 4 r + next 2 bits, < 4 d
             diff = [Signal(dw + 3, name=f"diff{i}") for i in (1, 2, 3)]
@@ -175,8 +186,9 @@ class AffinityUnit(wiring.Component):
         self.tsum_width = bits_for(k * (1 << fp.W_FRAC_BITS) * fp.A_MAX)
         # (T << 8) // S <= A_MAX << 8 because T <= A_MAX * S (a is saturated at A_MAX)
         self.hq_width = bits_for(fp.A_MAX << fp.A_FRAC_BITS)
-        self.h_div_cycles = -(-self.hq_width // DIV_BITS_PER_CYCLE)
-        self.p_div_cycles = -(-fp.P_BITS // DIV_BITS_PER_CYCLE)
+        # an odd quotient's top bit comes with the operand hand-off (_Radix4Divider)
+        self.h_div_cycles = self.hq_width // DIV_BITS_PER_CYCLE
+        self.p_div_cycles = fp.P_BITS // DIV_BITS_PER_CYCLE
         self.row_layout = data.StructLayout({
             "index": unsigned(index_width),
             "dist": unsigned(dist_width),
@@ -286,7 +298,7 @@ class AffinityUnit(wiring.Component):
                      sat_mask.eq(Cat(*[octave >= fp.a_shift(0) + fp.A_BITS - i
                                        for i in range(self.prod_width)]))]
 
-        # ---- lane pipeline: read -> product -> shift/saturate -> exp2 -> w*a ------------------
+        # ---- lane pipeline: read -> product -> shift/saturate -> exp2 -> w*a -------------------
         issue = Signal()                    # present address `rd_addr` this cycle
         rd_addr = Signal(range(G))
         for rp in rports:
@@ -298,47 +310,64 @@ class AffinityUnit(wiring.Component):
                          | ((addr == last_addr) & (Const(1) if lane == 0 else lane <= last_lane))
                          for lane in range(L)])
 
-        v1, v2, v3, v4, v5 = (Signal(name=f"v{i}") for i in range(1, 6))
-        m1, m2, m3 = (Signal(L, name=f"mask{i}") for i in range(1, 4))
-        m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2), v4.eq(v3), v5.eq(v4),
-                     m1.eq(lane_mask(rd_addr)), m2.eq(m1), m3.eq(m2)]
-        idx2 = [Signal(iw, name=f"idx2_{i}") for i in range(L)]
-        idx3 = [Signal(iw, name=f"idx3_{i}") for i in range(L)]
-        idx4 = [Signal(iw, name=f"idx4_{i}") for i in range(L)]
-        prod = [Signal(self.prod_width, name=f"prod_{i}") for i in range(L)]
-        a3 = [Signal(fp.A_BITS, name=f"a3_{i}") for i in range(L)]
-        a4 = [Signal(fp.A_BITS, name=f"a4_{i}") for i in range(L)]
-        w4 = [Signal(fp.W_BITS, name=f"w4_{i}") for i in range(L)]
+        # stage i's registers carry suffix i: 1 word read, 2 partial products, 3 product,
+        # 4 shift + saturation, 5 exp2 table + shift (w), 6 w*a; the sums take stage 6
+        v = [None] + [Signal(name=f"v{i}") for i in range(1, _PIPE + 1)]
+        mk = [None] + [Signal(L, name=f"mask{i}") for i in range(1, _PIPE_W)]
+        m.d.sync += [v[1].eq(issue), mk[1].eq(lane_mask(rd_addr))]
+        m.d.sync += [v[i].eq(v[i - 1]) for i in range(2, _PIPE + 1)]
+        m.d.sync += [mk[i].eq(mk[i - 1]) for i in range(2, _PIPE_W)]
+        idx5 = []
         m.submodules.exp2 = exp2 = Memory(shape=fp.W_BITS, depth=len(fp.EXP2_LUT),
                                           init=fp.EXP2_LUT)
+        split = min(dw, 18)                 # one 18 x 18 multiplier block per partial product
+        w5 = [Signal(fp.W_BITS, name=f"w5_{i}") for i in range(L)]      # 0 on masked lanes
+        a5 = [Signal(fp.A_BITS, name=f"a5_{i}") for i in range(L)]
         for lane in range(L):
-            m.d.sync += [prod[lane].eq(rports[lane].data.delta * mant),
-                         idx2[lane].eq(rports[lane].data.index),
-                         idx3[lane].eq(idx2[lane]), idx4[lane].eq(idx3[lane])]
+            delta = rports[lane].data.delta
+            # delta * mant as two registered partial products (a DSP output straight into a
+            # register), added in the next stage
+            pp_lo = Signal(split + fp.BETA_MANT_BITS, name=f"pp_lo2_{lane}")
+            m.d.sync += pp_lo.eq(delta[:split] * mant)
+            prod = Signal(self.prod_width, name=f"prod3_{lane}")
+            if dw > split:
+                pp_hi = Signal(dw - split + fp.BETA_MANT_BITS, name=f"pp_hi2_{lane}")
+                m.d.sync += [pp_hi.eq(delta[split:] * mant),
+                             prod.eq(Cat(pp_lo[:split], pp_lo[split:] + pp_hi))]
+            else:
+                m.d.sync += prod.eq(pp_lo)
+            idx = rports[lane].data.index
+            for i in range(2, _PIPE_W + 1):
+                nxt = Signal(iw, name=f"idx{i}_{lane}")
+                m.d.sync += nxt.eq(idx)
+                idx = nxt
+            idx5.append(idx)
             # a = min(delta * mant >> a_shift, A_MAX): saturate, never wrap; only the A_BITS
             # low bits of the shift are built
             raw = Signal(fp.A_BITS, name=f"araw_{lane}")
-            m.d.comb += raw.eq(prod[lane][shift_min:] >> shift)
-            sat = (prod[lane] & sat_mask).any()
-            m.d.sync += a3[lane].eq(raw | sat.replicate(fp.A_BITS))
+            m.d.comb += raw.eq(prod[shift_min:] >> shift)
+            sat = (prod & sat_mask).any()
+            a4 = Signal(fp.A_BITS, name=f"a4_{lane}")
+            m.d.sync += a4.eq(raw | sat.replicate(fp.A_BITS))
             erd = exp2.read_port(domain="comb")
-            m.d.comb += erd.addr.eq(a3[lane][:fp.EXP2_LUT_BITS])
+            m.d.comb += erd.addr.eq(a4[:fp.EXP2_LUT_BITS])
             # masked here, so the w*a multiplier and the sums take w straight from a register
-            m.d.sync += [w4[lane].eq(Mux(m3[lane], erd.data >> a3[lane][fp.A_FRAC_BITS:], 0)),
-                         a4[lane].eq(a3[lane])]
+            m.d.sync += [w5[lane].eq(Mux(mk[_PIPE_W - 1][lane], erd.data >> a4[fp.A_FRAC_BITS:],
+                                         0)),
+                         a5[lane].eq(a4)]
 
         # ---- accumulators S = sum w, T = sum w * a over the masked lanes ----------------------
         acc_s = Signal(self.sum_width)
         acc_t = Signal(self.tsum_width)
         clear_acc = Signal()
         # w*a registered behind its multiplier (DSP), so the adders start from registers
-        lane_w = [Signal(fp.W_BITS, name=f"w5_{lane}") for lane in range(L)]   # 0 if masked
-        lane_wa = [Signal(self.wa_width, name=f"wa5_{lane}") for lane in range(L)]
+        lane_w = [Signal(fp.W_BITS, name=f"w6_{lane}") for lane in range(L)]
+        lane_wa = [Signal(self.wa_width, name=f"wa6_{lane}") for lane in range(L)]
         for lane in range(L):
-            m.d.sync += [lane_w[lane].eq(w4[lane]), lane_wa[lane].eq(w4[lane] * a4[lane])]
+            m.d.sync += [lane_w[lane].eq(w5[lane]), lane_wa[lane].eq(w5[lane] * a5[lane])]
         with m.If(clear_acc):
             m.d.sync += [acc_s.eq(0), acc_t.eq(0)]
-        with m.Elif(v5):
+        with m.Elif(v[_PIPE]):
             m.d.sync += [acc_s.eq(acc_s + sum(lane_w)), acc_t.eq(acc_t + sum(lane_wa))]
 
         # ---- entropy: H = log2(S) + (T << 8) // S ---------------------------------------------
@@ -506,10 +535,10 @@ class AffinityUnit(wiring.Component):
                 m.next = "OUT_WAIT"
 
             with m.State("OUT_WAIT"):
-                with m.If(v4):                  # w4 is w: no need to wait for w*a
+                with m.If(v[_PIPE_W]):          # w: no need to wait for w*a
                     m.d.sync += [sent.eq(0), got.eq(0)]
                     for lane in range(L):
-                        m.d.sync += [w_hold[lane].eq(w4[lane]), idx_hold[lane].eq(idx4[lane])]
+                        m.d.sync += [w_hold[lane].eq(w5[lane]), idx_hold[lane].eq(idx5[lane])]
                     m.next = "OUT_DIV"
 
             with m.State("OUT_DIV"):
