@@ -313,10 +313,10 @@ class AffinityUnit(wiring.Component):
         # stage i's registers carry suffix i: 1 word read, 2 partial products, 3 product,
         # 4 shift + saturation, 5 exp2 table + shift (w), 6 w*a; the sums take stage 6
         v = [None] + [Signal(name=f"v{i}") for i in range(1, _PIPE + 1)]
-        mk = [None] + [Signal(L, name=f"mask{i}") for i in range(1, _PIPE_W)]
+        mk = [None] + [Signal(L, name=f"mask{i}") for i in range(1, 4)]
         m.d.sync += [v[1].eq(issue), mk[1].eq(lane_mask(rd_addr))]
         m.d.sync += [v[i].eq(v[i - 1]) for i in range(2, _PIPE + 1)]
-        m.d.sync += [mk[i].eq(mk[i - 1]) for i in range(2, _PIPE_W)]
+        m.d.sync += [mk[i].eq(mk[i - 1]) for i in range(2, 4)]
         idx5 = []
         m.submodules.exp2 = exp2 = Memory(shape=fp.W_BITS, depth=len(fp.EXP2_LUT),
                                           init=fp.EXP2_LUT)
@@ -346,15 +346,14 @@ class AffinityUnit(wiring.Component):
             # low bits of the shift are built
             raw = Signal(fp.A_BITS, name=f"araw_{lane}")
             m.d.comb += raw.eq(prod[shift_min:] >> shift)
-            sat = (prod & sat_mask).any()
+            # a lane past the row's end gets a = A_MAX, whose w (>> 31) is 0: the mask costs the
+            # exp2 stage nothing
+            sat = (prod & sat_mask).any() | ~mk[3][lane]
             a4 = Signal(fp.A_BITS, name=f"a4_{lane}")
             m.d.sync += a4.eq(raw | sat.replicate(fp.A_BITS))
             erd = exp2.read_port(domain="comb")
             m.d.comb += erd.addr.eq(a4[:fp.EXP2_LUT_BITS])
-            # masked here, so the w*a multiplier and the sums take w straight from a register
-            m.d.sync += [w5[lane].eq(Mux(mk[_PIPE_W - 1][lane], erd.data >> a4[fp.A_FRAC_BITS:],
-                                         0)),
-                         a5[lane].eq(a4)]
+            m.d.sync += [w5[lane].eq(erd.data >> a4[fp.A_FRAC_BITS:]), a5[lane].eq(a4)]
 
         # ---- accumulators S = sum w, T = sum w * a over the masked lanes ----------------------
         acc_s = Signal(self.sum_width)
