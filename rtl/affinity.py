@@ -6,16 +6,14 @@ Bit-exact with :func:`nms.verif.models.desne.affinities` (``robust`` and ``bisec
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
-from nms.rtl.log2 import Log2Unit
 # the search sequences are defined once, by the bit-exact model
 
 __all__ = ["AffinityUnit", "MODE_ROBUST", "MODE_BISECT", "ROBUST_EVALS", "BISECT_EVALS"]
@@ -32,16 +30,84 @@ BISECT_EVALS = len(fp.BISECT_STEPS) + 1
 
 #: entropy / target width: Q8.16
 H_BITS = fp.H_BITS
-#: quotient bits per cycle of the entropy and normalisation dividers (radix 4: two chained
-#: compare-subtracts per cycle halve the division time that dominates each evaluation)
+#: quotient bits per cycle of the entropy and normalisation dividers (radix 4 halves the
+#: division time that dominates each evaluation; see :class:`_Radix4Divider`)
 DIV_BITS_PER_CYCLE = 2
-#: pipeline registers between a row-buffer read address and the accumulators (read, product,
-#: shift+saturate, exp2 table+shift, w*a)
-_PIPE = 4
-#: registered stages after the entropy division, one operation each (timing closure): the sum
-#: ``H = log2 S + quotient``, the error ``|H - target|`` (and ``H > target``), the ``(error,
-#: code)`` comparison with the best so far; the next code is chosen in the cycle after that
-_TAIL = 3
+#: pipeline registers between a row-buffer read address and the weights w (read, partial
+#: products, product, shift+saturate, exp2 table+shift); the output pass takes w there
+_PIPE_W = 5
+#: ... and the accumulators (one more: the registered w*a product)
+_PIPE = _PIPE_W + 1
+#: registered stages after the entropy division (timing closure): ``H - target`` and
+#: ``target - H`` (two adds from the quotient and registers), then ``|H - target|`` with the
+#: ``(error, code)`` comparison with the best so far; the next code is chosen in the cycle after
+_TAIL = 2
+
+
+class _Radix4Divider(wiring.Component):
+    """Exact ``n // d``, 2 quotient bits per cycle: the ports, precondition (``n < d <<
+    quotient_width``) and quotients of :class:`nms.rtl.divider.Divider` with
+    ``bits_per_cycle=2``, but each cycle compares ``4 r + 2 bits`` with ``d``, ``2d`` and ``3d``
+    in parallel (``3d`` registered with the operands) instead of chaining two compare-subtracts
+    (one carry chain per cycle, not two: they limited the unit's clock), and an odd quotient's
+    top bit is decided when the operands are taken (one compare-subtract from registers), so
+    ``cycles = quotient_width // 2``; latency ``cycles + 1``."""
+
+    def __init__(self, *, dividend_width: int, divisor_width: int, quotient_width: int):
+        assert quotient_width >= 2
+        self.divisor_width = divisor_width
+        self.quotient_width = quotient_width
+        self.cycles = quotient_width // 2
+        self.latency = self.cycles + 1
+        super().__init__({
+            "operands": In(stream.Signature(data.StructLayout({
+                "n": unsigned(dividend_width), "d": unsigned(divisor_width)}))),
+            "quotient": Out(stream.Signature(unsigned(quotient_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, cycles = self.divisor_width, self.cycles
+        steps = 2 * cycles                  # quotient bits from the iterations
+        odd = self.quotient_width > steps
+        n, d = self.operands.payload.n, self.operands.payload.d
+        rem = Signal(dw)                    # < d while the precondition holds
+        q_top = Signal()                    # the odd top quotient bit
+        dvs = [Signal(dw + 2, name=f"dvs{i}") for i in (1, 2, 3)]     # d, 2d, 3d
+        nq = Signal(steps)                  # dividend bits still to shift in | quotient bits
+        count = Signal(range(cycles + 1))
+        busy = Signal()
+        done = Signal()
+        m.d.comb += [self.operands.ready.eq(~busy & ~done),
+                     self.quotient.valid.eq(done),
+                     self.quotient.payload.eq(Cat(nq, q_top)[:self.quotient_width])]
+        with m.If(self.operands.valid & self.operands.ready):
+            m.d.sync += [nq.eq(n), count.eq(cycles), busy.eq(1),
+                         dvs[0].eq(d), dvs[1].eq(d << 1), dvs[2].eq(d + (d << 1))]
+            top = n >> steps                # < 2d (odd) or < d (even) by the precondition
+            if odd:
+                take = top >= d
+                m.d.sync += [q_top.eq(take), rem.eq(Mux(take, top - d, top))]
+            else:
+                m.d.sync += rem.eq(top)
+        with m.If(busy):
+            trial = Cat(nq[steps - 2], nq[steps - 1], rem)    # 4 r + next 2 bits, < 4 d
+            diff = [Signal(dw + 3, name=f"diff{i}") for i in (1, 2, 3)]
+            for df, dv in zip(diff, dvs):
+                m.d.comb += df.eq(trial - dv)                 # top bit set: trial < dv
+            digit = Signal(2)
+            new_rem = Signal(dw)
+            m.d.comb += [digit.eq(0), new_rem.eq(trial)]
+            for i, df in enumerate(diff):                     # the largest multiple <= trial
+                with m.If(~df[-1]):
+                    m.d.comb += [digit.eq(i + 1), new_rem.eq(df)]
+            m.d.sync += [rem.eq(new_rem), nq.eq(Cat(digit, nq[:steps - 2])),
+                         count.eq(count - 1)]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), done.eq(1)]
+        with m.If(self.quotient.valid & self.quotient.ready):
+            m.d.sync += done.eq(0)
+        return m
 
 
 class AffinityUnit(wiring.Component):
@@ -120,8 +186,9 @@ class AffinityUnit(wiring.Component):
         self.tsum_width = bits_for(k * (1 << fp.W_FRAC_BITS) * fp.A_MAX)
         # (T << 8) // S <= A_MAX << 8 because T <= A_MAX * S (a is saturated at A_MAX)
         self.hq_width = bits_for(fp.A_MAX << fp.A_FRAC_BITS)
-        self.h_div_cycles = -(-self.hq_width // DIV_BITS_PER_CYCLE)
-        self.p_div_cycles = -(-fp.P_BITS // DIV_BITS_PER_CYCLE)
+        # an odd quotient's top bit comes with the operand hand-off (_Radix4Divider)
+        self.h_div_cycles = self.hq_width // DIV_BITS_PER_CYCLE
+        self.p_div_cycles = fp.P_BITS // DIV_BITS_PER_CYCLE
         self.row_layout = data.StructLayout({
             "index": unsigned(index_width),
             "dist": unsigned(dist_width),
@@ -163,10 +230,10 @@ class AffinityUnit(wiring.Component):
         g = -(-n // self.lanes)
         evals = ROBUST_EVALS if mode == MODE_ROBUST else BISECT_EVALS
         # issue g groups, drain the lane pipeline, hand S/T to the divider, divide, take the
-        # quotient, then H, |H - target| and the comparison one registered stage each
+        # quotient, then H - target and the comparison one registered stage each
         eval_cycles = g + _PIPE + 1 + (self.h_div_cycles + 1) + _TAIL
         # per group: issue, pipeline, hand w to the dividers, divide, collect, then the beats
-        out_cycles = g * (1 + _PIPE + 1 + (self.p_div_cycles + 1) + 1) + n
+        out_cycles = g * (1 + _PIPE_W + 1 + (self.p_div_cycles + 1) + 1) + n
         return n + evals * eval_cycles + out_cycles
 
     def elaborate(self, platform):
@@ -214,16 +281,24 @@ class AffinityUnit(wiring.Component):
                                             init=fp.BETA_MANT)
         bmant_rd = bmant.read_port(domain="comb")
         mant = Signal(fp.BETA_MANT_BITS)
-        shift = Signal(range(fp.a_shift(0) + 1))
+        shift_min = fp.a_shift(code_max)
+        shift = Signal(range(fp.a_shift(0) - shift_min + 1))    # a_shift(code) - shift_min
+        # product bits at or above a_shift(code) + A_BITS: any set means a > A_MAX (saturate);
+        # a per-code mask, so saturation is an AND-OR beside the shifter, not a compare behind it
+        sat_mask = Signal(self.prod_width)
         # loaded every cycle from the `code` register (set by start_eval / start_output), so
         # they are valid from a pass's first issue cycle on: the product (second pipeline
         # cycle) is the first to use `mant`, the shift (third) the first to use `shift`. The
         # table read stays off the next-code logic's path.
         m.d.comb += bmant_rd.addr.eq(code[:fp.BETA_FRAC_BITS])
         # a_shift(c) = 37 - (c >> 5): a plain right shift, >= 6
-        m.d.sync += [mant.eq(bmant_rd.data), shift.eq(fp.a_shift(0) - code[fp.BETA_FRAC_BITS:])]
+        octave = code[fp.BETA_FRAC_BITS:]
+        m.d.sync += [mant.eq(bmant_rd.data),
+                     shift.eq(fp.a_shift(0) - shift_min - octave),
+                     sat_mask.eq(Cat(*[octave >= fp.a_shift(0) + fp.A_BITS - i
+                                       for i in range(self.prod_width)]))]
 
-        # ---- lane pipeline: read -> product -> shift/saturate -> exp2 -> w*a ------------------
+        # ---- lane pipeline: read -> product -> shift/saturate -> exp2 -> w*a -------------------
         issue = Signal()                    # present address `rd_addr` this cycle
         rd_addr = Signal(range(G))
         for rp in rports:
@@ -235,73 +310,110 @@ class AffinityUnit(wiring.Component):
                          | ((addr == last_addr) & (Const(1) if lane == 0 else lane <= last_lane))
                          for lane in range(L)])
 
-        v1, v2, v3, v4 = (Signal(name=f"v{i}") for i in range(1, 5))
-        m1, m2, m3, m4 = (Signal(L, name=f"mask{i}") for i in range(1, 5))
-        m.d.sync += [v1.eq(issue), v2.eq(v1), v3.eq(v2), v4.eq(v3),
-                     m1.eq(lane_mask(rd_addr)), m2.eq(m1), m3.eq(m2), m4.eq(m3)]
-        idx2 = [Signal(iw, name=f"idx2_{i}") for i in range(L)]
-        idx3 = [Signal(iw, name=f"idx3_{i}") for i in range(L)]
-        idx4 = [Signal(iw, name=f"idx4_{i}") for i in range(L)]
-        prod = [Signal(self.prod_width, name=f"prod_{i}") for i in range(L)]
-        a3 = [Signal(fp.A_BITS, name=f"a3_{i}") for i in range(L)]
-        a4 = [Signal(fp.A_BITS, name=f"a4_{i}") for i in range(L)]
-        w4 = [Signal(fp.W_BITS, name=f"w4_{i}") for i in range(L)]
+        # stage i's registers carry suffix i: 1 word read, 2 partial products, 3 product,
+        # 4 shift + saturation, 5 exp2 table + shift (w), 6 w*a; the sums take stage 6
+        v = [None] + [Signal(name=f"v{i}") for i in range(1, _PIPE + 1)]
+        mk = [None] + [Signal(L, name=f"mask{i}") for i in range(1, 4)]
+        m.d.sync += [v[1].eq(issue), mk[1].eq(lane_mask(rd_addr))]
+        m.d.sync += [v[i].eq(v[i - 1]) for i in range(2, _PIPE + 1)]
+        m.d.sync += [mk[i].eq(mk[i - 1]) for i in range(2, 4)]
+        idx5 = []
         m.submodules.exp2 = exp2 = Memory(shape=fp.W_BITS, depth=len(fp.EXP2_LUT),
                                           init=fp.EXP2_LUT)
+        split = min(dw, 18)                 # one 18 x 18 multiplier block per partial product
+        w5 = [Signal(fp.W_BITS, name=f"w5_{i}") for i in range(L)]      # 0 on masked lanes
+        a5 = [Signal(fp.A_BITS, name=f"a5_{i}") for i in range(L)]
         for lane in range(L):
-            m.d.sync += [prod[lane].eq(rports[lane].data.delta * mant),
-                         idx2[lane].eq(rports[lane].data.index),
-                         idx3[lane].eq(idx2[lane]), idx4[lane].eq(idx3[lane])]
-            raw = Signal(self.prod_width, name=f"araw_{lane}")
-            m.d.comb += raw.eq(prod[lane] >> shift)
-            # a = min(delta * mant >> shift, A_MAX): saturate, never wrap
-            m.d.sync += a3[lane].eq(Mux(raw > fp.A_MAX, fp.A_MAX, raw[:fp.A_BITS]))
+            delta = rports[lane].data.delta
+            # delta * mant as two registered partial products (a DSP output straight into a
+            # register), added in the next stage
+            pp_lo = Signal(split + fp.BETA_MANT_BITS, name=f"pp_lo2_{lane}")
+            m.d.sync += pp_lo.eq(delta[:split] * mant)
+            prod = Signal(self.prod_width, name=f"prod3_{lane}")
+            if dw > split:
+                pp_hi = Signal(dw - split + fp.BETA_MANT_BITS, name=f"pp_hi2_{lane}")
+                m.d.sync += [pp_hi.eq(delta[split:] * mant),
+                             prod.eq(Cat(pp_lo[:split], pp_lo[split:] + pp_hi))]
+            else:
+                m.d.sync += prod.eq(pp_lo)
+            idx = rports[lane].data.index
+            for i in range(2, _PIPE_W + 1):
+                nxt = Signal(iw, name=f"idx{i}_{lane}")
+                m.d.sync += nxt.eq(idx)
+                idx = nxt
+            idx5.append(idx)
+            # a = min(delta * mant >> a_shift, A_MAX): saturate, never wrap; only the A_BITS
+            # low bits of the shift are built
+            raw = Signal(fp.A_BITS, name=f"araw_{lane}")
+            m.d.comb += raw.eq(prod[shift_min:] >> shift)
+            # a lane past the row's end gets a = A_MAX, whose w (>> 31) is 0: the mask costs the
+            # exp2 stage nothing
+            sat = (prod & sat_mask).any() | ~mk[3][lane]
+            a4 = Signal(fp.A_BITS, name=f"a4_{lane}")
+            m.d.sync += a4.eq(raw | sat.replicate(fp.A_BITS))
             erd = exp2.read_port(domain="comb")
-            m.d.comb += erd.addr.eq(a3[lane][:fp.EXP2_LUT_BITS])
-            m.d.sync += [w4[lane].eq(erd.data >> a3[lane][fp.A_FRAC_BITS:]),
-                         a4[lane].eq(a3[lane])]
+            m.d.comb += erd.addr.eq(a4[:fp.EXP2_LUT_BITS])
+            m.d.sync += [w5[lane].eq(erd.data >> a4[fp.A_FRAC_BITS:]), a5[lane].eq(a4)]
 
         # ---- accumulators S = sum w, T = sum w * a over the masked lanes ----------------------
         acc_s = Signal(self.sum_width)
         acc_t = Signal(self.tsum_width)
         clear_acc = Signal()
-        lane_w = [Mux(m4[lane], w4[lane], 0) for lane in range(L)]
-        lane_wa = [Signal(self.wa_width, name=f"wa_{lane}") for lane in range(L)]
+        # w*a registered behind its multiplier (DSP), so the adders start from registers
+        lane_w = [Signal(fp.W_BITS, name=f"w6_{lane}") for lane in range(L)]
+        lane_wa = [Signal(self.wa_width, name=f"wa6_{lane}") for lane in range(L)]
         for lane in range(L):
-            m.d.comb += lane_wa[lane].eq(lane_w[lane] * a4[lane])
+            m.d.sync += [lane_w[lane].eq(w5[lane]), lane_wa[lane].eq(w5[lane] * a5[lane])]
         with m.If(clear_acc):
             m.d.sync += [acc_s.eq(0), acc_t.eq(0)]
-        with m.Elif(v4):
+        with m.Elif(v[_PIPE]):
             m.d.sync += [acc_s.eq(acc_s + sum(lane_w)), acc_t.eq(acc_t + sum(lane_wa))]
 
         # ---- entropy: H = log2(S) + (T << 8) // S ---------------------------------------------
-        m.submodules.log2 = log2 = Log2Unit(value_width=self.sum_width)
-        m.d.comb += log2.value.eq(acc_s)
-        # registered: acc_s is final when the division starts, the quotient comes >= 12 cycles
-        # later, so the leading-one detection + LOG2_LUT get a cycle of their own for free
-        log2_r = Signal(log2.log2_width)
-        m.d.sync += log2_r.eq(log2.log2)
-        m.submodules.hdiv = hdiv = Divider(dividend_width=self.tsum_width + fp.A_FRAC_BITS,
-                                           divisor_width=self.sum_width,
-                                           quotient_width=self.hq_width,
-                                           bits_per_cycle=DIV_BITS_PER_CYCLE)
+        # log2 S as nms.rtl.log2.Log2Unit computes it, but in two registered steps (leading one
+        # and the 8 bits below it, then LOG2_LUT): S is final for the whole division (>= 12
+        # cycles), so the steps are free; S < 2**16 gives 0 + LOG2_LUT[0]
+        oct_w = max(1, (self.sum_width - 17).bit_length())
+        oct_c, idx_c = Signal(oct_w), Signal(fp.LOG2_LUT_BITS)
+        for i in range(16, self.sum_width):
+            with m.If(acc_s[i]):            # the highest set bit wins
+                m.d.comb += [oct_c.eq(i - 16), idx_c.eq(acc_s[i - fp.LOG2_LUT_BITS:i])]
+        l2_oct, l2_idx = Signal(oct_w), Signal(fp.LOG2_LUT_BITS)
+        m.d.sync += [l2_oct.eq(oct_c), l2_idx.eq(idx_c)]
+        m.submodules.log2_lut = log2_lut = Memory(shape=fp.H_FRAC_BITS, depth=len(fp.LOG2_LUT),
+                                                  init=fp.LOG2_LUT)
+        l2_rd = log2_lut.read_port(domain="comb")
+        m.d.comb += l2_rd.addr.eq(l2_idx)
+        log2_r = Signal(fp.H_FRAC_BITS + oct_w)
+        m.d.sync += log2_r.eq(Cat(l2_rd.data, l2_oct))     # (octave << 16) + LOG2_LUT[idx]
+        m.submodules.hdiv = hdiv = _Radix4Divider(
+            dividend_width=self.tsum_width + fp.A_FRAC_BITS, divisor_width=self.sum_width,
+            quotient_width=self.hq_width)
         m.d.comb += [hdiv.operands.payload.n.eq(acc_t << fp.A_FRAC_BITS),
                      hdiv.operands.payload.d.eq(acc_s)]
-        # one registered stage per operation (EVAL_RESULT -> EVAL_ERR -> EVAL_CMP -> EVAL_NEXT)
-        h = Signal(H_BITS)                  # H, registered in EVAL_RESULT
-        err = Signal(H_BITS)                # |H - target|, registered in EVAL_ERR
+        # H = log2 S + quotient < 2**22, so H - target is exact in H_BITS + 1 signed bits;
+        # log2 S - target and target - log2 S are registered while the division runs
+        dw_h = H_BITS + 2
+        lt_pos = Signal(signed(dw_h))       # log2 S - target
+        lt_neg = Signal(signed(dw_h))       # target - log2 S
+        m.d.sync += [lt_pos.eq(log2_r - target), lt_neg.eq(target - log2_r)]
+        # EVAL_RESULT -> EVAL_CMP -> EVAL_NEXT, one registered stage each
+        h_pos = Signal(signed(dw_h))        # H - target, registered in EVAL_RESULT
+        h_neg = Signal(signed(dw_h))        # target - H, idem (no negation behind h_pos)
+        err = Signal(H_BITS)                # |H - target|, registered in EVAL_CMP
         h_above = Signal()                  # H > target (bisection direction), idem
-        better = Signal()                   # the (error, code) key beats the best, in EVAL_CMP
+        better = Signal()                   # the (error, code) key beats the best, idem
         with m.If(hdiv.quotient.valid & hdiv.quotient.ready):
-            m.d.sync += h.eq(log2_r + hdiv.quotient.payload)
+            m.d.sync += [h_pos.eq(lt_pos + hdiv.quotient.payload),
+                         h_neg.eq(lt_neg - hdiv.quotient.payload)]
         nb_code = Signal(fp.BETA_CODE_BITS)
         m.d.comb += nb_code.eq(Mux(better, code, best_code))
 
         # ---- normalisation: P_j = (w_j << 16) // S, one divider per lane ------------------------
         pdivs = []
         for lane in range(L):
-            d = Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS, divisor_width=self.sum_width,
-                        quotient_width=fp.P_BITS, bits_per_cycle=DIV_BITS_PER_CYCLE)
+            d = _Radix4Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS,
+                               divisor_width=self.sum_width, quotient_width=fp.P_BITS)
             m.submodules[f"pdiv{lane}"] = d
             pdivs.append(d)
         w_hold = [Signal(fp.W_BITS, name=f"w_hold_{i}") for i in range(L)]
@@ -393,17 +505,15 @@ class AffinityUnit(wiring.Component):
             with m.State("EVAL_RESULT"):
                 m.d.comb += hdiv.quotient.ready.eq(1)
                 with m.If(hdiv.quotient.valid):
-                    m.next = "EVAL_ERR"
-
-            with m.State("EVAL_ERR"):
-                m.d.sync += [err.eq(Mux(h >= target, h - target, target - h)),
-                             h_above.eq(h > target)]
-                m.next = "EVAL_CMP"
+                    m.next = "EVAL_CMP"
 
             with m.State("EVAL_CMP"):
                 # the (error, code) key: ties go to the lower code
-                m.d.sync += better.eq(first_eval | (err < best_err)
-                                      | ((err == best_err) & (code < best_code)))
+                e = Signal(H_BITS)
+                m.d.comb += e.eq(Mux(h_pos[-1], h_neg, h_pos))
+                m.d.sync += [err.eq(e), h_above.eq(h_neg[-1]),
+                             better.eq(first_eval | (e < best_err)
+                                       | ((e == best_err) & (code < best_code)))]
                 m.next = "EVAL_NEXT"
 
             with m.State("EVAL_NEXT"):
@@ -424,10 +534,10 @@ class AffinityUnit(wiring.Component):
                 m.next = "OUT_WAIT"
 
             with m.State("OUT_WAIT"):
-                with m.If(v4):
+                with m.If(v[_PIPE_W]):          # w: no need to wait for w*a
                     m.d.sync += [sent.eq(0), got.eq(0)]
                     for lane in range(L):
-                        m.d.sync += [w_hold[lane].eq(w4[lane]), idx_hold[lane].eq(idx4[lane])]
+                        m.d.sync += [w_hold[lane].eq(w5[lane]), idx_hold[lane].eq(idx5[lane])]
                     m.next = "OUT_DIV"
 
             with m.State("OUT_DIV"):
