@@ -372,6 +372,7 @@ class DistanceEngine(wiring.Component):
                    for t in range(T)]
             held = [acc[t][0] for t in range(T)]
             for p in range(P):
+                # (position P-1 has no neighbour: unless it is the tail, its value is unused)
                 with m.If(valid & (wr[p] | ~first)):
                     for t in range(T):
                         m.d.sync += acc[t][p].eq(
