@@ -46,6 +46,8 @@ ROWS = (
     ("D", 16, 4, 4),
     ("E", 32, 2, 4),
     ("F", 16, 2, 8),
+    ("G", 4, 8, 8),     # P = 8 at the default tile (accumulator queue)
+    ("H", 8, 4, 4),
 )
 #: wall-time limit of one build (seconds)
 LIMIT_S = 30 * 60

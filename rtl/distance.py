@@ -5,7 +5,7 @@ See ``docs/distance-engine.md`` for the protocol, timing and widths in one page.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -266,6 +266,14 @@ class DistanceEngine(wiring.Component):
             slot_in = self.candidate.payload.slot
             group_end = self.candidate.payload.group_end
             m.d.comb += rd_en.eq(accept & (slot_in == 0))
+            # accumulator queue write position (one-hot), see "accumulate": on a candidate's
+            # first beat its own slot; on later beats the tail, group size - 1, which is the
+            # slot of the group's beat-0 `group_end` (only the pass's last group may be smaller)
+            slot_hot = Signal(P)
+            tail_hot = Signal(P, init=1 << (P - 1))
+            m.d.comb += slot_hot.eq(Const(1, P) << slot_in)
+            with m.If(accept & group_end & (cand_beat == 0)):
+                m.d.sync += tail_hot.eq(slot_hot)
         else:
             group_end = 1
         with m.If(accept):
@@ -283,13 +291,13 @@ class DistanceEngine(wiring.Component):
         s1_cand = Signal(data.ArrayLayout(unsigned(w), L))
         s1_mask = Signal(L)
         s1_first, s1_final, s1_last = Signal(), Signal(), Signal()
-        # the group slot rides along the pipeline (P > 1 only: P = 1 is the plain engine)
-        slot_w = max(1, ceil_log2(P))
+        # the accumulator write one-hot rides along the pipeline (P > 1 only: P = 1 is the plain
+        # engine); registered here, so the accumulators' enables are flip-flop outputs
         s1_extra = ()
         if P > 1:
-            s1_slot = Signal(slot_w)
-            m.d.sync += s1_slot.eq(slot_in)
-            s1_extra = (s1_slot,)
+            s1_wr = Signal(P)
+            m.d.sync += s1_wr.eq(Mux(cand_beat == 0, slot_hot, tail_hot))
+            s1_extra = (s1_wr,)
         m.d.sync += [
             s1_valid.eq(accept),
             s1_cand.eq(self.candidate.payload.data),
@@ -303,7 +311,7 @@ class DistanceEngine(wiring.Component):
         def next_flags(stage):
             regs = tuple(Signal(name=f"s{stage}_{n}")
                          for n in ("valid", "first", "final", "last")) \
-                + tuple(Signal(slot_w, name=f"s{stage}_slot") for _ in s1_extra)
+                + tuple(Signal(P, name=f"s{stage}_wr") for _ in s1_extra)
             m.d.sync += [r.eq(p) for r, p in zip(regs, flags[-1])]
             flags.append(regs)
 
@@ -350,22 +358,35 @@ class DistanceEngine(wiring.Component):
         valid, first, final, last = flags[-1][:4]
 
         # ---- accumulate over a candidate's beats; write the finished result to the FIFO -------
-        # (with groups: one accumulator per query and group slot)
+        # With groups: P accumulators per query, kept as a shift queue rather than an array
+        # indexed by slot (its P:1 read multiplexer limited Fmax at P = 8). Slots arrive in order
+        # 0..g-1 at every beat index, so the accumulator due is always at position 0: on a later
+        # beat each slot reads position 0, the queue shifts down by one and the new sum goes in
+        # at the tail g-1; after the g slots the queue is back in slot order. On a candidate's
+        # first beat (nothing to read) each slot writes its own position without shifting, so g
+        # need not be known yet. `wr` is the registered one-hot write position.
+        acc_next = [Signal(unsigned(self.acc_width), name=f"acc_next_{t}") for t in range(T)]
         if P > 1:
-            slot = flags[-1][4]
-            acc = [Array(Signal(unsigned(self.acc_width), name=f"acc_{t}_{p}") for p in range(P))
+            wr = flags[-1][4]
+            acc = [[Signal(unsigned(self.acc_width), name=f"acc_{t}_{p}") for p in range(P)]
                    for t in range(T)]
-            held = [acc[t][slot] for t in range(T)]
+            held = [acc[t][0] for t in range(T)]
+            for p in range(P):
+                # (position P-1 has no neighbour: unless it is the tail, its value is unused)
+                with m.If(valid & (wr[p] | ~first)):
+                    for t in range(T):
+                        m.d.sync += acc[t][p].eq(
+                            acc_next[t] if p == P - 1 else Mux(wr[p], acc_next[t], acc[t][p + 1]))
         else:
             acc = [Signal(unsigned(self.acc_width), name=f"acc_{t}") for t in range(T)]
             held = acc
-        acc_next = [Signal(unsigned(self.acc_width), name=f"acc_next_{t}") for t in range(T)]
+            for t in range(T):
+                with m.If(valid):
+                    m.d.sync += acc[t].eq(acc_next[t])
         result = Signal(self.result_layout)
         for t in range(T):
             m.d.comb += [acc_next[t].eq(Mux(first, 0, held[t]) + beat_sums[t]),
                          result.dist[t].eq(acc_next[t])]
-            with m.If(valid):
-                m.d.sync += held[t].eq(acc_next[t])
         m.d.comb += [
             result.last.eq(last),
             fifo.w_data.eq(result),

@@ -125,19 +125,52 @@ def test_in_order_checker_reports_first_mismatch():
 # Amaranth simulator: fast feedback on a small engine
 
 
-def _amaranth_run(engine, passes, *, seed, p_valid=0.7, p_ready=0.6, max_cycles=3000):
+def _grouped(p, P, candidates, fill):
+    """One pass's candidate beats in groups of P (the last may be smaller), beat-interleaved:
+    beat 0 of each candidate of the group with its ``slot``, ``group_end`` on the group's last
+    slot, then beat 1, ...; ``last`` on the pass's final beat (the last candidate's final beat)."""
+    nb = p.beats(len(candidates[0]))
+    flat = candidate_beats(p, candidates, fill=fill)
+    per = [flat[i * nb:(i + 1) * nb] for i in range(len(candidates))]
+    out = []
+    for g0 in range(0, len(per), P):
+        group = per[g0:g0 + P]
+        for b in range(nb):
+            out += [{**c[b], "slot": s, "group_end": int(s == len(group) - 1), "last": 0}
+                    for s, c in enumerate(group)]
+    out[-1]["last"] = 1
+    return out
+
+
+def _amaranth_run(engine, passes, *, seed, p_valid=0.7, p_ready=0.6, max_cycles=3000,
+                  timing=None):
+    """Random valid gaps and back-pressure; returns the results (and with ``timing`` a dict,
+    fills it with the accept cycles of the candidates' final beats and the results' cycles)."""
     p = DistanceParams(lanes=engine.lanes, tile=engine.tile, elem_width=engine.elem_width,
                        max_dim=engine.max_dim)
     rng = random.Random(seed)
     fill = iter(lambda: rng.randrange(1 << engine.elem_width), None)
     qbeats = [b for ps in passes for b in query_beats(p, ps.queries, fill=fill)]
-    cbeats = [b for ps in passes for b in candidate_beats(p, ps.candidates, fill=fill)]
+    if engine.cand_tile > 1:
+        cbeats = [b for ps in passes for b in _grouped(p, engine.cand_tile, ps.candidates, fill)]
+    else:
+        cbeats = [b for ps in passes for b in candidate_beats(p, ps.candidates, fill=fill)]
+    # index of each candidate's final beat in the stream, in candidate order
+    final_beats, base = [], 0
+    for ps in passes:
+        n, nb, P = len(ps.candidates), p.beats(ps.candidates.shape[1]), engine.cand_tile
+        for i in range(n):
+            g0 = i - i % P
+            g = min(P, n - g0)
+            final_beats.append(base + g0 * nb + (nb - 1) * g + i % P)
+        base += n * nb
+    accepted, loaded, delivered = [], [], []
     got = []
 
     async def testbench(ctx):
         qi = ci = 0
         q_on = c_on = False
-        for _ in range(max_cycles):
+        for cyc in range(max_cycles):
             # valid may only rise between beats; once up it stays until the beat is taken
             q_on = qi < len(qbeats) and (q_on or rng.random() < p_valid)
             c_on = ci < len(cbeats) and (c_on or rng.random() < p_valid)
@@ -153,6 +186,11 @@ def _amaranth_run(engine, passes, *, seed, p_valid=0.7, p_ready=0.6, max_cycles=
             c_take = c_on and ctx.get(engine.candidate.ready)
             if ctx.get(engine.result.valid) and ctx.get(engine.result.ready):
                 got.append(unpack(engine.result_layout, ctx.get(engine.result.payload.as_value())))
+                delivered.append(cyc)
+            if c_take:
+                accepted.append(cyc)
+            if q_take:
+                loaded.append(cyc)
             await ctx.tick()
             qi, q_on = qi + q_take, q_on and not q_take
             ci, c_on = ci + c_take, c_on and not c_take
@@ -161,6 +199,9 @@ def _amaranth_run(engine, passes, *, seed, p_valid=0.7, p_ready=0.6, max_cycles=
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
+    if timing is not None:
+        timing.update(final=[accepted[i] for i in final_beats if i < len(accepted)],
+                      result=delivered, inputs=sorted(accepted + loaded))
     return got, p
 
 
@@ -172,6 +213,40 @@ def test_amaranth_sim_small_engine_random_stalls():
     got, p = _amaranth_run(engine, passes, seed=1)
     assert got == expected_results(p, passes)
     assert got[-1]["dist"] == [7 * 15 ** 2] * 3
+
+
+@pytest.mark.parametrize("P, lanes, tile, max_dim", [(8, 2, 3, 9), (3, 4, 2, 13), (8, 1, 2, 3)])
+def test_amaranth_sim_candidate_groups_random_stalls(P, lanes, tile, max_dim):
+    """P > 1 (beat-interleaved groups, accumulator queue), random stalls both ways: results in
+    candidate order equal the reference. Every pass ends on a partial group (N % P != 0), one
+    pass has a single-candidate group, dims give one beat, a partial final beat and max_dim."""
+    engine = DistanceEngine(lanes=lanes, tile=tile, elem_width=4, max_dim=max_dim, cand_tile=P)
+    rng = np.random.default_rng(P)
+    shapes = [(max_dim, 2 * P + 3), (1, P + 1), (min(max_dim, lanes + 1), P - 1),
+              (max_dim, 3 * P + 2)]
+    passes = [Pass(rng.integers(0, 16, (tile, d)), rng.integers(0, 16, (n, d))) for d, n in shapes]
+    passes.append(Pass(np.full((tile, max_dim), 15), np.zeros((P + 2, max_dim), int)))  # largest
+    got, p = _amaranth_run(engine, passes, seed=P, max_cycles=4000)
+    assert got == expected_results(p, passes)
+    assert got[-1]["dist"] == [max_dim * 15 ** 2] * tile
+
+
+@pytest.mark.parametrize("P", [1, 8])
+def test_amaranth_sim_candidate_groups_timing(P):
+    """No stalls: one input beat per cycle, and every result leaves exactly `latency + 1`
+    cycles after its candidate's final beat, as for P = 1 (groups change no timing)."""
+    engine = DistanceEngine(lanes=2, tile=2, elem_width=4, max_dim=5, cand_tile=P)
+    rng = np.random.default_rng(11)
+    passes = [Pass(rng.integers(0, 16, (2, d)), rng.integers(0, 16, (n, d)))
+              for d, n in ((5, 19), (2, 11), (3, 8))]
+    timing = {}
+    got, p = _amaranth_run(engine, passes, seed=3, p_valid=1.0, p_ready=1.0, max_cycles=400,
+                           timing=timing)
+    assert got == expected_results(p, passes)
+    beats = timing["inputs"]
+    assert beats[-1] - beats[0] + 1 == len(beats)       # no bubble, passes back to back
+    assert [r - f for r, f in zip(timing["result"], timing["final"])] \
+        == [engine.latency + 1] * len(got)
 
 
 def test_amaranth_sim_out_of_range_dim_is_clamped():
