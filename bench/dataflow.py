@@ -81,7 +81,8 @@ FLOWS = ((False, 4, 1, False), (True, 4, 1, False), (True, 16, 1, False), (True,
          # 1.18 epochs): the buffer in banks by word address, a read touching one bank
          # (buffer_banks, the 6th knob), on the device engine and on the larger-T engines
          (True, 4, 4, True, 8, 2), (True, 4, 4, True, 8, 4), (True, 4, 4, True, 8, 8),
-         (True, 4, 4, True, 8, 16), (True, 8, 4, True, 4, 8), (True, 16, 8, True, 2, 8))
+         (True, 4, 4, True, 8, 16), (True, 8, 4, True, 4, 8), (True, 16, 8, True, 2, 8),
+         (True, 4, 8, True, 8, 8))
 #: ECP5-85F resources (LFE5U-85F: 83 640 LUT4, 156 MULT18X18D) and the share of the LUTs the
 #: datapath may take (the rest: CSR bus, AXI ports, memory reader/writer, routing slack)
 ECP5_85F_LUTS, ECP5_85F_DSPS, LUT_SHARE = 83640, 156, 0.85
