@@ -13,6 +13,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.divider import Radix4Divider
+from nms.rtl.log2 import Log2Unit
 from nms.rtl.params import check_int
 # the search sequences are defined once, by the bit-exact model
 
@@ -31,7 +33,7 @@ BISECT_EVALS = len(fp.BISECT_STEPS) + 1
 #: entropy / target width: Q8.16
 H_BITS = fp.H_BITS
 #: quotient bits per cycle of the entropy and normalisation dividers (radix 4 halves the
-#: division time that dominates each evaluation; see :class:`_Radix4Divider`)
+#: division time that dominates each evaluation; see :class:`~nms.rtl.divider.Radix4Divider`)
 DIV_BITS_PER_CYCLE = 2
 #: pipeline registers between a row-buffer read address and the weights w (read, partial
 #: products, product, shift+saturate, exp2 table+shift); the output pass takes w there
@@ -42,72 +44,6 @@ _PIPE = _PIPE_W + 1
 #: ``target - H`` (two adds from the quotient and registers), then ``|H - target|`` with the
 #: ``(error, code)`` comparison with the best so far; the next code is chosen in the cycle after
 _TAIL = 2
-
-
-class _Radix4Divider(wiring.Component):
-    """Exact ``n // d``, 2 quotient bits per cycle: the ports, precondition (``n < d <<
-    quotient_width``) and quotients of :class:`nms.rtl.divider.Divider` with
-    ``bits_per_cycle=2``, but each cycle compares ``4 r + 2 bits`` with ``d``, ``2d`` and ``3d``
-    in parallel (``3d`` registered with the operands) instead of chaining two compare-subtracts
-    (one carry chain per cycle, not two: they limited the unit's clock), and an odd quotient's
-    top bit is decided when the operands are taken (one compare-subtract from registers), so
-    ``cycles = quotient_width // 2``; latency ``cycles + 1``."""
-
-    def __init__(self, *, dividend_width: int, divisor_width: int, quotient_width: int):
-        assert quotient_width >= 2
-        self.divisor_width = divisor_width
-        self.quotient_width = quotient_width
-        self.cycles = quotient_width // 2
-        self.latency = self.cycles + 1
-        super().__init__({
-            "operands": In(stream.Signature(data.StructLayout({
-                "n": unsigned(dividend_width), "d": unsigned(divisor_width)}))),
-            "quotient": Out(stream.Signature(unsigned(quotient_width))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        dw, cycles = self.divisor_width, self.cycles
-        steps = 2 * cycles                  # quotient bits from the iterations
-        odd = self.quotient_width > steps
-        n, d = self.operands.payload.n, self.operands.payload.d
-        rem = Signal(dw)                    # < d while the precondition holds
-        q_top = Signal()                    # the odd top quotient bit
-        dvs = [Signal(dw + 2, name=f"dvs{i}") for i in (1, 2, 3)]     # d, 2d, 3d
-        nq = Signal(steps)                  # dividend bits still to shift in | quotient bits
-        count = Signal(range(cycles + 1))
-        busy = Signal()
-        done = Signal()
-        m.d.comb += [self.operands.ready.eq(~busy & ~done),
-                     self.quotient.valid.eq(done),
-                     self.quotient.payload.eq(Cat(nq, q_top)[:self.quotient_width])]
-        with m.If(self.operands.valid & self.operands.ready):
-            m.d.sync += [nq.eq(n), count.eq(cycles), busy.eq(1),
-                         dvs[0].eq(d), dvs[1].eq(d << 1), dvs[2].eq(d + (d << 1))]
-            top = n >> steps                # < 2d (odd) or < d (even) by the precondition
-            if odd:
-                take = top >= d
-                m.d.sync += [q_top.eq(take), rem.eq(Mux(take, top - d, top))]
-            else:
-                m.d.sync += rem.eq(top)
-        with m.If(busy):
-            trial = Cat(nq[steps - 2], nq[steps - 1], rem)    # 4 r + next 2 bits, < 4 d
-            diff = [Signal(dw + 3, name=f"diff{i}") for i in (1, 2, 3)]
-            for df, dv in zip(diff, dvs):
-                m.d.comb += df.eq(trial - dv)                 # top bit set: trial < dv
-            digit = Signal(2)
-            new_rem = Signal(dw)
-            m.d.comb += [digit.eq(0), new_rem.eq(trial)]
-            for i, df in enumerate(diff):                     # the largest multiple <= trial
-                with m.If(~df[-1]):
-                    m.d.comb += [digit.eq(i + 1), new_rem.eq(df)]
-            m.d.sync += [rem.eq(new_rem), nq.eq(Cat(digit, nq[:steps - 2])),
-                         count.eq(count - 1)]
-            with m.If(count == 1):
-                m.d.sync += [busy.eq(0), done.eq(1)]
-        with m.If(self.quotient.valid & self.quotient.ready):
-            m.d.sync += done.eq(0)
-        return m
 
 
 class AffinityUnit(wiring.Component):
@@ -186,7 +122,7 @@ class AffinityUnit(wiring.Component):
         self.tsum_width = bits_for(k * (1 << fp.W_FRAC_BITS) * fp.A_MAX)
         # (T << 8) // S <= A_MAX << 8 because T <= A_MAX * S (a is saturated at A_MAX)
         self.hq_width = bits_for(fp.A_MAX << fp.A_FRAC_BITS)
-        # an odd quotient's top bit comes with the operand hand-off (_Radix4Divider)
+        # an odd quotient's top bit comes with the operand hand-off (Radix4Divider)
         self.h_div_cycles = self.hq_width // DIV_BITS_PER_CYCLE
         self.p_div_cycles = fp.P_BITS // DIV_BITS_PER_CYCLE
         self.row_layout = data.StructLayout({
@@ -370,23 +306,12 @@ class AffinityUnit(wiring.Component):
             m.d.sync += [acc_s.eq(acc_s + sum(lane_w)), acc_t.eq(acc_t + sum(lane_wa))]
 
         # ---- entropy: H = log2(S) + (T << 8) // S ---------------------------------------------
-        # log2 S as nms.rtl.log2.Log2Unit computes it, but in two registered steps (leading one
-        # and the 8 bits below it, then LOG2_LUT): S is final for the whole division (>= 12
-        # cycles), so the steps are free; S < 2**16 gives 0 + LOG2_LUT[0]
-        oct_w = max(1, (self.sum_width - 17).bit_length())
-        oct_c, idx_c = Signal(oct_w), Signal(fp.LOG2_LUT_BITS)
-        for i in range(16, self.sum_width):
-            with m.If(acc_s[i]):            # the highest set bit wins
-                m.d.comb += [oct_c.eq(i - 16), idx_c.eq(acc_s[i - fp.LOG2_LUT_BITS:i])]
-        l2_oct, l2_idx = Signal(oct_w), Signal(fp.LOG2_LUT_BITS)
-        m.d.sync += [l2_oct.eq(oct_c), l2_idx.eq(idx_c)]
-        m.submodules.log2_lut = log2_lut = Memory(shape=fp.H_FRAC_BITS, depth=len(fp.LOG2_LUT),
-                                                  init=fp.LOG2_LUT)
-        l2_rd = log2_lut.read_port(domain="comb")
-        m.d.comb += l2_rd.addr.eq(l2_idx)
-        log2_r = Signal(fp.H_FRAC_BITS + oct_w)
-        m.d.sync += log2_r.eq(Cat(l2_rd.data, l2_oct))     # (octave << 16) + LOG2_LUT[idx]
-        m.submodules.hdiv = hdiv = _Radix4Divider(
+        # log2 S in two registered steps: S is final for the whole division (>= 12 cycles), so
+        # they cost no cycle
+        m.submodules.log2 = log2 = Log2Unit(value_width=self.sum_width)
+        m.d.comb += log2.value.eq(acc_s)
+        log2_r = log2.log2
+        m.submodules.hdiv = hdiv = Radix4Divider(
             dividend_width=self.tsum_width + fp.A_FRAC_BITS, divisor_width=self.sum_width,
             quotient_width=self.hq_width)
         m.d.comb += [hdiv.operands.payload.n.eq(acc_t << fp.A_FRAC_BITS),
@@ -412,7 +337,7 @@ class AffinityUnit(wiring.Component):
         # ---- normalisation: P_j = (w_j << 16) // S, one divider per lane ------------------------
         pdivs = []
         for lane in range(L):
-            d = _Radix4Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS,
+            d = Radix4Divider(dividend_width=fp.W_BITS + fp.P_FRAC_BITS,
                                divisor_width=self.sum_width, quotient_width=fp.P_BITS)
             m.submodules[f"pdiv{lane}"] = d
             pdivs.append(d)

@@ -1,10 +1,10 @@
-"""Sequential restoring divider: exact ``n // d`` (and ``n % d``), 1 to 4 quotient bits per cycle.
+"""Sequential dividers: exact ``n // d`` (and ``n % d``), 1 to 4 quotient bits per cycle.
 
-The one divider of the RTL blocks:
+The dividers of the RTL blocks:
 
-* the affinity unit's two exact floor divisions ``(T << 8) // S`` (entropy) and ``(w << 16) // S``
-  (normalised affinities), radix 4;
-* the grid sampler's proportional quotas ``M * count // N`` and their remainders;
+* :class:`Radix4Divider`: the affinity unit's two exact floor divisions ``(T << 8) // S``
+  (entropy) and ``(w << 16) // S`` (normalised affinities), radix 4 with parallel compares;
+* :class:`Divider` (restoring): the grid sampler's proportional quotas ``M * count // N`` and their remainders;
 * the embedding engine's repulsion gain ``min((N << 32) // Wsum, 2**32 - 1)`` (``saturate``).
 
 Every quotient has a known bound, so the divider only produces ``quotient_width`` bits instead of
@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from nms.rtl.params import check_int
 
-__all__ = ["Divider"]
+__all__ = ["Divider", "Radix4Divider"]
 
 
 class Divider(wiring.Component):
@@ -140,6 +140,73 @@ class Divider(wiring.Component):
                 nq.eq(Cat(*bits, nq[:steps - b])),
                 count.eq(count - 1),
             ]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), done.eq(1)]
+        with m.If(self.quotient.valid & self.quotient.ready):
+            m.d.sync += done.eq(0)
+        return m
+
+
+class Radix4Divider(wiring.Component):
+    """Exact ``n // d``, 2 quotient bits per cycle: the ports (no remainder), precondition
+    (``n < d << quotient_width``) and quotients of :class:`Divider` with ``bits_per_cycle=2``, but each cycle compares ``4 r + 2 bits`` with ``d``, ``2d`` and ``3d``
+    in parallel (``3d`` registered with the operands) instead of chaining two compare-subtracts
+    (one carry chain per cycle, not two: they limited the affinity unit's clock), and an odd quotient's
+    top bit is decided when the operands are taken (one compare-subtract from registers), so
+    ``cycles = quotient_width // 2``; latency ``cycles + 1``."""
+
+    def __init__(self, *, dividend_width: int, divisor_width: int, quotient_width: int):
+        check_int("dividend_width", dividend_width, 1, 128, "1 to 128 bits")
+        check_int("divisor_width", divisor_width, 1, 128, "1 to 128 bits")
+        check_int("quotient_width", quotient_width, 2, 128, "2 to 128 bits")
+        self.divisor_width = divisor_width
+        self.quotient_width = quotient_width
+        self.cycles = quotient_width // 2
+        self.latency = self.cycles + 1
+        super().__init__({
+            "operands": In(stream.Signature(data.StructLayout({
+                "n": unsigned(dividend_width), "d": unsigned(divisor_width)}))),
+            "quotient": Out(stream.Signature(unsigned(quotient_width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dw, cycles = self.divisor_width, self.cycles
+        steps = 2 * cycles                  # quotient bits from the iterations
+        odd = self.quotient_width > steps
+        n, d = self.operands.payload.n, self.operands.payload.d
+        rem = Signal(dw)                    # < d while the precondition holds
+        q_top = Signal()                    # the odd top quotient bit
+        dvs = [Signal(dw + 2, name=f"dvs{i}") for i in (1, 2, 3)]     # d, 2d, 3d
+        nq = Signal(steps)                  # dividend bits still to shift in | quotient bits
+        count = Signal(range(cycles + 1))
+        busy = Signal()
+        done = Signal()
+        m.d.comb += [self.operands.ready.eq(~busy & ~done),
+                     self.quotient.valid.eq(done),
+                     self.quotient.payload.eq(Cat(nq, q_top)[:self.quotient_width])]
+        with m.If(self.operands.valid & self.operands.ready):
+            m.d.sync += [nq.eq(n), count.eq(cycles), busy.eq(1),
+                         dvs[0].eq(d), dvs[1].eq(d << 1), dvs[2].eq(d + (d << 1))]
+            top = n >> steps                # < 2d (odd) or < d (even) by the precondition
+            if odd:
+                take = top >= d
+                m.d.sync += [q_top.eq(take), rem.eq(Mux(take, top - d, top))]
+            else:
+                m.d.sync += rem.eq(top)
+        with m.If(busy):
+            trial = Cat(nq[steps - 2], nq[steps - 1], rem)    # 4 r + next 2 bits, < 4 d
+            diff = [Signal(dw + 3, name=f"diff{i}") for i in (1, 2, 3)]
+            for df, dv in zip(diff, dvs):
+                m.d.comb += df.eq(trial - dv)                 # top bit set: trial < dv
+            digit = Signal(2)
+            new_rem = Signal(dw)
+            m.d.comb += [digit.eq(0), new_rem.eq(trial)]
+            for i, df in enumerate(diff):                     # the largest multiple <= trial
+                with m.If(~df[-1]):
+                    m.d.comb += [digit.eq(i + 1), new_rem.eq(df)]
+            m.d.sync += [rem.eq(new_rem), nq.eq(Cat(digit, nq[:steps - 2])),
+                         count.eq(count - 1)]
             with m.If(count == 1):
                 m.d.sync += [busy.eq(0), done.eq(1)]
         with m.If(self.quotient.valid & self.quotient.ready):

@@ -1,7 +1,7 @@
-"""The project's one sequential divider (rtl/divider.py), in the Amaranth simulator.
+"""The project's sequential dividers (rtl/divider.py), in the Amaranth simulator.
 
-The affinity unit, the grid sampler and the embedding engine's gain divider all use it, so its
-exactness, constant latency and saturation are tested here once.
+The grid sampler and the embedding engine's gain divider use :class:`Divider`, the affinity unit
+:class:`Radix4Divider`, so their exactness, constant latency and saturation are tested here once.
 """
 
 import random
@@ -9,11 +9,12 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from nms.rtl.divider import Divider
+from nms.rtl.divider import Divider, Radix4Divider
 
 
-def _divide_all(dut: Divider, cases):
-    """Feed (n, d) pairs one at a time; return (quotient, remainder, cycles to the result)."""
+def _divide_all(dut, cases):
+    """Feed (n, d) pairs one at a time; return (quotient, remainder, cycles to the result); the
+    remainder is None for a divider without one (:class:`Radix4Divider`)."""
     got = []
 
     async def bench(ctx):
@@ -28,7 +29,8 @@ def _divide_all(dut: Divider, cases):
             while not ctx.get(dut.quotient.valid):
                 await ctx.tick()
                 cycles += 1
-            got.append((ctx.get(dut.quotient.payload), ctx.get(dut.remainder), cycles))
+            rem = ctx.get(dut.remainder) if hasattr(dut, "remainder") else None
+            got.append((ctx.get(dut.quotient.payload), rem, cycles))
             await ctx.tick()
             ctx.set(dut.quotient.ready, 0)
 
@@ -65,8 +67,26 @@ def test_saturating_divider(bits_per_cycle):
     assert got == want
 
 
+@pytest.mark.parametrize("nw, dw, qw", [(41, 21, 21), (33, 21, 17), (30, 9, 20), (9, 4, 3)])
+def test_radix4_divider_exact_quotients_and_latency(nw, dw, qw):
+    """Parallel d / 2d / 3d compares; an odd quotient's top bit decided at the hand-off, so
+    ``quotient_width // 2`` cycles (the affinity unit's entropy and normalisation widths)."""
+    dut = Radix4Divider(dividend_width=nw, divisor_width=dw, quotient_width=qw)
+    assert dut.cycles == qw // 2 and dut.latency == dut.cycles + 1
+    rng = random.Random(qw)
+    dmax = (1 << dw) - 1
+    cases = [(min((dmax << qw) - 1, (1 << nw) - 1), dmax), ((1 << qw) - 1, 1), (0, 1)]
+    for _ in range(150):
+        d = rng.randrange(1, 1 << dw)
+        cases.append((rng.randrange(0, min(d << qw, 1 << nw)), d))
+    got = _divide_all(dut, cases)
+    assert [(q, c) for q, _, c in got] == [(n // d, dut.cycles) for n, d in cases]
+
+
 def test_divider_rejects_bad_parameters():
     with pytest.raises(ValueError, match="bits_per_cycle=5 is out of range"):
         Divider(dividend_width=8, divisor_width=8, quotient_width=8, bits_per_cycle=5)
     with pytest.raises(ValueError, match="quotient_width=0 is out of range"):
         Divider(dividend_width=8, divisor_width=8, quotient_width=0)
+    with pytest.raises(ValueError, match="quotient_width=1 is out of range"):
+        Radix4Divider(dividend_width=8, divisor_width=8, quotient_width=1)
