@@ -180,8 +180,9 @@ def _flow(point, flow_knobs, dim):
     from nms.sw.dataflow import Dataflow
 
     c, reduce, _, neg = point
-    buffer, T, P, hold, *rest = flow_knobs
-    lanes, banks = (list(rest) + [8, 1][len(rest):])[:2]
+    buffer, T, P, hold, *rest = flow_knobs        # then lanes (default 8), banks (default 1)
+    lanes = rest[0] if rest else 8
+    banks = rest[1] if len(rest) > 1 else 1
     return Dataflow(buffer=buffer, tile=T, cand_tile=P, capacity=c, reduce=reduce,
                     neg_samples=neg, hold_self=hold, max_dim=dim, lanes=lanes,
                     buffer_banks=banks)

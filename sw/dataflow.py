@@ -486,8 +486,9 @@ def memory_plan(flow: Dataflow) -> dict:
         depth, bank_words, banks = flow.buffer_banks_geometry()
         if banks == 1:
             mems["chunk_buffer"] = (depth, 8 * L)
-        for b in range(banks if banks > 1 else 0):
-            mems[f"chunk_buffer{b}"] = (min(bank_words, depth - b * bank_words), 8 * L)
+        else:
+            for b in range(banks):
+                mems[f"chunk_buffer{b}"] = (min(bank_words, depth - b * bank_words), 8 * L)
     rows = {name: {"depth": d, "width": w, "blocks": bram_blocks(d, w)} for name, (d, w) in mems.items()}
     total = sum(r["blocks"] for r in rows.values())
     return {"memories": rows, "blocks": total, "available": ECP5_85F_BLOCKS,
