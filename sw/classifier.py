@@ -33,6 +33,7 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 
 __all__ = ["MLPConfig", "CNNConfig", "MLPClassifier", "CNNClassifier", "TRAINERS",
@@ -229,11 +230,20 @@ class MLPClassifier(_AdamClassifier):
 
 def _im2col3(x):
     """(n, H, W, C) -> (n·H·W, 9·C) patches of a 3×3 'same' convolution (zero padding),
-    columns ordered (row offset, column offset, channel)."""
+    columns ordered (row offset, column offset, channel). Only data movement, so the two ways
+    of gathering (chosen by speed: nine slice copies for one channel, one windowed transpose-copy
+    otherwise) give the same array."""
     n, h, w, c = x.shape
-    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cols = np.concatenate([xp[:, a:a + h, b:b + w, :] for a in range(3) for b in range(3)], axis=3)
-    return cols.reshape(n * h * w, 9 * c)
+    xp = np.zeros((n, h + 2, w + 2, c), x.dtype)
+    xp[:, 1:-1, 1:-1, :] = x
+    if c == 1:
+        cols = np.empty((n, h, w, 3, 3, c), x.dtype)
+        for a in range(3):
+            for b in range(3):
+                cols[:, :, :, a, b, :] = xp[:, a:a + h, b:b + w, :]
+        return cols.reshape(n * h * w, 9 * c)
+    win = sliding_window_view(xp, (3, 3), axis=(1, 2))  # (n, H, W, C, 3, 3)
+    return np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * h * w, 9 * c)
 
 
 def _conv3_input_grad(dz, K, c_in):
@@ -251,7 +261,9 @@ def _pool2(x):
     usual tie (all 0) the ReLU mask stops the gradient anyway."""
     n, h, w, c = x.shape
     r = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c)
-    out = r.max(axis=(2, 4))
+    # three elementwise maxima: exact like max(axis=(2, 4)), ~5x faster on these strides
+    out = np.maximum(np.maximum(r[:, :, 0, :, 0], r[:, :, 0, :, 1]),
+                     np.maximum(r[:, :, 1, :, 0], r[:, :, 1, :, 1]))
     return out, r == out[:, :, None, :, None, :]
 
 

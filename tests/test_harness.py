@@ -108,3 +108,61 @@ def test_nms_eval_rejects_bad_ratio(capsys):
         cli.main(["eval", "--ratios", "1.5"])
     assert info.value.code == 2
     assert "outside (0, 1]" in capsys.readouterr().err
+
+
+def _naive_conv3_same(x, K):
+    """Direct 3×3 'same' convolution (explicit sums, zero padding) of x (n, H, W, C) with
+    K (9·C, C_out) in (row offset, column offset, channel) order — independent of im2col."""
+    n, h, w, c = x.shape
+    Kr = K.reshape(3, 3, c, -1)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.zeros((n, h, w, K.shape[1]))
+    for a in range(3):
+        for b in range(3):
+            out += np.einsum("nhwc,co->nhwo", xp[:, a:a + h, b:b + w, :], Kr[a, b])
+    return out
+
+
+def test_cnn_building_blocks_equal_direct_definitions():
+    from nms.sw.classifier import _im2col3, _pool2
+    rng = np.random.default_rng(3)
+    for c in (1, 3, 8):
+        x = rng.standard_normal((2, 7, 6, c))
+        K = rng.standard_normal((9 * c, 4))
+        assert np.allclose(_im2col3(x) @ K, _naive_conv3_same(x, K).reshape(-1, 4))
+    x = rng.standard_normal((2, 7, 6, 3))
+    out, mask = _pool2(x)
+    ref = np.array([[[[x[i, 2 * r:2 * r + 2, 2 * q:2 * q + 2, ch].max() for ch in range(3)]
+                      for q in range(3)] for r in range(3)] for i in range(2)])
+    assert np.array_equal(out, ref)
+    assert mask.sum() == out.size  # continuous random values: one maximum per window
+
+
+def test_cnn_gradient_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    m = CNNClassifier(CNNConfig(channels1=3, channels2=4))
+    A = rng.random((5, 8, 8, 1))
+    t = rng.integers(0, 3, 5)
+    wn = np.full(5, 0.2)
+    params = [p.astype(np.float64) for p in m._init(rng, A, 3)]
+    params = [p + 0.1 * rng.standard_normal(p.shape) for p in params]  # nonzero biases too
+
+    def loss(ps):
+        z = m._forward(ps, A)[0]
+        z = z - z.max(1, keepdims=True)
+        return float(np.sum(wn * (np.log(np.exp(z).sum(1)) - z[np.arange(5), t])))
+
+    grads = m._grads(params, A, t, wn)
+    for j in range(len(params)):
+        d = [np.zeros_like(p) for p in params]
+        d[j] = rng.standard_normal(params[j].shape)
+        eps = 1e-5
+        num = (loss([p + eps * e for p, e in zip(params, d)])
+               - loss([p - eps * e for p, e in zip(params, d)])) / (2 * eps)
+        assert np.isclose(num, np.sum(grads[j] * d[j]), rtol=1e-4, atol=1e-6), j
+
+
+def test_cnn_trains_on_digits_above_floor(digits):
+    m = CNNClassifier(CNNConfig(steps=300), seed=0).fit(digits.X_train, digits.y_train,
+                                                        max_value=16)
+    assert m.score(digits.X_test, digits.y_test) > 0.9
