@@ -182,6 +182,19 @@ def _clip(value, lo, hi):
     return Mux(value < lo, lo, Mux(value > hi, hi, value))
 
 
+def _saturate(value, bits):
+    """``value`` clipped to the signed ``bits``-bit range ``[-2**(bits-1), 2**(bits-1) - 1]``
+    (what :func:`_clip` gives for those bounds) by bit tests: in range iff every bit from
+    ``bits - 1`` up equals the sign. No comparator carry chain behind the adder."""
+    value = value.as_signed()
+    if len(value) <= bits:
+        return value
+    top = value[bits - 1:]
+    in_range = top.all() | ~top.any()
+    limit = Mux(value[-1], -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    return Mux(in_range, value[:bits].as_signed(), limit)
+
+
 def coord_layout():
     """One embedding point: ``{x, y}``, signed Q8.16 in 24 bits (x at the LSB)."""
     return data.StructLayout({"x": signed(Y_WIDTH), "y": signed(Y_WIDTH)})
@@ -413,7 +426,9 @@ class PairSequencer(wiring.Component):
     ----------
     start : In(1)
     n, kk, iter_base : In
-        Points, list length and the sample counter of (point 0, sample 0) of this iteration.
+        Points, list length and the sample counter of (point 0, sample 0) of this iteration;
+        ``n`` must be stable from the cycle before ``start`` on (the controller sets it with
+        the config beat, long before the first pair phase).
     issue : Out(1)
         A pair is issued this cycle (``act`` and not ``start``).
     act, mode, point, local, last, knn_addr, counter : Out
@@ -445,10 +460,15 @@ class PairSequencer(wiring.Component):
         act, mode, pi, pl, ctr = self.act, self.mode, self.point, self.local, self.counter
         e = Signal(range(max(K, S)))
         kbase = Signal(range(geo.capacity * K))
+        # pi + U >= n for the present point, registered with every change of pi: the adder
+        # and compare stay off the issue logic (they were the engine's critical path)
         final_point = Signal()
+        # the start values' compares of n with constants, registered: n is set with the config
+        # beat, and the first start comes after the whole list load and the initialisation
+        has_point, single_point = Signal(), Signal()
+        m.d.sync += [has_point.eq(self.n > u), single_point.eq(self.n <= u + U)]
         m.d.comb += [
             self.last.eq(Mux(mode, e == S - 1, e == self.kk - 1)),
-            final_point.eq(pi + U >= self.n),
             self.knn_addr.eq(kbase + e),
             self.issue.eq(act & ~self.start),
             # point-major: the point's first pair is its first attractive one (kk >= 1)
@@ -457,11 +477,13 @@ class PairSequencer(wiring.Component):
 
         def next_point():
             # the lane's next point; its samples start (U - 1) * S further on
-            m.d.sync += [pi.eq(pi + U), pl.eq(pl + 1), kbase.eq(kbase + U * K)]
+            m.d.sync += [pi.eq(pi + U), pl.eq(pl + 1), kbase.eq(kbase + U * K),
+                         final_point.eq(pi + 2 * U >= self.n)]
 
         with m.If(self.start):
-            m.d.sync += [act.eq(self.n > u), mode.eq(0), pi.eq(u), pl.eq(0), e.eq(0),
-                         kbase.eq(u * K), ctr.eq(self.iter_base + u * S)]
+            m.d.sync += [act.eq(has_point), mode.eq(0), pi.eq(u), pl.eq(0), e.eq(0),
+                         kbase.eq(u * K), ctr.eq(self.iter_base + u * S),
+                         final_point.eq(single_point)]
         with m.Elif(act):
             with m.If(~self.last):
                 m.d.sync += e.eq(e + 1)
@@ -487,7 +509,8 @@ class PairSequencer(wiring.Component):
                         with m.If(mode):
                             m.d.sync += act.eq(0)
                         with m.Else():
-                            m.d.sync += [mode.eq(1), pi.eq(u), pl.eq(0)]
+                            m.d.sync += [mode.eq(1), pi.eq(u), pl.eq(0),
+                                         final_point.eq(single_point)]
         return m
 
 
@@ -870,13 +893,14 @@ class UpdateDatapath(wiring.Component):
 
     The issue stage (``issue``: the point whose memories are read this cycle) is delayed one
     cycle to ``stage1`` (when the read data are there; the engine gathers ``i`` from them);
-    stages 2..7 follow, and ``o`` carries the point's new ``Y``/``V`` :attr:`latency` cycles
+    stages 2..8 follow, and ``o`` carries the point's new ``Y``/``V`` :attr:`latency` cycles
     after ``stage1``. Every product is split into partial products that fit one 18 x 18 block
     multiplier each (operands split at bit 17) and go straight into registers; the next stage
     adds them (exact: the floor shifts only cut bits of the lowest partial product): stage 2
-    ``Fr * gain`` (4 products per axis), 3 ``rep`` and ``momentum * V`` (2), 4 ``F`` and
-    ``(momentum * V) >> 8``, 5 ``lr * F`` (2; F has 35 bits after the saturation), 6 the
-    velocity, 7 its clip.
+    ``Fr * gain`` (4 products per axis), 3 ``rep`` and ``momentum * V`` (2), 4
+    ``(att >> 1) + rep`` and ``(momentum * V) >> 8``, 5 its saturation ``F``, 6 ``lr * F`` (2;
+    F has 35 bits after the saturation), 7 the velocity, 8 its clip. The clips to the
+    power-of-two bounds are bit tests (:func:`_saturate`), not comparators.
 
     Attributes
     ----------
@@ -889,7 +913,7 @@ class UpdateDatapath(wiring.Component):
     o : Out(stream.Signature({point, y: coord, v: coord}, always_ready=True))
     """
 
-    latency = 6
+    latency = 7
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
@@ -960,46 +984,55 @@ class UpdateDatapath(wiring.Component):
                 u3_mv[a][0].eq(self.momentum * v[:L]),
                 u3_mv[a][1].eq(self.momentum * v[L:].as_signed()),
             ]
-        # stage 4: F = (att >> 1) + rep, saturated where that cannot change the clipped velocity
-        # (to [-F_SAT, F_SAT - 1], 35 bits: with lr >= 1, (lr * (F_SAT - 1)) >> 8 still drives
-        # V past the clip bound; lr = 0 ignores F); (momentum * V) >> 8 from its two products
+        # stage 4: (att >> 1) + rep; (momentum * V) >> 8 from its two products
+        # stage 5: F, that sum saturated where that cannot change the clipped velocity (to
+        # [-F_SAT, F_SAT - 1], 35 bits: with lr >= 1, (lr * (F_SAT - 1)) >> 8 still drives V past
+        # the clip bound; lr = 0 ignores F). The sum and its saturation are registered apart: an
+        # adder and the bounds test behind it in one cycle were the engine's critical path.
         f_w = bits_for(F_SAT - 1) + 1
-        u4_f, u4_mv = {}, {}
+        assert F_SAT == 1 << (f_w - 1)
+        u4_s, u4_mv, u5_f, u5_mv = {}, {}, {}, {}
         for a in axes:
-            u4_f[a] = Signal(signed(f_w), name=f"u4_f_{a}")
+            s = (u3_att[a] >> 1) + u3_rep[a]
+            u4_s[a] = Signal(s.shape(), name=f"u4_s_{a}")
             u4_mv[a] = Signal(signed(Y_WIDTH), name=f"u4_mv_{a}")
+            u5_f[a] = Signal(signed(f_w), name=f"u5_f_{a}")
+            u5_mv[a] = Signal(signed(Y_WIDTH), name=f"u5_mv_{a}")
             lo, hi = u3_mv[a]
             m.d.sync += [
-                u4_f[a].eq(_clip((u3_att[a] >> 1) + u3_rep[a], -F_SAT, F_SAT - 1)),
+                u4_s[a].eq(s),
                 u4_mv[a].eq((hi << (L - 8)) + (lo >> 8)),
+                u5_f[a].eq(_saturate(u4_s[a], f_w)),
+                u5_mv[a].eq(u4_mv[a]),
             ]
-        # stage 5: lr * F as two partial products (F split at bit 17: 17 + 18 bits)
+        # stage 6: lr * F as two partial products (F split at bit 17: 17 + 18 bits)
         lr = self.learning_rate
-        u5_p, u5_mv = {}, {}
+        u6_p, u6_mv = {}, {}
         for a in axes:
-            f = u4_f[a]
-            u5_p[a] = [Signal(unsigned(len(lr) + L), name=f"u5_lf_lo_{a}"),
-                       Signal(signed(len(lr) + f_w - L + 1), name=f"u5_lf_hi_{a}")]
-            u5_mv[a] = Signal(signed(Y_WIDTH), name=f"u5_mv_{a}")
-            m.d.sync += [u5_p[a][0].eq(lr * f[:L]), u5_p[a][1].eq(lr * f[L:].as_signed()),
-                         u5_mv[a].eq(u4_mv[a])]
-        # stage 6: the velocity before the clip: ((lr * F) >> 8) + ((momentum * V) >> 8)
+            f = u5_f[a]
+            u6_p[a] = [Signal(unsigned(len(lr) + L), name=f"u6_lf_lo_{a}"),
+                       Signal(signed(len(lr) + f_w - L + 1), name=f"u6_lf_hi_{a}")]
+            u6_mv[a] = Signal(signed(Y_WIDTH), name=f"u6_mv_{a}")
+            m.d.sync += [u6_p[a][0].eq(lr * f[:L]), u6_p[a][1].eq(lr * f[L:].as_signed()),
+                         u6_mv[a].eq(u5_mv[a])]
+        # stage 7: the velocity before the clip: ((lr * F) >> 8) + ((momentum * V) >> 8)
         vs_w = f_w + 13
-        u6_vs = {}
+        u7_vs = {}
         for a in axes:
-            lo, hi = u5_p[a]
-            u6_vs[a] = Signal(signed(vs_w), name=f"u6_vs_{a}")
-            m.d.sync += u6_vs[a].eq((hi << (L - 8)) + (lo >> 8) + u5_mv[a])
-        # stage 7: clipped velocity; the position follows combinationally
-        u7_v = Signal(coord)
+            lo, hi = u6_p[a]
+            u7_vs[a] = Signal(signed(vs_w), name=f"u7_vs_{a}")
+            m.d.sync += u7_vs[a].eq((hi << (L - 8)) + (lo >> 8) + u6_mv[a])
+        # stage 8: clipped velocity; the position follows combinationally
+        u8_v = Signal(coord)
         for a in axes:
-            m.d.sync += u7_v[a].eq(_clip(u6_vs[a], fp.Y_MIN, fp.Y_MAX))
-        u7_y = y_in[-1]
+            m.d.sync += u8_v[a].eq(_saturate(u7_vs[a], Y_WIDTH))
+        assert (fp.Y_MIN, fp.Y_MAX) == (-(1 << (Y_WIDTH - 1)), (1 << (Y_WIDTH - 1)) - 1)
+        u8_y = y_in[-1]
         m.d.comb += [
             self.o.valid.eq(valid[-1]), self.o.payload.point.eq(point[-1]),
-            self.o.payload.v.eq(u7_v),
-            self.o.payload.y.x.eq(_clip(u7_y.x + u7_v.x, fp.Y_MIN, fp.Y_MAX)),
-            self.o.payload.y.y.eq(_clip(u7_y.y + u7_v.y, fp.Y_MIN, fp.Y_MAX)),
+            self.o.payload.v.eq(u8_v),
+            self.o.payload.y.x.eq(_saturate(u8_y.x + u8_v.x, Y_WIDTH)),
+            self.o.payload.y.y.eq(_saturate(u8_y.y + u8_v.y, Y_WIDTH)),
         ]
         return m
 
@@ -1283,7 +1316,9 @@ class EmbeddingController(wiring.Component):
         # the banks' read address is a register of its own, a step ahead of upd_i
         with m.If(self.update_read.valid):
             m.d.sync += self.update_read.payload.eq(self.update_read.payload + 1)
-        m.d.sync += [no_iter.eq(n_iter == 0), last_iter.eq(t + 1 == n_iter)]
+        # (t == n_iter - 1 with n_iter - 1 a register: no adder in front of the compare)
+        n_iter_m1 = Signal(ITER_BITS)
+        m.d.sync += [no_iter.eq(n_iter == 0), last_iter.eq((t == n_iter_m1) & (n_iter != 0))]
 
         def iteration_or_output(last):
             """After the initialisation or an update: the output if ``last``, else a pair phase."""
@@ -1301,7 +1336,8 @@ class EmbeddingController(wiring.Component):
                     m.d.sync += [
                         n.eq(_clip(cfg.n, 2, C)), self.nm1.eq(_clip(cfg.n, 2, C) - 1),
                         kk.eq(_clip(cfg.kk, 1, K)), kkm1.eq(_clip(cfg.kk, 1, K) - 1),
-                        n_iter.eq(cfg.n_iter), ex_iters.eq(cfg.exaggeration_iters),
+                        n_iter.eq(cfg.n_iter), n_iter_m1.eq(cfg.n_iter - 1),
+                        ex_iters.eq(cfg.exaggeration_iters),
                         self.shift.eq(cfg.exaggeration_shift),
                         mom_early.eq(cfg.momentum_early), mom_late.eq(cfg.momentum_late),
                         mom_switch.eq(cfg.momentum_switch),
@@ -1583,7 +1619,12 @@ class EmbeddingEngine(wiring.Component):
                                              read_ports=1 + 2 * U)   # update/output, lanes
         _, v_rd, v_wr = _block_ram(m, "vmem", self.coord_layout, C)
         *knn_lane, knn_wr = _sliced_block_ram(m, "knnmem", self.knn_layout, C * K, read_ports=U)
+        # V is read a cycle ahead of the update issue (the banks' address) and its word goes
+        # through one more register, which can sit at the RAM: a block RAM's 5.8 ns
+        # clock-to-output plus the route to the update's multipliers did not fit in 8 ns
         m.d.comb += v_rd.en.eq(1)
+        v_word = Signal(self.coord_layout)
+        m.d.sync += v_word.eq(v_rd.data)
 
         # ---- controller, initialisation, divider, update, counters ---------------------------
         m.submodules.controller = ctrl = EmbeddingController(
@@ -1606,7 +1647,7 @@ class EmbeddingEngine(wiring.Component):
         m.d.comb += [
             self.busy.eq(ctrl.busy), self.perf.eq(perf.perf),
             init.seed.eq(ctrl.seed), init.n.eq(ctrl.n),
-            v_rd.addr.eq(ctrl.update_issue.payload),
+            v_rd.addr.eq(ctrl.update_read.payload),
             upd.exaggerate.eq(ctrl.exaggerate), upd.shift.eq(ctrl.shift),
             upd.momentum.eq(ctrl.momentum), upd.learning_rate.eq(ctrl.learning_rate),
             upd.gain.eq(ctrl.gain),
@@ -1670,7 +1711,7 @@ class EmbeddingEngine(wiring.Component):
         else:
             own_l, own_r = lanes[0].fa_own, lanes[0].fr_own
         m.d.comb += [upd.i.fa.x.eq(fa_x + own_l.x), upd.i.fa.y.eq(fa_y + own_l.y),
-                     upd.i.fr.eq(own_r), upd.i.y.eq(y_upd.data), upd.i.v.eq(v_rd.data)]
+                     upd.i.fr.eq(own_r), upd.i.y.eq(y_upd.data), upd.i.v.eq(v_word)]
 
         # ---- Y/V writes: the initial coordinates, or the update's results ----------------------
         res = upd.o.payload

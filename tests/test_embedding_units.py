@@ -162,6 +162,7 @@ def test_pair_sequencer_issue_order(U, u, n, kk, hold_self):
         ctx.set(dut.n, n)
         ctx.set(dut.kk, kk)
         ctx.set(dut.iter_base, iter_base)
+        await ctx.tick()                       # n is held from a cycle before start on
         ctx.set(dut.start, 1)
         assert not ctx.get(dut.issue)          # nothing issues in the start cycle
         await ctx.tick()
@@ -389,6 +390,7 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
     async def bench(ctx):
         for port, v in ((lane.n, n), (lane.kk, kk), (lane.nm1, n - 1), (lane.iter_base, iter_base)):
             ctx.set(port, v)
+        await ctx.tick()                       # n is held from a cycle before start on
         ctx.set(lane.start, 1)
         ctx.set(lane.clear_wsum, 1)
         await ctx.tick()
