@@ -970,6 +970,9 @@ def main(argv=None) -> int:
     p.add_argument("--trainer", default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=list(FINAL_SEEDS))
     p.add_argument("--methods", nargs="+", default=list(FINAL_METHODS))
+    p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS),
+                   help="final: the ratios to run (default: all of the table), so one seed can "
+                        "be split between processes")
     p.add_argument("--redo", action="store_true",
                    help="final: drop the recorded runs of --methods in this piece, then run them")
     p.add_argument("--relabel", nargs=2, metavar=("OLD", "NEW"), default=None,
@@ -984,8 +987,11 @@ def main(argv=None) -> int:
         run_default_check(a.out, seeds=DEFAULT_CHECK_SEEDS if a.seeds == list(FINAL_SEEDS)
                           else tuple(a.seeds))
     elif a.stage == "final":
+        bad = [r for r in a.ratios if r not in RATIOS]
+        if bad:
+            p.error(f"--ratios: {bad} not among the table's ratios {list(RATIOS)}")
         run_final_piece(a.out, a.dataset, a.trainer, methods=a.methods, seeds=a.seeds,
-                        part_suffix=a.part_suffix, redo=a.redo)
+                        ratios=tuple(a.ratios), part_suffix=a.part_suffix, redo=a.redo)
         assemble(a.out)
     elif a.stage == "relabel":
         if a.relabel is None or a.dataset is None or a.trainer is None:
