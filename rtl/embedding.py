@@ -427,8 +427,8 @@ class PairSequencer(wiring.Component):
     start : In(1)
     n, kk, iter_base : In
         Points, list length and the sample counter of (point 0, sample 0) of this iteration;
-        ``n`` must be stable from the cycle before ``start`` on (the controller sets it with
-        the config beat, long before the first pair phase).
+        ``n`` and ``kk`` must be stable from the cycle before ``start`` on (the controller sets
+        them with the config beat, long before the first pair phase).
     issue : Out(1)
         A pair is issued this cycle (``act`` and not ``start``).
     act, mode, point, local, last, knn_addr, counter : Out
@@ -466,9 +466,11 @@ class PairSequencer(wiring.Component):
         # the start values' compares of n with constants, registered: n is set with the config
         # beat, and the first start comes after the whole list load and the initialisation
         has_point, single_point = Signal(), Signal()
-        m.d.sync += [has_point.eq(self.n > u), single_point.eq(self.n <= u + U)]
+        kkm1 = Signal.like(self.kk)
+        m.d.sync += [has_point.eq(self.n > u), single_point.eq(self.n <= u + U),
+                     kkm1.eq(self.kk - 1)]
         m.d.comb += [
-            self.last.eq(Mux(mode, e == S - 1, e == self.kk - 1)),
+            self.last.eq(Mux(mode, e == S - 1, e == kkm1)),
             self.knn_addr.eq(kbase + e),
             self.issue.eq(act & ~self.start),
             # point-major: the point's first pair is its first attractive one (kk >= 1)
@@ -1196,7 +1198,8 @@ class PerfCounters(wiring.Component):
 
 
 class EmbeddingController(wiring.Component):
-    """Job sequencing of the engine: IDLE, LOAD, INIT, (PAIRS, DIVIDE, UPDATE) x n_iter, OUTPUT.
+    """Job sequencing of the engine: IDLE, LOAD, INIT, START, (PAIRS, DIVIDE, UPDATE) x n_iter,
+    OUTPUT.
 
     * IDLE accepts ``config`` and latches it (``n`` clamped to ``[2, C]``, ``kk`` to ``[1, k]``);
       from the next cycle on, ``sweep`` issues the scatter-bank entries ``0 .. n-1`` to clear,
@@ -1208,7 +1211,9 @@ class EmbeddingController(wiring.Component):
       handshake, from registers), then starts the
       :class:`Initialiser` (``init``) and waits for it (the sample counter base comes on
       ``init_base1``);
-    * PAIRS pulses ``start_pairs`` (and ``clear_wsum``) and waits until the lanes have been
+    * START (one cycle, after the initialisation) and the update tail's last cycle carry the
+      registered ``start_pairs`` (and ``clear_wsum``) pulse of the next pair phase;
+    * PAIRS waits until the lanes have been
       idle for ``pair_drain`` cycles (``pairs_active`` low);
     * DIVIDE starts the gain divider (``div_start``) and takes its result (``div_result``), no
       earlier than ``divide_min`` cycles after ``div_start``;
@@ -1320,14 +1325,16 @@ class EmbeddingController(wiring.Component):
         n_iter_m1 = Signal(ITER_BITS)
         m.d.sync += [no_iter.eq(n_iter == 0), last_iter.eq((t == n_iter_m1) & (n_iter != 0))]
 
-        def iteration_or_output(last):
-            """After the initialisation or an update: the output if ``last``, else a pair phase."""
-            with m.If(last):
-                m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
-                m.next = "OUTPUT"
-            with m.Else():
-                m.d.comb += [self.start_pairs.eq(1), self.clear_wsum.eq(1)]
-                m.next = "PAIRS"
+        # start_pairs / clear_wsum come from a register set a cycle ahead (they fan out to every
+        # lane's sequencer; decoded from the FSM they were the engine's critical path): high in
+        # the last cycle before PAIRS, as a pulse
+        start_r = Signal()
+        m.d.sync += start_r.eq(0)
+        m.d.comb += [self.start_pairs.eq(start_r), self.clear_wsum.eq(start_r)]
+
+        def to_output():
+            m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
+            m.next = "OUTPUT"
 
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
@@ -1364,7 +1371,15 @@ class EmbeddingController(wiring.Component):
             with m.State("INIT"):
                 with m.If(self.init.done):
                     m.d.sync += t.eq(0)
-                    iteration_or_output(no_iter)
+                    with m.If(no_iter):
+                        to_output()
+                    with m.Else():
+                        m.d.sync += start_r.eq(1)
+                        m.next = "START"
+            with m.State("START"):
+                # one cycle per job: the start pulse of the first pair phase (init.done comes
+                # no earlier than the last coordinate's write)
+                m.next = "PAIRS"
             with m.State("PAIRS"):
                 m.d.comb += self.in_pairs.eq(1)
                 with m.If(self.pairs_active):
@@ -1398,9 +1413,14 @@ class EmbeddingController(wiring.Component):
                         m.d.sync += [upd_act.eq(0), self.iter_base.eq(self.iter_base + n * S)]
                 with m.Else():
                     m.d.sync += quiet.eq(quiet + 1)
+                    with m.If((quiet == self.update_tail - 2) & ~last_iter):
+                        m.d.sync += start_r.eq(1)                # for the cycle below
                     with m.If(quiet == self.update_tail - 1):    # the last issue + tail
                         m.d.sync += [t.eq(t + 1), quiet.eq(0)]
-                        iteration_or_output(last_iter)
+                        with m.If(last_iter):
+                            to_output()
+                        with m.Else():
+                            m.next = "PAIRS"
             with m.State("OUTPUT"):
                 # the read port holds its data while disabled, so a stalled beat stays stable
                 m.d.comb += [out_fetch.eq(~self.coords.valid | self.coords.ready),

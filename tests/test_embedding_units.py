@@ -707,6 +707,9 @@ def test_controller_phase_sequence_and_timing():
         await ctx.tick()
         ctx.set(ctrl.init_base1.valid, 0)
         ctx.set(ctrl.init.done, 1)
+        assert not ctx.get(ctrl.start_pairs)
+        await ctx.tick()            # START: the registered start pulse, a cycle after init.done
+        ctx.set(ctrl.init.done, 0)
         for t in range(n_iter):
             assert ctx.get(ctrl.start_pairs) and ctx.get(ctrl.clear_wsum)
             assert ctx.get(ctrl.iter_base) == (base1 + t * n * S) & fp.MASK32
@@ -716,6 +719,7 @@ def test_controller_phase_sequence_and_timing():
             ctx.set(ctrl.pairs_active, 1)
             for _ in range(active):
                 assert ctx.get(ctrl.in_pairs) and not ctx.get(ctrl.div_start)
+                assert not ctx.get(ctrl.start_pairs)        # a one-cycle pulse
                 await ctx.tick()
             ctx.set(ctrl.pairs_active, 0)
             assert await wait_for(ctx, ctrl.div_start) == DRAIN    # drain, then the divider
