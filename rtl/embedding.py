@@ -1024,17 +1024,21 @@ class UpdateDatapath(wiring.Component):
             lo, hi = u6_p[a]
             u7_vs[a] = Signal(signed(vs_w), name=f"u7_vs_{a}")
             m.d.sync += u7_vs[a].eq((hi << (L - 8)) + (lo >> 8) + u6_mv[a])
-        # stage 8: clipped velocity; the position follows combinationally
-        u8_v = Signal(coord)
-        for a in axes:
-            m.d.sync += u8_v[a].eq(_saturate(u7_vs[a], Y_WIDTH))
+        # stage 8: clipped velocity, and the position's sum Y + V from it (registered beside
+        # it, so only the position's saturation, bit tests, lies before the Y memories' write
+        # ports, which fan out to every copy of the Y RAM)
         assert (fp.Y_MIN, fp.Y_MAX) == (-(1 << (Y_WIDTH - 1)), (1 << (Y_WIDTH - 1)) - 1)
-        u8_y = y_in[-1]
+        u8_v = Signal(coord)
+        u8_p = {a: Signal(signed(Y_WIDTH + 1), name=f"u8_p_{a}") for a in axes}
+        y7 = y_in[-2]
+        for a in axes:
+            v_clipped = _saturate(u7_vs[a], Y_WIDTH)
+            m.d.sync += [u8_v[a].eq(v_clipped), u8_p[a].eq(y7[a] + v_clipped)]
         m.d.comb += [
             self.o.valid.eq(valid[-1]), self.o.payload.point.eq(point[-1]),
             self.o.payload.v.eq(u8_v),
-            self.o.payload.y.x.eq(_saturate(u8_y.x + u8_v.x, Y_WIDTH)),
-            self.o.payload.y.y.eq(_saturate(u8_y.y + u8_v.y, Y_WIDTH)),
+            self.o.payload.y.x.eq(_saturate(u8_p["x"], Y_WIDTH)),
+            self.o.payload.y.y.eq(_saturate(u8_p["y"], Y_WIDTH)),
         ]
         return m
 
@@ -1149,7 +1153,8 @@ class PerfCounters(wiring.Component):
     ``cycles`` while ``busy``; while ``pairs`` (the pair phase after its start cycle):
     ``pair_cycles`` +1 and ``pair_items`` + issued pairs of all lanes; if some lane issued a
     repulsive pair, ``rep_cycles`` +1 and ``rep_items`` + those pairs. ``y_reads`` + the number
-    of Y-memory read ports enabled this cycle (every Y word read, whatever the phase).
+    of Y-memory read ports enabled this cycle (every Y word read, whatever the phase). The event
+    counters run a cycle behind their events (``cycles`` does not).
 
     Attributes
     ----------
@@ -1178,13 +1183,20 @@ class PerfCounters(wiring.Component):
         issue_count = Signal(range(U + 1))
         rep_count = Signal(range(U + 1))
         y_count = Signal(range(self.y_ports + 1))
-        m.d.comb += [issue_count.eq(sum((self.issue[u] for u in range(U)), Const(0, range(U + 1)))),
+        # the events' counts are registered, then added (a cycle later): the enables come from
+        # the controller's and the lanes' decode logic, and with the popcount and a 32-bit adder
+        # behind them in one cycle they were the engine's critical path. No count is in flight
+        # when a job starts (no event in IDLE) or when it ends (the last Y read comes at least
+        # a cycle before the last coordinate's handshake drops busy)
+        pairs = Signal()
+        m.d.sync += [issue_count.eq(sum((self.issue[u] for u in range(U)), Const(0, range(U + 1)))),
                      rep_count.eq(sum((self.rep_issue[u] for u in range(U)),
                                       Const(0, range(U + 1)))),
                      y_count.eq(sum((self.y_read[p] for p in range(self.y_ports)),
-                                    Const(0, range(self.y_ports + 1))))]
+                                    Const(0, range(self.y_ports + 1)))),
+                     pairs.eq(self.pairs)]
         m.d.sync += perf.y_reads.eq(perf.y_reads + y_count)
-        with m.If(self.pairs):
+        with m.If(pairs):
             m.d.sync += [perf.pair_cycles.eq(perf.pair_cycles + 1),
                          perf.pair_items.eq(perf.pair_items + issue_count)]
             with m.If(rep_count != 0):
@@ -1193,7 +1205,8 @@ class PerfCounters(wiring.Component):
         with m.If(self.busy):
             m.d.sync += perf.cycles.eq(perf.cycles + 1)
         with m.If(self.clear):        # last: a config beat restarts every counter
-            m.d.sync += perf.eq(0)
+            m.d.sync += [perf.eq(0), issue_count.eq(0), rep_count.eq(0), y_count.eq(0),
+                         pairs.eq(0)]
         return m
 
 

@@ -600,6 +600,10 @@ def test_perf_counters():
                     exp["rep_cycles"] += 1
                     exp["rep_items"] += sum(rep)
             await ctx.tick()
+        for port in (dut.busy, dut.pairs, dut.issue, dut.rep_issue, dut.y_read):
+            ctx.set(port, 0)
+        assert ctx.get(dut.perf.y_reads) == exp["y_reads"] - bin(y_read).count("1")
+        await ctx.tick()                 # the event counters run a cycle behind their events
         perf = ctx.get(dut.perf)
         assert {name: perf[name] for name in exp} == exp
         ctx.set(dut.clear, 1)
