@@ -1344,6 +1344,9 @@ class EmbeddingController(wiring.Component):
         start_r = Signal()
         m.d.sync += start_r.eq(0)
         m.d.comb += [self.start_pairs.eq(start_r), self.clear_wsum.eq(start_r)]
+        div_r = Signal()                 # likewise div_start, a pulse from a register
+        m.d.sync += div_r.eq(0)
+        m.d.comb += self.div_start.eq(div_r)
 
         def to_output():
             m.d.sync += [out_ptr.eq(0), self.coords.valid.eq(0)]
@@ -1398,10 +1401,14 @@ class EmbeddingController(wiring.Component):
                 with m.If(self.pairs_active):
                     m.d.sync += quiet.eq(0)
                 with m.Else():
+                    # the lanes stay idle once idle (they start only on start_pairs), so the
+                    # divider's start can be registered a cycle ahead (it enables every
+                    # divider register: decoded here it was the engine's critical path)
                     m.d.sync += quiet.eq(quiet + 1)
+                    with m.If(quiet == self.pair_drain - 1):
+                        m.d.sync += div_r.eq(1)
                     with m.If(quiet == self.pair_drain):
                         m.next = "DIVIDE"
-                        m.d.comb += self.div_start.eq(1)
                         m.d.sync += [quiet.eq(1),            # cycles since div_start
                                      self.update_read.payload.eq(0)]
             with m.State("DIVIDE"):

@@ -2,8 +2,8 @@
 
 Equal to :func:`nms.verif.models.desne.recip1p`: ``u = d2 + 2**16``, ``e = bit_length(u) - 1``
 (``>= 16``), ``w = RECIP_LUT[(u >> (e - 8)) & 255] >> (e - 16)``. The table is a ROM built from
-``fixedpoint.RECIP_LUT`` (the single source of truth). Four pipeline stages, no logic behind
-the ROM's output, one value per cycle.
+``fixedpoint.RECIP_LUT`` (the single source of truth), in soft logic behind a registered
+address. Four pipeline stages, one value per cycle.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Recip1p(wiring.Component):
     o_alt : Out(unsigned(17))
     latency : int
         4: stage 1 adds 2**16 and finds the leading one, stage 2 normalises into the ROM
-        address, stage 3 registers the ROM word behind the RAM, stage 4 shifts it.
+        address (registered), stage 3 reads the ROM (soft logic) into a register, stage 4
+        shifts it.
     """
 
     latency = 4
@@ -75,12 +76,15 @@ class Recip1p(wiring.Component):
                 m.d.comb += sh.eq(b - 16)
         u1, sh1 = Signal(uw), Signal(range(uw - 15))
         m.d.sync += [u1.eq(u), sh1.eq(sh)]
-        # stage 2: the 8 mantissa bits below the leading one address the ROM (u >> (e - 8))
+        # stage 2: the 8 mantissa bits below the leading one (u >> (e - 8)), the ROM address,
+        # registered. The ROM (256 x 17) is soft logic read asynchronously in stage 3: as a
+        # block RAM its address came straight from the normalising shifter, and the route to
+        # the RAM (a few per die column) dominated the engine's critical path
         idx = Signal(fp.RECIP_LUT_BITS)
-        m.d.comb += idx.eq((u1 >> (sh1 + 8))[:8])
+        m.d.sync += idx.eq((u1 >> (sh1 + 8))[:8])
         m.submodules.lut = lut = Memory(shape=unsigned(fp.W_BITS), depth=len(fp.RECIP_LUT),
-                                        init=fp.RECIP_LUT)
-        rd = lut.read_port()
+                                        init=fp.RECIP_LUT, attrs={"rom_style": "logic"})
+        rd = lut.read_port(domain="comb")
         m.d.comb += rd.addr.eq(idx)
         # stage 3: the ROM word registered behind the RAM; stage 4: shifted by e - 16
         word = Signal(fp.W_BITS)
