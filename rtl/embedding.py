@@ -946,7 +946,7 @@ class UpdateDatapath(wiring.Component):
         # the point's index, Y and valid ride along: taps[s] is stage s + 1
         valid = _delay(m, self.stage1.valid, self.latency, "uv")
         point = _delay(m, self.stage1.payload, self.latency, "ui")
-        y_in = _delay(m, x.y, self.latency, "uy")
+        y_in = _delay(m, x.y, self.latency - 1, "uy")   # to stage 7, beside the velocity sum
         axes = ("x", "y")
         # stage 2: the gathered values; Fr * gain as four registered partial products (Fr and
         # gain split at bit 17: every product fits one 18 x 18 multiplier, nothing behind it)
@@ -1030,7 +1030,7 @@ class UpdateDatapath(wiring.Component):
         assert (fp.Y_MIN, fp.Y_MAX) == (-(1 << (Y_WIDTH - 1)), (1 << (Y_WIDTH - 1)) - 1)
         u8_v = Signal(coord)
         u8_p = {a: Signal(signed(Y_WIDTH + 1), name=f"u8_p_{a}") for a in axes}
-        y7 = y_in[-2]
+        y7 = y_in[-1]
         for a in axes:
             v_clipped = _saturate(u7_vs[a], Y_WIDTH)
             m.d.sync += [u8_v[a].eq(v_clipped), u8_p[a].eq(y7[a] + v_clipped)]
