@@ -1094,6 +1094,9 @@ class Initialiser(wiring.Component):
         ctr = Signal(32)
         left = Signal(range(2 * C + 3))      # hash inputs still to issue
         got = Signal(range(2 * C + 3))       # hash outputs received
+        # got == 2n - 1 (the last output), a register stepped with got: run.done reaches the
+        # controller without the adder and compare in front of it
+        got_last = Signal()
         base0 = Signal(32)
         x_tmp = Signal(signed(Y_WIDTH))
         h = self.hash_rsp
@@ -1123,16 +1126,18 @@ class Initialiser(wiring.Component):
                         m.d.sync += base0.eq(h.payload)
                     with m.Else():
                         m.d.comb += self.base1.valid.eq(1)
-                        m.d.sync += [got.eq(0), ctr.eq(base0), left.eq(self.n << 1)]
+                        # (got_last: got == 2n - 1 is false at got = 0 for every n >= 1)
+                        m.d.sync += [got.eq(0), got_last.eq(0), ctr.eq(base0),
+                                     left.eq(self.n << 1)]
                         m.next = "INIT"
             with m.State("INIT"):
                 issue()
                 m.d.comb += [self.y_w.en.eq(h.valid & got[0]), self.v_w.en.eq(h.valid & got[0])]
                 with m.If(h.valid):
-                    m.d.sync += got.eq(got + 1)
+                    m.d.sync += [got.eq(got + 1), got_last.eq(got + 1 == (self.n << 1) - 1)]
                     with m.If(~got[0]):
                         m.d.sync += x_tmp.eq(init_val)
-                    with m.If(got == (self.n << 1) - 1):
+                    with m.If(got_last):
                         m.d.comb += self.run.done.eq(1)
                         m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
@@ -1309,6 +1314,10 @@ class EmbeddingController(wiring.Component):
         load_e = Signal(range(K))
         load_i = Signal(range(C))
         load_base = Signal(range(C * K))
+        # "load_e is the last beat of a list" / "load_i is the last list": registers set with
+        # every step of the counters, so the handshake does not wait on two compares (the
+        # compares into the counters' resets were the engine's critical path)
+        e_last, i_last = Signal(), Signal()
         m.d.comb += [
             self.y_rd.addr.eq(upd_i),
             # read Y only where the data is used: an update issue, or the next output beat
@@ -1366,24 +1375,26 @@ class EmbeddingController(wiring.Component):
                         mom_switch.eq(cfg.momentum_switch),
                         self.learning_rate.eq(cfg.learning_rate), self.seed.eq(cfg.seed),
                         load_e.eq(0), load_i.eq(0), load_base.eq(0), self.busy.eq(1),
+                        e_last.eq(_clip(cfg.kk, 1, K) == 1), i_last.eq(0),   # n >= 2
                         sweep_act.eq(1), sweep_i.eq(0),
                     ]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 # interlock: the lanes must not see the banks before the sweep has ended
-                final_beat = (load_e == kkm1) & (load_i == self.nm1)
+                final_beat = e_last & i_last
                 m.d.comb += self.knn.ready.eq(~final_beat | sweep_ends)
                 with m.If(self.knn.valid & self.knn.ready):
                     m.d.sync += [knn_w_en.eq(1), self.knn_w.addr.eq(load_base + load_e),
                                  self.knn_w.data.eq(self.knn.payload)]
-                    with m.If(load_e == kkm1):
+                    with m.If(e_last):
                         m.d.sync += [load_e.eq(0), load_i.eq(load_i + 1),
-                                     load_base.eq(load_base + K)]
-                        with m.If(load_i == self.nm1):
+                                     load_base.eq(load_base + K),
+                                     e_last.eq(kkm1 == 0), i_last.eq(load_i + 1 == self.nm1)]
+                        with m.If(i_last):
                             m.d.comb += self.init.start.eq(1)
                             m.next = "INIT"
                     with m.Else():
-                        m.d.sync += load_e.eq(load_e + 1)
+                        m.d.sync += [load_e.eq(load_e + 1), e_last.eq(load_e + 1 == kkm1)]
             with m.State("INIT"):
                 with m.If(self.init.done):
                     m.d.sync += t.eq(0)

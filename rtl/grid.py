@@ -256,22 +256,27 @@ class _SlotScan:
     def __init__(self, m, geo, cells):
         self.m, self.cells = m, cells
         self.s = Signal(range(geo.max_cells + 1), name="s")
+        # "s == cells", a register stepped with s (cells is stable through a scan): the
+        # finishing condition reaches the FSMs without a compare (it was the grid's critical
+        # path, the slot count -> the end compare -> done -> the controller's next state)
+        self.s_end = Signal(name="s_end")
         self.s_d = Signal(geo.slot_bits, name="s_d")
         self.v_d = Signal(name="v_d")
         self.s_dd = Signal(geo.slot_bits, name="s_dd")
         self.v_dd = Signal(name="v_dd")
 
     def start(self):
-        self.m.d.sync += [self.s.eq(0), self.v_d.eq(0), self.v_dd.eq(0)]
+        self.m.d.sync += [self.s.eq(0), self.s_end.eq(self.cells == 0), self.v_d.eq(0),
+                          self.v_dd.eq(0)]
 
     def step(self):
         """One scan cycle; returns the 'scan finished' condition of this cycle."""
         s, m = self.s, self.m
-        with m.If(s < self.cells):
-            m.d.sync += s.eq(s + 1)
-        m.d.sync += [self.v_d.eq(s < self.cells), self.s_d.eq(s),
+        with m.If(~self.s_end):                     # s < cells
+            m.d.sync += [s.eq(s + 1), self.s_end.eq(s + 1 == self.cells)]
+        m.d.sync += [self.v_d.eq(~self.s_end), self.s_d.eq(s),
                      self.v_dd.eq(self.v_d), self.s_dd.eq(self.s_d)]
-        return (s == self.cells) & ~self.v_d & ~self.v_dd
+        return self.s_end & ~self.v_d & ~self.v_dd
 
 
 # ------------------------------------------------------------------------------------------------
