@@ -895,14 +895,15 @@ class UpdateDatapath(wiring.Component):
 
     The issue stage (``issue``: the point whose memories are read this cycle) is delayed one
     cycle to ``stage1`` (when the read data are there; the engine gathers ``i`` from them);
-    stages 2..8 follow, and ``o`` carries the point's new ``Y``/``V`` :attr:`latency` cycles
-    after ``stage1``. Every product is split into partial products that fit one 18 x 18 block
-    multiplier each (operands split at bit 17) and go straight into registers; the next stage
-    adds them (exact: the floor shifts only cut bits of the lowest partial product): stage 2
-    ``Fr * gain`` (4 products per axis), 3 ``rep`` and ``momentum * V`` (2), 4
-    ``(att >> 1) + rep`` and ``(momentum * V) >> 8``, 5 its saturation ``F``, 6 ``lr * F`` (2;
-    F has 35 bits after the saturation), 7 the velocity, 8 its clip. The clips to the
-    power-of-two bounds are bit tests (:func:`_saturate`), not comparators.
+    stages 2, 3, 3b, 4..8 follow, and ``o`` carries the point's new ``Y``/``V``
+    :attr:`latency` cycles after ``stage1``. Every product is split into partial products that
+    fit one 18 x 18 block multiplier each (operands split at bit 17) and go straight into
+    registers; the next stage adds them (exact: the floor shifts only cut bits of the lowest
+    partial product): stage 2 ``Fr * gain`` (4 products per axis), 3 ``momentum * V`` (2) and
+    the two partial sums of ``rep``, 3b ``rep``, 4 ``(att >> 1) + rep`` and ``(momentum * V) >>
+    8``, 5 its saturation ``F``, 6 ``lr * F`` (2; F has 35 bits after the saturation), 7 the
+    velocity, 8 its clip. The clips to the power-of-two bounds are bit tests
+    (:func:`_saturate`), not comparators.
 
     Attributes
     ----------
@@ -915,7 +916,7 @@ class UpdateDatapath(wiring.Component):
     o : Out(stream.Signature({point, y: coord, v: coord}, always_ready=True))
     """
 
-    latency = 7
+    latency = 8
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
@@ -946,7 +947,7 @@ class UpdateDatapath(wiring.Component):
         # the point's index, Y and valid ride along: taps[s] is stage s + 1
         valid = _delay(m, self.stage1.valid, self.latency, "uv")
         point = _delay(m, self.stage1.payload, self.latency, "ui")
-        y_in = _delay(m, x.y, self.latency - 1, "uy")   # to stage 7, beside the velocity sum
+        y_in = _delay(m, x.y, self.latency - 1, "uy")   # beside the velocity sum, the last stage
         axes = ("x", "y")
         # stage 2: the gathered values; Fr * gain as four registered partial products (Fr and
         # gain split at bit 17: every product fits one 18 x 18 multiplier, nothing behind it)
@@ -980,11 +981,20 @@ class UpdateDatapath(wiring.Component):
             u3_mv[a] = [Signal(unsigned(fp.MOMENTUM_FRAC_BITS + L), name=f"u3_mv_lo_{a}"),
                         Signal(signed(fp.MOMENTUM_FRAC_BITS + Y_WIDTH - L + 1),
                                name=f"u3_mv_hi_{a}")]
+            # stage 3 registers the partial sums, stage 3b adds them (two chained adders in one
+            # cycle were the engine's critical path); att and momentum * V wait a stage
+            att3, hl3, mid3 = (Signal(signed(att_w), name=f"u3a_att_{a}"),
+                               Signal(signed(rep_w), name=f"u3a_hl_{a}"),
+                               Signal(signed(rep_w), name=f"u3a_mid_{a}"))
+            mv3 = [Signal(s.shape(), name=s.name.replace("u3_", "u3a_")) for s in u3_mv[a]]
             m.d.sync += [
-                u3_att[a].eq(Mux(self.exaggerate, u2_fa[a] << self.shift, u2_fa[a])),
-                u3_rep[a].eq(hi_lo + (mid << (L - 16))),
-                u3_mv[a][0].eq(self.momentum * v[:L]),
-                u3_mv[a][1].eq(self.momentum * v[L:].as_signed()),
+                att3.eq(Mux(self.exaggerate, u2_fa[a] << self.shift, u2_fa[a])),
+                hl3.eq(hi_lo), mid3.eq(mid),
+                mv3[0].eq(self.momentum * v[:L]),
+                mv3[1].eq(self.momentum * v[L:].as_signed()),
+                u3_att[a].eq(att3),
+                u3_rep[a].eq(hl3 + (mid3 << (L - 16))),
+                u3_mv[a][0].eq(mv3[0]), u3_mv[a][1].eq(mv3[1]),
             ]
         # stage 4: (att >> 1) + rep; (momentum * V) >> 8 from its two products
         # stage 5: F, that sum saturated where that cannot change the clipped velocity (to
@@ -1487,7 +1497,9 @@ UPDATE_LATENCY = 1 + UpdateDatapath.latency
 #: UPDATE_LATENCY), so both follow every write.
 UPDATE_TAIL = 8
 assert UPDATE_LATENCY < UPDATE_TAIL + 1 + FRONT_LATENCY - 2
-assert UPDATE_LATENCY < UPDATE_TAIL + 1
+#: OUTPUT reads Y[n - 1] in L + UPDATE_TAIL + n and the controller clips n to >= 2, so the
+#: write must come before L + UPDATE_TAIL + 2
+assert UPDATE_LATENCY < UPDATE_TAIL + 2
 
 
 def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int) -> int:
