@@ -1052,10 +1052,21 @@ class Allocation(wiring.Component):
         with m.If(q_pend):
             m.d.sync += qsum.eq(qsum + q_add)
 
+        # the pass writes slot s's quota, primary and cleared best a cycle late, from registers
+        # (the min(count, L) choice in front of the RAMs' write data was the grid's critical
+        # path); the extra units read them no earlier than three cycles after the last write
+        wq_en, wq_addr = Signal(), Signal(geo.slot_bits)
+        wq_quota, wq_prim = Signal(CW), Signal(CW)
+        m.d.sync += wq_en.eq(0)
+        with m.If(wq_en):
+            m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(wq_addr),
+                         self.quota_w.data.eq(wq_quota),
+                         prim_w.en.eq(1), prim_w.addr.eq(wq_addr), prim_w.data.eq(wq_prim),
+                         self.best_w.en.eq(1), self.best_w.addr.eq(wq_addr),
+                         self.best_w.data.eq(0)]
+
         def write_quota(q, primary):
-            m.d.comb += [self.quota_w.en.eq(1), self.quota_w.addr.eq(s), self.quota_w.data.eq(q),
-                         prim_w.en.eq(1), prim_w.addr.eq(s), prim_w.data.eq(primary),
-                         self.best_w.en.eq(1), self.best_w.addr.eq(s), self.best_w.data.eq(0)]
+            m.d.sync += [wq_en.eq(1), wq_addr.eq(s), wq_quota.eq(q), wq_prim.eq(primary)]
             m.d.sync += [q_add.eq(q), q_pend.eq(1)]     # summed in the next cycle
             with m.If(s == s_last):
                 m.d.comb += extra.run.start.eq(1)
