@@ -1045,16 +1045,11 @@ class Allocation(wiring.Component):
                      self.cnt_r.addr.eq(Mux(water.busy, water.cnt_r.addr, slot_addr))]
         lvl = water.level
         count = Signal(CW)          # the count of slot s, registered off the RAM in Q_LOAD
-        # the quota sum adds each quota one cycle after it is chosen (no adder behind the
-        # min(count, L) choice); the extra units read it one cycle after the pass (X_WAIT)
-        q_add, q_pend = Signal(CW), Signal()
-        m.d.sync += q_pend.eq(0)
-        with m.If(q_pend):
-            m.d.sync += qsum.eq(qsum + q_add)
-
         # the pass writes slot s's quota, primary and cleared best a cycle late, from registers
         # (the min(count, L) choice in front of the RAMs' write data was the grid's critical
-        # path); the extra units read them no earlier than three cycles after the last write
+        # path); the extra units read them no earlier than three cycles after the last write.
+        # The quota sum adds the same registered quota in that cycle (no adder behind the
+        # choice); the extra units read the sum one cycle after the pass (X_WAIT)
         wq_en, wq_addr = Signal(), Signal(geo.slot_bits)
         wq_quota, wq_prim = Signal(CW), Signal(CW)
         m.d.sync += wq_en.eq(0)
@@ -1064,10 +1059,10 @@ class Allocation(wiring.Component):
                          prim_w.en.eq(1), prim_w.addr.eq(wq_addr), prim_w.data.eq(wq_prim),
                          self.best_w.en.eq(1), self.best_w.addr.eq(wq_addr),
                          self.best_w.data.eq(0)]
+            m.d.sync += qsum.eq(qsum + wq_quota)
 
         def write_quota(q, primary):
             m.d.sync += [wq_en.eq(1), wq_addr.eq(s), wq_quota.eq(q), wq_prim.eq(primary)]
-            m.d.sync += [q_add.eq(q), q_pend.eq(1)]     # summed in the next cycle
             with m.If(s == s_last):
                 m.d.comb += extra.run.start.eq(1)
                 m.next = "EXTRA"
