@@ -489,9 +489,16 @@ class DesneDatapath(wiring.Component):
             # a poolable image (refused otherwise): D' = DIM / w² exactly
             m.d.comb += kdim.eq(Mux(job.pool == 2, job.dim[:dim_bits] >> 4,
                                     Mux(job.pool == 1, job.dim[:dim_bits] >> 2, job.dim[:dim_bits])))
+            # per-job constants, registered (vec_beats the cycle after `job` is latched, the
+            # product the cycle after): the job register -> multiplier -> buffer issue ->
+            # block-RAM enable was the whole datapath's critical path. The buffer needs them
+            # from its first command (start + 3 cycles at the earliest, first = 0) and its first
+            # fill beat (after the fetch command, the DDR read and the pooling unit)
             vec_beats = Signal(range(self.fetcher.beats_max + 1))
-            m.d.comb += vec_beats.eq(((kdim - 1) >> self.lane_shift) + 1)
-            m.d.comb += [buf.vec_beats.eq(vec_beats), buf.fill_words.eq(job.n[:cw] * vec_beats),
+            fill_words = Signal.like(buf.fill_words)
+            m.d.sync += [vec_beats.eq(((kdim - 1) >> self.lane_shift) + 1),
+                         fill_words.eq(job.n[:cw] * vec_beats)]
+            m.d.comb += [buf.vec_beats.eq(vec_beats), buf.fill_words.eq(fill_words),
                          buf.clear.eq(new_job)]
             source = buf.beats
         else:

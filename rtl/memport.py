@@ -265,7 +265,8 @@ class ChunkBuffer(wiring.Component):
     vec_beats : In(range(beats_max + 1))
         Words per vector, ``1..beats_max``; held during a job.
     fill_words : In(range(depth + 1))
-        Words of the job (``N · vec_beats``); held during a job.
+        Words of the job (``N · vec_beats``); held during a job, set before its first fill
+        beat (a write compares against it).
     clear : In(1)
         A new job: empties the buffer (write pointer 0), drops the command in progress, clears
         the counters.
@@ -332,14 +333,17 @@ class ChunkBuffer(wiring.Component):
         filled = Signal()
         wr_en = Signal()
         m.d.comb += [self.fill.ready.eq(1),
-                     wr_en.eq(self.fill.valid & (wptr != self.depth)),
-                     filled.eq((wptr == self.fill_words) & (self.fill_words != 0))]
+                     wr_en.eq(self.fill.valid & (wptr != self.depth))]
+        # filled = (wptr == fill_words != 0), kept as a register stepped with wptr: the compare
+        # stays off the read side's issue -> block-RAM enable path (fill_words is a per-job
+        # constant, set before the first fill beat)
         for b, (wr, _) in enumerate(mems):
             m.d.comb += [wr.addr.eq(wptr if B == 1 else wptr[:shift]),
                          wr.data.eq(self.fill.payload.data.as_value()),
                          wr.en.eq(wr_en if B == 1 else wr_en & (wptr[shift:] == b))]
         with m.If(self.fill.valid):
-            m.d.sync += [wptr.eq(wptr + 1), self.write_beats.eq(self.write_beats + 1)]
+            m.d.sync += [wptr.eq(wptr + 1), self.write_beats.eq(self.write_beats + 1),
+                         filled.eq((wptr + 1 == self.fill_words) & (self.fill_words != 0))]
 
         # ---- read side: one command at a time, one word per cycle ------------------------------
         # a command walks groups of `group` vectors (P for candidates, else 1), beat-interleaved:
@@ -418,7 +422,7 @@ class ChunkBuffer(wiring.Component):
                     m.d.sync += active.eq(0)
 
         with m.If(self.clear):
-            m.d.sync += [wptr.eq(0), active.eq(0), out_valid.eq(0), self.read_beats.eq(0),
+            m.d.sync += [wptr.eq(0), filled.eq(0), active.eq(0), out_valid.eq(0), self.read_beats.eq(0),
                          self.write_beats.eq(0)]
         return m
 
