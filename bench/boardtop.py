@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from nms.fpga.board_top import BOARD_CONFIGS
+from nms.bench.timing import _revision, critical_path
 from nms.fpga.build import BuildError, build
 
 __all__ = ["run"]
@@ -30,12 +31,18 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         t0 = time.perf_counter()
         row = {"board": board, "clock_mhz": cfg.clock_hz / 1e6, "hw": dict(cfg.hw),
                "memory": {"backend": cfg.mem_backend, "bytes": cfg.mem_size},
-               "baud": cfg.baud}
+               "baud": cfg.baud, "revision": _revision()}
         try:
-            report = build(board=board, block="top", out_dir=out_dir / "boardtop" / board)
+            build_dir = out_dir / "boardtop" / board
+            report = build(board=board, block="top", out_dir=build_dir)
             row.update(fits=True, fmax_mhz=report["fmax_mhz"], timing_met=report["timing_met"],
                        utilisation=report["utilisation"], build_seconds=report["build_seconds"],
                        bitstream=report["bitstream"], tools=report["tools"])
+            tim = build_dir / "top.tim"
+            if tim.exists():
+                crit = critical_path(tim.read_text(errors="replace"))
+                row["critical_path"] = {k: v for k, v in crit.items()
+                                        if k not in ("cells", "nets")}
         except BuildError as exc:
             row.update(fits=False, overused={k: list(v) for k, v in exc.overused.items()},
                        error=str(exc).splitlines()[0][:600])
@@ -54,7 +61,7 @@ def _markdown(r: dict) -> str:
              "(`nms.fpga.board_top`), YoWASP Yosys + nextpnr. Fmax is nextpnr's post-route "
              "figure of the PLL clock; the target is the clock the PLL makes.", "",
              "| board | clock (MHz) | memory | fits | Fmax (MHz) | timing met | utilisation / "
-             "overuse | build (s) |", "|---|---:|---|---|---:|---|---|---:|"]
+             "overuse | build (s) | revision |", "|---|---:|---|---|---:|---|---|---:|---|"]
     for b in r["boards"]:
         mem = f"{b['memory']['bytes'] // 1024} KiB {b['memory']['backend']}"
         if b["fits"]:
@@ -62,11 +69,18 @@ def _markdown(r: dict) -> str:
                              for k, v in b["utilisation"].items())
             lines.append(f"| {b['board']} | {b['clock_mhz']:g} | {mem} | yes | "
                          f"{b['fmax_mhz']:.2f} | {b['timing_met']} | {util} | "
-                         f"{b['build_seconds']:.0f} |")
+                         f"{b['build_seconds']:.0f} | {b.get('revision') or '-'} |")
         else:
             over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in b["overused"].items()) or b["error"]
             lines.append(f"| {b['board']} | {b['clock_mhz']:g} | {mem} | **no** | - | - | "
-                         f"{over} | {b['seconds']:.0f} |")
+                         f"{over} | {b['seconds']:.0f} | {b.get('revision') or '-'} |")
+    paths = [b for b in r["boards"] if b.get("critical_path")]
+    if paths:
+        lines += ["", "Critical paths (post-route):", ""]
+        for b in paths:
+            c = b["critical_path"]
+            lines.append(f"- {b['board']}: `{c.get('source')}` → `{c.get('sink')}`, "
+                         f"{c.get('logic_ns')} ns logic / {c.get('routing_ns')} ns routing")
     lines += ["", "Accelerator parameters per board:", ""]
     for b in r["boards"]:
         lines.append(f"- {b['board']}: " + ", ".join(f"{k}={v}" for k, v in b["hw"].items()))
