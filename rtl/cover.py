@@ -71,6 +71,10 @@ class MeanNearest(wiring.Component):
         The start point, offered once per job after the final tile.
     sum_width : int
         ``dist_width + bits_for(C)``: a row sum never overflows.
+    latency : int
+        Clock edges from the final tile's ``last`` beat's handshake (that edge counted) until
+        ``start.valid`` is high: ``3 + ceil(log2 T)``
+        (the pipeline above; the selector takes the start point only after its build phase).
     """
 
     def __init__(self, *, tile: int, dist_width: int, capacity: int):
@@ -81,6 +85,7 @@ class MeanNearest(wiring.Component):
         self.index_width = max(1, ceil_log2(capacity))
         self.count_width = bits_for(capacity)
         self.sum_width = dist_width + bits_for(capacity)
+        self.latency = 3 + ceil_log2(tile)
         self.dist_layout = data.StructLayout({
             "dist": data.ArrayLayout(unsigned(dist_width), tile), "last": unsigned(1)})
         self.start_layout = data.StructLayout({"index": unsigned(self.index_width)})
@@ -96,46 +101,81 @@ class MeanNearest(wiring.Component):
         m = Module()
         T, SW = self.tile, self.sum_width
         n = Signal(self.count_width)
-        base = Signal(self.count_width + 7)     # first query of the current pass
+        base = Signal(self.count_width + 7)     # first query of the pass being summed
         sums = [Signal(SW, name=f"sum{t}") for t in range(T)]
         best = Signal(SW)
         best_idx = Signal(self.index_width)
         found = Signal()
         beat = self.dist.payload
-        fire = self.dist.valid & self.dist_ready
+        clear = self.clear
 
-        # the pass's best query: lower t wins ties (chain from the highest t down). Each link
-        # is a named signal: an expression that used the previous link twice (compare and mux)
-        # would be a tree of 2^T copies for the netlist emitter, which does not share
-        # sub-expressions (T = 16 did not elaborate in minutes)
-        cand, cand_t = sums[T - 1] + beat.dist[T - 1], Const(T - 1, range(T))
-        cand_ok = base + T - 1 < n
-        for t in reversed(range(T - 1)):
-            s_t = sums[t] + beat.dist[t]
-            ok_t = base + t < n
-            take = ok_t & (~cand_ok | (s_t <= cand))
-            link, link_t, link_ok = (Signal(SW + 1, name=f"cand{t}"),
-                                     Signal(range(T), name=f"cand{t}_t"), Signal(name=f"cand{t}_ok"))
-            m.d.comb += [link.eq(Mux(take, s_t, cand)), link_t.eq(Mux(take, t, cand_t)),
-                         link_ok.eq(ok_t | cand_ok)]
-            cand, cand_t, cand_ok = link, link_t, link_ok
+        # a pipeline, so no adder or compare sits behind the engine's result wires or behind
+        # another compare (the T-link compare chain after the pass's last sum was the ULX3S
+        # job top's critical path). Stage 0 registers the observed beat; stage 1 adds it to the
+        # sums, or on `last` registers the pass's T totals; then a tree of registered pairwise
+        # minima (lower t wins ties, as the chain did); the last stage compares with the best.
+        # The stage registers hold one pass's data; passes are >= 2 beats apart, any stage
+        # takes one per cycle. `clear` empties every stage.
+        b_fire, b_last = Signal(name="b_fire"), Signal(name="b_last")
+        b_dist = [Signal(self.dist_width, name=f"b_dist{t}") for t in range(T)]
+        m.d.sync += [b_fire.eq(self.dist.valid & self.dist_ready & ~clear),
+                     b_last.eq(beat.last), *[d.eq(beat.dist[t]) for t, d in enumerate(b_dist)]]
+
+        # stage 1: a pass's totals with their "real query" flags (base + t < n)
+        level = [(Signal(SW + 1, name=f"tot{t}"), Const(t, range(T)), Signal(name=f"tot{t}_ok"))
+                 for t in range(T)]
+        valid, pbase, final = Signal(name="tot_valid"), Signal.like(base, name="tot_base"), \
+            Signal(name="tot_final")
+        m.d.sync += valid.eq(b_fire & b_last & ~clear)
+        with m.If(b_fire):
+            with m.If(b_last):
+                m.d.sync += [s.eq(0) for s in sums]
+                m.d.sync += [base.eq(base + T), pbase.eq(base), final.eq(base + T >= n)]
+                for t, (tot, _, ok) in enumerate(level):
+                    m.d.sync += [tot.eq(sums[t] + b_dist[t]), ok.eq(base + t < n)]
+            with m.Else():
+                m.d.sync += [s.eq(s + b_dist[t]) for t, s in enumerate(sums)]
+
+        # the tree: each level halves the candidates (an odd last one passes through)
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt = []
+            for i in range(0, len(level), 2):
+                if i + 1 == len(level):
+                    lo = level[i]
+                    val, ti, ok = (Signal(SW + 1, name=f"m{depth}_{i // 2}"),
+                                   Signal(range(T), name=f"m{depth}_{i // 2}_t"),
+                                   Signal(name=f"m{depth}_{i // 2}_ok"))
+                    m.d.sync += [val.eq(lo[0]), ti.eq(lo[1]), ok.eq(lo[2])]
+                else:
+                    (lv, lt, lok), (rv, rt, rok) = level[i], level[i + 1]
+                    take = lok & (~rok | (lv <= rv))
+                    val, ti, ok = (Signal(SW + 1, name=f"m{depth}_{i // 2}"),
+                                   Signal(range(T), name=f"m{depth}_{i // 2}_t"),
+                                   Signal(name=f"m{depth}_{i // 2}_ok"))
+                    m.d.sync += [val.eq(Mux(take, lv, rv)), ti.eq(Mux(take, lt, rt)),
+                                 ok.eq(lok | rok)]
+                nxt.append((val, ti, ok))
+            level = nxt
+            v2, b2, f2 = Signal(name=f"m{depth}_valid"), Signal.like(base, name=f"m{depth}_base"), \
+                Signal(name=f"m{depth}_final")
+            m.d.sync += [v2.eq(valid & ~clear), b2.eq(pbase), f2.eq(final)]
+            valid, pbase, final = v2, b2, f2
+        (cand, cand_t, cand_ok), = level
 
         with m.If(self.start.ready):
             m.d.sync += self.start.valid.eq(0)
         m.d.comb += self.start.payload.index.eq(best_idx)
-        with m.If(self.clear):
-            m.d.sync += [n.eq(self.n), base.eq(0), found.eq(0), self.start.valid.eq(0)]
+        with m.If(valid):
+            with m.If(cand_ok & (~found | (cand < best))):
+                m.d.sync += [best.eq(cand), best_idx.eq(pbase + cand_t), found.eq(1)]
+            with m.If(final):
+                m.d.sync += self.start.valid.eq(1)
+        with m.If(clear):
+            m.d.sync += [n.eq(self.n), base.eq(0), found.eq(0), self.start.valid.eq(0),
+                         valid.eq(0)]
             m.d.sync += [s.eq(0) for s in sums]
-        with m.Elif(fire):
-            with m.If(beat.last):
-                m.d.sync += [s.eq(0) for s in sums]
-                m.d.sync += base.eq(base + T)
-                with m.If(cand_ok & (~found | (cand < best))):
-                    m.d.sync += [best.eq(cand), best_idx.eq(base + cand_t), found.eq(1)]
-                with m.If(base + T >= n):
-                    m.d.sync += self.start.valid.eq(1)
-            with m.Else():
-                m.d.sync += [s.eq(s + beat.dist[t]) for t, s in enumerate(sums)]
         return m
 
 
