@@ -347,11 +347,10 @@ class ChunkBuffer(wiring.Component):
 
         # ---- read side: one command at a time, one word per cycle ------------------------------
         # a command walks groups of `group` vectors (P for candidates, else 1), beat-interleaved:
-        # word = gbase + slot * vec_beats + beat
+        # word = gbase + slot * vec_beats + beat (`raddr`, stepped as a register)
         P = self.cand_tile
         active = Signal()
         gbase = Signal(range(self.depth + 1))          # first word of the group
-        paddr = Signal(range(self.depth + 1))          # slot * vec_beats
         beat = Signal(range(max(self.beats_max, 2)))
         slot = Signal(range(max(P, 2)))
         left = Signal(self.count_width)                # vectors from the group's first on
@@ -368,10 +367,12 @@ class ChunkBuffer(wiring.Component):
         out_valid, out_dest, out_last, out_pad = Signal(), Signal(), Signal(), Signal()
         out_slot, out_gend = Signal(range(max(P, 2))), Signal()
         advance = ~out_valid | out.ready
+        # the read address gbase + slot * vec_beats + beat, a register stepped with them: no
+        # adder between the counters and the block RAMs' address and enable pins (the buffer
+        # spans most of the device's block RAMs, so those nets are long)
         raddr = Signal(range(self.depth + 1))
         m.d.comb += [
             self.cmd.ready.eq(~active),
-            raddr.eq(gbase + paddr + beat),
             out.valid.eq(out_valid),
             out.payload.dest.eq(out_dest), out.payload.last.eq(out_last),
         ]
@@ -400,7 +401,8 @@ class ChunkBuffer(wiring.Component):
         with m.If(self.cmd.valid & ~active):
             c = self.cmd.payload
             grouped = (c.dest == DEST_CANDIDATE) & ~c.pad
-            m.d.sync += [active.eq(1), gbase.eq(c.first * self.vec_beats), paddr.eq(0),
+            m.d.sync += [active.eq(1), gbase.eq(c.first * self.vec_beats),
+                         raddr.eq(c.first * self.vec_beats),
                          left.eq(c.count), group.eq(Mux(grouped, P, 1)),
                          dest.eq(c.dest), pad.eq(c.pad), beat.eq(0), slot.eq(0)]
         with m.If(advance):
@@ -408,13 +410,14 @@ class ChunkBuffer(wiring.Component):
                          out_pad.eq(pad), out_slot.eq(slot), out_gend.eq(slot_last)]
             with m.If(issue):
                 with m.If(~slot_last):
-                    m.d.sync += [slot.eq(slot + 1), paddr.eq(paddr + self.vec_beats)]
+                    m.d.sync += [slot.eq(slot + 1), raddr.eq(raddr + self.vec_beats)]
                 with m.Else():
-                    m.d.sync += [slot.eq(0), paddr.eq(0)]
+                    m.d.sync += slot.eq(0)
                     with m.If(~final_beat):
-                        m.d.sync += beat.eq(beat + 1)
+                        m.d.sync += [beat.eq(beat + 1), raddr.eq(gbase + beat + 1)]
                     with m.Else():
-                        m.d.sync += [beat.eq(0), gbase.eq(gbase + paddr + self.vec_beats),
+                        # beat = vec_beats - 1: the next group starts at the word after this
+                        m.d.sync += [beat.eq(0), gbase.eq(raddr + 1), raddr.eq(raddr + 1),
                                      left.eq(left - gsize)]
                 with m.If(~pad):
                     m.d.sync += self.read_beats.eq(self.read_beats + 1)
