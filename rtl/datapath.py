@@ -22,7 +22,7 @@ See ``docs/rtl-datapath.md`` for the controller's sequence, the memory port, cou
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
@@ -62,10 +62,12 @@ def perf_layout() -> data.StructLayout:
 class JobController(wiring.Component):
     """Job control: latches the configuration, validates it, and issues the memory commands.
 
-    On ``start`` (while idle) the configuration is latched into :attr:`job` and checked; a bad one
-    ends the job at once with ``error`` and ``done``. Otherwise the embedding's configuration beat
-    is offered; with ``chunk_buffer`` one command ``{first 0, count N}`` goes out on
-    :attr:`fetch_cmd` (the job's only DDR read, into the chunk buffer), and then, for each query
+    On ``start`` (while idle) the configuration is latched into :attr:`job` and ``busy`` rises;
+    the check takes two registered steps (CHECK, FIRST), and a bad configuration then ends the
+    job in DECIDE, with ``error`` and ``done`` set (``busy`` low again) at the fourth edge from
+    the one that takes ``start``. Otherwise the embedding's configuration beat is offered;
+    with ``chunk_buffer`` one command ``{first 0, count N}`` goes out on :attr:`fetch_cmd`
+    (the job's only DDR read, into the chunk buffer), and then, for each query
     tile ``base = 0, T, 2T, ... < N`` (commands on :attr:`cmd`: to the fetcher when streaming, to
     the chunk buffer with ``chunk_buffer``):
 
@@ -118,6 +120,9 @@ class JobController(wiring.Component):
         Every command of the job has been issued.
     tiles : Out(count_width)
         Tiles issued so far in this job (``ceil(N / T)`` once ``issued``).
+    accepted : Out(1)
+        High for one cycle when a checked job goes ahead (``job`` holds it; never for a
+        refused one).
     """
 
     def __init__(self, *, capacity: int, tile: int, max_dim: int, k: int,
@@ -145,6 +150,7 @@ class JobController(wiring.Component):
             "finish": In(1),
             "issued": Out(1),
             "tiles": Out(self.count_width),
+            "accepted": Out(1),
         })
 
     def elaborate(self, platform):
@@ -153,17 +159,21 @@ class JobController(wiring.Component):
         cfg, job = self.config, self.job
         cw = self.count_width
 
-        # ---- configuration check (on the incoming value, so a bad job never starts): the
+        # ---- configuration check, on the latched job (so a bad job never starts): the
         # declared ranges walked in declaration order; the first bad field's cause wins, as in
-        # the model device and the host's regmap.refusal
+        # the model device and the host's regmap.refusal. Two registered steps (CHECK: every
+        # condition, some behind a multiplier; FIRST: the first cause), then DECIDE: on the
+        # incoming configuration in the start cycle it was the whole datapath's critical path
         conditions = regmap.refusal_conditions(
-            {key: getattr(cfg, key) for key, _ in regmap.job_layout()}, self.refusal_params)
+            {key: getattr(job, key) for key, _ in regmap.job_layout()}, self.refusal_params)
+        cond_r = Signal(len(conditions))
+        m.d.sync += cond_r.eq(Cat(*[cond for cond, _ in conditions]))
         refusal = Signal(regmap.CAUSE_BITS)
+        bad = Signal()
         first = Const(0, regmap.CAUSE_BITS)
-        for cond, code in reversed(conditions):
-            first = Mux(cond, code, first)
-        m.d.comb += refusal.eq(first)
-        bad = refusal != 0
+        for i, (_, code) in reversed(list(enumerate(conditions))):
+            first = Mux(cond_r[i], code, first)
+        m.d.sync += [refusal.eq(first), bad.eq(cond_r.any())]
 
         base = Signal(self.index_width)      # first query of the current tile
         left = Signal(cw)                    # N - base
@@ -187,17 +197,33 @@ class JobController(wiring.Component):
         m.d.comb += self.tile_base.payload.eq(base)
         cmd = self.cmd.payload
 
+        # a start while busy is refused: it only flags the misuse (the first cause is kept; a
+        # refusal decided in the same cycle wins, assigned below)
+        with m.If(self.start & self.busy):
+            m.d.sync += self.error.eq(1)
+            with m.If(self.cause == 0):
+                m.d.sync += self.cause.eq(regmap.CAUSE["START_WHILE_BUSY"].code)
+
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [job.eq(cfg), self.done.eq(0), self.error.eq(0),
-                                 self.cause.eq(refusal), self.issued.eq(0), self.tiles.eq(0)]
-                    with m.If(bad):
-                        m.d.sync += [self.done.eq(1), self.error.eq(1)]
-                    with m.Else():
-                        m.d.sync += [self.busy.eq(1), self.embed_config.valid.eq(1),
-                                     base.eq(0), left.eq(cfg.n[:cw])]
-                        m.next = "FETCH" if self.chunk_buffer else "TILE"
+                                 self.cause.eq(0), self.issued.eq(0), self.tiles.eq(0),
+                                 self.busy.eq(1)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):          # cond_r takes the latched job's conditions
+                m.next = "FIRST"
+            with m.State("FIRST"):          # refusal / bad take the first cause of cond_r
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(bad):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1),
+                                 self.cause.eq(refusal)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.accepted.eq(1)
+                    m.d.sync += [self.embed_config.valid.eq(1), base.eq(0), left.eq(n)]
+                    m.next = "FETCH" if self.chunk_buffer else "TILE"
             if self.chunk_buffer:
                 with m.State("FETCH"):
                     fc = self.fetch_cmd.payload
@@ -234,11 +260,6 @@ class JobController(wiring.Component):
                 with m.If(self.finish):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
-        # a start while busy is refused: it only flags the misuse (the first cause is kept)
-        with m.If(self.start & self.busy):
-            m.d.sync += self.error.eq(1)
-            with m.If(self.cause == 0):
-                m.d.sync += self.cause.eq(regmap.CAUSE["START_WHILE_BUSY"].code)
         return m
 
 
@@ -262,7 +283,8 @@ class DesneDatapath(wiring.Component):
     candidates), and sends the ``budget`` selected indices, ascending, on ``indices`` (``last``
     on the final one). ``busy`` falls and ``done`` rises with the final index's handshake;
     ``perf`` then holds the job's counters. A configuration outside the limits below ends the
-    job at once with ``error`` (and ``done``), no index, and the first bad field's code on
+    job after its check (``busy`` for three cycles) with ``error`` (and ``done``), no memory read,
+    no index, and the first bad field's code on
     ``cause``: the ranges declared in ``nms.rtl.regmap`` (``docs/registers.md``), e.g.
     ``2 <= n <= capacity``, ``1 <= dim <= max_dim``, ``1 <= budget <= n``.
 
@@ -492,7 +514,7 @@ class DesneDatapath(wiring.Component):
             # per-job constants, registered (vec_beats the cycle after `job` is latched, the
             # product the cycle after): the job register -> multiplier -> buffer issue ->
             # block-RAM enable was the whole datapath's critical path. The buffer needs them
-            # from its first command (start + 3 cycles at the earliest, first = 0) and its first
+            # from its first command (start + 6 cycles at the earliest, first = 0) and its first
             # fill beat (after the fetch command, the DDR read and the pooling unit)
             vec_beats = Signal(range(self.fetcher.beats_max + 1))
             fill_words = Signal.like(buf.fill_words)
@@ -549,14 +571,13 @@ class DesneDatapath(wiring.Component):
             m.d.sync += coord_count.eq(Mux(final_coord, 0, coord_count + 1))
 
         # ---- stage 4b: coverage exemplars (OPT.exemplar = cover). The job values are taken
-        # the cycle after an accepted start (when `job` holds them); the start point comes from
+        # in the cycle the controller accepts the checked job (`accepted`, never for a refused
+        # one: the selector would wait for its rows); the start point comes from
         # the distance results as they pass to the kNN selector (the vectors the kNN sees); the
         # grid hands over its cells and quotas instead of choosing the members ---------------
-        busy_d = Signal()
-        m.d.sync += busy_d.eq(ctrl.busy)
         engine_result = knn.engine.result
         m.d.comb += [
-            cover.clear.eq(ctrl.busy & ~busy_d),
+            cover.clear.eq(ctrl.accepted),
             cover.n.eq(job.n[:cw]), cover.kk.eq(Mux(job.n[:cw] - 1 < self.k, job.n[:cw] - 1, self.k)),
             cover.budget.eq(job.budget[:cw]),
             cover.cover.eq(job.exemplar), cover.use_start.eq(job.cover_start),
