@@ -22,9 +22,18 @@ from nms.fpga.build import BuildError, build
 __all__ = ["run"]
 
 
-def run(out_dir: Path, quick: bool = False) -> dict:
+def run(out_dir: Path, quick: bool = False, boards: tuple[str, ...] | None = None) -> dict:
+    """Build the board tops and write the report; ``boards`` (e.g. ``("icebreaker",)``)
+    re-builds only those and replaces their rows in the report already in ``out_dir`` (every row
+    names the revision it was built from)."""
     out_dir = Path(out_dir)
-    boards = ["icebreaker"] if quick else ["ulx3s-85f", "icebreaker"]
+    merge = boards is not None
+    if merge:
+        unknown = [b for b in boards if b not in BOARD_CONFIGS]
+        if unknown:
+            raise ValueError(f"unknown board(s) {unknown}; choose from {list(BOARD_CONFIGS)}")
+    else:
+        boards = ["icebreaker"] if quick else ["ulx3s-85f", "icebreaker"]
     rows = []
     for board in boards:
         cfg = BOARD_CONFIGS[board]
@@ -48,6 +57,11 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                        error=str(exc).splitlines()[0][:600])
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
+    if merge:
+        old = json.loads((out_dir / "boardtop.json").read_text())
+        new = {r["board"]: r for r in rows}
+        rows = [new.pop(r["board"], r) for r in old["boards"]] + list(new.values())
+        quick = old.get("quick", quick)
     result = {"quick": quick, "boards": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "boardtop.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
