@@ -142,18 +142,15 @@ class MeanNearest(wiring.Component):
             depth += 1
             nxt = []
             for i in range(0, len(level), 2):
+                name = f"m{depth}_{i // 2}"
+                val, ti, ok = (Signal(SW + 1, name=name), Signal(range(T), name=f"{name}_t"),
+                               Signal(name=f"{name}_ok"))
+                lv, lt, lok = level[i]
                 if i + 1 == len(level):
-                    lo = level[i]
-                    val, ti, ok = (Signal(SW + 1, name=f"m{depth}_{i // 2}"),
-                                   Signal(range(T), name=f"m{depth}_{i // 2}_t"),
-                                   Signal(name=f"m{depth}_{i // 2}_ok"))
-                    m.d.sync += [val.eq(lo[0]), ti.eq(lo[1]), ok.eq(lo[2])]
+                    m.d.sync += [val.eq(lv), ti.eq(lt), ok.eq(lok)]
                 else:
-                    (lv, lt, lok), (rv, rt, rok) = level[i], level[i + 1]
+                    rv, rt, rok = level[i + 1]
                     take = lok & (~rok | (lv <= rv))
-                    val, ti, ok = (Signal(SW + 1, name=f"m{depth}_{i // 2}"),
-                                   Signal(range(T), name=f"m{depth}_{i // 2}_t"),
-                                   Signal(name=f"m{depth}_{i // 2}_ok"))
                     m.d.sync += [val.eq(Mux(take, lv, rv)), ti.eq(Mux(take, lt, rt)),
                                  ok.eq(lok | rok)]
                 nxt.append((val, ti, ok))
@@ -173,8 +170,7 @@ class MeanNearest(wiring.Component):
             with m.If(final):
                 m.d.sync += self.start.valid.eq(1)
         with m.If(clear):
-            m.d.sync += [n.eq(self.n), base.eq(0), found.eq(0), self.start.valid.eq(0),
-                         valid.eq(0)]
+            m.d.sync += [n.eq(self.n), base.eq(0), found.eq(0), self.start.valid.eq(0)]
             m.d.sync += [s.eq(0) for s in sums]
         return m
 

@@ -169,11 +169,11 @@ class JobController(wiring.Component):
         cond_r = Signal(len(conditions))
         m.d.sync += cond_r.eq(Cat(*[cond for cond, _ in conditions]))
         refusal = Signal(regmap.CAUSE_BITS)
-        bad = Signal()
         first = Const(0, regmap.CAUSE_BITS)
         for i, (_, code) in reversed(list(enumerate(conditions))):
             first = Mux(cond_r[i], code, first)
-        m.d.sync += [refusal.eq(first), bad.eq(cond_r.any())]
+        m.d.sync += refusal.eq(first)
+        bad = refusal != 0
 
         base = Signal(self.index_width)      # first query of the current tile
         left = Signal(cw)                    # N - base
@@ -213,7 +213,7 @@ class JobController(wiring.Component):
                     m.next = "CHECK"
             with m.State("CHECK"):          # cond_r takes the latched job's conditions
                 m.next = "FIRST"
-            with m.State("FIRST"):          # refusal / bad take the first cause of cond_r
+            with m.State("FIRST"):          # refusal takes the first cause of cond_r
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(bad):
