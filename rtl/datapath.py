@@ -22,7 +22,7 @@ See ``docs/rtl-datapath.md`` for the controller's sequence, the memory port, cou
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
@@ -59,13 +59,18 @@ def perf_layout() -> data.StructLayout:
     return data.StructLayout({c.name: unsigned(c.width) for c in regmap.PERF_COUNTERS})
 
 
+#: registered steps of the job controller's configuration check (derived terms, CHECK, FIRST)
+CHECK_CYCLES = len(regmap.DERIVED_STEPS) + 2
+
+
 class JobController(wiring.Component):
     """Job control: latches the configuration, validates it, and issues the memory commands.
 
     On ``start`` (while idle) the configuration is latched into :attr:`job` and ``busy`` rises;
-    the check takes two registered steps (CHECK, FIRST), and a bad configuration then ends the
-    job in DECIDE, with ``error`` and ``done`` set (``busy`` low again) at the fourth edge from
-    the one that takes ``start``. Otherwise the embedding's configuration beat is offered;
+    the check takes :data:`CHECK_CYCLES` registered steps (one per ``regmap.DERIVED_STEPS``
+    step, then CHECK: every condition, FIRST: the first cause), and a bad configuration then
+    ends the job in DECIDE, with ``error`` and ``done`` set (``busy`` low again) at edge
+    ``CHECK_CYCLES + 2`` counted from the one that takes ``start`` as the first. Otherwise the embedding's configuration beat is offered;
     with ``chunk_buffer`` one command ``{first 0, count N}`` goes out on :attr:`fetch_cmd`
     (the job's only DDR read, into the chunk buffer), and then, for each query
     tile ``base = 0, T, 2T, ... < N`` (commands on :attr:`cmd`: to the fetcher when streaming, to
@@ -161,11 +166,23 @@ class JobController(wiring.Component):
 
         # ---- configuration check, on the latched job (so a bad job never starts): the
         # declared ranges walked in declaration order; the first bad field's cause wins, as in
-        # the model device and the host's regmap.refusal. Two registered steps (CHECK: every
-        # condition, some behind a multiplier; FIRST: the first cause), then DECIDE: on the
-        # incoming configuration in the start cycle it was the whole datapath's critical path
-        conditions = regmap.refusal_conditions(
-            {key: getattr(job, key) for key, _ in regmap.job_layout()}, self.refusal_params)
+        # the model device and the host's regmap.refusal. Registered steps: the rules' derived
+        # terms (regmap.DERIVED_STEPS, one register stage each: a product or shift-add between
+        # registers), CHECK (every condition), FIRST (the first cause), then DECIDE. On the
+        # incoming configuration in the start cycle, and later with the chunk-buffer product
+        # inside CHECK, this check was the whole datapath's critical path
+        env = {**self.refusal_params, **{key: getattr(job, key) for key, _ in regmap.job_layout()}}
+        for step in regmap.DERIVED_STEPS:
+            terms = {}
+            for name, term in step.items():
+                value = term(env)
+                if isinstance(value, Value):
+                    reg = Signal(value.shape(), name=f"check_{name}")
+                    m.d.sync += reg.eq(value)
+                    value = reg
+                terms[name] = value
+            env.update(terms)
+        conditions = regmap.refusal_conditions(env, self.refusal_params)
         cond_r = Signal(len(conditions))
         m.d.sync += cond_r.eq(Cat(*[cond for cond, _ in conditions]))
         refusal = Signal(regmap.CAUSE_BITS)
@@ -174,6 +191,7 @@ class JobController(wiring.Component):
             first = Mux(cond_r[i], code, first)
         m.d.sync += refusal.eq(first)
         bad = refusal != 0
+        check_states = [f"DERIVE{i}" for i in range(len(regmap.DERIVED_STEPS))] + ["CHECK", "FIRST"]
 
         base = Signal(self.index_width)      # first query of the current tile
         left = Signal(cw)                    # N - base
@@ -210,11 +228,12 @@ class JobController(wiring.Component):
                     m.d.sync += [job.eq(cfg), self.done.eq(0), self.error.eq(0),
                                  self.cause.eq(0), self.issued.eq(0), self.tiles.eq(0),
                                  self.busy.eq(1)]
-                    m.next = "CHECK"
-            with m.State("CHECK"):          # cond_r takes the latched job's conditions
-                m.next = "FIRST"
-            with m.State("FIRST"):          # refusal takes the first cause of cond_r
-                m.next = "DECIDE"
+                    m.next = check_states[0]
+            # DERIVEi: the step's terms are registered; CHECK: cond_r takes the conditions;
+            # FIRST: refusal takes the first cause of cond_r
+            for state, following in zip(check_states, check_states[1:] + ["DECIDE"]):
+                with m.State(state):
+                    m.next = following
             with m.State("DECIDE"):
                 with m.If(bad):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1), self.error.eq(1),
@@ -283,9 +302,8 @@ class DesneDatapath(wiring.Component):
     candidates), and sends the ``budget`` selected indices, ascending, on ``indices`` (``last``
     on the final one). ``busy`` falls and ``done`` rises with the final index's handshake;
     ``perf`` then holds the job's counters. A configuration outside the limits below ends the
-    job after its check (``busy`` for three cycles) with ``error`` (and ``done``), no memory read,
-    no index, and the first bad field's code on
-    ``cause``: the ranges declared in ``nms.rtl.regmap`` (``docs/registers.md``), e.g.
+    job after its check (``busy`` for ``CHECK_CYCLES + 1`` cycles) with ``error`` (and
+    ``done``), no memory read, no index, and the first bad field's code on ``cause``: the ranges declared in ``nms.rtl.regmap`` (``docs/registers.md``), e.g.
     ``2 <= n <= capacity``, ``1 <= dim <= max_dim``, ``1 <= budget <= n``.
 
     Parameters

@@ -34,7 +34,8 @@ from nms.rtl import fixedpoint as fp
 __all__ = [
     "DATA_WIDTH", "CAUSE_BITS", "ITER_BITS", "ID_MAGIC", "Ref", "Field", "Register", "Param",
     "Cause", "Refusal", "JobRefused", "Capability", "CAPABILITIES", "capabilities",
-    "buffer_points", "JobRule", "JOB_RULES", "PerfCounter", "PERF_COUNTERS", "REGISTERS", "REGMAP",
+    "buffer_points", "JobRule", "JOB_RULES", "DERIVED_STEPS", "derive", "PerfCounter",
+    "PERF_COUNTERS", "REGISTERS", "REGMAP",
     "CONTRACT_REGISTERS", "TIMED_REGISTERS", "ADDR", "FIELDS", "JOB_FIELDS", "ADDRESS_FIELDS",
     "REFUSAL_FIELDS",
     "PARAMS", "CAUSES", "CAUSE", "CAUSE_BY_CODE", "SEARCH_CODES", "ALLOCATION_CODES",
@@ -551,7 +552,7 @@ def _window_mask(pool):
 
 def _bad_image(env):
     pool, side, dim = env["pool"], env["img_w"], env["dim"]
-    return (pool != 0) & ((side * side != dim) | ((side & _window_mask(pool)) != 0))
+    return (pool != 0) & ((env["img_w_sq"] != dim) | ((side & _window_mask(pool)) != 0))
 
 
 def _image_text(env) -> str:
@@ -570,7 +571,32 @@ def _bad_buffer(env):
     depth = env.get("buffer_depth", 0)   # a generator parameter: an int, also in the RTL
     if not depth:
         return False                     # no chunk buffer: nothing to overflow
-    return env["n"] * _buffer_words(env) > depth
+    return env["buffer_need"] > depth
+
+
+#: The terms the job rules compute from the job and the generator parameters, in steps: a
+#: step's terms read the job, the parameters and the earlier steps' terms only. The host
+#: computes them at once (:func:`derive`); the datapath's job controller registers each step,
+#: so no product or shift-add chain lies between the latched job and a refusal condition (on
+#: the whole datapath that chain was the critical path).
+DERIVED_STEPS: tuple[dict[str, Any], ...] = (
+    {"img_w_sq": lambda env: env["img_w"] * env["img_w"],   # the image rule's OPT.img_w²
+     "buffer_words": _buffer_words},                         # ceil(D'/L): words per vector
+    {"buffer_need": lambda env: env["n"] * env["buffer_words"]},   # N · ceil(D'/L)
+)
+
+
+def derive(env: Mapping[str, Any]) -> dict[str, Any]:
+    """``env`` with every :data:`DERIVED_STEPS` term added (ints or Amaranth values, computed
+    at once); a term whose inputs are absent (a partial job) is left out."""
+    out = dict(env)
+    for step in DERIVED_STEPS:
+        for name, term in step.items():
+            try:
+                out[name] = term(out)
+            except KeyError:
+                pass
+    return out
 
 
 def _buffer_text(env) -> str:
@@ -730,8 +756,11 @@ def unpack_job(words: Mapping[str, int]) -> dict[str, int]:
 def _walk(job: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = False):
     """``(field, side, bound, violated)`` for every check, in declaration order — THE walk
     behind every backend's refusal. ``partial``: skip fields absent from ``job`` and bounds
-    naming something absent."""
+    naming something absent. Terms of :data:`DERIVED_STEPS` already in ``job`` (the RTL's
+    registered steps) are used as they are."""
     env = {**params, **job}
+    if any(name not in env for step in DERIVED_STEPS for name in step):
+        env = {**derive(env), **env}
     for f in REFUSAL_FIELDS:
         if f.key not in job and (partial or f.key in _ADDRESS_BY_KEY):
             continue   # an address is checked when the caller gives it (the device always does)
@@ -786,7 +815,8 @@ def refusal(job: Mapping[str, int], params: Mapping[str, int], *,
 def refusal_conditions(job: Mapping[str, Any], params: Mapping[str, int]) -> list[tuple[Any, int]]:
     """``(condition, cause code)`` for every check in refusal order — the same walk as
     :func:`refusal`, on Amaranth values: the RTL's cause is the code of the first condition
-    that holds (a priority chain built from this list)."""
+    that holds (a priority chain built from this list). ``job`` may hold the
+    :data:`DERIVED_STEPS` terms (registered); the absent ones are computed here."""
     return [(violated, f.cause.code) for f, _side, _bound, violated in _walk(job, params)]
 
 
@@ -797,7 +827,7 @@ def explain(code: int, job: Mapping[str, int], params: Mapping[str, int]) -> str
         return f"unknown cause 0x{code:02X}"
     if cause.rule is not None:
         rule = _RULE_BY_NAME[cause.rule]
-        env = {**params, **job}
+        env = derive({**params, **job})
         if all(k in job for k in rule.needs) and rule.check(env):
             return Refusal(cause, rule.field, int(job[rule.key]), rule.requirement(env)).message()
         return f"cause 0x{code:02X} {cause.name}: {cause.doc}"
