@@ -59,8 +59,42 @@ def perf_layout() -> data.StructLayout:
     return data.StructLayout({c.name: unsigned(c.width) for c in regmap.PERF_COUNTERS})
 
 
-#: registered steps of the job controller's configuration check (derived terms, CHECK, FIRST)
+#: registered steps of a configuration check (:func:`refusal_check`: derived terms, CHECK, FIRST)
 CHECK_CYCLES = len(regmap.DERIVED_STEPS) + 2
+
+
+def refusal_check(m: Module, job: dict, params: dict, *, prefix: str = "check"):
+    """The declaration's refusal walk on registered job values, in :data:`CHECK_CYCLES` steps.
+
+    ``job`` maps job keys to Values that hold still during the check (a latched job). Each
+    ``regmap.DERIVED_STEPS`` step's terms are registered (one product or shift-add between
+    registers each), then every condition (CHECK), then the first cause in declaration order
+    (FIRST), as in the model device and the host's ``regmap.refusal``. Returns the registered
+    cause (0: accepted), valid ``CHECK_CYCLES`` edges after ``job`` is, and the names of the
+    check's states for the caller's FSM (the first entered with the latch, the last followed
+    by the decision).
+    """
+    env = {**params, **job}
+    for step in regmap.DERIVED_STEPS:
+        terms = {}
+        for name, term in step.items():
+            value = term(env)
+            if isinstance(value, Value):
+                reg = Signal(value.shape(), name=f"{prefix}_{name}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            terms[name] = value
+        env.update(terms)
+    conditions = regmap.refusal_conditions(env, params)
+    cond_r = Signal(len(conditions), name=f"{prefix}_conditions")
+    m.d.sync += cond_r.eq(Cat(*[cond for cond, _ in conditions]))
+    refusal = Signal(regmap.CAUSE_BITS, name=f"{prefix}_cause")
+    first = Const(0, regmap.CAUSE_BITS)
+    for i, (_, code) in reversed(list(enumerate(conditions))):
+        first = Mux(cond_r[i], code, first)
+    m.d.sync += refusal.eq(first)
+    states = [f"DERIVE{i}" for i in range(len(regmap.DERIVED_STEPS))] + ["CHECK", "FIRST"]
+    return refusal, states
 
 
 class JobController(wiring.Component):
@@ -164,34 +198,12 @@ class JobController(wiring.Component):
         cfg, job = self.config, self.job
         cw = self.count_width
 
-        # ---- configuration check, on the latched job (so a bad job never starts): the
-        # declared ranges walked in declaration order; the first bad field's cause wins, as in
-        # the model device and the host's regmap.refusal. Registered steps: the rules' derived
-        # terms (regmap.DERIVED_STEPS, one register stage each: a product or shift-add between
-        # registers), CHECK (every condition), FIRST (the first cause), then DECIDE. On the
-        # incoming configuration in the start cycle, and later with the chunk-buffer product
-        # inside CHECK, this check was the whole datapath's critical path
-        env = {**self.refusal_params, **{key: getattr(job, key) for key, _ in regmap.job_layout()}}
-        for step in regmap.DERIVED_STEPS:
-            terms = {}
-            for name, term in step.items():
-                value = term(env)
-                if isinstance(value, Value):
-                    reg = Signal(value.shape(), name=f"check_{name}")
-                    m.d.sync += reg.eq(value)
-                    value = reg
-                terms[name] = value
-            env.update(terms)
-        conditions = regmap.refusal_conditions(env, self.refusal_params)
-        cond_r = Signal(len(conditions))
-        m.d.sync += cond_r.eq(Cat(*[cond for cond, _ in conditions]))
-        refusal = Signal(regmap.CAUSE_BITS)
-        first = Const(0, regmap.CAUSE_BITS)
-        for i, (_, code) in reversed(list(enumerate(conditions))):
-            first = Mux(cond_r[i], code, first)
-        m.d.sync += refusal.eq(first)
+        # ---- configuration check, on the latched job (so a bad job never starts), in
+        # registered steps; on the incoming configuration in the start cycle, and later with the
+        # chunk-buffer product inside one step, it was the whole datapath's critical path
+        refusal, check_states = refusal_check(
+            m, {key: getattr(job, key) for key, _ in regmap.job_layout()}, self.refusal_params)
         bad = refusal != 0
-        check_states = [f"DERIVE{i}" for i in range(len(regmap.DERIVED_STEPS))] + ["CHECK", "FIRST"]
 
         base = Signal(self.index_width)      # first query of the current tile
         left = Signal(cw)                    # N - base

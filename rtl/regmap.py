@@ -1026,10 +1026,14 @@ def markdown() -> str:
     out += ["", "## Rules", "",
             "- **Refusal at start.** `CTRL.start` while idle checks the programmed job against "
             "the ranges above, field by field in table order; the first field out of range "
-            "refuses the job at once: `STATUS.done` and `STATUS.error` set, `STATUS.busy` "
-            "never set, no memory access, and that field's cause in `STATUS.cause`. Every "
-            "backend (RTL job controller, model device, host-side `validate`) walks the same "
-            "declaration, so they report the same cause.",
+            "refuses the job: `STATUS.done` and `STATUS.error` set, `STATUS.busy` low again, "
+            "no memory access, and that field's cause in `STATUS.cause`. The RTL checks the "
+            "latched job in a few registered steps (`STATUS.busy` is high until the decision, "
+            "`CHECK_CYCLES + 2` edges after the start at the device top, "
+            "`nms.rtl.datapath`; the model device refuses at once), so a host waits for "
+            "`STATUS.busy` low after every start. Every backend (RTL job controller, model "
+            "device, host-side `validate`) walks the same declaration, so they report the "
+            "same cause.",
             "- **Start while busy** is ignored (the running job is not disturbed) and sets "
             "`STATUS.error` with `START_WHILE_BUSY` (unless a cause is already recorded).",
             "- **Sticky error.** `STATUS.error` and `STATUS.cause` hold the first error since "

@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from nms.rtl import regmap
 from nms.rtl.axi import RESP_DECERR, AxiBurstWriter, axi4_signature, check_data_width
 from nms.rtl.csr import BUSES, CsrBlock
-from nms.rtl.datapath import DesneDatapath, config_layout
+from nms.rtl.datapath import DesneDatapath, config_layout, refusal_check
 from nms.rtl.memport import AxiVectorPort, ResultPacker
 from nms.rtl.params import BUFFER_BANKS, BUFFER_DIM, CAND_TILE, CAPACITY, check_int
 
@@ -192,27 +192,25 @@ class NmsAccelerator(wiring.Component):
         def rw(reg, fld=None):
             return f(reg, fld).data
 
-        # ---- configuration: every job field of the declaration, from its register field ------
+        # ---- configuration: every job field of the declaration, from its register field,
+        # latched at the start (so register writes while a job runs change only the next job)
         cfg = Signal(config_layout())
         for fld in regmap.JOB_FIELDS:
             m.d.comb += getattr(cfg, fld.key).eq(rw(fld.register, fld.name))
-        m.d.comb += [dp.config.eq(cfg), vport.src_addr.eq(rw("SRC_ADDR")),
-                     vport.dim.eq(dp.controller.job.dim), packer.dst_addr.eq(rw("DST_ADDR"))]
+        job = Signal(config_layout())
+        addrs = {fld.key: Signal(fld.width, name=f"job_{fld.key}") for fld in regmap.ADDRESS_FIELDS}
+        src_addr = Signal(len(rw("SRC_ADDR")))
+        m.d.comb += [dp.config.eq(job), vport.src_addr.eq(src_addr),
+                     vport.dim.eq(dp.controller.job.dim), packer.dst_addr.eq(addrs["dst_addr"])]
         wiring.connect(m, dp.indices, packer.indices)
         wiring.connect(m, packer.beats, writer.data)
         wiring.connect(m, dp.mem, vport.mem)
 
-        # ---- refusal at start: the declaration's walk (first bad field wins), as the datapath's
-        # controller and the model device do it
-        conditions = regmap.refusal_conditions(
-            {**{f.key: rw(f.register, f.name) for f in regmap.ADDRESS_FIELDS},
-             **{key: getattr(cfg, key) for key, _ in regmap.job_layout()}},
+        # ---- refusal: the declaration's walk on the latched job (first bad field wins), in the
+        # registered steps of the datapath's controller, which repeats it for the job fields
+        refusal, check_states = refusal_check(
+            m, {**addrs, **{key: getattr(job, key) for key, _ in regmap.job_layout()}},
             dp.refusal_params)   # the capabilities the job ranges refer to
-        first = C(0, regmap.CAUSE_BITS)
-        for cond, code in reversed(conditions):
-            first = Mux(cond, code, first)
-        refusal = Signal(regmap.CAUSE_BITS)
-        m.d.comb += refusal.eq(first)
 
         start = f("CTRL", "start").w_stb & f("CTRL", "start").w_data
         abort_req = f("CTRL", "abort").w_stb & f("CTRL", "abort").w_data
@@ -228,7 +226,7 @@ class NmsAccelerator(wiring.Component):
         m.d.comb += writer.cmd.valid.eq(wcmd_pending)
         with m.If(writer.cmd.ready):
             m.d.sync += wcmd_pending.eq(0)
-        addr, beats = packer.transfer(m, cfg.budget)
+        addr, beats = packer.transfer(m, job.budget)
         m.d.comb += [writer.cmd.payload.addr.eq(addr), writer.cmd.payload.beats.eq(beats)]
 
         axi_cause = Mux(vport.error, ERROR_CAUSES["AXI_READ_ERROR"], ERROR_CAUSES["AXI_WRITE_ERROR"])
@@ -236,19 +234,41 @@ class NmsAccelerator(wiring.Component):
         aborting = Signal()
         m.d.comb += [vport.abort.eq(aborting), writer.abort.eq(aborting)]
 
+        # a start while busy only records its cause; CTRL.clear_error clears it. Both come before
+        # the FSM, so a refusal or an AXI error decided in the same cycle wins
+        with m.If(start & busy & (cause == 0)):
+            m.d.sync += cause.eq(ERROR_CAUSES["START_WHILE_BUSY"])
+        with m.If(clear_error & ~start):
+            m.d.sync += cause.eq(0)
+        abort_seen = Signal()   # CTRL.abort during the check: the job ends before it starts
         with m.FSM(name="job"):
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [cause.eq(refusal), done.eq(0), cycles.eq(0), count.eq(0)]
-                    with m.If(refusal != 0):
-                        m.d.sync += [done.eq(1), counted.eq(0)]
-                        m.d.comb += irq_error.eq(1)
-                    with m.Else():
-                        m.d.sync += counted.eq(1)
-                        m.d.comb += [dp.start.eq(1), packer.start.eq(1), vport.clear.eq(1),
-                                     writer.clear.eq(1)]
-                        m.d.sync += [busy.eq(1), wcmd_pending.eq(1)]
-                        m.next = "RUN"
+                    m.d.sync += [job.eq(cfg), src_addr.eq(rw("SRC_ADDR")),
+                                 *[a.eq(rw(f_.register, f_.name)) for f_, a in
+                                   zip(regmap.ADDRESS_FIELDS, addrs.values())],
+                                 cause.eq(0), done.eq(0), busy.eq(1), counted.eq(0),
+                                 abort_seen.eq(0), cycles.eq(0), count.eq(0)]
+                    m.next = check_states[0]
+            for state, following in zip(check_states, check_states[1:] + ["DECIDE"]):
+                with m.State(state):
+                    with m.If(abort_req):
+                        m.d.sync += abort_seen.eq(1)
+                    m.next = following
+            with m.State("DECIDE"):
+                with m.If((refusal != 0) | abort_seen | abort_req):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+                    m.d.comb += irq_error.eq(1)
+                    with m.If(refusal != 0):     # a refusal wins over a start while busy
+                        m.d.sync += cause.eq(refusal)
+                    with m.Elif((cause == 0) | (cause == ERROR_CAUSES["START_WHILE_BUSY"])):
+                        m.d.sync += cause.eq(ERROR_CAUSES["ABORTED"])
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [counted.eq(1), wcmd_pending.eq(1)]
+                    m.d.comb += [dp.start.eq(1), packer.start.eq(1), vport.clear.eq(1),
+                                 writer.clear.eq(1)]
+                    m.next = "RUN"
             with m.State("RUN"):
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(axi_error | abort_req):
@@ -269,10 +289,6 @@ class NmsAccelerator(wiring.Component):
                 m.d.comb += [engine_reset.eq(1), irq_error.eq(1)]
                 m.d.sync += [aborting.eq(0), busy.eq(0), done.eq(1), wcmd_pending.eq(0)]
                 m.next = "IDLE"
-        with m.If(start & busy & (cause == 0)):
-            m.d.sync += cause.eq(ERROR_CAUSES["START_WHILE_BUSY"])
-        with m.If(clear_error & ~start):
-            m.d.sync += cause.eq(0)
         with m.If(dp.indices.valid & dp.indices.ready):
             m.d.sync += count.eq(count + 1)
 

@@ -115,7 +115,8 @@ class ModelDevice(Transport):
 
     Follows the rules of ``docs/registers.md``: a START while idle latches the job registers,
     clears the status and checks the job with :func:`nms.rtl.regmap.refusal` — a refused job
-    ends at once (``done``, ``error``, the field's cause; never ``busy``). An accepted job runs
+    ends at once (``done``, ``error``, the field's cause; never ``busy``; the RTL is busy for
+    its check's few cycles, so hosts wait for ``busy`` low after every start). An accepted job runs
     in a worker thread, so the device is really busy meanwhile; ``job_delay_s`` adds latency
     before completion. A START while busy is ignored and reports ``START_WHILE_BUSY``; parameter
     writes while busy change only the next job. A job whose reads (writes) fall outside the

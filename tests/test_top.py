@@ -182,9 +182,10 @@ def test_injected_slverr_decerr_end_the_job():
 
 def test_abort_and_reset_mid_job_then_bit_exact():
     """Aborts and a reset while the chunk is read and the kNN / affinity stages run (the first
-    ~3000 of the job's ~23000 cycles), each followed by a clean job; plus the abort bound."""
+    ~3000 of the job's ~23000 cycles) and one at once after the start (in the configuration
+    check or just after it), each followed by a clean job; plus the abort bound."""
     job = _jobs()[0]
-    aborts = [("abort", 150), ("abort", 900), ("reset", 500), ("abort", 2500)]
+    aborts = [("abort", 0), ("abort", 150), ("abort", 900), ("reset", 500), ("abort", 2500)]
     _run("test_abort", {"jobs": [job], "aborts": aborts, "seed": 23, "stall": 0.3})
 
 
