@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from amaranth import C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.hdl import ResetInserter
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -212,6 +213,11 @@ class VectorFetcher(wiring.Component):
 
 
 
+#: entries of the chunk buffer's output FIFO: one beat per cycle with the read issue decided
+#: from registers (FIFO level + the word in the read stage)
+OUT_FIFO_DEPTH = 3
+
+
 class ChunkBuffer(wiring.Component):
     """The on-chip chunk buffer: the chunk read from DDR once, then served to the engine per tile.
 
@@ -223,8 +229,10 @@ class ChunkBuffer(wiring.Component):
     as all-zero vectors — but from the buffer instead of memory. Commands may arrive before the
     buffer is filled; their beats wait for it.
 
-    The read side sustains one beat per cycle (a read-port stage that holds its word while the
-    output is refused) with one idle cycle between commands.
+    The read side sustains one beat per cycle with one idle cycle between commands: a read
+    stage, then an output FIFO of :data:`OUT_FIFO_DEPTH` beats; a read is issued only while
+    the FIFO has room for it, so ``beats.ready`` reaches only the FIFO. A command's first beat
+    is offered three cycles after the command is taken.
 
     With ``cand_tile`` P > 1 a candidate command is served in the distance engine's group order
     (:class:`~nms.rtl.distance.DistanceEngine`): groups of P vectors, beat-interleaved (beat 0
@@ -363,23 +371,33 @@ class ChunkBuffer(wiring.Component):
         cmd_end = slot_last & final_beat & (left == gsize)
         issue = active & (filled | pad)
 
+        # the read stage holds the word read in the previous cycle (r_valid) and its tags; it goes
+        # into an output FIFO. A read is issued only while the FIFO has room for it counting
+        # the word in the read stage (registers only), so the engine's ready reaches the FIFO's
+        # read side and nothing else: not the read issue, not the enables and addresses of the
+        # buffer's block RAMs, which span much of the device
         out = self.beats
-        out_valid, out_dest, out_last, out_pad = Signal(), Signal(), Signal(), Signal()
-        out_slot, out_gend = Signal(range(max(P, 2))), Signal()
-        advance = ~out_valid | out.ready
+        fifo = ResetInserter(self.clear)(SyncFIFO(width=self.beat_layout.size, depth=OUT_FIFO_DEPTH))
+        m.submodules.out_fifo = fifo
+        r_valid, r_dest, r_last, r_pad = Signal(), Signal(), Signal(), Signal()
+        r_slot, r_gend = Signal(range(max(P, 2))), Signal()
+        go = Signal()
+        m.d.comb += go.eq(issue & (fifo.level + r_valid < OUT_FIFO_DEPTH))
         # the read address gbase + slot * vec_beats + beat, a register stepped with them: no
         # adder between the counters and the block RAMs' address and enable pins (the buffer
         # spans most of the device's block RAMs, so those nets are long)
         raddr = Signal(range(self.depth + 1))
+        word = Signal(self.beat_layout)                # the read stage's beat, into the FIFO
         m.d.comb += [
             self.cmd.ready.eq(~active),
-            out.valid.eq(out_valid),
-            out.payload.dest.eq(out_dest), out.payload.last.eq(out_last),
+            word.dest.eq(r_dest), word.last.eq(r_last),
+            fifo.w_en.eq(r_valid), fifo.w_data.eq(word.as_value()),
+            out.valid.eq(fifo.r_rdy), out.payload.eq(fifo.r_data), fifo.r_en.eq(out.ready),
         ]
         if B == 1:
             rd = mems[0][1]
-            m.d.comb += [rd.addr.eq(raddr), rd.en.eq(advance), self.bank_reads.eq(rd.en),
-                         out.payload.data.eq(Mux(out_pad, 0, rd.data))]
+            m.d.comb += [rd.addr.eq(raddr), rd.en.eq(go & ~pad), self.bank_reads.eq(rd.en),
+                         word.data.eq(Mux(r_pad, 0, rd.data))]
         else:
             # only the addressed bank reads (and only for a real beat); the bank index of the
             # word now in the read stage selects among the banks' held outputs
@@ -387,17 +405,17 @@ class ChunkBuffer(wiring.Component):
             rdata = Signal(L * ew)
             for b, (_, rd) in enumerate(mems):
                 m.d.comb += [rd.addr.eq(raddr[:shift]),
-                             rd.en.eq(advance & issue & ~pad & (raddr[shift:] == b)),
+                             rd.en.eq(go & ~pad & (raddr[shift:] == b)),
                              self.bank_reads[b].eq(rd.en)]
-            with m.If(advance & issue):
+            with m.If(go):
                 m.d.sync += rd_bank.eq(raddr[shift:])
             with m.Switch(rd_bank):
                 for b, (_, rd) in enumerate(mems):
                     with m.Case(b):
                         m.d.comb += rdata.eq(rd.data)
-            m.d.comb += out.payload.data.eq(Mux(out_pad, 0, rdata))
+            m.d.comb += word.data.eq(Mux(r_pad, 0, rdata))
         if P > 1:
-            m.d.comb += [out.payload.slot.eq(out_slot), out.payload.group_end.eq(out_gend)]
+            m.d.comb += [word.slot.eq(r_slot), word.group_end.eq(r_gend)]
         with m.If(self.cmd.valid & ~active):
             c = self.cmd.payload
             grouped = (c.dest == DEST_CANDIDATE) & ~c.pad
@@ -405,28 +423,27 @@ class ChunkBuffer(wiring.Component):
                          raddr.eq(c.first * self.vec_beats),
                          left.eq(c.count), group.eq(Mux(grouped, P, 1)),
                          dest.eq(c.dest), pad.eq(c.pad), beat.eq(0), slot.eq(0)]
-        with m.If(advance):
-            m.d.sync += [out_valid.eq(issue), out_dest.eq(dest), out_last.eq(cmd_end),
-                         out_pad.eq(pad), out_slot.eq(slot), out_gend.eq(slot_last)]
-            with m.If(issue):
-                with m.If(~slot_last):
-                    m.d.sync += [slot.eq(slot + 1), raddr.eq(raddr + self.vec_beats)]
+        m.d.sync += [r_valid.eq(go), r_dest.eq(dest), r_last.eq(cmd_end), r_pad.eq(pad),
+                     r_slot.eq(slot), r_gend.eq(slot_last)]
+        with m.If(go):
+            with m.If(~slot_last):
+                m.d.sync += [slot.eq(slot + 1), raddr.eq(raddr + self.vec_beats)]
+            with m.Else():
+                m.d.sync += slot.eq(0)
+                with m.If(~final_beat):
+                    m.d.sync += [beat.eq(beat + 1), raddr.eq(gbase + beat + 1)]
                 with m.Else():
-                    m.d.sync += slot.eq(0)
-                    with m.If(~final_beat):
-                        m.d.sync += [beat.eq(beat + 1), raddr.eq(gbase + beat + 1)]
-                    with m.Else():
-                        # beat = vec_beats - 1: the next group starts at the word after this
-                        m.d.sync += [beat.eq(0), gbase.eq(raddr + 1), raddr.eq(raddr + 1),
-                                     left.eq(left - gsize)]
-                with m.If(~pad):
-                    m.d.sync += self.read_beats.eq(self.read_beats + 1)
-                with m.If(cmd_end):
-                    m.d.sync += active.eq(0)
+                    # beat = vec_beats - 1: the next group starts at the word after this
+                    m.d.sync += [beat.eq(0), gbase.eq(raddr + 1), raddr.eq(raddr + 1),
+                                 left.eq(left - gsize)]
+            with m.If(~pad):
+                m.d.sync += self.read_beats.eq(self.read_beats + 1)
+            with m.If(cmd_end):
+                m.d.sync += active.eq(0)
 
         with m.If(self.clear):
-            m.d.sync += [wptr.eq(0), filled.eq(0), active.eq(0), out_valid.eq(0), self.read_beats.eq(0),
-                         self.write_beats.eq(0)]
+            m.d.sync += [wptr.eq(0), filled.eq(0), active.eq(0), r_valid.eq(0),
+                         self.read_beats.eq(0), self.write_beats.eq(0)]
         return m
 
 

@@ -133,3 +133,55 @@ def test_bank_geometry_is_the_energy_models():
 def test_bad_bank_counts_are_named(kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
         ChunkBuffer(**kwargs)
+
+
+@pytest.mark.parametrize("banks, P", [(1, 1), (4, 3)])
+def test_read_side_serves_a_beat_every_cycle(banks, P):
+    """With the output always ready the beats of a command come one per cycle, the first three
+    cycles after the command is taken (read stage, output FIFO), and the next command's first
+    beat one idle cycle after the previous command's last."""
+    L, vec_beats, n = 4, 3, 10
+    words = [[(7 * w + lane) % 256 for lane in range(L)] for w in range(n * vec_beats)]
+    buf = ChunkBuffer(lanes=L, elem_width=8, depth=40, beats_max=8, index_width=4,
+                      count_width=5, cand_tile=P, banks=banks)
+    cmds = [(0, n, DEST_CANDIDATE, 0), (2, 3, DEST_QUERY, 0)]
+    beat_cycles, taken = [], []
+
+    async def bench(ctx):
+        ctx.set(buf.vec_beats, vec_beats)
+        ctx.set(buf.fill_words, len(words))
+        ctx.set(buf.clear, 1)
+        await ctx.tick()
+        ctx.set(buf.clear, 0)
+        for w in words:
+            ctx.set(buf.fill.valid, 1)
+            ctx.set(buf.fill.payload.as_value(), pack(buf.word_layout, {"data": w}))
+            await ctx.tick()
+        ctx.set(buf.fill.valid, 0)
+        ctx.set(buf.beats.ready, 1)
+        ci = 0
+        for cycle in range(200):
+            if ci < len(cmds):
+                first, count, dest, pad = cmds[ci]
+                ctx.set(buf.cmd.payload.as_value(), pack(buf.cmd_layout, {
+                    "first": first, "count": count, "dest": dest, "pad": pad}))
+            ctx.set(buf.cmd.valid, ci < len(cmds))
+            if ci < len(cmds) and ctx.get(buf.cmd.ready):
+                taken.append(cycle)
+                ci += 1
+            if ctx.get(buf.beats.valid):
+                beat_cycles.append(cycle)
+            await ctx.tick()
+
+    sim = Simulator(buf)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    first_len = n * vec_beats
+    assert len(beat_cycles) == first_len + 3 * vec_beats
+    assert beat_cycles[0] == taken[0] + 3
+    assert beat_cycles[first_len - 1] - beat_cycles[0] == first_len - 1      # no bubble
+    # the second command is taken the cycle after the first one's last word is read, its
+    # first beat comes three cycles later: one idle cycle on the output between commands
+    assert beat_cycles[first_len] == beat_cycles[first_len - 1] + 2
+    assert beat_cycles[-1] - beat_cycles[first_len] == 3 * vec_beats - 1
