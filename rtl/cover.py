@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.bram import SlicedRead, SlicedWrite, slice_bounds
 from nms.rtl.params import check_int
 
 __all__ = ["MeanNearest", "CoverSelector", "CoverStage", "cover_cycles", "build_cycles"]
@@ -290,9 +291,22 @@ class CoverSelector(wiring.Component):
                                   self.edge_width, self.gain_width, self.offset_width)
 
         def mem(name, width, depth):
-            mm = Memory(shape=unsigned(width), depth=depth, init=[])
-            m.submodules[name] = mm
-            r, w = mm.read_port(), mm.write_port()
+            # a memory deeper than one block RAM in its widest mode (the C·K edge lists) is
+            # built from bit slices one RAM deep (nms.rtl.bram): no cascade multiplexer between
+            # the RAM outputs and the logic behind them, and fewer RAMs
+            slices = slice_bounds(unsigned(width), depth)
+            parts = []
+            for lo, hi in slices:
+                mm = Memory(shape=unsigned(hi - lo), depth=depth, init=[])
+                m.submodules[name if len(slices) == 1 else f"{name}_b{lo}"] = mm
+                parts.append((mm.read_port(), mm.write_port()))
+            if len(slices) == 1:
+                r, w = parts[0]
+            else:
+                m.submodules[f"{name}_read"] = r = SlicedRead(unsigned(width), depth,
+                                                              [p[0] for p in parts])
+                m.submodules[f"{name}_write"] = w = SlicedWrite(unsigned(width), depth,
+                                                                [p[1] for p in parts], slices)
             m.d.comb += w.en.eq(0)
             return r, w
 
@@ -534,10 +548,13 @@ class CoverSelector(wiring.Component):
             with m.State("UP_A"):
                 jj = Mux(self_cand, row_i, nbr_r.data)
                 kv = Mux(self_cand, ONE, pv_r.data)
-                d_a = Mux(kv > a_old, kv - a_old, 0)
-                d_c = Mux(kv > c_new, kv - c_new, 0)
+                # max(kv - a, 0) - max(kv - c, 0) with c = c_new > a = a_old (ROW enters UP_A
+                # only then) is min(kv, c) - a, or 0 for kv <= a: two compares and one
+                # subtract of kv side by side, not a compare-subtract chain behind the RAM
                 m.d.comb += gain_r.addr.eq(jj)
-                m.d.sync += [j_l.eq(jj), delta.eq(d_a - d_c)]
+                m.d.sync += [j_l.eq(jj),
+                             delta.eq(Mux(kv <= a_old, 0,
+                                          Mux(kv >= c_new, c_new - a_old, kv - a_old)))]
                 m.next = "UP_B"
             with m.State("UP_B"):
                 m.d.comb += [gain_w.en.eq(1), gain_w.addr.eq(j_l),

@@ -33,13 +33,14 @@ needs read-during-write logic (:func:`_block_ram`).
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.bram import SlicedRead, SlicedWrite, slice_bounds
 from nms.rtl.divider import Divider
 from nms.rtl.hash import Hash32
 from nms.rtl.params import check_int
@@ -116,57 +117,20 @@ def _block_ram(m, name, shape, depth, read_ports=1):
     return (mem, *reads, mem.write_port())
 
 
-#: DP16KD aspect ratios (depth, width): the widest one as deep as a memory needs no cascade
-#: multiplexer behind the RAM outputs
-_DP16KD_MODES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
-
-
-class _SlicedWrite(wiring.Component):
-    """One write port fanned out to the bit slices of :func:`_sliced_block_ram`."""
-
-    def __init__(self, shape, depth, writes, slices):
-        self._writes, self._slices = writes, slices
-        super().__init__(WritePort.Signature(addr_width=ceil_log2(depth), shape=shape))
-
-    def elaborate(self, platform):
-        m = Module()
-        bits = Value.cast(self.data)
-        for (lo, hi), wr in zip(self._slices, self._writes):
-            m.d.comb += [wr.addr.eq(self.addr), wr.en.eq(self.en), wr.data.eq(bits[lo:hi])]
-        return m
-
-
-class _SlicedRead(wiring.Component):
-    """One registered read port over the bit slices of :func:`_sliced_block_ram`."""
-
-    def __init__(self, shape, depth, reads):
-        self._reads = reads
-        super().__init__(ReadPort.Signature(addr_width=ceil_log2(depth), shape=shape))
-
-    def elaborate(self, platform):
-        m = Module()
-        for rd in self._reads:
-            m.d.comb += [rd.addr.eq(self.addr), rd.en.eq(self.en)]
-        m.d.comb += self.data.eq(Cat(*(rd.data for rd in self._reads)))
-        return m
-
-
 def _sliced_block_ram(m, name, shape, depth, read_ports=1):
     """:func:`_block_ram` built from bit slices each exactly one block RAM deep: a deep memory
     (the neighbour lists, C * k words) would otherwise be cascaded in depth, with a
     multiplexer after the RAM outputs of every bit, as wide as the RAM allows, and deep ones
     spread the cascade's RAMs over the die. Returns the registered read ports and the write
     port (each a submodule of ``m``)."""
-    width = Shape.cast(shape).width
-    slice_w = next((w for d, w in _DP16KD_MODES if d >= depth), 1)
-    slices = [(lo, min(lo + slice_w, width)) for lo in range(0, width, slice_w)]
+    slices = slice_bounds(shape, depth)
     parts = [_block_ram(m, f"{name}_b{lo}", unsigned(hi - lo), depth, read_ports)
              for lo, hi in slices]
-    m.submodules[f"{name}_write"] = write = _SlicedWrite(shape, depth, [p[-1] for p in parts],
-                                                         slices)
+    m.submodules[f"{name}_write"] = write = SlicedWrite(shape, depth, [p[-1] for p in parts],
+                                                        slices)
     reads = []
     for r in range(read_ports):
-        m.submodules[f"{name}_read{r}"] = rd = _SlicedRead(shape, depth, [p[1 + r] for p in parts])
+        m.submodules[f"{name}_read{r}"] = rd = SlicedRead(shape, depth, [p[1 + r] for p in parts])
         reads.append(rd)
     return (*reads, write)
 
