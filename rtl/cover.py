@@ -290,14 +290,16 @@ class CoverSelector(wiring.Component):
         IW, CW, SW, EW, GW, OW = (self.index_width, self.count_width, self.slot_width,
                                   self.edge_width, self.gain_width, self.offset_width)
 
-        def mem(name, width, depth):
-            # a memory deeper than one block RAM in its widest mode (the C·K edge lists) is
-            # built from bit slices one RAM deep (nms.rtl.bram): no cascade multiplexer between
-            # the RAM outputs and the logic behind them, and fewer RAMs
-            slices = slice_bounds(unsigned(width), depth)
+        def mem(name, width, depth, *, sliced=False, distributed=False):
+            # sliced: bit slices one block RAM deep (nms.rtl.bram), so no cascade multiplexer
+            # stands between the RAM outputs and the logic behind them (for a 16 384-word
+            # memory 16 384 x 1 slices: one RAM a bit, which can be more RAMs than a cascade);
+            # distributed: in LUT RAM, not a block RAM (the default datapath uses all 208)
+            slices = slice_bounds(unsigned(width), depth) if sliced else [(0, width)]
+            attrs = {"ram_style": "distributed"} if distributed else {}
             parts = []
             for lo, hi in slices:
-                mm = Memory(shape=unsigned(hi - lo), depth=depth, init=[])
+                mm = Memory(shape=unsigned(hi - lo), depth=depth, init=[], attrs=attrs)
                 m.submodules[name if len(slices) == 1 else f"{name}_b{lo}"] = mm
                 parts.append((mm.read_port(), mm.write_port()))
             if len(slices) == 1:
@@ -310,13 +312,15 @@ class CoverSelector(wiring.Component):
             m.d.comb += w.en.eq(0)
             return r, w
 
-        nbr_r, nbr_w = mem("nbr", IW, self.edges)           # kNN index of edge i*K + t
-        pv_r, pv_w = mem("pv", P_BITS, self.edges)           # P of that edge
+        # the gain update reads nbr/pv straight into its compares and the gain RAM's address:
+        # sliced (at C·K = 16 384: pv 17 RAMs against a cascade's 16, nbr 10 either way)
+        nbr_r, nbr_w = mem("nbr", IW, self.edges, sliced=True)   # kNN index of edge i*K + t
+        pv_r, pv_w = mem("pv", P_BITS, self.edges, sliced=True)  # P of that edge
         rev_r, rev_w = mem("rev", IW + P_BITS, self.edges)   # reverse lists {i, P[i][t]}
         off_r, off_w = mem("off", OW, C)                     # in-degree, then list ends
         gain_r, gain_w = mem("gain", GW, C)
         cov_r, cov_w = mem("covered", P_BITS, C)
-        pk_r, pk_w = mem("picked", 1, C)
+        pk_r, pk_w = mem("picked", 1, C, distributed=True)   # 1 kbit: not worth a block RAM
         cell_r, cell_w = mem("cell", SW, C)
         left_r, left_w = mem("left", CW, self.max_cells)
 

@@ -16,7 +16,9 @@ from nms.verif.models import desne
 from nms.verif.models.cover_stats import cover_run_statistics, slots_and_quotas
 from nms.verif.sim.build import run_cocotb
 
-CAPACITY, K = 128, 8
+# K = 16: C·K = 2048 edges, deeper than one block RAM in its widest mode, so the edge memories
+# nbr/pv are built from bit slices (nms.rtl.bram) and the sliced ports run here too
+CAPACITY, K = 128, 16
 
 
 @pytest.mark.parametrize("kwargs, exc, message", [
