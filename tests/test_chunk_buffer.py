@@ -38,16 +38,21 @@ def _model(words, vec_beats, cmds, P):
     return out
 
 
+async def _new_job(ctx, buf, vec_beats, fill_words):
+    """The job's constants, then one cycle of ``clear``."""
+    ctx.set(buf.vec_beats, vec_beats)
+    ctx.set(buf.fill_words, fill_words)
+    ctx.set(buf.clear, 1)
+    await ctx.tick()
+    ctx.set(buf.clear, 0)
+
+
 def _run(buf: ChunkBuffer, words, vec_beats, cmds, *, seed, p_ready=0.6, p_cmd=0.5):
     rng = random.Random(seed)
     got, expected = [], _model(words, vec_beats, cmds, buf.cand_tile)
 
     async def bench(ctx):
-        ctx.set(buf.vec_beats, vec_beats)
-        ctx.set(buf.fill_words, len(words))
-        ctx.set(buf.clear, 1)
-        await ctx.tick()
-        ctx.set(buf.clear, 0)
+        await _new_job(ctx, buf, vec_beats, len(words))
         ci, wi = 0, 0
         enabled = 0
         for _ in range(20_000):
@@ -148,11 +153,7 @@ def test_read_side_serves_a_beat_every_cycle(banks, P):
     beat_cycles, taken = [], []
 
     async def bench(ctx):
-        ctx.set(buf.vec_beats, vec_beats)
-        ctx.set(buf.fill_words, len(words))
-        ctx.set(buf.clear, 1)
-        await ctx.tick()
-        ctx.set(buf.clear, 0)
+        await _new_job(ctx, buf, vec_beats, len(words))
         for w in words:
             ctx.set(buf.fill.valid, 1)
             ctx.set(buf.fill.payload.as_value(), pack(buf.word_layout, {"data": w}))
