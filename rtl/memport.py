@@ -231,8 +231,9 @@ class ChunkBuffer(wiring.Component):
 
     The read side sustains one beat per cycle with one idle cycle between commands: a read
     stage, then an output FIFO of :data:`OUT_FIFO_DEPTH` beats; a read is issued only while
-    the FIFO has room for it, so ``beats.ready`` reaches only the FIFO. A command's first beat
-    is offered three cycles after the command is taken.
+    the FIFO has room for it, so ``beats.ready`` reaches only the FIFO. A command is taken into
+    a holding register while the one before it runs (its first word address is registered
+    there); an idle buffer's first beat is offered five cycles after the command is taken.
 
     With ``cand_tile`` P > 1 a candidate command is served in the distance engine's group order
     (:class:`~nms.rtl.distance.DistanceEngine`): groups of P vectors, beat-interleaved (beat 0
@@ -370,6 +371,9 @@ class ChunkBuffer(wiring.Component):
         final_beat = beat == self.vec_beats - 1
         cmd_end = slot_last & final_beat & (left == gsize)
         issue = active & (filled | pad)
+        q = Signal(self.cmd_layout)                    # the held command (see below)
+        q_valid, q_ready_words = Signal(), Signal()
+        q_words = Signal(range(self.depth + 1))
 
         # the read stage holds the word read in the previous cycle (r_valid) and its tags; it goes
         # into an output FIFO. A read is issued only while the FIFO has room for it counting
@@ -389,7 +393,7 @@ class ChunkBuffer(wiring.Component):
         raddr = Signal(range(self.depth + 1))
         word = Signal(self.beat_layout)                # the read stage's beat, into the FIFO
         m.d.comb += [
-            self.cmd.ready.eq(~active),
+            self.cmd.ready.eq(~q_valid),
             word.dest.eq(r_dest), word.last.eq(r_last),
             fifo.w_en.eq(r_valid), fifo.w_data.eq(word.as_value()),
             out.valid.eq(fifo.r_rdy), out.payload.eq(fifo.r_data), fifo.r_en.eq(out.ready),
@@ -416,13 +420,19 @@ class ChunkBuffer(wiring.Component):
             m.d.comb += word.data.eq(Mux(r_pad, 0, rdata))
         if P > 1:
             m.d.comb += [word.slot.eq(r_slot), word.group_end.eq(r_gend)]
-        with m.If(self.cmd.valid & ~active):
-            c = self.cmd.payload
-            grouped = (c.dest == DEST_CANDIDATE) & ~c.pad
-            m.d.sync += [active.eq(1), gbase.eq(c.first * self.vec_beats),
-                         raddr.eq(c.first * self.vec_beats),
-                         left.eq(c.count), group.eq(Mux(grouped, P, 1)),
-                         dest.eq(c.dest), pad.eq(c.pad), beat.eq(0), slot.eq(0)]
+        # a command waits in a holding register while the one before it runs; its first word
+        # first · vec_beats (a multiplier) is registered from there, so neither the
+        # controller's command logic nor the multiplier lies before the read address register
+        m.d.sync += q_words.eq(q.first * self.vec_beats)
+        with m.If(self.cmd.valid & ~q_valid):
+            m.d.sync += [q.eq(self.cmd.payload), q_valid.eq(1), q_ready_words.eq(0)]
+        with m.Elif(q_valid):
+            m.d.sync += q_ready_words.eq(1)
+        with m.If(q_valid & q_ready_words & ~active):
+            grouped = (q.dest == DEST_CANDIDATE) & ~q.pad
+            m.d.sync += [active.eq(1), gbase.eq(q_words), raddr.eq(q_words), q_valid.eq(0),
+                         left.eq(q.count), group.eq(Mux(grouped, P, 1)),
+                         dest.eq(q.dest), pad.eq(q.pad), beat.eq(0), slot.eq(0)]
         m.d.sync += [r_valid.eq(go), r_dest.eq(dest), r_last.eq(cmd_end), r_pad.eq(pad),
                      r_slot.eq(slot), r_gend.eq(slot_last)]
         with m.If(go):
@@ -442,7 +452,7 @@ class ChunkBuffer(wiring.Component):
                 m.d.sync += active.eq(0)
 
         with m.If(self.clear):
-            m.d.sync += [wptr.eq(0), filled.eq(0), active.eq(0), r_valid.eq(0),
+            m.d.sync += [wptr.eq(0), filled.eq(0), active.eq(0), r_valid.eq(0), q_valid.eq(0),
                          self.read_beats.eq(0), self.write_beats.eq(0)]
         return m
 

@@ -142,9 +142,10 @@ def test_bad_bank_counts_are_named(kwargs, match):
 
 @pytest.mark.parametrize("banks, P", [(1, 1), (4, 3)])
 def test_read_side_serves_a_beat_every_cycle(banks, P):
-    """With the output always ready the beats of a command come one per cycle, the first three
-    cycles after the command is taken (read stage, output FIFO), and the next command's first
-    beat one idle cycle after the previous command's last."""
+    """With the output always ready the beats of a command come one per cycle, the first five
+    cycles after an idle buffer takes the command (holding register, its first-word product,
+    start, read stage, output FIFO), and the next command — taken while the first runs — has
+    its first beat one idle cycle after the previous command's last."""
     L, vec_beats, n = 4, 3, 10
     words = [[(7 * w + lane) % 256 for lane in range(L)] for w in range(n * vec_beats)]
     buf = ChunkBuffer(lanes=L, elem_width=8, depth=40, beats_max=8, index_width=4,
@@ -180,9 +181,9 @@ def test_read_side_serves_a_beat_every_cycle(banks, P):
     sim.run()
     first_len = n * vec_beats
     assert len(beat_cycles) == first_len + 3 * vec_beats
-    assert beat_cycles[0] == taken[0] + 3
+    assert beat_cycles[0] == taken[0] + 5
+    assert taken[1] < beat_cycles[0]                 # held while the first command runs
     assert beat_cycles[first_len - 1] - beat_cycles[0] == first_len - 1      # no bubble
-    # the second command is taken the cycle after the first one's last word is read, its
-    # first beat comes three cycles later: one idle cycle on the output between commands
+    # one idle cycle on the output between commands
     assert beat_cycles[first_len] == beat_cycles[first_len - 1] + 2
     assert beat_cycles[-1] - beat_cycles[first_len] == 3 * vec_beats - 1
