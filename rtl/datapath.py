@@ -104,7 +104,8 @@ class JobController(wiring.Component):
     the check takes :data:`CHECK_CYCLES` registered steps (one per ``regmap.DERIVED_STEPS``
     step, then CHECK: every condition, FIRST: the first cause), and a bad configuration then
     ends the job in DECIDE, with ``error`` and ``done`` set (``busy`` low again) at edge
-    ``CHECK_CYCLES + 2`` counted from the one that takes ``start`` as the first. Otherwise the embedding's configuration beat is offered;
+    ``CHECK_CYCLES + 2`` counted from the one that takes ``start`` as the first. Otherwise the
+    embedding's configuration beat is offered;
     with ``chunk_buffer`` one command ``{first 0, count N}`` goes out on :attr:`fetch_cmd`
     (the job's only DDR read, into the chunk buffer), and then, for each query
     tile ``base = 0, T, 2T, ... < N`` (commands on :attr:`cmd`: to the fetcher when streaming, to
@@ -315,7 +316,8 @@ class DesneDatapath(wiring.Component):
     on the final one). ``busy`` falls and ``done`` rises with the final index's handshake;
     ``perf`` then holds the job's counters. A configuration outside the limits below ends the
     job after its check (``busy`` for ``CHECK_CYCLES + 1`` cycles) with ``error`` (and
-    ``done``), no memory read, no index, and the first bad field's code on ``cause``: the ranges declared in ``nms.rtl.regmap`` (``docs/registers.md``), e.g.
+    ``done``), no memory read, no index, and the first bad field's code on ``cause``: the
+    ranges declared in ``nms.rtl.regmap`` (``docs/registers.md``), e.g.
     ``2 <= n <= capacity``, ``1 <= dim <= max_dim``, ``1 <= budget <= n``.
 
     Parameters

@@ -588,10 +588,13 @@ DERIVED_STEPS: tuple[dict[str, Any], ...] = (
 
 def derive(env: Mapping[str, Any]) -> dict[str, Any]:
     """``env`` with every :data:`DERIVED_STEPS` term added (ints or Amaranth values, computed
-    at once); a term whose inputs are absent (a partial job) is left out."""
+    at once); a term already in ``env`` (the RTL's registered one) is kept, one whose inputs
+    are absent (a partial job) is left out."""
     out = dict(env)
     for step in DERIVED_STEPS:
         for name, term in step.items():
+            if name in out:
+                continue
             try:
                 out[name] = term(out)
             except KeyError:
@@ -758,9 +761,7 @@ def _walk(job: Mapping[str, Any], params: Mapping[str, Any], *, partial: bool = 
     behind every backend's refusal. ``partial``: skip fields absent from ``job`` and bounds
     naming something absent. Terms of :data:`DERIVED_STEPS` already in ``job`` (the RTL's
     registered steps) are used as they are."""
-    env = {**params, **job}
-    if any(name not in env for step in DERIVED_STEPS for name in step):
-        env = {**derive(env), **env}
+    env = derive({**params, **job})
     for f in REFUSAL_FIELDS:
         if f.key not in job and (partial or f.key in _ADDRESS_BY_KEY):
             continue   # an address is checked when the caller gives it (the device always does)

@@ -245,8 +245,8 @@ class NmsAccelerator(wiring.Component):
             with m.State("IDLE"):
                 with m.If(start):
                     m.d.sync += [job.eq(cfg), src_addr.eq(rw("SRC_ADDR")),
-                                 *[a.eq(rw(f_.register, f_.name)) for f_, a in
-                                   zip(regmap.ADDRESS_FIELDS, addrs.values())],
+                                 *[addrs[f_.key].eq(rw(f_.register, f_.name))
+                                   for f_ in regmap.ADDRESS_FIELDS],
                                  cause.eq(0), done.eq(0), busy.eq(1), counted.eq(0),
                                  abort_seen.eq(0), cycles.eq(0), count.eq(0)]
                     m.next = check_states[0]
