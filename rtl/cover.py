@@ -197,7 +197,7 @@ def cover_cycles(*, n: int, kk: int, start_checked: bool, start_taken: bool, in_
 def build_cycles(*, n: int, kk: int) -> int:
     """Cycles of the build (clear, in-degree + gains, prefix sum, scatter) after the final row
     beat, before the ``start`` beat is taken; the rows themselves load at one beat per cycle."""
-    return 2 * n * kk + 2 * n + 1 + 2 * n * kk + 1
+    return 2 * n * kk + 2 * n + 2 * n * kk + 1
 
 
 class CoverSelector(wiring.Component):
@@ -333,6 +333,10 @@ class CoverSelector(wiring.Component):
         e_row = Signal(EW + 1)         # i * K
         acc = Signal(OW)               # prefix sum
         j_l = Signal(IW)               # latched candidate / target
+        # nbr/pv of the edge being walked, registered behind the RAMs: the walks read each edge
+        # a cycle ahead, so RAM outputs only reach flip-flops (not compares or RAM addresses)
+        q_j = Signal(IW)
+        q_p = Signal(P_BITS)
         p_l = Signal(P_BITS)           # latched P / cover candidate value
         s_idx = Signal(IW)
         s_use = Signal()
@@ -380,6 +384,9 @@ class CoverSelector(wiring.Component):
                 with m.If(self.rows.valid):
                     m.d.comb += [nbr_w.en.eq(1), nbr_w.addr.eq(e), nbr_w.data.eq(rows.index),
                                  pv_w.en.eq(1), pv_w.addr.eq(e), pv_w.data.eq(rows.p)]
+                    with m.If(e == 0):
+                        # the DEG walk starts with edge 0 registered, taken from its beat
+                        m.d.sync += [q_j.eq(rows.index), q_p.eq(rows.p)]
                     with m.If(t == kk - 1):
                         m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
                         with m.If(i == n - 1):
@@ -389,20 +396,22 @@ class CoverSelector(wiring.Component):
                         m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
 
             def edge_walk(state_a, state_b, after, on_a, on_b):
-                """Two cycles per edge (i, t): A has nbr/pv of edge e on the read ports, B the
-                data of the addresses A presented; B presents the next edge."""
+                """Two cycles per edge (i, t): A has nbr/pv of edge e in q_j/q_p and presents
+                the next edge's address (edge 0 after the final one, for the next walk), B has
+                the data of the addresses A presented and registers the next edge."""
+                last_edge = (t == kk - 1) & (i == n - 1)
                 with m.State(state_a):
-                    m.d.sync += [j_l.eq(nbr_r.data), p_l.eq(pv_r.data)]
-                    on_a(nbr_r.data)
+                    m.d.sync += [j_l.eq(q_j), p_l.eq(q_p)]
+                    on_a(q_j)
+                    nxt = Mux(last_edge, 0, Mux(t == kk - 1, e_row + K, e + 1))
+                    m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
                     m.next = state_b
                 with m.State(state_b):
                     on_b()
-                    nxt = Mux(t == kk - 1, e_row + K, e + 1)
-                    m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
+                    m.d.sync += [q_j.eq(nbr_r.data), q_p.eq(pv_r.data)]
                     with m.If(t == kk - 1):
                         m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
                         with m.If(i == n - 1):
-                            m.d.comb += [nbr_r.addr.eq(0), pv_r.addr.eq(0)]
                             m.d.sync += [i.eq(0), e.eq(0), e_row.eq(0), acc.eq(0)]
                             m.next = after
                         with m.Else():
@@ -412,8 +421,7 @@ class CoverSelector(wiring.Component):
                         m.next = state_a
 
             # ---- in-degree and initial gain: gain[j] = 2^16 + Σ P over the edges into j
-            # (DEG_A is entered with edge 0's address presented: LOAD's last cycle leaves the
-            # read ports at address 0, their default)
+            # (DEG_A is entered with edge 0 in q_j/q_p, registered from its LOAD beat)
             def deg_a(j):
                 m.d.comb += [off_r.addr.eq(j), gain_r.addr.eq(j)]
 
@@ -433,12 +441,9 @@ class CoverSelector(wiring.Component):
                 m.d.sync += [acc.eq(acc + off_r.data), i.eq(i + 1)]
                 with m.If(i == n - 1):
                     m.d.sync += i.eq(0)
-                    m.next = "SCAT_P"
+                    m.next = "SCAT_A"      # with edge 0 in q_j/q_p, from the DEG walk's end
                 with m.Else():
                     m.next = "PRE_A"
-            with m.State("SCAT_P"):
-                m.d.comb += [nbr_r.addr.eq(0), pv_r.addr.eq(0)]
-                m.next = "SCAT_A"
 
             # ---- scatter: rev[off[j]++] = {i, P[i][t]}; afterwards off[j] = end of j's list
             def scat_a(j):
@@ -549,9 +554,13 @@ class CoverSelector(wiring.Component):
                 m.d.sync += [row_i.eq(ri), c_new.eq(rp_)]
                 m.next = "ROW"
             # gain[j] -= max(K_ij - a, 0) - max(K_ij - c, 0) for j = i, then j = nbr[i][t]
+            # (UP_A presents the next edge's address, UP_B registers its data: the row's own
+            # candidate reads edge i*K, edge e reads e + 1)
             with m.State("UP_A"):
-                jj = Mux(self_cand, row_i, nbr_r.data)
-                kv = Mux(self_cand, ONE, pv_r.data)
+                jj = Mux(self_cand, row_i, q_j)
+                kv = Mux(self_cand, ONE, q_p)
+                nxt = Mux(self_cand, e, e + 1)
+                m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
                 # max(kv - a, 0) - max(kv - c, 0) with c = c_new > a = a_old (ROW enters UP_A
                 # only then) is min(kv, c) - a, or 0 for kv <= a: two compares and one
                 # subtract of kv side by side, not a compare-subtract chain behind the RAM
@@ -563,12 +572,10 @@ class CoverSelector(wiring.Component):
             with m.State("UP_B"):
                 m.d.comb += [gain_w.en.eq(1), gain_w.addr.eq(j_l),
                              gain_w.data.eq(gain_r.data - delta)]
-                m.d.sync += self_cand.eq(0)
+                m.d.sync += [self_cand.eq(0), q_j.eq(nbr_r.data), q_p.eq(pv_r.data)]
                 with m.If(~self_cand & (t == kk - 1)):
                     m.next = "NEXT_ROW"
                 with m.Else():
-                    nxt = Mux(self_cand, e, e + 1)
-                    m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
                     with m.If(~self_cand):
                         m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
                     m.next = "UP_A"
