@@ -32,6 +32,7 @@ STAGES = (
     ("affinity", "affinity unit (precision search, exp2/log2, dividers)"),
     ("embedding", "embedding engine"),
     ("grid", "grid sampler"),
+    ("cover", "coverage selector (reverse kNN lists, gains, greedy)"),
     ("datapath", "whole chunk datapath"),
 )
 QUICK_STAGES = tuple(b for b, _ in STAGES if b != "datapath")

@@ -108,6 +108,17 @@ register_block(Block(
 ))
 
 register_block(Block(
+    name="cover",
+    component="nms.rtl.cover:CoverSelector",
+    description="coverage selector: reverse kNN lists, gains, greedy kNN-graph cover in cell quotas",
+    params=(
+        Param("capacity", int, 1024, "C, most points held on chip"),
+        Param("k", int, 16, "K, longest kNN row"),
+        Param("max_cells", int, 1024, "most grid cells (slots) with a quota"),
+    ),
+))
+
+register_block(Block(
     name="affinity",
     component="nms.rtl.affinity:AffinityUnit",
     description="per-row precision search to the target entropy and Q1.16 affinities",
