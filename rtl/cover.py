@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.bram import SlicedRead, SlicedWrite, slice_bounds
+from nms.rtl.bram import banked_block_ram, block_ram, sliced_block_ram
 from nms.rtl.params import check_int
 
 __all__ = ["MeanNearest", "CoverSelector", "CoverStage", "cover_cycles", "build_cycles"]
@@ -176,6 +176,12 @@ class MeanNearest(wiring.Component):
         return m
 
 
+#: the emission's output FIFO: a bitmap read is issued while level + reads in flight < depth,
+#: so without back-pressure one index leaves per cycle, EMIT_LATENCY cycles after its read
+EMIT_FIFO_DEPTH = 3
+EMIT_LATENCY = 2
+
+
 def cover_cycles(*, n: int, kk: int, start_checked: bool, start_taken: bool, in_degree,
                  covered_rows, last_index: int) -> int:
     """Cycles of :class:`CoverSelector` from the final ``cells`` beat's acceptance to the final
@@ -185,19 +191,19 @@ def cover_cycles(*, n: int, kk: int, start_checked: bool, start_taken: bool, in_
     cover rose at that pick (at most ``1 + in_degree[t]``), ``start_checked`` = a start point
     was offered, ``start_taken`` = it was the first pick, ``last_index`` = the largest pick.
     """
-    cyc = 3 if start_checked else 0
+    cyc = 5 if start_checked else 0
     for t, (deg, rows) in enumerate(zip(in_degree, covered_rows)):
         if not (t == 0 and start_taken):
-            cyc += n + 4                                    # argmax scan
-        cyc += 3 + 2 * (1 + deg) + deg                      # commit, row checks, list reads
+            cyc += n + 6                                    # argmax scan
+        cyc += 5 + 3 * (1 + deg) + 2 * deg                  # commit, row checks, list reads
         cyc += rows * 2 * (kk + 1)                          # gain read-modify-writes
-    return cyc + 1 + last_index + 1                         # emission
+    return cyc + 1 + last_index + 1 + EMIT_LATENCY          # emission
 
 
 def build_cycles(*, n: int, kk: int) -> int:
     """Cycles of the build (clear, in-degree + gains, prefix sum, scatter) after the final row
     beat, before the ``start`` beat is taken; the rows themselves load at one beat per cycle."""
-    return 2 * n * kk + 2 * n + 2 * n * kk + 1
+    return 2 * n * kk + 1 + 2 * n + 2 * n * kk + 1
 
 
 class CoverSelector(wiring.Component):
@@ -290,25 +296,19 @@ class CoverSelector(wiring.Component):
         IW, CW, SW, EW, GW, OW = (self.index_width, self.count_width, self.slot_width,
                                   self.edge_width, self.gain_width, self.offset_width)
 
-        def mem(name, width, depth, *, sliced=False, distributed=False):
-            # sliced: bit slices one block RAM deep (nms.rtl.bram), so no cascade multiplexer
-            # stands between the RAM outputs and the logic behind them (for a 16 384-word
-            # memory 16 384 x 1 slices: one RAM a bit, which can be more RAMs than a cascade);
-            # distributed: in LUT RAM, not a block RAM (the default datapath uses all 208)
-            slices = slice_bounds(unsigned(width), depth) if sliced else [(0, width)]
-            attrs = {"ram_style": "distributed"} if distributed else {}
-            parts = []
-            for lo, hi in slices:
-                mm = Memory(shape=unsigned(hi - lo), depth=depth, init=[], attrs=attrs)
-                m.submodules[name if len(slices) == 1 else f"{name}_b{lo}"] = mm
-                parts.append((mm.read_port(), mm.write_port()))
-            if len(slices) == 1:
-                r, w = parts[0]
+        def mem(name, width, depth, *, sliced=False, banked=False):
+            # block RAMs without read-during-write logic (nms.rtl.bram.block_ram): no phase
+            # uses a word read in the cycle its address is written (the walks and the gain
+            # update read at A and write at B or a cycle later, at another address; the other
+            # phases read and write a memory in different states); sliced: bit slices one
+            # block RAM deep, no cascade multiplexer behind the outputs; banked: banks in depth
+            # whose words are registered before the bank multiplexer (reads take two cycles)
+            if sliced:
+                r, w = sliced_block_ram(m, name, unsigned(width), depth)
+            elif banked:
+                r, w = banked_block_ram(m, name, unsigned(width), depth)
             else:
-                m.submodules[f"{name}_read"] = r = SlicedRead(unsigned(width), depth,
-                                                              [p[0] for p in parts])
-                m.submodules[f"{name}_write"] = w = SlicedWrite(unsigned(width), depth,
-                                                                [p[1] for p in parts], slices)
+                _, r, w = block_ram(m, name, unsigned(width), depth)
             m.d.comb += w.en.eq(0)
             return r, w
 
@@ -316,21 +316,35 @@ class CoverSelector(wiring.Component):
         # sliced (at C·K = 16 384: pv 17 RAMs against a cascade's 16, nbr 10 either way)
         nbr_r, nbr_w = mem("nbr", IW, self.edges, sliced=True)   # kNN index of edge i*K + t
         pv_r, pv_w = mem("pv", P_BITS, self.edges, sliced=True)  # P of that edge
-        rev_r, rev_w = mem("rev", IW + P_BITS, self.edges)   # reverse lists {i, P[i][t]}
+        # reverse lists {i, P[i][t]}: banked (sliced it takes 27 RAMs, 24 so; the datapath
+        # has none to spare), read in the greedy phase only, two cycles ahead
+        rev_r, rev_w = mem("rev", IW + P_BITS, self.edges, banked=True)
         off_r, off_w = mem("off", OW, C)                     # in-degree, then list ends
         gain_r, gain_w = mem("gain", GW, C)
         cov_r, cov_w = mem("covered", P_BITS, C)
-        pk_r, pk_w = mem("picked", 1, C, distributed=True)   # 1 kbit: not worth a block RAM
-        cell_r, cell_w = mem("cell", SW, C)
+        # per point {slot of its cell, picked}: the scan reads both at one address, and the
+        # picked bit needs no memory of its own (in LUT RAM its 1024-deep read multiplexer
+        # was the unit's critical path)
+        cell_r, cell_w = mem("cell", SW + 1, C)
+        slot_of, picked_of = cell_r.data[:SW], cell_r.data[SW]
         left_r, left_w = mem("left", CW, self.max_cells)
 
         n = Signal(CW)
         kk = Signal(bits_for(K))
         budget = Signal(CW)
+        # n - 1, kk - 1, budget - 1 as registers (set with the job): no subtractor in front of
+        # the compares that steer the walks and the RAM addresses
+        n_last = Signal(CW)
+        kk_last = Signal(bits_for(K))
+        budget_last = Signal(CW)
         i = Signal(CW)                 # point / row counter
         t = Signal(bits_for(K))        # position in a row
         e = Signal(EW + 1)             # edge address
         e_row = Signal(EW + 1)         # i * K
+        t_last = Signal()              # t == kk - 1 (the walks)
+        i_last = Signal()              # i == n - 1 (the walks)
+        walk_addr = Signal(EW + 1)     # the edge after e (the walks' next address)
+        up_addr = Signal(EW + 1)       # the gain update's next edge address
         acc = Signal(OW)               # prefix sum
         j_l = Signal(IW)               # latched candidate / target
         # nbr/pv of the edge being walked, registered behind the RAMs: the walks read each edge
@@ -356,27 +370,59 @@ class CoverSelector(wiring.Component):
         j1, j2 = Signal(IW), Signal(IW)
         g2 = Signal(GW)
         pk2 = Signal()
+        c2 = Signal(SW)                # cell of the point at stage 2 (-> left address)
+        v3, v4 = Signal(), Signal()
+        j3, j4 = Signal(IW), Signal(IW)
+        g3, g4 = Signal(GW), Signal(GW)
+        pk3, pk4 = Signal(), Signal()
+        left4 = Signal(CW)
+        left_q = Signal(CW)            # left[cell[p]] of the pick, registered
+        gain_q = Signal(GW)            # gain word of the update, registered behind the RAM
+        gain_wb = Signal()             # its write (gain_q - delta) is due this cycle
+        # the walks' read-modify-writes: read at A, words registered at B, written the cycle
+        # after B (walk_wb) from registers; a word the previous edge writes in the cycle it is
+        # read (same target j at a row boundary) is taken from that write instead (fwd)
+        walk_wb = Signal()
+        off_q = Signal(OW)
+        fwd = Signal()
+        wr_off = Signal(OW)            # the word the last write-behind gave off[j]
+        wr_gain = Signal(GW)           # ... and gain[j]
+        i_a = Signal(IW)               # the row of the edge at A
+        pre_q = Signal(OW)             # prefix sum: in-degree of the previous point
         best = Signal(GW)
         best_j = Signal(IW)
         found = Signal()
         emitted = Signal(CW)
+        em_more = Signal()             # bitmap words left to read
+        em_valid = Signal()            # a bitmap word (of em_idx) is on the read port
+        em_idx = Signal(IW)
+        m.submodules.em_fifo = em_fifo = SyncFIFO(width=IW + 1, depth=EMIT_FIFO_DEPTH)
+        m.d.comb += [self.indices.valid.eq(em_fifo.r_rdy), em_fifo.r_en.eq(self.indices.ready),
+                     self.indices.payload.eq(em_fifo.r_data)]
 
         job, rows, cells, start = self.job.payload, self.rows.payload, self.cells.payload, \
             self.start.payload
         m.d.comb += self.pick_index.eq(p)
 
         with m.FSM(name="cover") as fsm:
+            def walk_start():
+                # edge 0 of a walk: t = i = 0, its successor's address (n >= 2: not the last)
+                m.d.sync += [i.eq(0), t.eq(0), e.eq(0), e_row.eq(0), t_last.eq(kk_last == 0),
+                             i_last.eq(0), walk_addr.eq(Mux(kk_last == 0, K, 1))]
+
             with m.State("IDLE"):
                 m.d.comb += self.job.ready.eq(1)
                 with m.If(self.job.valid):
-                    m.d.sync += [n.eq(job.n), kk.eq(job.kk), budget.eq(job.budget), i.eq(0)]
+                    m.d.sync += [n.eq(job.n), kk.eq(job.kk), budget.eq(job.budget), i.eq(0),
+                                 n_last.eq(job.n - 1), kk_last.eq(job.kk - 1),
+                                 budget_last.eq(job.budget - 1)]
                     m.next = "CLEAR"
             with m.State("CLEAR"):
-                # per point: no in-edges yet, gain = K[j][j], not covered, not picked
-                for w, v in ((off_w, 0), (gain_w, ONE), (cov_w, 0), (pk_w, 0)):
+                # per point: no in-edges yet, gain = K[j][j], not covered (not picked: CELLS)
+                for w, v in ((off_w, 0), (gain_w, ONE), (cov_w, 0)):
                     m.d.comb += [w.en.eq(1), w.addr.eq(i), w.data.eq(v)]
                 m.d.sync += i.eq(i + 1)
-                with m.If(i == n - 1):
+                with m.If(i == n_last):
                     m.d.sync += [i.eq(0), t.eq(0), e.eq(0), e_row.eq(0)]
                     m.next = "LOAD"
             with m.State("LOAD"):
@@ -387,10 +433,10 @@ class CoverSelector(wiring.Component):
                     with m.If(e == 0):
                         # the DEG walk starts with edge 0 registered, taken from its beat
                         m.d.sync += [q_j.eq(rows.index), q_p.eq(rows.p)]
-                    with m.If(t == kk - 1):
+                    with m.If(t == kk_last):
                         m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
-                        with m.If(i == n - 1):
-                            m.d.sync += [i.eq(0), e.eq(0), e_row.eq(0)]
+                        with m.If(i == n_last):
+                            walk_start()
                             m.next = "DEG_A"
                     with m.Else():
                         m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
@@ -398,26 +444,39 @@ class CoverSelector(wiring.Component):
             def edge_walk(state_a, state_b, after, on_a, on_b):
                 """Two cycles per edge (i, t): A has nbr/pv of edge e in q_j/q_p and presents
                 the next edge's address (edge 0 after the final one, for the next walk), B has
-                the data of the addresses A presented and registers the next edge."""
-                last_edge = (t == kk - 1) & (i == n - 1)
+                the data of the addresses A presented and registers the next edge.
+
+                The address A presents is the register ``walk_addr``, computed with the step
+                to edge e (``t_last`` / ``i_last`` say e ends its row / is in the last row), so
+                only registers drive the edge memories' 27 address inputs."""
                 with m.State(state_a):
-                    m.d.sync += [j_l.eq(q_j), p_l.eq(q_p)]
+                    m.d.sync += [j_l.eq(q_j), p_l.eq(q_p), i_a.eq(i),
+                                 fwd.eq(walk_wb & (q_j == j_l))]
                     on_a(q_j)
-                    nxt = Mux(last_edge, 0, Mux(t == kk - 1, e_row + K, e + 1))
-                    m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
+                    m.d.comb += [nbr_r.addr.eq(walk_addr), pv_r.addr.eq(walk_addr)]
                     m.next = state_b
                 with m.State(state_b):
+                    m.d.sync += [q_j.eq(nbr_r.data), q_p.eq(pv_r.data), walk_wb.eq(1),
+                                 off_q.eq(off_r.data)]
                     on_b()
-                    m.d.sync += [q_j.eq(nbr_r.data), q_p.eq(pv_r.data)]
-                    with m.If(t == kk - 1):
-                        m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
-                        with m.If(i == n - 1):
-                            m.d.sync += [i.eq(0), e.eq(0), e_row.eq(0), acc.eq(0)]
+                    # the step to edge e2 (the row's next edge, or the next row's first)
+                    row2 = Mux(t_last, e_row + K, e_row)
+                    e2 = Mux(t_last, e_row + K, e + 1)
+                    t_last2 = Mux(t_last, kk_last == 0, t + 1 == kk_last)
+                    i_last2 = Mux(t_last, i + 1 == n_last, i_last)
+                    m.d.sync += [t.eq(Mux(t_last, 0, t + 1)), i.eq(Mux(t_last, i + 1, i)),
+                                 e_row.eq(row2), e.eq(e2), t_last.eq(t_last2),
+                                 i_last.eq(i_last2),
+                                 walk_addr.eq(Mux(t_last2 & i_last2, 0,
+                                                  Mux(t_last2, row2 + K, e2 + 1)))]
+                    with m.If(t_last):
+                        with m.If(i_last):
+                            walk_start()
+                            m.d.sync += acc.eq(0)
                             m.next = after
                         with m.Else():
                             m.next = state_a
                     with m.Else():
-                        m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
                         m.next = state_a
 
             # ---- in-degree and initial gain: gain[j] = 2^16 + Σ P over the edges into j
@@ -426,21 +485,25 @@ class CoverSelector(wiring.Component):
                 m.d.comb += [off_r.addr.eq(j), gain_r.addr.eq(j)]
 
             def deg_b():
-                m.d.comb += [off_w.en.eq(1), off_w.addr.eq(j_l), off_w.data.eq(off_r.data + 1),
-                             gain_w.en.eq(1), gain_w.addr.eq(j_l),
-                             gain_w.data.eq(gain_r.data + p_l)]
+                m.d.sync += gain_q.eq(gain_r.data)
 
-            edge_walk("DEG_A", "DEG_B", "PRE_A", deg_a, deg_b)
+            edge_walk("DEG_A", "DEG_B", "DEG_END", deg_a, deg_b)
+            with m.State("DEG_END"):
+                # the final edge's write-behind (PRE_A would read off[0] beside it)
+                m.d.sync += pre_q.eq(0)
+                m.next = "PRE_A"
 
-            # ---- prefix sum: off[j] = first slot of j's reverse list
+            # ---- prefix sum: off[j] = first slot of j's reverse list (PRE_A adds the previous
+            # point's in-degree, registered at its PRE_B, so no adder sits behind the RAM)
             with m.State("PRE_A"):
                 m.d.comb += off_r.addr.eq(i)
+                m.d.sync += acc.eq(acc + pre_q)
                 m.next = "PRE_B"
             with m.State("PRE_B"):
                 m.d.comb += [off_w.en.eq(1), off_w.addr.eq(i), off_w.data.eq(acc)]
-                m.d.sync += [acc.eq(acc + off_r.data), i.eq(i + 1)]
-                with m.If(i == n - 1):
-                    m.d.sync += i.eq(0)
+                m.d.sync += [pre_q.eq(off_r.data), i.eq(i + 1)]
+                with m.If(i == n_last):
+                    walk_start()
                     m.next = "SCAT_A"      # with edge 0 in q_j/q_p, from the DEG walk's end
                 with m.Else():
                     m.next = "PRE_A"
@@ -450,9 +513,7 @@ class CoverSelector(wiring.Component):
                 m.d.comb += off_r.addr.eq(j)
 
             def scat_b():
-                m.d.comb += [rev_w.en.eq(1), rev_w.addr.eq(off_r.data),
-                             rev_w.data.eq(Cat(i[:IW], p_l)),
-                             off_w.en.eq(1), off_w.addr.eq(j_l), off_w.data.eq(off_r.data + 1)]
+                pass
 
             edge_walk("SCAT_A", "SCAT_B", "START", scat_a, scat_b)
 
@@ -466,7 +527,7 @@ class CoverSelector(wiring.Component):
                 with m.If(self.cells.valid):
                     with m.If(i < n):
                         m.d.comb += [cell_w.en.eq(1), cell_w.addr.eq(i),
-                                     cell_w.data.eq(cells.value)]
+                                     cell_w.data.eq(Cat(cells.value[:SW], 0))]
                     with m.Else():
                         m.d.comb += [left_w.en.eq(1), left_w.addr.eq(i - n),
                                      left_w.data.eq(cells.value)]
@@ -479,60 +540,80 @@ class CoverSelector(wiring.Component):
                             m.next = "SCAN_INIT"
 
             # ---- the start point, if its cell has quota
+            # (every RAM word is registered before it is compared or used as an address)
             with m.State("ST_A"):
                 m.d.comb += cell_r.addr.eq(s_idx)
                 m.next = "ST_B"
             with m.State("ST_B"):
-                m.d.comb += left_r.addr.eq(cell_r.data)
+                m.d.sync += slot_p.eq(slot_of)
                 m.next = "ST_C"
             with m.State("ST_C"):
-                with m.If(left_r.data != 0):
+                m.d.comb += left_r.addr.eq(slot_p)
+                m.next = "ST_D"
+            with m.State("ST_D"):
+                m.d.sync += left_q.eq(left_r.data)
+                m.next = "ST_E"
+            with m.State("ST_E"):
+                with m.If(left_q != 0):
                     m.d.sync += p.eq(s_idx)
                     m.next = "COMMIT"
                 with m.Else():
                     m.next = "SCAN_INIT"
 
             # ---- argmax over the allowed points (not picked, cell quota left), ties to the lower
-            # index: stage 0 reads gain/picked/cell of sj, stage 1 reads left of its cell,
-            # stage 2 compares
+            # index: stage 0 reads gain/picked/cell of sj, stage 1 registers the words, stage 2
+            # reads left of the cell, stage 3 registers it, stage 4 compares
             with m.State("SCAN_INIT"):
-                m.d.sync += [sj.eq(0), v1.eq(0), v2.eq(0), found.eq(0)]
+                m.d.sync += [sj.eq(0), v1.eq(0), v2.eq(0), v3.eq(0), v4.eq(0), found.eq(0)]
                 m.next = "SCAN"
             with m.State("SCAN"):
-                for rp in (gain_r, pk_r, cell_r):
+                for rp in (gain_r, cell_r):
                     m.d.comb += rp.addr.eq(sj)
-                m.d.comb += left_r.addr.eq(cell_r.data)
-                m.d.sync += [v1.eq(sj < n), j1.eq(sj), v2.eq(v1), j2.eq(j1),
-                             g2.eq(gain_r.data), pk2.eq(pk_r.data)]
+                m.d.comb += left_r.addr.eq(c2)
+                m.d.sync += [v1.eq(sj < n), j1.eq(sj),
+                             v2.eq(v1), j2.eq(j1), g2.eq(gain_r.data), pk2.eq(picked_of),
+                             c2.eq(slot_of),
+                             v3.eq(v2), j3.eq(j2), g3.eq(g2), pk3.eq(pk2),
+                             v4.eq(v3), j4.eq(j3), g4.eq(g3), pk4.eq(pk3), left4.eq(left_r.data)]
                 with m.If(sj < n):
                     m.d.sync += sj.eq(sj + 1)
-                ok = v2 & ~pk2 & (left_r.data != 0)
-                with m.If(ok & (~found | (g2 > best))):
-                    m.d.sync += [best.eq(g2), best_j.eq(j2), found.eq(1)]
-                with m.If((sj == n) & ~v1 & ~v2):
+                ok = v4 & ~pk4 & (left4 != 0)
+                with m.If(ok & (~found | (g4 > best))):
+                    m.d.sync += [best.eq(g4), best_j.eq(j4), found.eq(1)]
+                with m.If((sj == n) & ~v1 & ~v2 & ~v3 & ~v4):
                     m.d.sync += p.eq(best_j)
                     m.next = "COMMIT"
 
             # ---- commit pick p: picked, left[cell[p]] -= 1, its reverse list [off[p-1], off[p])
             with m.State("COMMIT"):
-                m.d.comb += [self.pick_valid.eq(1), pk_w.en.eq(1), pk_w.addr.eq(p),
-                             pk_w.data.eq(1), cell_r.addr.eq(p), off_r.addr.eq(p - 1)]
+                m.d.comb += [self.pick_valid.eq(1), cell_r.addr.eq(p), off_r.addr.eq(p - 1)]
                 m.next = "CM_B"
             with m.State("CM_B"):
-                m.d.comb += [left_r.addr.eq(cell_r.data), off_r.addr.eq(p)]
-                m.d.sync += [slot_p.eq(cell_r.data), r.eq(Mux(p == 0, 0, off_r.data))]
+                m.d.comb += off_r.addr.eq(p)
+                m.d.sync += [slot_p.eq(slot_of), r.eq(off_r.data)]
                 m.next = "CM_C"
             with m.State("CM_C"):
-                m.d.comb += [left_w.en.eq(1), left_w.addr.eq(slot_p),
-                             left_w.data.eq(left_r.data - 1), cov_r.addr.eq(p)]
-                m.d.sync += [r_end.eq(off_r.data), row_i.eq(p), c_new.eq(ONE)]
+                m.d.comb += left_r.addr.eq(slot_p)
+                m.d.sync += [r_end.eq(off_r.data), r.eq(Mux(p == 0, 0, r))]
+                m.next = "CM_D"
+            with m.State("CM_D"):
+                m.d.sync += left_q.eq(left_r.data)
+                m.next = "CM_E"
+            with m.State("CM_E"):
+                m.d.comb += [left_w.en.eq(1), left_w.addr.eq(slot_p), left_w.data.eq(left_q - 1),
+                             cell_w.en.eq(1), cell_w.addr.eq(p), cell_w.data.eq(Cat(slot_p, 1)),
+                             cov_r.addr.eq(p)]
+                m.d.sync += [row_i.eq(p), c_new.eq(ONE)]
                 m.next = "ROW"
-            # the row row_i's cover (on the read port) may rise to c_new
+            # row row_i's cover (on the read port) is registered, then may rise to c_new
             with m.State("ROW"):
-                a = cov_r.data
-                with m.If(c_new > a):
+                m.d.sync += a_old.eq(cov_r.data)
+                m.next = "ROW_CMP"
+            with m.State("ROW_CMP"):
+                with m.If(c_new > a_old):
                     m.d.comb += [cov_w.en.eq(1), cov_w.addr.eq(row_i), cov_w.data.eq(c_new)]
-                    m.d.sync += [a_old.eq(a), self_cand.eq(1), t.eq(0), e.eq(row_i * K)]
+                    m.d.sync += [self_cand.eq(1), t.eq(0), e.eq(row_i * K),
+                                 up_addr.eq(row_i * K)]
                     m.next = "UP_A"
                 with m.Else():
                     m.next = "NEXT_ROW"
@@ -543,24 +624,27 @@ class CoverSelector(wiring.Component):
                     m.next = "REV"
                 with m.Else():
                     m.d.sync += picks.eq(picks + 1)
-                    with m.If(picks == budget - 1):
+                    with m.If(picks == budget_last):
                         m.d.sync += i.eq(0)
                         m.next = "EM_PRIME"
                     with m.Else():
                         m.next = "SCAN_INIT"
             with m.State("REV"):
-                ri, rp_ = rev_r.data[:IW], rev_r.data[IW:]
-                m.d.comb += cov_r.addr.eq(ri)
-                m.d.sync += [row_i.eq(ri), c_new.eq(rp_)]
+                m.next = "ROW_RD"          # (the banked rev read takes two cycles)
+            with m.State("ROW_RD"):
+                m.d.comb += cov_r.addr.eq(rev_r.data[:IW])
+                m.d.sync += [row_i.eq(rev_r.data[:IW]), c_new.eq(rev_r.data[IW:])]
                 m.next = "ROW"
-            # gain[j] -= max(K_ij - a, 0) - max(K_ij - c, 0) for j = i, then j = nbr[i][t]
-            # (UP_A presents the next edge's address, UP_B registers its data: the row's own
-            # candidate reads edge i*K, edge e reads e + 1)
+            # gain[j] -= max(K_ij - a, 0) - max(K_ij - c, 0) for j = i, then j = nbr[i][t]:
+            # UP_A reads gain[j], UP_B registers the word, the cycle after UP_B writes it
+            # (gain_wb; the next UP_A reads another j: a row's candidates are distinct)
+            # (UP_A presents the next edge's address, the register up_addr, UP_B registers its
+            # data: the row's own candidate reads edge i*K, edge e reads e + 1)
             with m.State("UP_A"):
                 jj = Mux(self_cand, row_i, q_j)
                 kv = Mux(self_cand, ONE, q_p)
-                nxt = Mux(self_cand, e, e + 1)
-                m.d.comb += [nbr_r.addr.eq(nxt), pv_r.addr.eq(nxt)]
+                m.d.comb += [nbr_r.addr.eq(up_addr), pv_r.addr.eq(up_addr)]
+                m.d.sync += up_addr.eq(up_addr + 1)
                 # max(kv - a, 0) - max(kv - c, 0) with c = c_new > a = a_old (ROW enters UP_A
                 # only then) is min(kv, c) - a, or 0 for kv <= a: two compares and one
                 # subtract of kv side by side, not a compare-subtract chain behind the RAM
@@ -570,35 +654,55 @@ class CoverSelector(wiring.Component):
                                           Mux(kv >= c_new, c_new - a_old, kv - a_old)))]
                 m.next = "UP_B"
             with m.State("UP_B"):
-                m.d.comb += [gain_w.en.eq(1), gain_w.addr.eq(j_l),
-                             gain_w.data.eq(gain_r.data - delta)]
-                m.d.sync += [self_cand.eq(0), q_j.eq(nbr_r.data), q_p.eq(pv_r.data)]
-                with m.If(~self_cand & (t == kk - 1)):
+                m.d.sync += [gain_q.eq(gain_r.data), gain_wb.eq(1),
+                             self_cand.eq(0), q_j.eq(nbr_r.data), q_p.eq(pv_r.data)]
+                with m.If(~self_cand & (t == kk_last)):
                     m.next = "NEXT_ROW"
                 with m.Else():
                     with m.If(~self_cand):
                         m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
                     m.next = "UP_A"
 
-            # ---- the picks in index order, clearing the bitmap behind
+            # ---- the picks in index order (the next job's CLEAR clears the bitmap). The
+            # bitmap is read at the register i while the output FIFO has room, counting the
+            # word in flight, and picked indices enter the FIFO: the consumer's ready reaches
+            # neither the bitmap's address nor its output
             with m.State("EM_PRIME"):
-                m.d.comb += pk_r.addr.eq(0)
-                m.d.sync += [i.eq(0), emitted.eq(0)]
+                m.d.sync += [i.eq(0), emitted.eq(0), em_more.eq(1), em_valid.eq(0)]
                 m.next = "EM"
             with m.State("EM"):
-                picked = pk_r.data
-                is_last = emitted == budget - 1
-                m.d.comb += [pk_r.addr.eq(i), self.indices.valid.eq(picked),
-                             self.indices.payload.index.eq(i[:IW]),
-                             self.indices.payload.last.eq(is_last)]
-                with m.If(~picked | self.indices.ready):
-                    m.d.comb += [pk_w.en.eq(1), pk_w.addr.eq(i), pk_w.data.eq(0),
-                                 pk_r.addr.eq(i + 1)]
+                issue = em_more & (em_fifo.level + em_valid < EMIT_FIFO_DEPTH)
+                m.d.comb += cell_r.addr.eq(i)
+                m.d.sync += [em_valid.eq(issue), em_idx.eq(i)]
+                with m.If(issue):
                     m.d.sync += i.eq(i + 1)
-                    with m.If(picked):
-                        m.d.sync += emitted.eq(emitted + 1)
-                    with m.If((picked & is_last) | (i == n - 1)):
-                        m.next = "IDLE"
+                    with m.If(i == n_last):
+                        m.d.sync += em_more.eq(0)
+                with m.If(em_valid & picked_of):
+                    m.d.comb += [em_fifo.w_en.eq(1),
+                                 em_fifo.w_data.eq(Cat(em_idx, emitted == budget_last))]
+                    m.d.sync += emitted.eq(emitted + 1)
+                    with m.If(emitted == budget_last):
+                        m.d.sync += em_more.eq(0)
+                with m.If(self.indices.valid & self.indices.ready & self.indices.payload.last):
+                    m.next = "IDLE"
+        # the walks' write-behind (the cycle after B: the next A, DEG_END or START, none of
+        # which writes these memories; j_l, p_l, i_a and fwd change only at its end)
+        with m.If(walk_wb):
+            slot = Mux(fwd, wr_off, off_q)
+            m.d.comb += [off_w.en.eq(1), off_w.addr.eq(j_l), off_w.data.eq(slot + 1)]
+            m.d.sync += [wr_off.eq(slot + 1), walk_wb.eq(0)]
+            with m.If(fsm.ongoing("DEG_A") | fsm.ongoing("DEG_END")):
+                g = Mux(fwd, wr_gain, gain_q) + p_l
+                m.d.comb += [gain_w.en.eq(1), gain_w.addr.eq(j_l), gain_w.data.eq(g)]
+                m.d.sync += wr_gain.eq(g)
+            with m.Else():
+                m.d.comb += [rev_w.en.eq(1), rev_w.addr.eq(slot), rev_w.data.eq(Cat(i_a, p_l))]
+        # the gain update's write-behind (the cycle after UP_B: UP_A or NEXT_ROW, which write
+        # no other gain word; j_l, gain_q and delta change only at the end of this cycle)
+        with m.If(gain_wb):
+            m.d.comb += [gain_w.en.eq(1), gain_w.addr.eq(j_l), gain_w.data.eq(gain_q - delta)]
+            m.d.sync += gain_wb.eq(0)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 

@@ -28,19 +28,19 @@ once per point), while the equal-and-opposite attraction on the neighbour ``j`` 
 read-modify-write into a per-lane bank (pipelined: read, register, subtract, write, with the
 results of the three beats in flight forwarded to a beat of the same ``j``). The update phase
 adds the banks. Every block RAM's read data go into a register before any logic, and no memory
-needs read-during-write logic (:func:`_block_ram`).
+needs read-during-write logic (:func:`nms.rtl.bram.block_ram`).
 """
 
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.bram import SlicedRead, SlicedWrite, slice_bounds
+from nms.rtl.bram import block_ram, sliced_block_ram
 from nms.rtl.divider import Divider
 from nms.rtl.hash import Hash32
 from nms.rtl.params import check_int
@@ -79,60 +79,6 @@ def _delay(m, sig, n, name):
         m.d.sync += r.eq(taps[-1])
         taps.append(r)
     return taps
-
-
-class _RegisteredRead(wiring.Component):
-    """A synchronous read port of ``memory`` built as an asynchronous read and a data register.
-
-    The same behaviour as ``memory.read_port()`` (the word of the previous cycle's address, the
-    old word when that address is written in the same cycle; ``en`` low holds the data), in the
-    form Yosys' ``memory_dff`` merges into the block RAM's read port while honouring the
-    memory's ``no_rw_check`` attribute (:func:`_block_ram`), so no soft logic emulates
-    read-during-write behaviour behind the RAM output (as ``nms.rtl.grid`` does).
-    """
-
-    def __init__(self, memory):
-        self._port = memory.read_port(domain="comb")
-        super().__init__(ReadPort.Signature(addr_width=ceil_log2(memory.depth),
-                                            shape=memory.shape))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += self._port.addr.eq(self.addr)
-        with m.If(self.en):
-            m.d.sync += self.data.eq(self._port.data)
-        return m
-
-
-def _block_ram(m, name, shape, depth, read_ports=1):
-    """A memory of ``m`` for block RAM without read-during-write logic (``no_rw_check``: legal
-    only where no word read in the cycle its address is written is used — each caller says
-    why), its registered read ports (submodules of ``m``) and its write port."""
-    mem = Memory(shape=shape, depth=depth, init=[], attrs={"no_rw_check": 1})
-    m.submodules[name] = mem
-    reads = []
-    for r in range(read_ports):
-        m.submodules[f"{name}_read{r}"] = port = _RegisteredRead(mem)
-        reads.append(port)
-    return (mem, *reads, mem.write_port())
-
-
-def _sliced_block_ram(m, name, shape, depth, read_ports=1):
-    """:func:`_block_ram` built from bit slices each exactly one block RAM deep: a deep memory
-    (the neighbour lists, C * k words) would otherwise be cascaded in depth, with a
-    multiplexer after the RAM outputs of every bit, as wide as the RAM allows, and deep ones
-    spread the cascade's RAMs over the die. Returns the registered read ports and the write
-    port (each a submodule of ``m``)."""
-    slices = slice_bounds(shape, depth)
-    parts = [_block_ram(m, f"{name}_b{lo}", unsigned(hi - lo), depth, read_ports)
-             for lo, hi in slices]
-    m.submodules[f"{name}_write"] = write = SlicedWrite(shape, depth, [p[-1] for p in parts],
-                                                        slices)
-    reads = []
-    for r in range(read_ports):
-        m.submodules[f"{name}_read{r}"] = rd = SlicedRead(shape, depth, [p[1 + r] for p in parts])
-        reads.append(rd)
-    return (*reads, write)
 
 
 def _check_bool(name, value):
@@ -566,8 +512,8 @@ class PointAccumulator(wiring.Component):
         m = Module()
         geo = self.geometry
         # written in the pair phase, read in the update phase only: no_rw_check is legal
-        _, l_rd, l_wr = _block_ram(m, "lbank", geo.pair(geo.fa_width), geo.unit_depth)
-        _, r_rd, r_wr = _block_ram(m, "rbank", geo.pair(geo.fr_width), geo.unit_depth)
+        _, l_rd, l_wr = block_ram(m, "lbank", geo.pair(geo.fa_width), geo.unit_depth)
+        _, r_rd, r_wr = block_ram(m, "rbank", geo.pair(geo.fr_width), geo.unit_depth)
         # the words registered once more behind the RAM (no logic after the RAM output)
         m.d.comb += [l_rd.addr.eq(self.l_addr), r_rd.addr.eq(self.r_addr),
                      l_rd.en.eq(1), r_rd.en.eq(1)]
@@ -650,7 +596,7 @@ class ScatterBank(wiring.Component):
         m = Module()
         geo = self.geometry
         word = geo.pair(geo.fa_width)
-        sbank, s_rd, s_wr = _block_ram(m, "sbank", word, geo.capacity)
+        sbank, s_rd, s_wr = block_ram(m, "sbank", word, geo.capacity)
         C = geo.capacity
         x = self.scatter
         # stage 0: the read (the beat's j, else the update's address)
@@ -1642,10 +1588,10 @@ class EmbeddingEngine(wiring.Component):
         # written is used. Y/V are written by the initialisation (no reads) and by the update,
         # point i - UPDATE_LATENCY while point i is read (and the pair phase reads but does not
         # write); the lists are written in LOAD and read in PAIRS.
-        _, y_upd, *y_lane, y_wr = _block_ram(m, "ymem", self.coord_layout, C,
+        _, y_upd, *y_lane, y_wr = block_ram(m, "ymem", self.coord_layout, C,
                                              read_ports=1 + 2 * U)   # update/output, lanes
-        _, v_rd, v_wr = _block_ram(m, "vmem", self.coord_layout, C)
-        *knn_lane, knn_wr = _sliced_block_ram(m, "knnmem", self.knn_layout, C * K, read_ports=U)
+        _, v_rd, v_wr = block_ram(m, "vmem", self.coord_layout, C)
+        *knn_lane, knn_wr = sliced_block_ram(m, "knnmem", self.knn_layout, C * K, read_ports=U)
         # V is read a cycle ahead of the update issue (the banks' address) and its word goes
         # through one more register, which can sit at the RAM: a block RAM's 5.8 ns
         # clock-to-output plus the route to the update's multipliers did not fit in 8 ns

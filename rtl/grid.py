@@ -34,11 +34,12 @@ from dataclasses import dataclass
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, ceil_log2
 
 from nms.rtl import fixedpoint as fp
+from nms.rtl.bram import block_ram
 from nms.rtl.divider import Divider
 from nms.rtl.params import check_int
 
@@ -193,41 +194,14 @@ class GridGeometry:
         return cycles
 
 
-class _RegisteredRead(wiring.Component):
-    """A synchronous read port of ``memory`` built as an asynchronous read and a data register.
-
-    It behaves exactly like ``memory.read_port()`` (the word of the previous cycle's address,
-    the old word when that address was written in the same cycle; ``en`` holds the data), but
-    it is the form Yosys' ``memory_dff`` merges into the block RAM's read port, and that pass
-    honours the memory's ``no_rw_check`` attribute (:func:`_block_ram`): no soft logic to
-    emulate read-during-write behaviour (a delayed write plus a bypass multiplexer behind the
-    RAM output, on every grid memory otherwise). The grid sampler never uses a word read in
-    the cycle its address is written: the level pass forwards the previous point's cell-map
-    write, the rounds' pass the best entries of the three points ahead, and every other read
-    and write of one memory in the same cycle go to different addresses or phases.
-    """
-
-    def __init__(self, memory):
-        self._port = memory.read_port(domain="comb")
-        super().__init__(ReadPort.Signature(addr_width=ceil_log2(memory.depth),
-                                            shape=memory.shape))
-
-    def elaborate(self, platform):
-        m = Module()
-        port = self._port
-        m.d.comb += port.addr.eq(self.addr)
-        with m.If(self.en):
-            m.d.sync += self.data.eq(port.data)
-        return m
-
-
 def _block_ram(m, name, width, depth):
-    """A memory for block RAM (``no_rw_check``) and its registered read port (a submodule of
-    ``m``) and write port."""
-    mem = Memory(shape=unsigned(width), depth=depth, init=[], attrs={"no_rw_check": 1})
-    m.submodules[name] = mem
-    m.submodules[f"{name}_read"] = read = _RegisteredRead(mem)
-    return read, mem.write_port()
+    """A ``no_rw_check`` block RAM (:func:`nms.rtl.bram.block_ram`): its registered read port and
+    write port. The grid sampler never uses a word read in the cycle its address is written:
+    the level pass forwards the previous point's cell-map write, the rounds' pass the best
+    entries of the three points ahead, and every other read and write of one memory in the same
+    cycle go to different addresses or phases."""
+    _, read, write = block_ram(m, name, unsigned(width), depth)
+    return read, write
 
 
 def _read(addr_width, width):

@@ -89,20 +89,41 @@ def _case(X, nbr, P, budget, *, Y=None, allocation="proportional", start="mean",
             "budget": int(budget)}
 
 
-@functools.lru_cache(maxsize=1)
-def _verilog():
+def _shared_row_ends(nbr, P):
+    """The rows' columns reordered (the same graph: a row is a set) so that row i's last
+    neighbour is row i + 1's first wherever they share one: the build's walks then read a
+    word in the cycle the previous edge writes it, which only their forwarding gets right."""
+    nbr, P = nbr.copy(), P.copy()
+    shared = 0
+    for i in range(len(nbr) - 1):
+        fixed = nbr[i, 0] if i else None      # row i's first column, placed by row i - 1
+        common = [j for j in nbr[i + 1] if j in set(nbr[i]) and j != fixed]
+        if not common:
+            continue
+        j = common[0]
+        a, b = int(np.flatnonzero(nbr[i] == j)[0]), int(np.flatnonzero(nbr[i + 1] == j)[0])
+        for row, src, dst in ((i, a, -1), (i + 1, b, 0)):
+            order = [c for c in range(nbr.shape[1]) if c != src]
+            order.insert(len(order) if dst == -1 else 0, src)
+            nbr[row], P[row] = nbr[row, order], P[row, order]
+        shared += 1
+    return nbr, P, shared
+
+
+@functools.lru_cache(maxsize=2)
+def _verilog(capacity=CAPACITY):
     from amaranth.back import verilog
 
-    return verilog.convert(CoverSelector(capacity=CAPACITY, k=K, max_cells=CAPACITY),
+    return verilog.convert(CoverSelector(capacity=capacity, k=K, max_cells=capacity),
                            name="cover", emit_src=False)
 
 
-def _run(cases, *, seed=1, idle=0.3, backpressure=0.4, report=None):
-    params = {"selector": {"capacity": CAPACITY, "k": K, "max_cells": CAPACITY},
+def _run(cases, *, seed=1, idle=0.3, backpressure=0.4, report=None, capacity=CAPACITY):
+    params = {"selector": {"capacity": capacity, "k": K, "max_cells": capacity},
               "cases": cases, "seed": seed, "idle": idle, "backpressure": backpressure}
     if report is not None:
         params["report"] = str(report)
-    run_cocotb(f"cover_c{CAPACITY}_k{K}", _verilog(), "nms.verif.tb.cover", params,
+    run_cocotb(f"cover_c{capacity}_k{K}", _verilog(capacity), "nms.verif.tb.cover", params,
                toplevel="cover")
 
 
@@ -142,9 +163,24 @@ def test_cocotb_edge_cases():
     nbr3, dist3 = desne.knn(same, K)
     P3 = desne.affinities(dist3, 5.0)["P"]
     cases.append(_case(same, nbr3, P3, 6, cells=np.arange(20) % 3))
+    nbr5, P5, shared = _shared_row_ends(nbr, P)             # the walks' forwarding
+    assert shared > 10
+    cases.append(_case(X, nbr5, P5, 9, start=None))
     X4, nbr4, P4 = _chunk(rng, CAPACITY, K)                 # n = C
     cases.append(_case(X4, nbr4, P4, 13, Y=rng.integers(-999, 999, (CAPACITY, 2))))
     _run(cases, seed=4, idle=0.5, backpressure=0.6)
+
+
+def test_cocotb_banked_reverse_lists():
+    """At C = 256 the reverse lists (C·K = 4096 words) are two banks of nms.rtl.bram's banked
+    memory: the reads that cross banks, against the model."""
+    from nms.rtl.bram import bank_depth
+
+    assert 256 * K // bank_depth(27, 256 * K) == 2
+    rng = np.random.default_rng(8)
+    X, nbr, P = _chunk(rng, 256, K)
+    Y = rng.integers(-(1 << 20), 1 << 20, (256, 2))
+    _run([_case(X, nbr, P, 25, Y=Y), _case(X, nbr, P, 60, start=None)], seed=5, capacity=256)
 
 
 def _statistics(case):
