@@ -203,7 +203,7 @@ def cover_cycles(*, n: int, kk: int, start_checked: bool, start_taken: bool, in_
 def build_cycles(*, n: int, kk: int) -> int:
     """Cycles of the build (clear, in-degree + gains, prefix sum, scatter) after the final row
     beat, before the ``start`` beat is taken; the rows themselves load at one beat per cycle."""
-    return 2 * n * kk + 1 + 2 * n + 2 * n * kk + 1
+    return 1 + 2 * n * kk + 1 + 2 * n + 2 * n * kk + 1
 
 
 class CoverSelector(wiring.Component):
@@ -404,6 +404,17 @@ class CoverSelector(wiring.Component):
             self.start.payload
         m.d.comb += self.pick_index.eq(p)
 
+        # LOAD writes each beat a cycle later from registers: the beat's handshake (the
+        # datapath's fork of the affinity output) reaches no RAM pin
+        ld_wb = Signal()
+        ld_e = Signal(EW + 1)
+        ld_j = Signal(IW)
+        ld_p = Signal(P_BITS)
+        m.d.sync += ld_wb.eq(0)
+        with m.If(ld_wb):
+            m.d.comb += [nbr_w.en.eq(1), nbr_w.addr.eq(ld_e), nbr_w.data.eq(ld_j),
+                         pv_w.en.eq(1), pv_w.addr.eq(ld_e), pv_w.data.eq(ld_p)]
+
         with m.FSM(name="cover") as fsm:
             def walk_start():
                 # edge 0 of a walk: t = i = 0, its successor's address (n >= 2: not the last)
@@ -428,8 +439,7 @@ class CoverSelector(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += self.rows.ready.eq(1)
                 with m.If(self.rows.valid):
-                    m.d.comb += [nbr_w.en.eq(1), nbr_w.addr.eq(e), nbr_w.data.eq(rows.index),
-                                 pv_w.en.eq(1), pv_w.addr.eq(e), pv_w.data.eq(rows.p)]
+                    m.d.sync += [ld_wb.eq(1), ld_e.eq(e), ld_j.eq(rows.index), ld_p.eq(rows.p)]
                     with m.If(e == 0):
                         # the DEG walk starts with edge 0 registered, taken from its beat
                         m.d.sync += [q_j.eq(rows.index), q_p.eq(rows.p)]
@@ -437,9 +447,11 @@ class CoverSelector(wiring.Component):
                         m.d.sync += [t.eq(0), i.eq(i + 1), e_row.eq(e_row + K), e.eq(e_row + K)]
                         with m.If(i == n_last):
                             walk_start()
-                            m.next = "DEG_A"
+                            m.next = "LOAD_END"
                     with m.Else():
                         m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
+            with m.State("LOAD_END"):
+                m.next = "DEG_A"           # (the final beat's write; DEG_A may read its word)
 
             def edge_walk(state_a, state_b, after, on_a, on_b):
                 """Two cycles per edge (i, t): A has nbr/pv of edge e in q_j/q_p and presents
