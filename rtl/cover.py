@@ -339,7 +339,7 @@ class CoverSelector(wiring.Component):
         budget_last = Signal(CW)
         i = Signal(CW)                 # point / row counter
         t = Signal(bits_for(K))        # position in a row
-        e = Signal(EW + 1)             # edge address
+        e = Signal(EW + 1)             # edge address (LOAD and the walks)
         e_row = Signal(EW + 1)         # i * K
         t_last = Signal()              # t == kk - 1 (the walks)
         i_last = Signal()              # i == n - 1 (the walks)
@@ -453,7 +453,7 @@ class CoverSelector(wiring.Component):
             with m.State("LOAD_END"):
                 m.next = "DEG_A"           # (the final beat's write; DEG_A may read its word)
 
-            def edge_walk(state_a, state_b, after, on_a, on_b):
+            def edge_walk(state_a, state_b, after, on_a):
                 """Two cycles per edge (i, t): A has nbr/pv of edge e in q_j/q_p and presents
                 the next edge's address (edge 0 after the final one, for the next walk), B has
                 the data of the addresses A presented and registers the next edge.
@@ -468,9 +468,9 @@ class CoverSelector(wiring.Component):
                     m.d.comb += [nbr_r.addr.eq(walk_addr), pv_r.addr.eq(walk_addr)]
                     m.next = state_b
                 with m.State(state_b):
+                    # (gain_q is the DEG walk's; the scatter does not read gain)
                     m.d.sync += [q_j.eq(nbr_r.data), q_p.eq(pv_r.data), walk_wb.eq(1),
-                                 off_q.eq(off_r.data)]
-                    on_b()
+                                 off_q.eq(off_r.data), gain_q.eq(gain_r.data)]
                     # the step to edge e2 (the row's next edge, or the next row's first)
                     row2 = Mux(t_last, e_row + K, e_row)
                     e2 = Mux(t_last, e_row + K, e + 1)
@@ -496,10 +496,7 @@ class CoverSelector(wiring.Component):
             def deg_a(j):
                 m.d.comb += [off_r.addr.eq(j), gain_r.addr.eq(j)]
 
-            def deg_b():
-                m.d.sync += gain_q.eq(gain_r.data)
-
-            edge_walk("DEG_A", "DEG_B", "DEG_END", deg_a, deg_b)
+            edge_walk("DEG_A", "DEG_B", "DEG_END", deg_a)
             with m.State("DEG_END"):
                 # the final edge's write-behind (PRE_A would read off[0] beside it)
                 m.d.sync += pre_q.eq(0)
@@ -524,10 +521,7 @@ class CoverSelector(wiring.Component):
             def scat_a(j):
                 m.d.comb += off_r.addr.eq(j)
 
-            def scat_b():
-                pass
-
-            edge_walk("SCAT_A", "SCAT_B", "START", scat_a, scat_b)
+            edge_walk("SCAT_A", "SCAT_B", "START", scat_a)
 
             with m.State("START"):
                 m.d.comb += self.start.ready.eq(1)
@@ -624,8 +618,7 @@ class CoverSelector(wiring.Component):
             with m.State("ROW_CMP"):
                 with m.If(c_new > a_old):
                     m.d.comb += [cov_w.en.eq(1), cov_w.addr.eq(row_i), cov_w.data.eq(c_new)]
-                    m.d.sync += [self_cand.eq(1), t.eq(0), e.eq(row_i * K),
-                                 up_addr.eq(row_i * K)]
+                    m.d.sync += [self_cand.eq(1), t.eq(0), up_addr.eq(row_i * K)]
                     m.next = "UP_A"
                 with m.Else():
                     m.next = "NEXT_ROW"
@@ -672,7 +665,7 @@ class CoverSelector(wiring.Component):
                     m.next = "NEXT_ROW"
                 with m.Else():
                     with m.If(~self_cand):
-                        m.d.sync += [t.eq(t + 1), e.eq(e + 1)]
+                        m.d.sync += t.eq(t + 1)
                     m.next = "UP_A"
 
             # ---- the picks in index order (the next job's CLEAR clears the bitmap). The
