@@ -67,8 +67,8 @@ def refusal_check(m: Module, job: dict, params: dict, *, prefix: str = "check"):
     """The declaration's refusal walk on registered job values, in :data:`CHECK_CYCLES` steps.
 
     ``job`` maps job keys to Values that hold still during the check (a latched job). Each
-    ``regmap.DERIVED_STEPS`` step's terms are registered (one product or shift-add between
-    registers each), then every condition (CHECK), then the first cause in declaration order
+    ``regmap.DERIVED_STEPS`` step's terms are registered (half a product's shift-add tree or
+    one add between registers each), then every condition (CHECK), then the first cause in declaration order
     (FIRST), as in the model device and the host's ``regmap.refusal``. Returns the registered
     cause (0: accepted), valid ``CHECK_CYCLES`` edges after ``job`` is, and the names of the
     check's states for the caller's FSM (the first entered with the latch, the last followed

@@ -574,15 +574,74 @@ def _bad_buffer(env):
     return env["buffer_need"] > depth
 
 
+def _within(value, bound):
+    """An Amaranth ``value`` cut to the bits of its declared upper ``bound`` (an int); an int
+    is returned whole. A job rule reads a field this way only where the field's own range
+    check comes first in the walk: while that check passes, the cut loses nothing, and once it
+    fails its cause wins, whatever the rule computes."""
+    if isinstance(value, int) or bound is None:
+        return value
+    return value[:max(1, int(bound).bit_length())]
+
+
+def _tree_sum(terms):
+    """Balanced sum (adder depth log2 of the terms, not their count)."""
+    terms = list(terms)
+    if not terms:
+        return 0
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def _partial_product(a, b, lo, hi=None):
+    """``a`` times bits ``lo .. hi - 1`` of ``b`` (``hi=None``: every bit from ``lo`` up), as
+    a shift-add: ints exactly, Amaranth values as a tree of multiplexed shifts of ``a`` — no
+    DSP, whose unregistered ports capped the whole datapath's clock (a multiply in one step)."""
+    if isinstance(a, int) and isinstance(b, int):
+        bits = b >> lo if hi is None else (b >> lo) & ((1 << (hi - lo)) - 1)
+        return (a * bits) << lo
+    top = len(b) if hi is None else min(hi, len(b))
+    return _tree_sum((a << i) & b[i].replicate(len(a) + i) for i in range(lo, top))
+
+
+def _split(width):
+    """Where a ``width``-bit multiplier is cut into two halves (one registered step each)."""
+    return (width + 1) // 2
+
+
+def _img_w_split(env):
+    return _split(_JOB_BY_KEY["img_w"].width)
+
+
+def _need_split(env):
+    lanes = env.get("lanes", _CAPABILITY_DEFAULT["lanes"])
+    return _split((-(-env.get("max_dim", 1) // lanes)).bit_length())
+
+
+def _need_factors(env):
+    """N and ceil(D'/L) cut to their in-range widths (N <= capacity, D' <= DIM <= max_dim)."""
+    lanes = env.get("lanes", _CAPABILITY_DEFAULT["lanes"])
+    max_dim = env.get("max_dim")
+    return (_within(env["n"], env.get("capacity")),
+            _within(env["buffer_words"], None if max_dim is None else -(-max_dim // lanes)))
+
+
 #: The terms the job rules compute from the job and the generator parameters, in steps: a
 #: step's terms read the job, the parameters and the earlier steps' terms only. The host
 #: computes them at once (:func:`derive`); the datapath's job controller registers each step,
-#: so no product or shift-add chain lies between the latched job and a refusal condition (on
-#: the whole datapath that chain was the critical path).
+#: so no more than one half of a product (a shift-add tree) or one add lies between registers
+#: (on the whole datapath the latched job -> product chain was the critical path, first as a
+#: shift-add chain, then as a DSP without its registers).
 DERIVED_STEPS: tuple[dict[str, Any], ...] = (
-    {"img_w_sq": lambda env: env["img_w"] * env["img_w"],   # the image rule's OPT.img_w²
+    {"img_w_sq_lo": lambda env: _partial_product(env["img_w"], env["img_w"], 0, _img_w_split(env)),
+     "img_w_sq_hi": lambda env: _partial_product(env["img_w"], env["img_w"], _img_w_split(env)),
      "buffer_words": _buffer_words},                         # ceil(D'/L): words per vector
-    {"buffer_need": lambda env: env["n"] * env["buffer_words"]},   # N · ceil(D'/L)
+    {"img_w_sq": lambda env: env["img_w_sq_lo"] + env["img_w_sq_hi"],   # the image rule's img_w²
+     "buffer_need_lo": lambda env: _partial_product(*_need_factors(env), 0, _need_split(env)),
+     "buffer_need_hi": lambda env: _partial_product(*_need_factors(env), _need_split(env))},
+    {"buffer_need": lambda env: env["buffer_need_lo"] + env["buffer_need_hi"]},   # N · ceil(D'/L)
 )
 
 

@@ -235,3 +235,70 @@ def test_model_refuses_a_misaligned_result_address_and_writes_nothing():
     want = desne.run_chunk(X_BASE, BUDGET_BASE, _cfg(), SEED)["selected"]
     assert np.frombuffer(dev.read_mem(0x10004, 4 * BUDGET_BASE), "<u4").tolist() == want.tolist()
     assert dev.read_mem(0x10000, 4) == guard[:4]
+
+
+def test_rtl_refusal_check_at_full_size_equals_the_host():
+    """The job controller's registered refusal check (``refusal_check``: the derived products
+    as shift-add halves, cut to the fields' in-range widths) at full-size parameters (C = 1024,
+    max_dim = 1024, the top's chunk buffer), under Amaranth's simulator, against the host's
+    integer walk: jobs at both sides of the chunk-buffer limit for every ceil(D'/L) and pool,
+    squares and near-squares for the image rule (sides up to 32, the product's high half),
+    and random values of every field up to their full width (the cut is exact only while the
+    field's range check passes, which then wins)."""
+    from amaranth import Module, Shape, Signal
+    from amaranth.sim import Simulator
+
+    from nms.rtl.datapath import CHECK_CYCLES, refusal_check
+    from nms.rtl.params import BUFFER_DIM
+
+    params = {"capacity": 1024, "max_dim": 1024,
+              **regmap.capabilities(capacity=1024, lanes=8, buffer_dim=BUFFER_DIM)}
+    depth = params["buffer_depth"]
+    layout = dict(regmap.job_layout())
+    rng = np.random.default_rng(5)
+    base = {key: 0 for key in layout}
+    base.update(_base_job())
+    base.update(n=600, dim=784, budget=10)
+    jobs = []
+    for pool in (0, 1, 2):
+        w = 1 << pool
+        for words in (1, 3, 7, 13, 50, 98, 128):
+            dim = min(1024, words * 8 * w * w)   # a D' with ceil(D'/8) = words (square when pooled)
+            side = int(round(dim ** 0.5))
+            dim = side * side if pool else dim
+            need = -(-(dim >> (2 * pool)) // 8)
+            for n in (depth // need, depth // need + 1):
+                if 2 <= n <= 1024:
+                    jobs.append({**base, "pool": pool, "dim": dim, "img_w": side, "n": n,
+                                 "budget": min(n, 10)})
+    for side in (2, 4, 8, 12, 16, 20, 28, 32):
+        for dim in (side * side, side * side + 1, side * side - 4):
+            jobs.append({**base, "pool": 1 + side % 3 // 2, "img_w": side, "dim": dim, "n": 100})
+    for _ in range(150):
+        job = dict(base)
+        for key in ("n", "dim", "pool", "img_w", "budget"):
+            width = Shape.cast(layout[key]).width
+            job[key] = int(rng.integers(0, 1 << min(width, 12))) if rng.random() < 0.8 \
+                else int(rng.integers(0, 1 << width, dtype=np.uint64))
+        jobs.append(job)
+
+    m = Module()
+    sig = {key: Signal(shape, name=f"job_{key}") for key, shape in layout.items()}
+    cause, _states = refusal_check(m, sig, params)
+    got = []
+
+    async def bench(ctx):
+        for job in jobs:
+            for key, s in sig.items():
+                ctx.set(s, job[key])
+            await ctx.tick().repeat(CHECK_CYCLES)
+            got.append(ctx.get(cause))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = [(r.cause.code if (r := regmap.refusal(job, params)) else 0) for job in jobs]
+    assert got == want
+    causes = {regmap.CAUSE_BY_CODE[c].name for c in want if c}
+    assert {"BAD_CHUNK_BUFFER", "BAD_IMAGE"} <= causes and 0 in want, causes
