@@ -167,6 +167,8 @@ register_block(Block(
         Param("k", int, 16, "longest neighbour list"),
         Param("neg_samples", int, 8, "negative samples per point and iteration"),
         Param("pair_units", int, 1, "parallel pair units (power of two)"),
+        Param("serial_update", bool, False, "update step by shift-adds, no multipliers, one "
+              "point every SerialUpdate.interval cycles (for a small device)"),
     ),
 ))
 
@@ -193,6 +195,8 @@ DATAPATH_PARAMS = (
               "buffer_dim > 0)"),
         Param("buffer_banks", int, BUFFER_BANKS, "most chunk-buffer banks, split by word address; "
               "a read touches one bank (default: the chosen dataflow, 8 KB banks at C = 1024)"),
+        Param("serial_update", bool, False, "embedding update by shift-adds, no multipliers "
+              "(for a small device; a longer update phase)"),
 )
 
 

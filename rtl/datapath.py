@@ -362,6 +362,10 @@ class DesneDatapath(wiring.Component):
         The embedding reads the own point's ``Y[i]`` once per point and iteration instead of
         once per pair (``EmbeddingEngine(hold_self=...)``, ``docs/energy.md`` §6.5; same
         results and cycles). Default ``True``, the chosen dataflow.
+    serial_update : bool
+        The embedding's update step without multipliers, one point every
+        ``SerialUpdate.interval`` cycles (``EmbeddingEngine(serial_update=...)``: for a small
+        device; same results, a longer update phase). Default ``False``.
 
     Attributes
     ----------
@@ -390,7 +394,7 @@ class DesneDatapath(wiring.Component):
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
                  affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4,
                  buffer_dim: int = 0, cand_tile: int = 1, buffer_banks: int = 1,
-                 hold_self: bool = True):
+                 hold_self: bool = True, serial_update: bool = False):
         _check_pow2("lanes", lanes, 256)
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
@@ -432,8 +436,9 @@ class DesneDatapath(wiring.Component):
         self.affinity = AffinityUnit(k=k, dist_width=self.knn.engine.acc_width, index_width=iw,
                                      lanes=affinity_lanes)
         self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
-                                         pair_units=pair_units, hold_self=hold_self)
-        self.hold_self = hold_self
+                                         pair_units=pair_units, hold_self=hold_self,
+                                         serial_update=serial_update)
+        self.hold_self, self.serial_update = hold_self, serial_update
         self.grid = GridSampler(capacity=capacity)
         self.cover = CoverStage(capacity=capacity, k=k, tile=tile,
                                 dist_width=self.knn.engine.acc_width,
@@ -473,7 +478,8 @@ class DesneDatapath(wiring.Component):
                 "neg_samples": self.neg_samples, "affinity_lanes": self.affinity_lanes,
                 "pair_units": self.pair_units, "fetch_depth": self.fetch_depth,
                 "buffer_dim": self.buffer_dim, "cand_tile": self.cand_tile,
-                "buffer_banks": self.buffer_banks, "hold_self": self.hold_self}
+                "buffer_banks": self.buffer_banks, "hold_self": self.hold_self,
+                "serial_update": self.serial_update}
 
     @property
     def refusal_params(self) -> dict:

@@ -49,7 +49,8 @@ from nms.rtl.recip import Recip1p
 __all__ = ["PairUnit", "GainDivider", "PairSequencer", "PartnerIndex", "PointAccumulator",
            "ScatterBank", "PairLane", "UpdateDatapath", "Initialiser", "PerfCounters",
            "EmbeddingController", "EmbeddingEngine", "ITER_BITS", "iteration_cycles",
-           "PAIR_DRAIN", "DIVIDE_MIN", "UPDATE_TAIL"]
+           "PAIR_DRAIN", "DIVIDE_MIN", "UPDATE_TAIL",
+           "SerialUpdate", "SERIAL_UPDATE_LATENCY", "SERIAL_UPDATE_TAIL", "update_timing"]
 
 #: coordinate / velocity storage width: Q8.16 saturated to [-2**23, 2**23 - 1]
 Y_WIDTH = 24
@@ -827,6 +828,8 @@ class UpdateDatapath(wiring.Component):
     """
 
     latency = 8
+    #: cycles between issues (one point per cycle)
+    interval = 1
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_units: int):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
@@ -960,6 +963,107 @@ class UpdateDatapath(wiring.Component):
             self.o.payload.y.x.eq(_saturate(u8_p["x"], Y_WIDTH)),
             self.o.payload.y.y.eq(_saturate(u8_p["y"], Y_WIDTH)),
         ]
+        return m
+
+
+class SerialUpdate(UpdateDatapath):
+    """:class:`UpdateDatapath`'s step, one point in :attr:`interval` cycles, with no multiplier.
+
+    For a device with few DSP blocks and logic cells (the iCE40 UP5K has 8 and 5 280): the
+    three products by the iteration's unsigned constants — ``momentum * V``, ``Fr * gain``,
+    ``lr * F`` — are shift-adds over the constant's bits, LSB first, one bit per cycle, both
+    axes at once, in one accumulator per axis: each step ``acc = (acc + bit * (x << (w - s)))
+    >> 1`` (arithmetic), so after the ``w`` bits of the constant ``acc = floor(x * c / 2**s)``
+    exactly (floor halvings compose: ``floor((floor(a / 2) + b) / 2) = floor((a + 2b) / 4)``).
+    The result equals :class:`UpdateDatapath`'s (and :func:`nms.verif.models.desne.embed`)
+    bit for bit.
+
+    ``stage1`` (the point whose gathered values are on ``i``) is taken while the unit is idle;
+    ``o`` carries its new ``Y``/``V`` :attr:`latency` cycles later, and the unit takes the next
+    point one cycle after that: the controller issues a point every :attr:`interval` cycles.
+    Ports as :class:`UpdateDatapath`.
+    """
+
+    #: steps of the three shift-adds: momentum (Q0.8), gain (Q16.16), learning rate (Q4.8)
+    _STEPS = (fp.MOMENTUM_FRAC_BITS, GAIN_BITS, 4 + fp.LR_FRAC_BITS)
+    #: stage1 -> o: the latch cycle, the three shift-adds, F, the velocity, the output beat
+    latency = 1 + sum(_STEPS) + 1 + 1
+    interval = latency + 1
+
+    # the same parameters and ports as UpdateDatapath (its __init__)
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        x = self.i
+        axes = ("x", "y")
+        f_w = bits_for(F_SAT - 1) + 1
+        n_mom, n_gain, n_lr = self._STEPS
+        # operands, scaled so that each product's w - s shift is in the operand:
+        # momentum * V >> 8 (w = s = 8), Fr * gain >> 16 (w = 32, s = 16), lr * F >> 8 (w = 12)
+        shift_rep = GAIN_BITS - 16
+        shift_lf = n_lr - fp.LR_FRAC_BITS
+        acc_w = max(Y_WIDTH, geo.fr_width + shift_rep, f_w + shift_lf) + 2
+        m.d.sync += [self.stage1.valid.eq(self.issue.valid),
+                     self.stage1.payload.eq(self.issue.payload)]
+
+        point = Signal(range(geo.capacity))
+        att_half = {a: Signal(signed(geo.fa_width + 7), name=f"s_att_{a}") for a in axes}
+        fr = {a: Signal(signed(geo.fr_width), name=f"s_fr_{a}") for a in axes}
+        y = Signal(coord_layout())
+        v = Signal(coord_layout())
+        f = {a: Signal(signed(f_w), name=f"s_f_{a}") for a in axes}
+        mv = {a: Signal(signed(Y_WIDTH), name=f"s_mv_{a}") for a in axes}
+        acc = {a: Signal(signed(acc_w), name=f"s_acc_{a}") for a in axes}
+        v_new = Signal(coord_layout())
+        pos = {a: Signal(signed(Y_WIDTH + 1), name=f"s_pos_{a}") for a in axes}
+        bits = Signal(GAIN_BITS)                      # the constant, shifted right each step
+        left = Signal(range(GAIN_BITS))               # steps left in this product
+        phase = Signal(range(3))                      # 0: momentum * V, 1: Fr * gain, 2: lr * F
+        m.d.comb += self.o.payload.point.eq(point)
+
+        def operand(a):
+            return Mux(phase == 0, v[a], Mux(phase == 1, fr[a] << shift_rep, f[a] << shift_lf))
+
+        stepped = {a: (acc[a] + Mux(bits[0], operand(a), 0)) >> 1 for a in axes}
+        with m.FSM(name="serial_update"):
+            with m.State("IDLE"):
+                with m.If(self.stage1.valid):
+                    m.d.sync += [point.eq(self.stage1.payload), y.eq(x.y), v.eq(x.v),
+                                 bits.eq(self.momentum), left.eq(n_mom - 1), phase.eq(0)]
+                    for a in axes:
+                        att = Mux(self.exaggerate, x.fa[a] << self.shift, x.fa[a])
+                        m.d.sync += [att_half[a].eq(att >> 1), fr[a].eq(x.fr[a]), acc[a].eq(0)]
+                    m.next = "MULTIPLY"
+            with m.State("MULTIPLY"):
+                m.d.sync += [bits.eq(bits >> 1), left.eq(left - 1)]
+                m.d.sync += [acc[a].eq(stepped[a]) for a in axes]
+                with m.If(left == 0):
+                    with m.Switch(phase):
+                        with m.Case(0):     # (momentum * V) >> 8 done: Fr * gain next
+                            m.d.sync += [mv[a].eq(stepped[a]) for a in axes]
+                            m.d.sync += [acc[a].eq(0) for a in axes]
+                            m.d.sync += [bits.eq(self.gain), left.eq(n_gain - 1), phase.eq(1)]
+                        with m.Case(1):     # rep = (Fr * gain) >> 16 done: F from it
+                            m.next = "FORCE"
+                        with m.Case(2):     # (lr * F) >> 8 done: the velocity
+                            m.next = "VELOCITY"
+            with m.State("FORCE"):
+                # F = (att >> 1) + rep, saturated (see UpdateDatapath); lr * F next
+                m.d.sync += [f[a].eq(_saturate(att_half[a] + acc[a], f_w)) for a in axes]
+                m.d.sync += [acc[a].eq(0) for a in axes]
+                m.d.sync += [bits.eq(self.learning_rate), left.eq(n_lr - 1), phase.eq(2)]
+                m.next = "MULTIPLY"
+            with m.State("VELOCITY"):
+                for a in axes:
+                    v_clipped = _saturate(acc[a] + mv[a], Y_WIDTH)
+                    m.d.sync += [v_new[a].eq(v_clipped), pos[a].eq(y[a] + v_clipped)]
+                m.next = "OUTPUT"
+            with m.State("OUTPUT"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.v.eq(v_new),
+                             self.o.payload.y.x.eq(_saturate(pos["x"], Y_WIDTH)),
+                             self.o.payload.y.y.eq(_saturate(pos["y"], Y_WIDTH))]
+                m.next = "IDLE"
         return m
 
 
@@ -1155,9 +1259,10 @@ class EmbeddingController(wiring.Component):
       idle for ``pair_drain`` cycles (``pairs_active`` low);
     * DIVIDE starts the gain divider (``div_start``) and takes its result (``div_result``), no
       earlier than ``divide_min`` cycles after ``div_start``;
-    * UPDATE issues the points ``0 .. n-1`` on ``update_issue`` (one per cycle; the Y/V read
-      addresses; ``update_read`` carries each one a cycle earlier, from DIVIDE's last cycle on:
-      the lanes' bank read addresses, whose words come through two registers); ``update_tail``
+    * UPDATE issues the points ``0 .. n-1`` on ``update_issue`` (one per ``update_interval``
+      cycles; the Y/V read addresses; ``update_read`` carries each one a cycle before its issue,
+      from DIVIDE's last cycle on: the lanes' bank read addresses, whose words come through two
+      registers); ``update_tail``
       cycles after the last issue the next iteration starts (the sample counters move on by
       ``n * S``) or OUTPUT (the engine's :data:`UPDATE_TAIL` says why that is late enough);
     * OUTPUT streams ``Y[0 .. n-1]`` from ``y_rd`` on ``coords`` (the read port's enable holds a
@@ -1173,12 +1278,14 @@ class EmbeddingController(wiring.Component):
     """
 
     def __init__(self, *, capacity: int, k: int, neg_samples: int, pair_drain: int,
-                 divide_min: int, update_tail: int):
+                 divide_min: int, update_tail: int, update_interval: int = 1):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, 1)
         check_int("pair_drain", pair_drain, 1, 256, "1 to 256 cycles")
         check_int("divide_min", divide_min, 1, GAIN_BITS + 1, f"1 to {GAIN_BITS + 1} cycles")
-        check_int("update_tail", update_tail, 2, 64, "2 to 64 cycles")
+        check_int("update_tail", update_tail, 2, 256, "2 to 256 cycles")
+        check_int("update_interval", update_interval, 1, 256, "1 to 256 cycles")
         self.pair_drain, self.update_tail = pair_drain, update_tail
+        self.update_interval = update_interval
         self.divide_min = divide_min
         C, K = capacity, k
         self.config_layout = config_layout(geo)
@@ -1229,6 +1336,11 @@ class EmbeddingController(wiring.Component):
         quiet = Signal(range(max(self.pair_drain, self.update_tail, GAIN_BITS + 1) + 2))
         upd_act = Signal()
         upd_i = Signal(range(C))
+        # cycles to the next update issue (a serial update takes a point every P cycles)
+        P = self.update_interval
+        upd_wait = Signal(range(P))
+        upd_now = Signal()               # an update issue in this cycle
+        m.d.comb += upd_now.eq(upd_act & self.in_update & (upd_wait == 0))
         out_ptr = Signal(range(C + 1))
         out_fetch = Signal()
         load_e = Signal(range(K))
@@ -1241,8 +1353,8 @@ class EmbeddingController(wiring.Component):
         m.d.comb += [
             self.y_rd.addr.eq(upd_i),
             # read Y only where the data is used: an update issue, or the next output beat
-            self.y_rd.en.eq((upd_act & self.in_update) | (out_fetch & (out_ptr != n))),
-            self.update_issue.valid.eq(upd_act & self.in_update),
+            self.y_rd.en.eq(upd_now | (out_fetch & (out_ptr != n))),
+            self.update_issue.valid.eq(upd_now),
             self.update_issue.payload.eq(upd_i),
             self.coords.payload.eq(self.y_rd.data),
             self.perf_pairs.eq(self.in_pairs & ~self.start_pairs),
@@ -1351,13 +1463,18 @@ class EmbeddingController(wiring.Component):
                 with m.If(self.div_result.valid & self.div_result.ready):
                     m.d.comb += self.update_read.valid.eq(1)
                     m.d.sync += [self.gain.eq(self.div_result.payload), upd_act.eq(1),
-                                 upd_i.eq(0), quiet.eq(0)]
+                                 upd_i.eq(0), upd_wait.eq(0), quiet.eq(0)]
                     m.next = "UPDATE"
             with m.State("UPDATE"):
                 m.d.comb += self.in_update.eq(1)
-                with m.If(upd_act):
-                    m.d.sync += upd_i.eq(upd_i + 1)
-                    m.d.comb += self.update_read.valid.eq(upd_i != self.nm1)
+                with m.If(upd_act & (upd_wait != 0)):
+                    m.d.sync += upd_wait.eq(upd_wait - 1)
+                    # the banks' address steps in the cycle before the next issue
+                    m.d.comb += self.update_read.valid.eq(upd_wait == 1)
+                with m.Elif(upd_act):
+                    m.d.sync += [upd_i.eq(upd_i + 1), upd_wait.eq(P - 1)]
+                    if P == 1:      # the next issue is in the next cycle
+                        m.d.comb += self.update_read.valid.eq(upd_i != self.nm1)
                     with m.If(upd_i == self.nm1):
                         # the next iteration's sample counters start N * S further on (set
                         # here, not with start_pairs, which already reads the new value)
@@ -1410,14 +1527,30 @@ assert UPDATE_LATENCY < UPDATE_TAIL + 1 + FRONT_LATENCY - 2
 #: OUTPUT reads Y[n - 1] in L + UPDATE_TAIL + n and the controller clips n to >= 2, so the
 #: write must come before L + UPDATE_TAIL + 2
 assert UPDATE_LATENCY < UPDATE_TAIL + 2
+#: the same with :class:`SerialUpdate` (one point every ``SerialUpdate.interval`` cycles): the
+#: tail covers its last write as above
+SERIAL_UPDATE_LATENCY = 1 + SerialUpdate.latency
+SERIAL_UPDATE_TAIL = SERIAL_UPDATE_LATENCY - 1
+assert SERIAL_UPDATE_LATENCY < SERIAL_UPDATE_TAIL + 2
 
 
-def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int) -> int:
+def update_timing(serial_update: bool) -> tuple[int, int, int]:
+    """``(latency, tail, interval)`` of the engine's update (issue -> Y/V write, the cycles
+    from the last issue to the next phase, cycles between issues)."""
+    if serial_update:
+        return SERIAL_UPDATE_LATENCY, SERIAL_UPDATE_TAIL, SerialUpdate.interval
+    return UPDATE_LATENCY, UPDATE_TAIL, 1
+
+
+def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int,
+                     serial_update: bool = False) -> int:
     """Cycles of one embedding iteration without stalls (exact; asserted under Verilator).
 
     Pair issue ``ceil(n / U) * (kk + S)`` + pair drain (:data:`PAIR_DRAIN`) + 1 + division
     (``GAIN_BITS + 1`` = 33 cycles; :data:`DIVIDE_MIN` when the gain saturates, ``Wsum <= n``,
-    which the count does not assume) + ``n`` update issues + the update's tail (:data:`UPDATE_TAIL`).
+    which the count does not assume) + ``n`` update issues ``P`` cycles apart
+    (``P * (n - 1) + 1``; ``P = 1``, or ``SerialUpdate.interval`` with ``serial_update``) + the
+    update's tail (:data:`UPDATE_TAIL`, :data:`SERIAL_UPDATE_TAIL`).
 
     Parameters
     ----------
@@ -1425,12 +1558,15 @@ def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int) -> i
         Points and list length of the job (after the engine's clamps).
     pair_units, neg_samples : int
         U and S of the engine.
+    serial_update : bool
+        The engine's update is :class:`SerialUpdate`.
     """
     for name, value in (("n", n), ("kk", kk), ("pair_units", pair_units),
                         ("neg_samples", neg_samples)):
         check_int(name, value, 1, None, "a positive count")
+    _, tail, interval = update_timing(_check_bool("serial_update", serial_update))
     pairs = -(-n // pair_units) * (kk + neg_samples)
-    return pairs + PAIR_DRAIN + 1 + (GAIN_BITS + 1) + n + UPDATE_TAIL
+    return pairs + PAIR_DRAIN + 1 + (GAIN_BITS + 1) + interval * (n - 1) + 1 + tail
 
 
 def config_layout(geo):
@@ -1481,6 +1617,11 @@ class EmbeddingEngine(wiring.Component):
         ``pairs + 2·n_iter·N + N`` Y reads per job. ``False``: the previous engine, attractive
         pairs of all points then repulsive ones, ``Y[i]`` and ``Y[j]`` read for every pair —
         ``2·pairs + n_iter·N + N``. Same results, same cycle count (:meth:`iteration_cycles`).
+    serial_update : bool
+        The update step as :class:`SerialUpdate` (shift-adds, no multiplier, one point every
+        ``SerialUpdate.interval`` cycles) instead of :class:`UpdateDatapath` (one point per
+        cycle, 12 partial products in block multipliers): for a small device. Same results;
+        the update phase takes ``interval`` times longer (:meth:`iteration_cycles`).
 
     Attributes
     ----------
@@ -1509,7 +1650,7 @@ class EmbeddingEngine(wiring.Component):
     """
 
     def __init__(self, *, capacity: int = 1024, k: int = 16, neg_samples: int = 8,
-                 pair_units: int = 1, hold_self: bool = True):
+                 pair_units: int = 1, hold_self: bool = True, serial_update: bool = False):
         check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
         check_int("k", k, 1, 64, "1 to 64 neighbours")
         if k >= capacity:
@@ -1522,6 +1663,7 @@ class EmbeddingEngine(wiring.Component):
         if pair_units > capacity:
             raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
         self.hold_self = _check_bool("hold_self", hold_self)
+        self.serial_update = _check_bool("serial_update", serial_update)
         self.capacity, self.k, self.neg_samples, self.pair_units = (
             capacity, k, neg_samples, pair_units)
 
@@ -1539,8 +1681,10 @@ class EmbeddingEngine(wiring.Component):
         # after the last issue: front end + pair unit (:data:`PAIR_DRAIN`; the scatter bank's
         # last write is covered by the division's minimum, :data:`DIVIDE_MIN`)
         self.pair_drain = PAIR_DRAIN
-        # issue, stage 1 (read data), then the datapath's stages
-        self.update_latency = UPDATE_LATENCY
+        # issue, stage 1 (read data), then the datapath's stages; the tail after the last issue
+        # and the cycles between issues
+        self.update_latency, self.update_tail, self.update_interval = update_timing(
+            self.serial_update)
 
         self.config_layout = config_layout(geo)
         self.knn_layout = data.StructLayout({
@@ -1559,7 +1703,8 @@ class EmbeddingEngine(wiring.Component):
     def parameters(self) -> dict:
         """Generator parameters (for metadata)."""
         return {"capacity": self.capacity, "k": self.k, "neg_samples": self.neg_samples,
-                "pair_units": self.pair_units, "hold_self": self.hold_self}
+                "pair_units": self.pair_units, "hold_self": self.hold_self,
+                "serial_update": self.serial_update}
 
     @property
     def derived(self) -> dict:
@@ -1569,12 +1714,14 @@ class EmbeddingEngine(wiring.Component):
                 "wsum_width": self.wsum_width, "unit_depth": self.unit_depth,
                 "knn_depth": self.capacity * self.k, "front_latency": self.front_latency,
                 "pair_latency": self.pair_latency, "pair_drain": self.pair_drain,
-                "update_latency": self.update_latency, "update_tail": UPDATE_TAIL,
+                "update_latency": self.update_latency, "update_tail": self.update_tail,
+                "update_interval": self.update_interval,
                 "iter_bits": ITER_BITS}
 
     def iteration_cycles(self, n: int, kk: int) -> int:
         """:func:`iteration_cycles` of this engine's pair units and negative samples."""
-        return iteration_cycles(n, kk, pair_units=self.pair_units, neg_samples=self.neg_samples)
+        return iteration_cycles(n, kk, pair_units=self.pair_units, neg_samples=self.neg_samples,
+                                serial_update=self.serial_update)
 
 
     def elaborate(self, platform):
@@ -1602,11 +1749,13 @@ class EmbeddingEngine(wiring.Component):
         # ---- controller, initialisation, divider, update, counters ---------------------------
         m.submodules.controller = ctrl = EmbeddingController(
             capacity=C, k=K, neg_samples=self.neg_samples, pair_drain=self.pair_drain,
-            divide_min=DIVIDE_MIN, update_tail=UPDATE_TAIL)
+            divide_min=DIVIDE_MIN, update_tail=self.update_tail,
+            update_interval=self.update_interval)
         m.submodules.init = init = Initialiser(capacity=C)
         m.submodules.divider = div = GainDivider(n_width=self.n_width,
                                                  den_width=self.wsum_width)
-        m.submodules.update = upd = UpdateDatapath(**params)
+        m.submodules.update = upd = (SerialUpdate if self.serial_update else UpdateDatapath)(
+            **params)
         m.submodules.counters = perf = PerfCounters(pair_units=U)
         wiring.connect(m, wiring.flipped(self.config), ctrl.config)
         wiring.connect(m, wiring.flipped(self.knn), ctrl.knn)

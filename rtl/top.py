@@ -83,6 +83,9 @@ class NmsAccelerator(wiring.Component):
     buffer_banks : int
         Most banks of the chunk buffer, 1..64 (a read touches only its bank). Default
         :data:`BUFFER_BANKS` = 8, the chosen dataflow (C = 1024: 7 banks of 8 KB).
+    serial_update : bool
+        The embedding's update without multipliers (``DesneDatapath(serial_update=...)``),
+        for a small device. Default ``False``.
     data_width : int
         AXI4 data width, 32, 64 or 128. Default 64.
     addr_width : int
@@ -104,7 +107,7 @@ class NmsAccelerator(wiring.Component):
                  k: int = 16, capacity: int = CAPACITY, neg_samples: int = 8, affinity_lanes: int = 4,
                  pair_units: int = 2, fetch_depth: int = 4, buffer_dim: int = BUFFER_DIM,
                  cand_tile: int = CAND_TILE, buffer_banks: int = BUFFER_BANKS,
-                 data_width: int = 64,
+                 serial_update: bool = False, data_width: int = 64,
                  addr_width: int = 32, max_burst: int = 256, read_fifo: int | None = None,
                  bus: str = "axi-lite"):
         check_data_width(data_width)
@@ -120,7 +123,7 @@ class NmsAccelerator(wiring.Component):
                                       neg_samples=neg_samples, affinity_lanes=affinity_lanes,
                                       pair_units=pair_units, fetch_depth=fetch_depth,
                                       buffer_dim=buffer_dim, cand_tile=cand_tile,
-                                      buffer_banks=buffer_banks)
+                                      buffer_banks=buffer_banks, serial_update=serial_update)
         dp = self.datapath
         self.vport = AxiVectorPort(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
                                    index_width=dp.index_width, count_width=dp.count_width,

@@ -76,7 +76,8 @@ def test_parameters_must_be_ints():
 def test_parameters_and_derived_recorded():
     dp = DesneDatapath(**HW)
     assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0, "cand_tile": 1,
-                             "buffer_banks": 1, "hold_self": True}
+                             "buffer_banks": 1, "hold_self": True,
+                             "serial_update": False}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8
     assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width

@@ -20,7 +20,7 @@ from nms.rtl import fixedpoint as fp
 from nms.rtl.embedding import (DIVIDE_MIN, F_SAT, PAIR_DRAIN, EmbeddingController,
                                EmbeddingEngine, GainDivider, Initialiser, PairLane,
                                PairSequencer, PairUnit, PartnerIndex, PerfCounters, PointAccumulator,
-                               ScatterBank, UpdateDatapath, coord_layout)
+                               ScatterBank, SerialUpdate, UpdateDatapath, coord_layout)
 from nms.rtl.hash import Hash32
 from nms.rtl.recip import Recip1p
 from nms.verif.models import desne
@@ -458,9 +458,13 @@ def _update_model(fa, fr, y, v, *, exaggerate, shift, momentum, lr, gain):
     return out_y, out_v
 
 
-def test_update_datapath_matches_the_models_update_step():
+@pytest.mark.parametrize("unit", [UpdateDatapath, SerialUpdate], ids=["pipelined", "serial"])
+def test_update_datapath_matches_the_models_update_step(unit):
+    """Both update units against the model's step in plain integers, a point issued every
+    ``unit.interval`` cycles, its result exactly ``unit.latency`` cycles after its stage 1."""
     C = 32
-    dut = UpdateDatapath(capacity=C, k=8, neg_samples=5, pair_units=2)
+    dut = unit(capacity=C, k=8, neg_samples=5, pair_units=2)
+    P = unit.interval
     geo = dut.geometry
     rng = random.Random(9)
 
@@ -488,9 +492,9 @@ def test_update_datapath_matches_the_models_update_step():
             ctx.set(dut.learning_rate, setting["lr"])
             ctx.set(dut.gain, setting["gain"])
             stage1_cycle = {}
-            for c in range(C + UpdateDatapath.latency + 3):
-                ctx.set(dut.issue.valid, c < C)
-                ctx.set(dut.issue.payload, c % C)
+            for c in range(C * P + unit.latency + 3):
+                ctx.set(dut.issue.valid, c < C * P and c % P == 0)
+                ctx.set(dut.issue.payload, (c // P) % C)
                 if ctx.get(dut.stage1.valid):        # the memories' data of stage 1's point
                     p = ctx.get(dut.stage1.payload)
                     stage1_cycle[p] = c
@@ -501,7 +505,7 @@ def test_update_datapath_matches_the_models_update_step():
                                     "v": {"x": q["v"][0], "y": q["v"][1]}})
                 if ctx.get(dut.o.valid):
                     o = ctx.get(dut.o.payload)
-                    assert c - stage1_cycle[o["point"]] == UpdateDatapath.latency
+                    assert c - stage1_cycle[o["point"]] == unit.latency
                     got.append((o["point"], (o["y"]["x"], o["y"]["y"]), (o["v"]["x"], o["v"]["y"])))
                 await ctx.tick()
 
@@ -633,10 +637,13 @@ class _ControllerHarness(Elaboratable):
         return m
 
 
-def test_controller_phase_sequence_and_timing():
+@pytest.mark.parametrize("P", [1, 2, 3], ids=["every_cycle", "interval2", "interval3"])
+def test_controller_phase_sequence_and_timing(P):
+    """The phases, their handshakes and cycle counts; the update issues ``P`` cycles apart
+    (``update_interval``, a serial update) with the banks' read a cycle ahead of each."""
     C, K, S, DRAIN, DMIN, TAIL = 16, 4, 3, 9, 3, 8
     ctrl = EmbeddingController(capacity=C, k=K, neg_samples=S, pair_drain=DRAIN,
-                               divide_min=DMIN, update_tail=TAIL)
+                               divide_min=DMIN, update_tail=TAIL, update_interval=P)
     rng = random.Random(11)
     Y = [{"x": rng.randrange(-1000, 1000), "y": rng.randrange(-1000, 1000)} for _ in range(C)]
     top = _ControllerHarness(ctrl, C, K, Y)
@@ -743,12 +750,17 @@ def test_controller_phase_sequence_and_timing():
                 await ctx.tick()
             ctx.set(ctrl.div_result.valid, 0)
             assert ctx.get(ctrl.gain) == 1000 + t
-            for i in range(n):                              # UPDATE: one point per cycle
-                assert ctx.get(ctrl.in_update) and ctx.get(ctrl.update_issue.valid)
-                assert ctx.get(ctrl.y_rd.en)                # one Y read per update issue
-                assert ctx.get(ctrl.update_issue.payload) == i
-                assert ctx.get(ctrl.update_read.valid) == (i < n - 1)
-                if i < n - 1:
+            for c in range(P * (n - 1) + 1):                # UPDATE: a point every P cycles
+                i, issue = c // P, c % P == 0
+                assert ctx.get(ctrl.in_update)
+                assert ctx.get(ctrl.update_issue.valid) == issue
+                assert ctx.get(ctrl.y_rd.en) == issue      # one Y read per update issue
+                if issue:
+                    assert ctx.get(ctrl.update_issue.payload) == i
+                # the banks' address steps to point i + 1 in the cycle before its issue
+                step = c % P == P - 1 and i < n - 1
+                assert ctx.get(ctrl.update_read.valid) == step
+                if step:
                     assert ctx.get(ctrl.update_read.payload) == i + 1
                 # this iteration's constants, while the update uses them
                 assert ctx.get(ctrl.exaggerate) == (t < 1)
