@@ -59,7 +59,8 @@ _ICEBREAKER_HW = {"lanes": 2, "tile": 1, "elem_width": 8, "max_dim": 64, "k": 4,
                   "capacity": 64, "neg_samples": 2, "affinity_lanes": 1, "pair_units": 1,
                   "fetch_depth": 2, "buffer_dim": 0, "cand_tile": 1, "data_width": 32,
                   "max_burst": 16, "read_fifo": 16,   # no room for a chunk buffer on the UP5K
-                  "serial_update": True}              # its 8 DSPs: the update's 18 go
+                  # its 8 DSPs: the embedding's update (18) and pair unit (17) by shift-adds
+                  "serial_update": True, "serial_pairs": True}
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,8 @@ register_block(Block(
         Param("pair_units", int, 1, "parallel pair units (power of two)"),
         Param("serial_update", bool, False, "update step by shift-adds, no multipliers, one "
               "point every SerialUpdate.interval cycles (for a small device)"),
+        Param("serial_pairs", bool, False, "pair units by shift-adds, no multipliers, a pair "
+              "every SerialPairUnit.interval cycles per lane (for a small device)"),
     ),
 ))
 
@@ -197,6 +199,8 @@ DATAPATH_PARAMS = (
               "a read touches one bank (default: the chosen dataflow, 8 KB banks at C = 1024)"),
         Param("serial_update", bool, False, "embedding update by shift-adds, no multipliers "
               "(for a small device; a longer update phase)"),
+        Param("serial_pairs", bool, False, "embedding pair units by shift-adds, no multipliers "
+              "(for a small device; a longer pair phase)"),
 )
 
 

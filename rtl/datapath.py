@@ -366,6 +366,10 @@ class DesneDatapath(wiring.Component):
         The embedding's update step without multipliers, one point every
         ``SerialUpdate.interval`` cycles (``EmbeddingEngine(serial_update=...)``: for a small
         device; same results, a longer update phase). Default ``False``.
+    serial_pairs : bool
+        The embedding's pair units without multipliers, a pair every
+        ``SerialPairUnit.interval`` cycles per lane (``EmbeddingEngine(serial_pairs=...)``).
+        Default ``False``.
 
     Attributes
     ----------
@@ -394,7 +398,8 @@ class DesneDatapath(wiring.Component):
                  max_dim: int = 1024, k: int = 16, capacity: int = 1024, neg_samples: int = 8,
                  affinity_lanes: int = 4, pair_units: int = 2, fetch_depth: int = 4,
                  buffer_dim: int = 0, cand_tile: int = 1, buffer_banks: int = 1,
-                 hold_self: bool = True, serial_update: bool = False):
+                 hold_self: bool = True, serial_update: bool = False,
+                 serial_pairs: bool = False):
         _check_pow2("lanes", lanes, 256)
         check_int("tile", tile, 1, 64, "1 to 64 resident queries")
         check_int("elem_width", elem_width, 1, 16, "1 to 16 bits per element")
@@ -437,8 +442,9 @@ class DesneDatapath(wiring.Component):
                                      lanes=affinity_lanes)
         self.embedding = EmbeddingEngine(capacity=capacity, k=k, neg_samples=neg_samples,
                                          pair_units=pair_units, hold_self=hold_self,
-                                         serial_update=serial_update)
+                                         serial_update=serial_update, serial_pairs=serial_pairs)
         self.hold_self, self.serial_update = hold_self, serial_update
+        self.serial_pairs = serial_pairs
         self.grid = GridSampler(capacity=capacity)
         self.cover = CoverStage(capacity=capacity, k=k, tile=tile,
                                 dist_width=self.knn.engine.acc_width,
@@ -479,7 +485,7 @@ class DesneDatapath(wiring.Component):
                 "pair_units": self.pair_units, "fetch_depth": self.fetch_depth,
                 "buffer_dim": self.buffer_dim, "cand_tile": self.cand_tile,
                 "buffer_banks": self.buffer_banks, "hold_self": self.hold_self,
-                "serial_update": self.serial_update}
+                "serial_update": self.serial_update, "serial_pairs": self.serial_pairs}
 
     @property
     def refusal_params(self) -> dict:

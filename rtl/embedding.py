@@ -50,7 +50,8 @@ __all__ = ["PairUnit", "GainDivider", "PairSequencer", "PartnerIndex", "PointAcc
            "ScatterBank", "PairLane", "UpdateDatapath", "Initialiser", "PerfCounters",
            "EmbeddingController", "EmbeddingEngine", "ITER_BITS", "iteration_cycles",
            "PAIR_DRAIN", "DIVIDE_MIN", "UPDATE_TAIL",
-           "SerialUpdate", "SERIAL_UPDATE_LATENCY", "SERIAL_UPDATE_TAIL", "update_timing"]
+           "SerialUpdate", "SERIAL_UPDATE_LATENCY", "SERIAL_UPDATE_TAIL", "update_timing",
+           "SerialPairUnit", "SERIAL_PAIR_DRAIN", "pair_timing"]
 
 #: coordinate / velocity storage width: Q8.16 saturated to [-2**23, 2**23 - 1]
 Y_WIDTH = 24
@@ -145,6 +146,8 @@ class PairUnit(wiring.Component):
 
     recip_latency = Recip1p.latency
     latency = 3 + Recip1p.latency + 2
+    #: cycles between inputs (a pair per cycle)
+    interval = 1
 
     def __init__(self, *, tag_width: int):
         check_int("tag_width", tag_width, 1, 128, "1 to 128 tag bits")
@@ -218,6 +221,109 @@ class PairUnit(wiring.Component):
             self.o.payload.tag.eq(tag[lat]),
             self.o.valid.eq(valid[lat]),
         ]
+        return m
+
+
+class SerialPairUnit(PairUnit):
+    """:class:`PairUnit`'s force term, one pair in :attr:`interval` cycles, with no multiplier.
+
+    For a small device (the iCE40 UP5K's 8 DSP blocks cannot hold the pair unit's 17): the
+    products are shift-adds over one operand's bits, LSB first, one bit per cycle, each step
+    ``acc = (acc + bit * (x << (w - s))) >> 1`` (arithmetic) so that after the ``w`` bits
+    ``acc = floor(x * c / 2**s)`` exactly (see :class:`SerialUpdate`):
+
+    * ``d2 = (dx**2 + dy**2) >> 16``: both squares at once over the bits of ``|dx|`` and
+      ``|dy|`` (24 steps, one three-input add);
+    * ``w = recip1p(d2)`` through the same :class:`~nms.rtl.recip.Recip1p`;
+    * ``weight = (p * w) >> 16`` or ``(w * w) >> 16`` over the bits of ``w`` (17 steps);
+    * ``f = (weight * v) >> 16``, ``v = d`` or ``-d``, both axes over the bits of ``weight``
+      (17 steps).
+
+    A pair is taken while the unit is idle; ``o`` carries its term :attr:`latency` cycles
+    later, and the next pair is taken one cycle after that: the lane issues a pair every
+    :attr:`interval` cycles. Ports as :class:`PairUnit`; the result equals it bit for bit.
+    """
+
+    #: steps of the shift-adds: |d| (24 bits), w (Q1.16, 17 bits), weight (17 bits)
+    _SQ_STEPS = D_WIDTH - 1
+    _W_STEPS = fp.W_BITS
+    #: input latch, |d| and v, the squares, d2 into the kernel, its pipeline, weight, force
+    latency = 1 + 1 + _SQ_STEPS + 1 + Recip1p.latency + _W_STEPS + _W_STEPS
+    interval = latency + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        x = self.i.payload
+        m.submodules.recip = recip = Recip1p(d2_width=D2_WIDTH)
+        m.d.comb += [recip.alt.eq(0), recip.alt_sel.eq(0)]   # o_alt unused
+        axes = ("x", "y")
+        mode, tag, p = Signal(), Signal(self.tag_width), Signal(fp.P_BITS)
+        d = {a: Signal(signed(D_WIDTH), name=f"sp_d_{a}") for a in axes}
+        mag = {a: Signal(D_WIDTH - 1, name=f"sp_mag_{a}") for a in axes}       # |d|, 24 bits
+        v = {a: Signal(signed(D_WIDTH + 1), name=f"sp_v_{a}") for a in axes}   # d or -d
+        # operands x << (w - s): the squares' |d| << 8 (w = 24 bits of |d|, s = 16; both
+        # squares in one accumulator), the weight's alt << 1 (w = 17, s = 16), the force's v << 1
+        sq_shift = self._SQ_STEPS - 16
+        acc_w = (D_WIDTH - 1) + sq_shift + 3
+        acc = {a: Signal(signed(max(acc_w, D_WIDTH + 4)), name=f"sp_acc_{a}") for a in axes}
+        bits = {a: Signal(D_WIDTH - 1, name=f"sp_bits_{a}") for a in axes}
+        left = Signal(range(D_WIDTH))
+        w, weight = Signal(fp.W_BITS), Signal(fp.W_BITS)
+        alt = Mux(mode, w, p)
+
+        def halve(value):
+            return value >> 1
+
+        with m.FSM(name="serial_pair"):
+            with m.State("IDLE"):
+                with m.If(self.i.valid):
+                    m.d.sync += [mode.eq(x.mode), tag.eq(x.tag), p.eq(x.p),
+                                 d["x"].eq(x.b.x - x.a.x), d["y"].eq(x.b.y - x.a.y)]
+                    m.next = "PREPARE"
+            with m.State("PREPARE"):
+                for a in axes:
+                    m.d.sync += [mag[a].eq(Mux(d[a] < 0, -d[a], d[a])),
+                                 bits[a].eq(Mux(d[a] < 0, -d[a], d[a])),
+                                 v[a].eq(Mux(mode, -d[a], d[a])), acc[a].eq(0)]
+                m.d.sync += left.eq(self._SQ_STEPS - 1)
+                m.next = "SQUARES"
+            with m.State("SQUARES"):
+                sq = {a: Mux(bits[a][0], mag[a] << sq_shift, 0) for a in axes}
+                m.d.sync += [acc["x"].eq(halve(acc["x"] + sq["x"] + sq["y"])),
+                             bits["x"].eq(bits["x"] >> 1), bits["y"].eq(bits["y"] >> 1),
+                             left.eq(left - 1)]
+                with m.If(left == 0):
+                    m.next = "KERNEL"
+            with m.State("KERNEL"):
+                # d2 (acc) into the kernel pipeline; its output comes Recip1p.latency later
+                m.d.comb += [recip.i.valid.eq(1), recip.i.payload.eq(acc["x"])]
+                m.next = "KERNEL_WAIT"
+            with m.State("KERNEL_WAIT"):
+                with m.If(recip.o.valid):
+                    m.d.sync += [w.eq(recip.o.payload), bits["x"].eq(recip.o.payload),
+                                 acc["x"].eq(0), left.eq(self._W_STEPS - 1)]
+                    m.next = "WEIGHT"
+            with m.State("WEIGHT"):
+                term = Mux(bits["x"][0], alt << 1, 0)
+                m.d.sync += [acc["x"].eq(halve(acc["x"] + term)), bits["x"].eq(bits["x"] >> 1),
+                             left.eq(left - 1)]
+                with m.If(left == 0):
+                    weight_now = halve(acc["x"] + term)
+                    m.d.sync += [weight.eq(weight_now), bits["x"].eq(weight_now),
+                                 acc["x"].eq(0), acc["y"].eq(0),
+                                 left.eq(self._W_STEPS - 1)]
+                    m.next = "FORCE"
+            with m.State("FORCE"):
+                for a in axes:
+                    m.d.sync += acc[a].eq(halve(acc[a] + Mux(bits["x"][0], v[a] << 1, 0)))
+                m.d.sync += [bits["x"].eq(bits["x"] >> 1), left.eq(left - 1)]
+                with m.If(left == 0):
+                    m.next = "OUTPUT"
+            with m.State("OUTPUT"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.fx.eq(acc["x"]),
+                             self.o.payload.fy.eq(acc["y"]), self.o.payload.w.eq(w),
+                             self.o.payload.mode.eq(mode), self.o.payload.tag.eq(tag)]
+                m.next = "IDLE"
         return m
 
 
@@ -312,7 +418,8 @@ class PairSequencer(wiring.Component):
     """Issue order of one lane: the kNN edges and the S negative samples of its points.
 
     Lane ``u`` of ``U`` owns the points ``i = u, u + U, ...`` (``< n``); its local address is
-    ``i // U``. After a ``start`` pulse it issues one pair per cycle with no gap, the pairs
+    ``i // U``. After a ``start`` pulse it issues one pair every ``interval`` cycles (default:
+    every cycle, no gap), the pairs
     ``(i, e)`` for ``e < kk`` (attraction, ``knn_addr = i * k + e``) and ``(i, s)`` for
     ``s < S`` (repulsion, sample counter ``iter_base + i * S + s``), and drops ``act`` after the
     last one. A lane with no point (``n <= u``) issues nothing. The order:
@@ -332,6 +439,9 @@ class PairSequencer(wiring.Component):
         The lane number u and the engine parameters.
     hold_self : bool
         Point-major order (default ``True``), see above.
+    interval : int
+        Cycles from one issue to the next (default 1: no gap; a serial pair unit takes a pair
+        every :attr:`SerialPairUnit.interval` cycles).
 
     Attributes
     ----------
@@ -341,7 +451,8 @@ class PairSequencer(wiring.Component):
         ``n`` and ``kk`` must be stable from the cycle before ``start`` on (the controller sets
         them with the config beat, long before the first pair phase).
     issue : Out(1)
-        A pair is issued this cycle (``act`` and not ``start``).
+        A pair is issued this cycle (``act``, not ``start``, and ``interval`` cycles since the
+        last issue).
     act, mode, point, local, last, knn_addr, counter : Out
         Sequencer state: active, 0 = attraction / 1 = repulsion, point, local address, last pair
         of the point's attractive / repulsive run, list memory address, sample counter.
@@ -350,10 +461,11 @@ class PairSequencer(wiring.Component):
     """
 
     def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int,
-                 hold_self: bool = True):
+                 hold_self: bool = True, interval: int = 1):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
         check_int("unit", unit, 0, pair_units - 1, f"0 to pair_units - 1 = {pair_units - 1}")
-        self.unit = unit
+        check_int("interval", interval, 1, 256, "1 to 256 cycles")
+        self.unit, self.interval = unit, interval
         self.hold_self = _check_bool("hold_self", hold_self)
         C, K = capacity, k
         super().__init__({
@@ -380,10 +492,12 @@ class PairSequencer(wiring.Component):
         kkm1 = Signal.like(self.kk)
         m.d.sync += [has_point.eq(self.n > u), single_point.eq(self.n <= u + U),
                      kkm1.eq(self.kk - 1)]
+        # cycles to the next issue (0: this cycle, if active)
+        wait = Signal(range(self.interval))
         m.d.comb += [
             self.last.eq(Mux(mode, e == S - 1, e == kkm1)),
             self.knn_addr.eq(kbase + e),
-            self.issue.eq(act & ~self.start),
+            self.issue.eq(act & ~self.start & (wait == 0)),
             # point-major: the point's first pair is its first attractive one (kk >= 1)
             self.self_read.eq((~mode & (e == 0)) if self.hold_self else 1),
         ]
@@ -396,8 +510,11 @@ class PairSequencer(wiring.Component):
         with m.If(self.start):
             m.d.sync += [act.eq(has_point), mode.eq(0), pi.eq(u), pl.eq(0), e.eq(0),
                          kbase.eq(u * K), ctr.eq(self.iter_base + u * S),
-                         final_point.eq(single_point)]
+                         final_point.eq(single_point), wait.eq(0)]
+        with m.Elif(act & (wait != 0)):
+            m.d.sync += wait.eq(wait - 1)
         with m.Elif(act):
+            m.d.sync += wait.eq(self.interval - 1)
             with m.If(~self.last):
                 m.d.sync += e.eq(e + 1)
                 with m.If(mode):
@@ -653,6 +770,9 @@ class PairLane(wiring.Component):
         The lane number and the engine parameters.
     hold_self : bool
         Read ``Y[i]`` once per point and hold it (default ``True``), or for every pair.
+    serial : bool
+        The force term by :class:`SerialPairUnit` (a pair every ``SerialPairUnit.interval``
+        cycles, no multiplier) instead of :class:`PairUnit` (default ``False``).
 
     Attributes
     ----------
@@ -660,6 +780,9 @@ class PairLane(wiring.Component):
         Pair-phase start pulse and the iteration's values.
     act, mode : Out(1)
         The sequencer is active / in its repulsive part.
+    issue : Out(1)
+        A pair is issued in this cycle (with a serial pair unit ``act`` stays high between
+        issues).
     hash_req : Out(stream.Signature(32, always_ready=True))
         Sample counter to hash (valid for issued repulsive pairs); ``hash_rsp`` is the hash
         output, ``Hash32.latency`` cycles later.
@@ -684,22 +807,25 @@ class PairLane(wiring.Component):
     assert PointAccumulator.read_latency == read_latency
 
     def __init__(self, *, unit: int, capacity: int, k: int, neg_samples: int, pair_units: int,
-                 hold_self: bool = True):
+                 hold_self: bool = True, serial: bool = False):
         geo = self.geometry = _lane_geometry(capacity, k, neg_samples, pair_units)
         self.unit = unit
         self.hold_self = _check_bool("hold_self", hold_self)
+        self.serial = _check_bool("serial", serial)
+        self.pair_unit = SerialPairUnit if self.serial else PairUnit
         self.params = dict(capacity=capacity, k=k, neg_samples=neg_samples, pair_units=pair_units)
         C, K = capacity, k
         self.hash_latency = Hash32.latency
         self.front_latency = Hash32.latency + PartnerIndex.latency + 2
-        self.write_latency = self.front_latency + PairUnit.latency + ScatterBank.write_latency
+        self.write_latency = (self.front_latency + self.pair_unit.latency
+                              + ScatterBank.write_latency)
         knn_layout = data.StructLayout({"index": unsigned(geo.index_width),
                                         "p": unsigned(fp.P_BITS)})
         super().__init__({
             "start": In(1),
             "n": In(range(C + 1)), "kk": In(range(K + 1)), "nm1": In(range(C)),
             "iter_base": In(32),
-            "act": Out(1), "mode": Out(1),
+            "act": Out(1), "mode": Out(1), "issue": Out(1),
             "hash_req": Out(stream.Signature(32, always_ready=True)),
             "hash_rsp": In(32),
             "knn_r": In(ReadPort.Signature(addr_width=ceil_log2(C * K), shape=knn_layout)),
@@ -720,14 +846,15 @@ class PairLane(wiring.Component):
         H = self.hash_latency
         jw, lw = geo.index_width, geo.local_width
         m.submodules.sequencer = seq = PairSequencer(unit=self.unit, hold_self=self.hold_self,
+                                                     interval=self.pair_unit.interval,
                                                      **self.params)
         m.submodules.partner = partner = PartnerIndex(capacity=geo.capacity)
-        m.submodules.pair = pu = PairUnit(tag_width=jw + lw + 1)
+        m.submodules.pair = pu = self.pair_unit(tag_width=jw + lw + 1)
         m.submodules.sums = sums = PointAccumulator(**self.params)
         m.submodules.scatter = scatter = ScatterBank(**self.params)
         m.d.comb += [seq.start.eq(self.start), seq.n.eq(self.n), seq.kk.eq(self.kk),
                      seq.iter_base.eq(self.iter_base),
-                     self.act.eq(seq.act), self.mode.eq(seq.mode),
+                     self.act.eq(seq.act), self.mode.eq(seq.mode), self.issue.eq(seq.issue),
                      self.knn_r.addr.eq(seq.knn_addr),
                      self.hash_req.payload.eq(seq.counter),
                      self.hash_req.valid.eq(seq.issue & seq.mode)]
@@ -1510,6 +1637,8 @@ FRONT_LATENCY = Hash32.latency + PartnerIndex.latency + 2
 #: divider starts in cycle D = T + 1 + PAIR_DRAIN, when the kernel sum must be final: its last
 #: term is added in T + FRONT_LATENCY + PairUnit.latency.
 PAIR_DRAIN = FRONT_LATENCY + PairUnit.latency
+#: the same with :class:`SerialPairUnit`
+SERIAL_PAIR_DRAIN = FRONT_LATENCY + SerialPairUnit.latency
 #: The earliest the controller takes the gain, in cycles after D (a saturated gain is ready in
 #: D + 1, any other in D + GAIN_BITS + 1): the update's first bank read (``update_read``) is in
 #: that cycle, after the last scatter write in T + FRONT_LATENCY + PairUnit.latency +
@@ -1534,6 +1663,14 @@ SERIAL_UPDATE_TAIL = SERIAL_UPDATE_LATENCY - 1
 assert SERIAL_UPDATE_LATENCY < SERIAL_UPDATE_TAIL + 2
 
 
+def pair_timing(serial_pairs: bool) -> tuple[int, int, int]:
+    """``(latency, drain, interval)`` of the engine's pair unit (input -> term, the cycles from
+    the last issue to the divider's start, cycles between issues)."""
+    if serial_pairs:
+        return SerialPairUnit.latency, SERIAL_PAIR_DRAIN, SerialPairUnit.interval
+    return PairUnit.latency, PAIR_DRAIN, 1
+
+
 def update_timing(serial_update: bool) -> tuple[int, int, int]:
     """``(latency, tail, interval)`` of the engine's update (issue -> Y/V write, the cycles
     from the last issue to the next phase, cycles between issues)."""
@@ -1543,10 +1680,12 @@ def update_timing(serial_update: bool) -> tuple[int, int, int]:
 
 
 def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int,
-                     serial_update: bool = False) -> int:
+                     serial_update: bool = False, serial_pairs: bool = False) -> int:
     """Cycles of one embedding iteration without stalls (exact; asserted under Verilator).
 
-    Pair issue ``ceil(n / U) * (kk + S)`` + pair drain (:data:`PAIR_DRAIN`) + 1 + division
+    Pair issue ``ceil(n / U) * (kk + S)`` issues ``Q`` cycles apart (``Q * (pairs - 1) + 1``;
+    ``Q = 1``, or ``SerialPairUnit.interval`` with ``serial_pairs``) + pair drain
+    (:data:`PAIR_DRAIN`, :data:`SERIAL_PAIR_DRAIN`) + 1 + division
     (``GAIN_BITS + 1`` = 33 cycles; :data:`DIVIDE_MIN` when the gain saturates, ``Wsum <= n``,
     which the count does not assume) + ``n`` update issues ``P`` cycles apart
     (``P * (n - 1) + 1``; ``P = 1``, or ``SerialUpdate.interval`` with ``serial_update``) + the
@@ -1558,15 +1697,17 @@ def iteration_cycles(n: int, kk: int, *, pair_units: int, neg_samples: int,
         Points and list length of the job (after the engine's clamps).
     pair_units, neg_samples : int
         U and S of the engine.
-    serial_update : bool
-        The engine's update is :class:`SerialUpdate`.
+    serial_update, serial_pairs : bool
+        The engine's update is :class:`SerialUpdate`, its pair units :class:`SerialPairUnit`.
     """
     for name, value in (("n", n), ("kk", kk), ("pair_units", pair_units),
                         ("neg_samples", neg_samples)):
         check_int(name, value, 1, None, "a positive count")
     _, tail, interval = update_timing(_check_bool("serial_update", serial_update))
+    _, drain, q = pair_timing(_check_bool("serial_pairs", serial_pairs))
     pairs = -(-n // pair_units) * (kk + neg_samples)
-    return pairs + PAIR_DRAIN + 1 + (GAIN_BITS + 1) + interval * (n - 1) + 1 + tail
+    return (q * (pairs - 1) + 1 + drain + 1 + (GAIN_BITS + 1) + interval * (n - 1) + 1
+            + tail)
 
 
 def config_layout(geo):
@@ -1622,6 +1763,10 @@ class EmbeddingEngine(wiring.Component):
         ``SerialUpdate.interval`` cycles) instead of :class:`UpdateDatapath` (one point per
         cycle, 12 partial products in block multipliers): for a small device. Same results;
         the update phase takes ``interval`` times longer (:meth:`iteration_cycles`).
+    serial_pairs : bool
+        The pair units as :class:`SerialPairUnit` (shift-adds, no multiplier, a pair every
+        ``SerialPairUnit.interval`` cycles per lane) instead of :class:`PairUnit`: for a small
+        device. Same results; the pair phase takes ``interval`` times longer.
 
     Attributes
     ----------
@@ -1650,7 +1795,8 @@ class EmbeddingEngine(wiring.Component):
     """
 
     def __init__(self, *, capacity: int = 1024, k: int = 16, neg_samples: int = 8,
-                 pair_units: int = 1, hold_self: bool = True, serial_update: bool = False):
+                 pair_units: int = 1, hold_self: bool = True, serial_update: bool = False,
+                 serial_pairs: bool = False):
         check_int("capacity", capacity, 4, 1 << 16, "4 to 65536 points")
         check_int("k", k, 1, 64, "1 to 64 neighbours")
         if k >= capacity:
@@ -1664,6 +1810,7 @@ class EmbeddingEngine(wiring.Component):
             raise ValueError(f"pair_units={pair_units} exceeds capacity={capacity}")
         self.hold_self = _check_bool("hold_self", hold_self)
         self.serial_update = _check_bool("serial_update", serial_update)
+        self.serial_pairs = _check_bool("serial_pairs", serial_pairs)
         self.capacity, self.k, self.neg_samples, self.pair_units = (
             capacity, k, neg_samples, pair_units)
 
@@ -1677,10 +1824,10 @@ class EmbeddingEngine(wiring.Component):
         self.hash_latency = Hash32.latency
         # issue -> pair unit: hash (H) + j product (wrap to the Y address), Y data, register
         self.front_latency = FRONT_LATENCY
-        self.pair_latency = PairUnit.latency
         # after the last issue: front end + pair unit (:data:`PAIR_DRAIN`; the scatter bank's
-        # last write is covered by the division's minimum, :data:`DIVIDE_MIN`)
-        self.pair_drain = PAIR_DRAIN
+        # last write is covered by the division's minimum, :data:`DIVIDE_MIN`), and the
+        # cycles between a lane's issues
+        self.pair_latency, self.pair_drain, self.pair_interval = pair_timing(self.serial_pairs)
         # issue, stage 1 (read data), then the datapath's stages; the tail after the last issue
         # and the cycles between issues
         self.update_latency, self.update_tail, self.update_interval = update_timing(
@@ -1704,7 +1851,7 @@ class EmbeddingEngine(wiring.Component):
         """Generator parameters (for metadata)."""
         return {"capacity": self.capacity, "k": self.k, "neg_samples": self.neg_samples,
                 "pair_units": self.pair_units, "hold_self": self.hold_self,
-                "serial_update": self.serial_update}
+                "serial_update": self.serial_update, "serial_pairs": self.serial_pairs}
 
     @property
     def derived(self) -> dict:
@@ -1715,13 +1862,14 @@ class EmbeddingEngine(wiring.Component):
                 "knn_depth": self.capacity * self.k, "front_latency": self.front_latency,
                 "pair_latency": self.pair_latency, "pair_drain": self.pair_drain,
                 "update_latency": self.update_latency, "update_tail": self.update_tail,
-                "update_interval": self.update_interval,
+                "update_interval": self.update_interval, "pair_interval": self.pair_interval,
                 "iter_bits": ITER_BITS}
 
     def iteration_cycles(self, n: int, kk: int) -> int:
         """:func:`iteration_cycles` of this engine's pair units and negative samples."""
         return iteration_cycles(n, kk, pair_units=self.pair_units, neg_samples=self.neg_samples,
-                                serial_update=self.serial_update)
+                                serial_update=self.serial_update,
+                                serial_pairs=self.serial_pairs)
 
 
     def elaborate(self, platform):
@@ -1782,6 +1930,7 @@ class EmbeddingEngine(wiring.Component):
         for u in range(U):
             m.submodules[f"hash{u}"] = hsh = Hash32()
             m.submodules[f"lane{u}"] = lane = PairLane(unit=u, hold_self=self.hold_self,
+                                                       serial=self.serial_pairs,
                                                        **params)
             wiring.connect(m, lane.y_self, y_lane[2 * u])
             wiring.connect(m, lane.y_part, y_lane[2 * u + 1])
@@ -1798,7 +1947,7 @@ class EmbeddingEngine(wiring.Component):
                 lane.clear.payload.eq(Mux(ctrl.sweep.valid, ctrl.sweep.payload,
                                           upd.stage1.payload)),
                 lane.hash_rsp.eq(hsh.o.payload),
-                perf.issue[u].eq(lane.act), perf.rep_issue[u].eq(lane.act & lane.mode),
+                perf.issue[u].eq(lane.issue), perf.rep_issue[u].eq(lane.issue & lane.mode),
             ]
             if u == 0:     # the initialisation borrows lane 0's hash unit
                 wiring.connect(m, hsh.o, init.hash_rsp)

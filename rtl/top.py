@@ -86,6 +86,9 @@ class NmsAccelerator(wiring.Component):
     serial_update : bool
         The embedding's update without multipliers (``DesneDatapath(serial_update=...)``),
         for a small device. Default ``False``.
+    serial_pairs : bool
+        The embedding's pair units without multipliers (``DesneDatapath(serial_pairs=...)``).
+        Default ``False``.
     data_width : int
         AXI4 data width, 32, 64 or 128. Default 64.
     addr_width : int
@@ -107,7 +110,8 @@ class NmsAccelerator(wiring.Component):
                  k: int = 16, capacity: int = CAPACITY, neg_samples: int = 8, affinity_lanes: int = 4,
                  pair_units: int = 2, fetch_depth: int = 4, buffer_dim: int = BUFFER_DIM,
                  cand_tile: int = CAND_TILE, buffer_banks: int = BUFFER_BANKS,
-                 serial_update: bool = False, data_width: int = 64,
+                 serial_update: bool = False, serial_pairs: bool = False,
+                 data_width: int = 64,
                  addr_width: int = 32, max_burst: int = 256, read_fifo: int | None = None,
                  bus: str = "axi-lite"):
         check_data_width(data_width)
@@ -123,7 +127,8 @@ class NmsAccelerator(wiring.Component):
                                       neg_samples=neg_samples, affinity_lanes=affinity_lanes,
                                       pair_units=pair_units, fetch_depth=fetch_depth,
                                       buffer_dim=buffer_dim, cand_tile=cand_tile,
-                                      buffer_banks=buffer_banks, serial_update=serial_update)
+                                      buffer_banks=buffer_banks, serial_update=serial_update,
+                                      serial_pairs=serial_pairs)
         dp = self.datapath
         self.vport = AxiVectorPort(lanes=lanes, elem_width=elem_width, max_dim=max_dim,
                                    index_width=dp.index_width, count_width=dp.count_width,

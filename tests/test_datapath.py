@@ -77,7 +77,7 @@ def test_parameters_and_derived_recorded():
     dp = DesneDatapath(**HW)
     assert dp.parameters == {**HW, "fetch_depth": 4, "buffer_dim": 0, "cand_tile": 1,
                              "buffer_banks": 1, "hold_self": True,
-                             "serial_update": False}
+                             "serial_update": False, "serial_pairs": False}
     d = dp.derived
     assert d["index_width"] == 7 and d["count_width"] == 8
     assert d["knn_engine_acc_width"] == dp.knn.engine.acc_width

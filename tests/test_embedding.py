@@ -12,8 +12,8 @@ import pytest
 from amaranth.back import verilog
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.embedding import (SERIAL_UPDATE_TAIL, UPDATE_TAIL, EmbeddingEngine, SerialUpdate,
-                               iteration_cycles)
+from nms.rtl.embedding import (PAIR_DRAIN, SERIAL_PAIR_DRAIN, SERIAL_UPDATE_TAIL, UPDATE_TAIL,
+                               EmbeddingEngine, SerialPairUnit, SerialUpdate, iteration_cycles)
 from nms.sw.dataflow import y_reads
 from nms.verif.sim.build import run_cocotb
 
@@ -24,9 +24,10 @@ ENGINE_U2 = {"capacity": 64, "k": 8, "neg_samples": 5, "pair_units": 2}
 ENGINE_U4 = {"capacity": 32, "k": 4, "neg_samples": 3, "pair_units": 4}
 # the previous front end (Y[i] read for every pair, attractive pairs of all points first)
 ENGINE_U2_NOHOLD = {**ENGINE_U2, "hold_self": False}
-# the small-device update (shift-adds, one point every SerialUpdate.interval cycles)
+# the small-device units (shift-adds, no multiplier: a point every SerialUpdate.interval
+# cycles, a pair every SerialPairUnit.interval cycles per lane)
 ENGINE_SERIAL = {"capacity": 32, "k": 4, "neg_samples": 3, "pair_units": 2,
-                 "serial_update": True}
+                 "serial_update": True, "serial_pairs": True}
 _VERILOG: dict = {}
 
 
@@ -85,7 +86,7 @@ def test_parameters_keyword_only_and_derived():
         EmbeddingEngine(64)  # noqa
     eng = EmbeddingEngine(capacity=100, k=10, neg_samples=6, pair_units=4)
     assert eng.parameters == {"capacity": 100, "k": 10, "neg_samples": 6, "pair_units": 4,
-                              "hold_self": True, "serial_update": False}
+                              "hold_self": True, "serial_update": False, "serial_pairs": False}
     assert eng.derived["unit_depth"] == 25 and eng.index_width == 7
     assert eng.iteration_cycles(64, 10) < EmbeddingEngine(
         capacity=100, k=10, neg_samples=6, pair_units=1).iteration_cycles(64, 10)
@@ -157,11 +158,12 @@ def test_engine_four_units():
     _run(ENGINE_U4, cases)
 
 
-def test_engine_serial_update_bit_exact_and_cycles(tmp_path):
-    """The serial update in the whole engine: bit-exact with embed() under idle input and
-    back-pressure (random problems, a saturating one, n = C, n = 2), then without stalls the
-    exact ``iteration_cycles(serial_update=True)``, whose update phase is
-    ``SerialUpdate.interval`` times the pipelined one's."""
+def test_engine_serial_units_bit_exact_and_cycles(tmp_path):
+    """The serial update and pair units in the whole engine: bit-exact with embed() under idle
+    input and back-pressure (random problems, a saturating one, n = C, n = 2), then without
+    stalls the exact ``iteration_cycles(serial_update=True, serial_pairs=True)``: the pipelined
+    one's with the update and pair issues ``interval`` cycles apart and the longer tail and
+    drain."""
     cases = _random_cases(5, 2, 32, 4) + [
         {"kind": "lists", "name": "saturation", "n": 17, "kk": 4, "seed": 7,
          "cfg": _cfg(5, 3, 2, lr=4095, shift=4, early=255, late=255)},
@@ -177,10 +179,12 @@ def test_engine_serial_update_bit_exact_and_cycles(tmp_path):
     for one, three in zip(jobs[0::2], jobs[1::2]):
         per_iter = (three["cycles_to_first_coord"] - one["cycles_to_first_coord"]) / 2
         assert per_iter == iteration_cycles(one["n"], one["kk"], pair_units=2, neg_samples=3,
-                                            serial_update=True), one["name"]
+                                            serial_update=True, serial_pairs=True), one["name"]
         pipelined = iteration_cycles(one["n"], one["kk"], pair_units=2, neg_samples=3)
-        assert per_iter - pipelined == (SerialUpdate.interval - 1) * (one["n"] - 1) + (
-            SERIAL_UPDATE_TAIL - UPDATE_TAIL)
+        pairs = -(-one["n"] // 2) * (one["kk"] + 3)
+        assert per_iter - pipelined == (
+            (SerialUpdate.interval - 1) * (one["n"] - 1) + SERIAL_UPDATE_TAIL - UPDATE_TAIL
+            + (SerialPairUnit.interval - 1) * (pairs - 1) + SERIAL_PAIR_DRAIN - PAIR_DRAIN)
 
 
 def test_engine_digits_class():
@@ -229,14 +233,16 @@ def test_generate_embedding_block_lints(tmp_path, serial):
 
     assert cli(["generate", "--block", "embedding", "--param", "capacity=128", "--param", "k=8",
                 "--param", "pair_units=2", "--param", f"serial_update={str(serial).lower()}",
+                "--param", f"serial_pairs={str(serial).lower()}",
                 "--out", str(tmp_path)]) == 0
     meta = json.loads((tmp_path / "embedding.json").read_text())
     # the declared parameters of the block (nms generate does not declare hold_self yet: the
     # engine's default, True, is built)
     assert meta["parameters"] == {"capacity": 128, "k": 8, "neg_samples": 8, "pair_units": 2,
-                                  "serial_update": serial}
+                                  "serial_update": serial, "serial_pairs": serial}
     assert meta["derived"]["knn_depth"] == 128 * 8
     assert meta["derived"]["update_interval"] == (SerialUpdate.interval if serial else 1)
+    assert meta["derived"]["pair_interval"] == (SerialPairUnit.interval if serial else 1)
     ports = {p["name"]: p for p in meta["ports"]}
     assert ports["coords__payload"]["width"] == 48 and ports["knn__payload"]["width"] == 7 + 17
     # -Wall with the project's one list of Amaranth-backend waivers (the engine needs

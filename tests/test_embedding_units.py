@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from nms.rtl import fixedpoint as fp
-from nms.rtl.embedding import (DIVIDE_MIN, F_SAT, PAIR_DRAIN, EmbeddingController,
+from nms.rtl.embedding import (DIVIDE_MIN, F_SAT, PAIR_DRAIN, SERIAL_PAIR_DRAIN, EmbeddingController,
                                EmbeddingEngine, GainDivider, Initialiser, PairLane,
                                PairSequencer, PairUnit, PartnerIndex, PerfCounters, PointAccumulator,
                                ScatterBank, SerialUpdate, UpdateDatapath, coord_layout)
@@ -131,16 +131,17 @@ def test_partner_index_matches_negative_samples():
 # pair lane parts
 
 
+@pytest.mark.parametrize("interval", [1, 3])
 @pytest.mark.parametrize("hold_self", [True, False])
 @pytest.mark.parametrize("U, u, n, kk", [(1, 0, 7, 3), (2, 1, 9, 4), (4, 3, 6, 2), (4, 2, 2, 1),
                                          (2, 0, 4, 4)])
-def test_pair_sequencer_issue_order(U, u, n, kk, hold_self):
+def test_pair_sequencer_issue_order(U, u, n, kk, hold_self, interval):
     """hold_self: each point's kk attractive then S repulsive pairs back to back, Y[i] read on
     the first only; otherwise every point's attractive pairs, then every point's repulsive
-    ones, Y[i] read on every pair."""
+    ones, Y[i] read on every pair. Issues ``interval`` cycles apart (a serial pair unit)."""
     K, S, C = 4, 3, 16
     dut = PairSequencer(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U,
-                        hold_self=hold_self)
+                        hold_self=hold_self, interval=interval)
     iter_base = 0xFFFF_FFF0                                  # the counter wraps at 2**32
 
     def att(i):
@@ -167,7 +168,7 @@ def test_pair_sequencer_issue_order(U, u, n, kk, hold_self):
         assert not ctx.get(dut.issue)          # nothing issues in the start cycle
         await ctx.tick()
         ctx.set(dut.start, 0)
-        for cycle in range(len(expected) + 3):
+        for cycle in range(interval * len(expected) + 3):
             if ctx.get(dut.issue):
                 mode = ctx.get(dut.mode)
                 got.append((mode, ctx.get(dut.point), ctx.get(dut.local), ctx.get(dut.last),
@@ -180,7 +181,8 @@ def test_pair_sequencer_issue_order(U, u, n, kk, hold_self):
     cycles = []
     _simulate(dut, bench)
     assert got == expected
-    assert cycles == list(range(len(expected)))    # from the cycle after start, no gap
+    # from the cycle after start, interval cycles apart
+    assert cycles == list(range(0, interval * len(expected), interval))
 
 
 def test_point_accumulator_sums_and_kernel_sum():
@@ -365,13 +367,15 @@ def _lane_expectation(Y, nbr, P, n, kk, S, U, u, iter_base):
     return L, R, [tuple(v) for v in scatter.tolist()], wsum
 
 
-@pytest.mark.parametrize("U, u, n, kk, hold_self", [
-    (1, 0, 12, 4, True), (2, 1, 11, 3, True), (4, 2, 16, 2, True), (1, 0, 12, 4, False),
-    (2, 1, 11, 3, False)])
-def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
-    """One pair phase of a lane: its sums equal the model's iteration, one pair per cycle, and
-    the Y ports read exactly the formula's words — every pair its partner, the own point once
-    per point (hold_self) or once per pair."""
+@pytest.mark.parametrize("U, u, n, kk, hold_self, serial", [
+    (1, 0, 12, 4, True, False), (2, 1, 11, 3, True, False), (4, 2, 16, 2, True, False),
+    (1, 0, 12, 4, False, False), (2, 1, 11, 3, False, False), (1, 0, 12, 4, True, True),
+    (2, 1, 11, 3, False, True)])
+def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self, serial):
+    """One pair phase of a lane: its sums equal the model's iteration, one pair per cycle
+    (``serial``: one per ``SerialPairUnit.interval`` cycles), and the Y ports read exactly the
+    formula's words — every pair its partner, the own point once per point (hold_self) or
+    once per pair."""
     C, K, S = 16, 4, 3
     rng = np.random.default_rng(8 + u)
     Y = rng.integers(-(1 << 20), 1 << 20, size=(C, 2))
@@ -380,7 +384,10 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
     nbr = rng.integers(0, n, size=(C, K))
     P = rng.integers(0, (1 << fp.P_FRAC_BITS) + 1, size=(C, K))
     iter_base = int(rng.integers(0, 1 << 32))
-    lane = PairLane(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U, hold_self=hold_self)
+    lane = PairLane(unit=u, capacity=C, k=K, neg_samples=S, pair_units=U, hold_self=hold_self,
+                    serial=serial)
+    Q = lane.pair_unit.interval
+    drain = SERIAL_PAIR_DRAIN if serial else PAIR_DRAIN
     harness = _LaneHarness(lane, [{"x": int(x), "y": int(y)} for x, y in Y],
                            [{"index": int(nbr[i, e]), "p": int(P[i, e])}
                             for i in range(C) for e in range(K)])
@@ -405,15 +412,16 @@ def test_pair_lane_forces_match_the_models_iteration(U, u, n, kk, hold_self):
 
         while ctx.get(lane.act):
             cycles += 1
-            assert cycles < 1000
+            assert cycles < 1000 * Q
             count_reads()
             await ctx.tick()
-        assert cycles == -(-(n - u) // U) * (kk + S)           # one pair per cycle, no gap
+        pairs = -(-(n - u) // U) * (kk + S)
+        assert cycles == Q * (pairs - 1) + 1                   # Q cycles apart, no other gap
         # the engine's drain: the divider starts PAIR_DRAIN cycles after act falls; the banks
         # are read for the update DIVIDE_MIN cycles later at the earliest (a saturated
         # division), so that is when this test reads them; the lane's last write comes before
-        assert lane.write_latency <= PAIR_DRAIN + DIVIDE_MIN
-        for _ in range(PAIR_DRAIN + DIVIDE_MIN):
+        assert lane.write_latency <= drain + DIVIDE_MIN
+        for _ in range(drain + DIVIDE_MIN):
             count_reads()
             await ctx.tick()
         points = -(-(n - u) // U)
