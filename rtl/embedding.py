@@ -254,7 +254,9 @@ class SerialPairUnit(PairUnit):
     def elaborate(self, platform):
         m = Module()
         x = self.i.payload
-        m.submodules.recip = recip = Recip1p(d2_width=D2_WIDTH)
+        # the table in a block RAM: this unit is for a device with little logic and no need
+        # for the soft-logic ROM's timing
+        m.submodules.recip = recip = Recip1p(d2_width=D2_WIDTH, rom="block")
         m.d.comb += [recip.alt.eq(0), recip.alt_sel.eq(0)]   # o_alt unused
         axes = ("x", "y")
         mode, tag, p = Signal(), Signal(self.tag_width), Signal(fp.P_BITS)

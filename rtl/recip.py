@@ -3,7 +3,7 @@
 Equal to :func:`nms.verif.models.desne.recip1p`: ``u = d2 + 2**16``, ``e = bit_length(u) - 1``
 (``>= 16``), ``w = RECIP_LUT[(u >> (e - 8)) & 255] >> (e - 16)``. The table is a ROM built from
 ``fixedpoint.RECIP_LUT`` (the single source of truth), in soft logic behind a registered
-address. Four pipeline stages, one value per cycle.
+address (or, ``rom="block"``, a block RAM). Four pipeline stages, one value per cycle.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ class Recip1p(wiring.Component):
     d2_width : int
         Width of the unsigned squared distance input (Q.16), 1..48. ``bits_for(2 * (2**24 - 1)**2
         >> 16)`` = 33 covers any two embedding points.
+    rom : str
+        Where the 256 x 17 table lives: ``"logic"`` (default; soft logic read asynchronously
+        behind a registered address — on ECP5 the route into a block RAM was the engine's
+        critical path) or ``"block"`` (a block RAM read synchronously, the same latency: for
+        a small device, where the soft-logic ROM costs about 400 LUTs).
 
     Attributes
     ----------
@@ -47,12 +52,14 @@ class Recip1p(wiring.Component):
 
     latency = 4
 
-    def __init__(self, *, d2_width: int = 33):
+    def __init__(self, *, d2_width: int = 33, rom: str = "logic"):
         if isinstance(d2_width, bool) or not isinstance(d2_width, int):
             raise TypeError(f"d2_width must be an int, not {d2_width!r}")
         if not 1 <= d2_width <= 48:
             raise ValueError(f"d2_width={d2_width} is out of range: 1 to 48 bits")
-        self.d2_width = d2_width
+        if rom not in ("logic", "block"):
+            raise ValueError(f"rom={rom!r} is not 'logic' or 'block'")
+        self.d2_width, self.rom = d2_width, rom
         self.u_width = max(d2_width, 16) + 1
         super().__init__({
             "i": In(stream.Signature(unsigned(d2_width), always_ready=True)),
@@ -82,9 +89,10 @@ class Recip1p(wiring.Component):
         # the RAM (a few per die column) dominated the engine's critical path
         idx = Signal(fp.RECIP_LUT_BITS)
         m.d.sync += idx.eq((u1 >> (sh1 + 8))[:8])
+        attrs = {"rom_style": "logic"} if self.rom == "logic" else {}
         m.submodules.lut = lut = Memory(shape=unsigned(fp.W_BITS), depth=len(fp.RECIP_LUT),
-                                        init=fp.RECIP_LUT, attrs={"rom_style": "logic"})
-        rd = lut.read_port(domain="comb")
+                                        init=fp.RECIP_LUT, attrs=attrs)
+        rd = lut.read_port(domain="comb" if self.rom == "logic" else "sync")
         m.d.comb += rd.addr.eq(idx)
         # stage 3: the ROM word registered behind the RAM; stage 4: shifted by e - 16
         word = Signal(fp.W_BITS)
@@ -93,8 +101,12 @@ class Recip1p(wiring.Component):
             r = Signal(range(uw - 15), name=f"sh{s + 2}")
             m.d.sync += r.eq(sh_t[-1])
             sh_t.append(r)
+        if self.rom == "logic":
+            m.d.sync += word.eq(rd.data)
+        else:           # the block RAM's own output register is the stage-3 word
+            m.d.comb += word.eq(rd.data)
         w = word >> sh_t[2]
-        m.d.sync += [word.eq(rd.data), self.o.payload.eq(w),
+        m.d.sync += [self.o.payload.eq(w),
                      self.o_alt.eq(Mux(self.alt_sel, self.alt, w))]
         valid = self.i.valid
         for s in range(self.latency):

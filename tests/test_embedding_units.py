@@ -70,12 +70,19 @@ def test_hash_unit_matches_hash32():
     assert _pipeline(Hash32(), xs, Hash32.latency + 1) == [fp.hash32(x) for x in xs]
 
 
-def test_recip_unit_matches_recip1p():
+@pytest.mark.parametrize("rom", ["logic", "block"])
+def test_recip_unit_matches_recip1p(rom):
+    """Both table kinds (soft-logic ROM, block RAM) give the model's kernel, same latency."""
     rng = random.Random(4)
     ds = [rng.getrandbits(rng.randrange(1, 34)) for _ in range(300)]
     ds += [0, 1, 255, 256, 65535, 65536, (1 << 33) - 1]
     exp = recip1p(np.array(ds, dtype=np.int64)).tolist()
-    assert _pipeline(Recip1p(d2_width=33), ds, Recip1p.latency + 1) == exp
+    assert _pipeline(Recip1p(d2_width=33, rom=rom), ds, Recip1p.latency + 1) == exp
+
+
+def test_recip_unit_refuses_an_unknown_table_kind():
+    with pytest.raises(ValueError, match="rom='lut' is not 'logic' or 'block'"):
+        Recip1p(rom="lut")
 
 
 def test_gain_divider_exact_and_saturating():
