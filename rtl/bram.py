@@ -8,8 +8,9 @@ often fewer than the cascade's. :class:`SlicedRead` / :class:`SlicedWrite` are o
 all slices, with the port signatures of ``amaranth.lib.memory``.
 
 :func:`block_ram` / :func:`sliced_block_ram` are the memories the grid, embedding and coverage
-units build on: ``no_rw_check`` block RAMs with :class:`RegisteredRead` ports, so Yosys puts no
-read-during-write logic (a delayed write and a bypass multiplexer) behind any RAM output.
+units build on: ``no_rw_check`` block RAMs with registered read ports (:func:`registered_read`),
+so Yosys puts no read-during-write logic (a delayed write and a bypass multiplexer) behind any
+RAM output.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.utils import ceil_log2
 
-__all__ = ["DP16KD_MODES", "slice_bounds", "SlicedRead", "SlicedWrite", "RegisteredRead",
+__all__ = ["DP16KD_MODES", "slice_bounds", "SlicedRead", "SlicedWrite", "registered_read",
            "block_ram", "sliced_block_ram", "bank_depth", "banked_block_ram", "BANKED_LATENCY"]
 
 #: DP16KD aspect ratios (depth, width): the widest one as deep as a memory needs no cascade
@@ -64,32 +65,31 @@ class SlicedRead(wiring.Component):
         return m
 
 
-class RegisteredRead(wiring.Component):
-    """A synchronous read port of ``memory`` built as an asynchronous read and a data register.
+def registered_read(m, memory, name):
+    """A synchronous read port of ``memory`` built in ``m`` as an asynchronous read and a data
+    register: an interface of ``ReadPort.Signature`` (``addr``, ``en``, ``data``).
 
     It behaves exactly like ``memory.read_port()`` (the word of the previous cycle's address,
     the old word when that address is written in the same cycle; ``en`` low holds the data),
     but it is the form Yosys' ``memory_dff`` merges into the block RAM's read port, and that
     pass honours the memory's ``no_rw_check`` attribute (:func:`block_ram`): no soft logic
-    emulates read-during-write behaviour behind the RAM output.
+    emulates read-during-write behaviour behind the RAM output. The register is in the
+    memory's own module (``m``), so a synthesis that keeps the hierarchy (``nms bench area``)
+    merges it too; in a submodule of its own it was left as a register behind an asynchronous
+    read, which an iCE40 can only build from flip-flops.
     """
-
-    def __init__(self, memory):
-        self._port = memory.read_port(domain="comb")
-        super().__init__(ReadPort.Signature(addr_width=ceil_log2(memory.depth),
-                                            shape=memory.shape))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += self._port.addr.eq(self.addr)
-        with m.If(self.en):
-            m.d.sync += self.data.eq(self._port.data)
-        return m
+    port = memory.read_port(domain="comb")
+    read = ReadPort.Signature(addr_width=ceil_log2(memory.depth), shape=memory.shape).create(
+        path=(name,))
+    m.d.comb += port.addr.eq(read.addr)
+    with m.If(read.en):
+        m.d.sync += read.data.eq(port.data)
+    return read
 
 
 def block_ram(m, name, shape, depth, read_ports=1):
     """A memory of ``m`` for block RAM without read-during-write logic, its registered read
-    ports (submodules of ``m``) and its write port: ``(memory, *reads, write)``.
+    ports (:func:`registered_read`, in ``m``) and its write port: ``(memory, *reads, write)``.
 
     ``no_rw_check`` is legal only where no word read in the cycle its address is written is
     used (on the FPGA such a read returns an undefined word; in simulation the old one), so
@@ -101,8 +101,7 @@ def block_ram(m, name, shape, depth, read_ports=1):
     reads = []
     for r in range(read_ports):
         suffix = "_read" if read_ports == 1 else f"_read{r}"
-        m.submodules[f"{name}{suffix}"] = port = RegisteredRead(mem)
-        reads.append(port)
+        reads.append(registered_read(m, mem, f"{name}{suffix}"))
     return (mem, *reads, mem.write_port())
 
 
