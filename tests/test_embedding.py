@@ -54,6 +54,20 @@ def _check_y_reads(engine, report):
                                                  hold_self=hold), job["name"]
 
 
+def _measured_iteration_cycles(engine, sizes, tmp_path):
+    """``(job, cycles per iteration)`` per ``(n, kk)`` of ``sizes``: jobs of 1 and 3 iterations
+    without stalls (their Y reads checked), half the difference of their first-coordinate
+    cycles."""
+    cases = [{"kind": "lists", "name": f"n{n}_it{iters}", "n": n, "kk": kk, "seed": 1,
+              "cfg": _cfg(iters, 1, 1)} for n, kk in sizes for iters in (1, 3)]
+    report = tmp_path / "cycles.json"
+    _run(engine, cases, idle=0.0, backpressure=0.0, report=report)
+    _check_y_reads(engine, report)
+    jobs = json.loads(report.read_text())
+    return [(one, (three["cycles_to_first_coord"] - one["cycles_to_first_coord"]) / 2)
+            for one, three in zip(jobs[0::2], jobs[1::2])]
+
+
 def _cfg(n_iter, ex_iters, switch, lr=32, shift=2, early=128, late=204):
     return {"n_iter": n_iter, "exaggeration_iters": ex_iters, "momentum_switch": switch,
             "learning_rate": lr, "exaggeration_shift": shift, "momentum_early": early,
@@ -170,14 +184,7 @@ def test_engine_serial_units_bit_exact_and_cycles(tmp_path):
         {"kind": "knn", "name": "n=C", "n": 32, "kk": 4, "seed": 8, "cfg": _cfg(3, 1, 2)},
         {"kind": "knn", "name": "n=2", "n": 2, "kk": 1, "seed": 9, "cfg": _cfg(4, 2, 2)}]
     _run(ENGINE_SERIAL, cases, idle=0.4, backpressure=0.5, seed=3)
-    cases = [{"kind": "lists", "name": f"n{n}_it{iters}", "n": n, "kk": kk, "seed": 1,
-              "cfg": _cfg(iters, 1, 1)} for n, kk in ((9, 3), (32, 4)) for iters in (1, 3)]
-    report = tmp_path / "cycles.json"
-    _run(ENGINE_SERIAL, cases, idle=0.0, backpressure=0.0, report=report)
-    _check_y_reads(ENGINE_SERIAL, report)
-    jobs = json.loads(report.read_text())
-    for one, three in zip(jobs[0::2], jobs[1::2]):
-        per_iter = (three["cycles_to_first_coord"] - one["cycles_to_first_coord"]) / 2
+    for one, per_iter in _measured_iteration_cycles(ENGINE_SERIAL, ((9, 3), (32, 4)), tmp_path):
         assert per_iter == iteration_cycles(one["n"], one["kk"], pair_units=2, neg_samples=3,
                                             serial_update=True, serial_pairs=True), one["name"]
         pipelined = iteration_cycles(one["n"], one["kk"], pair_units=2, neg_samples=3)
@@ -196,17 +203,7 @@ def test_engine_digits_class():
 @pytest.mark.parametrize("engine", [ENGINE_U1, ENGINE_U2], ids=["u1", "u2"])
 def test_engine_iteration_cycles_match_the_formula(engine, tmp_path):
     """No stalls: jobs of 1 and 3 iterations differ by exactly 2 x ``iteration_cycles``."""
-    cases = []
-    for n, kk in ((23, 8), (64, 5)):
-        for iters in (1, 3):
-            cases.append({"kind": "lists", "name": f"n{n}_it{iters}", "n": n, "kk": kk,
-                          "seed": 1, "cfg": _cfg(iters, 1, 1)})
-    report = tmp_path / "cycles.json"
-    _run(engine, cases, idle=0.0, backpressure=0.0, report=report)
-    _check_y_reads(engine, report)
-    jobs = json.loads(report.read_text())
-    for one, three in zip(jobs[0::2], jobs[1::2]):
-        per_iter = (three["cycles_to_first_coord"] - one["cycles_to_first_coord"]) / 2
+    for one, per_iter in _measured_iteration_cycles(engine, ((23, 8), (64, 5)), tmp_path):
         assert per_iter == iteration_cycles(one["n"], one["kk"], pair_units=engine["pair_units"],
                                             neg_samples=engine["neg_samples"]), one["name"]
 
